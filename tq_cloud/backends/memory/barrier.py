@@ -1,0 +1,69 @@
+"""In-process flow barriers with the port's set-if-absent and close-once semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from tq_cloud.flows.models import FlowStepResult
+from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState
+
+
+@dataclass(slots=True)
+class _Barrier:
+    snapshot: BarrierSnapshot
+    results: dict[int, FlowStepResult] = field(default_factory=dict)
+
+
+class InMemoryFlowBarrierProvider:
+    def __init__(self) -> None:
+        self._flows: dict[str, _Barrier] = {}
+        self.calls = 0
+
+    async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime) -> None:
+        self.calls += 1
+        self._flows.setdefault(flow_id, _Barrier(BarrierSnapshot(
+            flow_id=flow_id, total_steps=total_steps, remaining=total_steps,
+            state=BarrierState.ACTIVE, started_at=started_at, join_dispatched=False)))
+
+    async def batch_decrement_and_check(
+        self, flow_id: str, results: Sequence[FlowStepResult]
+    ) -> BarrierDecrementResult:
+        self.calls += 1
+        barrier = self._flows.get(flow_id)
+        if barrier is None:
+            return BarrierDecrementResult(remaining=-1)
+        snap = barrier.snapshot
+        if snap.state is not BarrierState.ACTIVE:
+            return BarrierDecrementResult(-1, snap.state, snap.join_dispatched)
+        new = 0
+        for result in results:
+            if result.step_index not in barrier.results and result.step_index < snap.total_steps:
+                barrier.results[result.step_index] = result
+                new += 1
+        remaining = snap.remaining - new
+        state = BarrierState.COMPLETE if remaining == 0 else BarrierState.ACTIVE
+        barrier.snapshot = replace(snap, remaining=remaining, state=state)
+        return BarrierDecrementResult(remaining, state)
+
+    async def get_step_results(self, flow_id: str) -> list[FlowStepResult]:
+        barrier = self._flows.get(flow_id)
+        return [barrier.results[i] for i in sorted(barrier.results)] if barrier else []
+
+    async def close(self, flow_id: str, state: BarrierState) -> bool:
+        self.calls += 1
+        barrier = self._flows.get(flow_id)
+        if barrier is None or barrier.snapshot.state is not BarrierState.ACTIVE:
+            return False
+        barrier.snapshot = replace(barrier.snapshot, state=state)
+        return True
+
+    async def get(self, flow_id: str) -> BarrierSnapshot | None:
+        barrier = self._flows.get(flow_id)
+        return barrier.snapshot if barrier else None
+
+    async def mark_join_dispatched(self, flow_id: str) -> None:
+        barrier = self._flows.get(flow_id)
+        if barrier is not None:
+            barrier.snapshot = replace(barrier.snapshot, join_dispatched=True)

@@ -1,0 +1,118 @@
+"""An in-process task store with the DynamoDB backend's semantics: conditional transitions,
+set-if-absent inserts, atomic claims and a 400 KB item limit. It stores copies, so callers
+never share objects with it (a bug class of the reference implementation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.errors import PayloadTooLargeError, TqError
+
+DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
+
+
+class InMemoryAdapter:
+    def __init__(self, *, max_item_bytes: int = DYNAMODB_MAX_ITEM_BYTES) -> None:
+        self._rows: dict[str, Task] = {}
+        self._max = max_item_bytes
+        self.fail_next_writes = 0
+
+    @property
+    def max_item_bytes(self) -> int:
+        return self._max
+
+    def _write_gate(self, tasks: Sequence[Task]) -> None:
+        if self.fail_next_writes > 0:
+            self.fail_next_writes -= 1
+            raise TqError("injected storage failure")
+        for task in tasks:
+            size = len(task.model_dump_json(exclude_defaults=True))
+            if size > self._max:
+                raise PayloadTooLargeError(task.id, size, self._max, "the task store")
+
+    def _put(self, task: Task, **update: object) -> Task:
+        row = task.model_copy(update=update, deep=True)
+        self._rows[row.key] = row
+        return row
+
+    async def insert(self, tasks: Sequence[Task]) -> list[Task]:
+        self._write_gate(tasks)
+        return [self._put(t).model_copy() for t in tasks if t.key not in self._rows]
+
+    async def get(self, ids: Sequence[str]) -> list[Task]:
+        return [self._rows[i].model_copy(deep=True) for i in ids if i in self._rows]
+
+    async def schedule_retry(self, tasks: Sequence[Task]) -> list[Task]:
+        self._write_gate(tasks)
+        written = []
+        for task in tasks:
+            row = self._rows.get(task.key)
+            if row is not None and (row.status.is_terminal or _attempt(row) >= _attempt(task)):
+                continue
+            self._put(task)
+            written.append(task)
+        return written
+
+    async def mark_executed(self, tasks: Sequence[Task], at: datetime) -> None:
+        self._write_gate(tasks)
+        for task in tasks:
+            row = self._rows.get(task.key)
+            if row is not None and not row.status.is_terminal:
+                self._put(row, status=TaskStatus.EXECUTED, updated_at=at,
+                          execution_result=task.execution_result,
+                          execution_stats=task.execution_stats)
+
+    async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
+        self._write_gate(tasks)
+        for task in tasks:
+            row = self._rows.get(task.key)
+            if row is not None and row.status.is_terminal:
+                continue
+            stats = task.execution_stats.model_copy(update={"failed_at": at})
+            self._put(task, status=TaskStatus.FAILED, updated_at=at, execution_stats=stats,
+                      force_store=True)
+
+    async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
+        self._write_gate(tasks)
+        for task in tasks:
+            row = self._rows.get(task.key)
+            if row is not None and row.status.is_terminal:
+                continue
+            stats = task.execution_stats.model_copy(update={"ignored_reason": reason})
+            self._put(task, status=TaskStatus.IGNORED, updated_at=at, execution_stats=stats,
+                      force_store=True)
+
+    async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
+        for key in ids:
+            row = self._rows.get(key)
+            if row is not None and row.status is TaskStatus.PROCESSING:
+                self._put(row, status=TaskStatus.SCHEDULED)
+
+    async def claim_mature(self, now: datetime, limit: int) -> list[Task]:
+        due = sorted(
+            (r for r in self._rows.values()
+             if r.status is TaskStatus.SCHEDULED and r.execute_at is not None and r.execute_at <= now),
+            key=lambda r: (r.execute_at or now, r.key),
+        )[:limit]
+        return [self._put(r, status=TaskStatus.PROCESSING, processing_started_at=now).model_copy()
+                for r in due]
+
+    async def recover_stale(self, processing_before: datetime) -> int:
+        stale = [r for r in self._rows.values() if r.status is TaskStatus.PROCESSING
+                 and (r.processing_started_at or r.updated_at or processing_before) < processing_before]
+        for row in stale:
+            self._put(row, status=TaskStatus.SCHEDULED)
+        return len(stale)
+
+    def snapshot(self) -> dict[str, Task]:
+        """All rows, as copies (for tests, demos and the local dashboard)."""
+        return {k: v.model_copy(deep=True) for k, v in self._rows.items()}
+
+    def by_status(self, status: TaskStatus) -> list[Task]:
+        return [r.model_copy(deep=True) for r in self._rows.values() if r.status is status]
+
+
+def _attempt(task: Task) -> tuple[int, int]:
+    return task.execution_stats.retry_count, task.execution_stats.deferrals

@@ -1,0 +1,32 @@
+"""In-process one-time timers, fired by whoever drives `fire_due` (the worker's sweep)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tq_cloud.core.models import Task
+from tq_cloud.ports.queue import MessageQueue
+
+
+class InMemoryTimer:
+    def __init__(self, queue: MessageQueue) -> None:
+        self.queue = queue
+        self._pending: dict[str, Task] = {}
+
+    async def schedule(self, name: str, task: Task) -> None:
+        self._pending.setdefault(name, task)
+
+    async def cancel(self, name: str) -> None:
+        self._pending.pop(name, None)
+
+    async def fire_due(self, now: datetime) -> int:
+        due = [(n, t) for n, t in self._pending.items() if t.execute_at is None or t.execute_at <= now]
+        if due:
+            await self.queue.publish([t.model_copy(update={"execute_at": now}) for _, t in due])
+            for name, _ in due:
+                del self._pending[name]
+        return len(due)
+
+    @property
+    def pending(self) -> list[str]:
+        return sorted(self._pending)

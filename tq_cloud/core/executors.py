@@ -1,0 +1,116 @@
+"""The three kinds of executor, and the settings they share.
+
+Settings are checked when the executor is built, so a bad configuration fails at import time
+of the user's module, not on the first task at 3 AM.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from tq_cloud.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from tq_cloud.core.actions import ExecutorActions
+    from tq_cloud.core.models import Task
+
+SingleTaskFn = Callable[["Task[Any]", "ExecutorActions"], Awaitable[None]]
+BatchTaskFn = Callable[[list["Task[Any]"], "ExecutorActions"], Awaitable[None]]
+PartitionKeyFn = Callable[["Task[Any]"], "str | None"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorOptions:
+    """`retries`: retries after the first attempt, unless the task sets its own.
+    `store_on_failure`: keep final failures in the store instead of discarding them.
+    `handoff_timeout`: seconds after which a long task is handed to the AsyncTaskManager."""
+
+    retries: int = 0
+    store_on_failure: bool = False
+    payload_model: type[BaseModel] | None = None
+    partition_key: PartitionKeyFn | None = None
+    handoff_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigurationError(f"retries must be a whole number >= 0, got {self.retries!r}")
+        if self.payload_model is not None and not (
+            isinstance(self.payload_model, type) and issubclass(self.payload_model, BaseModel)
+        ):
+            raise ConfigurationError(
+                f"payload_model must be a pydantic BaseModel subclass, got {self.payload_model!r}"
+            )
+        if self.partition_key is not None and not callable(self.partition_key):
+            raise ConfigurationError("partition_key must be a callable taking the task")
+        if self.handoff_timeout is not None and not self.handoff_timeout > 0:
+            raise ConfigurationError(
+                f"handoff_timeout must be a positive number of seconds, got {self.handoff_timeout!r}"
+            )
+
+
+def _require_coroutine_function(fn: object, shape: str) -> None:
+    if not inspect.iscoroutinefunction(fn):
+        raise ConfigurationError(f"an executor must be an `async def {shape}`, got {fn!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SingleTaskExecutor:
+    """One task per call; sequential, or `parallel` in chunks of `chunk_size`."""
+
+    fn: SingleTaskFn
+    options: ExecutorOptions = ExecutorOptions()
+    parallel: bool = False
+    chunk_size: int = 1
+
+    def __post_init__(self) -> None:
+        _require_coroutine_function(self.fn, "fn(task, actions)")
+        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise ConfigurationError(f"chunk_size must be a whole number >= 1, got {self.chunk_size!r}")
+        if not self.parallel and self.chunk_size != 1:
+            raise ConfigurationError("chunk_size only applies to parallel executors; set parallel=True")
+        if self.parallel and self.options.handoff_timeout is not None:
+            raise ConfigurationError(
+                "handoff_timeout applies to sequential single-task executors only; "
+                "a parallel chunk cannot hand off one task and wait for the rest"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchTaskExecutor:
+    """All tasks of one (queue, type) in a batch, in one call."""
+
+    fn: BatchTaskFn
+    options: ExecutorOptions = ExecutorOptions()
+
+    def __post_init__(self) -> None:
+        _require_coroutine_function(self.fn, "fn(tasks, actions)")
+        if self.options.handoff_timeout is not None:
+            raise ConfigurationError("handoff_timeout applies to sequential single-task executors only")
+
+
+Executor = SingleTaskExecutor | BatchTaskExecutor
+
+
+def payload_model_from_annotation(fn: Callable[..., Any]) -> type[BaseModel] | None:
+    """`async def f(task: Task[Email], actions)` declares Email as the payload model."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except (NameError, TypeError, ValueError):
+        return None
+    if not params:
+        return None
+    annotation = hints.get(params[0].name)
+    origin_args = getattr(annotation, "__pydantic_generic_metadata__", None)
+    if origin_args is None and getattr(annotation, "__origin__", None) is list:
+        inner = getattr(annotation, "__args__", (None,))[0]
+        origin_args = getattr(inner, "__pydantic_generic_metadata__", None)
+    if not origin_args or not origin_args.get("args"):
+        return None
+    arg = origin_args["args"][0]
+    return arg if isinstance(arg, type) and issubclass(arg, BaseModel) else None

@@ -1,0 +1,191 @@
+"""`TaskHandler`: the engine's entry point. It wires the router, runner and post-processor from
+injected ports, and offers the operations everything else is built on: add tasks, process a
+batch, send mature tasks. Consumption loops live in `worker.py`; Lambda handlers call
+`process_batch` directly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tq_cloud.clock import Clock, SystemClock
+from tq_cloud.core.models import Task
+from tq_cloud.core.outcomes import RunResult
+from tq_cloud.core.postprocess import Decisions, PostProcessor
+from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.core.routing import TaskRouter
+from tq_cloud.core.runner import TaskRunner
+from tq_cloud.core.settings import HandlerSettings
+from tq_cloud.core.stats import StatsBook
+from tq_cloud.core.worker import Worker
+from tq_cloud.flows.middleware import FlowMiddleware
+from tq_cloud.flows.starter import FlowStarter
+from tq_cloud.ids import new_id
+from tq_cloud.lifecycle.emitter import LifecycleConfig, LifecycleEmitter
+from tq_cloud.lifecycle.events import BatchCompleted, BatchStarted, WorkerInfo, worker_info_fields
+from tq_cloud.ports.lifecycle import (
+    FlowLifecycleProvider,
+    TaskLifecycleProvider,
+    WorkerLifecycleProvider,
+)
+from tq_cloud.ports.locks import LockProvider
+from tq_cloud.ports.notifications import NotificationProvider
+from tq_cloud.ports.queue import MessageQueue
+from tq_cloud.ports.storage import TaskStorage
+from tq_cloud.projections.sink import ProjectionConfig, ProjectionSink
+
+if TYPE_CHECKING:
+    from tq_cloud.asynctasks.manager import AsyncTaskManager
+    from tq_cloud.ports.barrier import FlowBarrierProvider
+    from tq_cloud.ports.projections import EntityProjectionProvider
+    from tq_cloud.ports.timer import Timer
+
+log = logging.getLogger("tq_cloud.handler")
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """`not_committed` must be redelivered: the runner deferred them (claimed elsewhere) or
+    committing their effects failed. Executor failures are committed (as retries)."""
+
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    not_committed: list[Task] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class TaskHandler:
+    def __init__(
+        self,
+        *,
+        queue: MessageQueue,
+        registry: TaskQueuesManager,
+        storage: TaskStorage,
+        locks: LockProvider,
+        clock: Clock | None = None,
+        settings: HandlerSettings | None = None,
+        notifications: NotificationProvider | None = None,
+        task_lifecycle: TaskLifecycleProvider | None = None,
+        worker_lifecycle: WorkerLifecycleProvider | None = None,
+        flow_lifecycle: FlowLifecycleProvider | None = None,
+        lifecycle_config: LifecycleConfig | None = None,
+        projections: EntityProjectionProvider | None = None,
+        projection_config: ProjectionConfig | None = None,
+        flow_barriers: FlowBarrierProvider | None = None,
+        timer: Timer | None = None,
+        async_manager: AsyncTaskManager | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.storage = storage
+        self.locks = locks
+        self.clock = clock or SystemClock()
+        self.settings = settings or HandlerSettings()
+        self.notifications = notifications
+        self.async_manager = async_manager
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[:8]}"
+        self.started_at = self.clock.now()
+        self.lifecycle = LifecycleEmitter(
+            worker_id=self.worker_id, task_provider=task_lifecycle, worker_provider=worker_lifecycle,
+            flow_provider=flow_lifecycle, config=lifecycle_config,
+        )
+        self.stats = StatsBook(self.worker_id, self.settings, notifications)
+        sink = ProjectionSink(projections, self.clock, projection_config) if projections else None
+        self.router = TaskRouter(
+            queue, storage, registry, self.clock, self.lifecycle,
+            immediate_window=self.settings.immediate_window,
+            on_scheduled=sink.scheduled if sink else None, timer=timer,
+        )
+        self.timer = timer
+        self.flows = None if flow_barriers is None else FlowMiddleware(
+            flow_barriers, self.router, self.clock, self.lifecycle, timer=timer, projections=sink)
+        self.runner = TaskRunner(
+            registry, locks, self.clock, self.lifecycle, check_task=self.router.check,
+            flow_starter=FlowStarter(self.clock) if self.flows else None, async_manager=async_manager,
+            on_processing=sink.processing if sink else None, lock_ttl=self.settings.lock_ttl,
+        )
+        self.post_processor = PostProcessor(
+            self.router, storage, registry, self.clock, self.lifecycle,
+            flows=self.flows, projections=sink, on_discarded=self.stats.discarded,
+        )
+        self.runner.commit_async = self._commit_async
+
+    def worker_info(self, queues: Sequence[str] = ()) -> WorkerInfo:
+        return WorkerInfo(worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+                          started_at=self.started_at, enabled_queues=tuple(queues))
+
+    async def add_tasks(self, tasks: Sequence[Task]) -> list[Task]:
+        """Route tasks to the queue or the store (see routing.py); returns them with their ids.
+        Raises on a queue or store failure: nothing is sent for the call's failing part."""
+        return await self.router.dispatch(tasks)
+
+    async def post_process(self, result: RunResult, consumer_id: str | None = None) -> Decisions:
+        return await self.post_processor.commit(result, consumer_id)
+
+    async def process_batch(self, tasks: Sequence[Task], consumer_id: str = "direct") -> BatchReport:
+        """Run a batch and commit its effects. Never raises for task-level problems; if the
+        commit fails, every task of the batch is reported not committed, for redelivery."""
+        report = BatchReport(processed=len(tasks))
+        if not tasks:
+            return report
+        started = self.clock.now()
+        info = self.worker_info()
+        if self.lifecycle.worker_provider is not None:
+            types = tuple(sorted({t.type for t in tasks}))
+            await self.lifecycle.worker("on_batch_started", BatchStarted(
+                **worker_info_fields(info), batch_size=len(tasks), task_types=types))
+        try:
+            result = await self.runner.run(consumer_id, tasks)
+            decisions = await self.post_processor.commit(result, consumer_id)
+        except Exception as exc:
+            log.exception("batch of %d tasks not committed; it will be redelivered", len(tasks))
+            report.error = exc
+            report.not_committed = list(tasks)
+            await self.stats.error(exc, "process_batch")
+        else:
+            report.not_committed = result.deferred
+            report.succeeded = len(decisions.succeeded)
+            report.failed = len(result.outcomes) - report.succeeded
+            await self.stats.batch(result, decisions, consumer_id, started, self.clock.now())
+        if self.lifecycle.worker_provider is not None:
+            duration = (self.clock.now() - started).total_seconds() * 1000
+            await self.lifecycle.worker("on_batch_completed", BatchCompleted(
+                **worker_info_fields(info), batch_size=len(tasks), succeeded=report.succeeded,
+                failed=report.failed, duration_ms=duration))
+        return report
+
+    async def _commit_async(self, result: RunResult, consumer_id: str) -> None:
+        try:
+            decisions = await self.post_processor.commit(result, consumer_id)
+        except Exception as exc:
+            log.exception("committing a handed-off task failed")
+            await self.stats.error(exc, "async_commit")
+            raise
+        await self.stats.batch(result, decisions, consumer_id, self.clock.now(), self.clock.now())
+
+    async def start_consuming(self, queue_id: str, stop: asyncio.Event) -> None:
+        """Consume one queue until `stop` is set (see worker.py)."""
+        await Worker(self).consume(queue_id, stop)
+
+    async def task_process_server(self, stop: asyncio.Event, queues: Sequence[str] | None = None) -> None:
+        """Consume all queues, sweep mature tasks and send heartbeats until `stop` is set."""
+        await Worker(self).serve(stop, queues)
+
+    async def process_mature_tasks(self) -> int:
+        """Recover stale `processing` rows, then send every due `scheduled` task to the queue."""
+        recovered = await self.storage.recover_stale(self.clock.now() - self.settings.stale_after)
+        if recovered:
+            log.warning("recovered %d stale processing tasks", recovered)
+        sent = await self.timer.fire_due(self.clock.now()) if self.timer is not None else 0
+        while True:
+            n = await self.router.dispatch_mature(self.settings.mature_batch_limit)
+            sent += n
+            if n < self.settings.mature_batch_limit:
+                return sent

@@ -1,0 +1,131 @@
+"""The task and the data it carries.
+
+A task is a pydantic model so that a record from Kinesis or a row from DynamoDB is validated
+field by field on the way in, and a bad one becomes a recorded failure with a precise error.
+Framework data lives in `execution_stats` and `metadata`; the user's payload is never touched.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
+
+P = TypeVar("P", default=Any)
+
+MAX_LOG_CONTEXT_KEYS = 10
+MAX_LOG_CONTEXT_CHARS = 1024
+
+
+class TaskStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    PROCESSING = "processing"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    IGNORED = "ignored"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({TaskStatus.EXECUTED, TaskStatus.FAILED, TaskStatus.IGNORED})
+
+FailurePolicy = Literal["continue", "abort"]
+
+
+class EntityRef(BaseModel):
+    """The domain object a task works on (a user, an order); projections are keyed by it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+
+
+class JoinTarget(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: str = Field(min_length=1)
+    queue_id: str = Field(min_length=1)
+
+
+class FlowMeta(BaseModel):
+    """Where a task sits in a flow. Steps have step_index >= 0; joins and sentinels have -1."""
+
+    model_config = ConfigDict(extra="forbid")
+    flow_id: str
+    step_index: int
+    total_steps: int = Field(ge=1)
+    join: JoinTarget
+    failure_policy: FailurePolicy = "continue"
+    is_join: bool = False
+    is_timeout: bool = False
+    entity: EntityRef | None = None
+    started_at: AwareDatetime | None = None
+
+
+class TaskMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    log_context: dict[str, str] | None = None
+    flow_meta: FlowMeta | None = None
+
+
+class ExecutionStats(BaseModel):
+    """Framework bookkeeping. The executor's own figures go to `details`, so they can never
+    overwrite `retry_count` or the error fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    retry_count: int = Field(default=0, ge=0)
+    deferrals: int = Field(default=0, ge=0, description="reschedules that used no attempt")
+    last_error: str | None = None
+    last_error_type: str | None = None
+    failed_at: AwareDatetime | None = None
+    ignored_reason: str | None = None
+    result_dropped: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Task(BaseModel, Generic[P]):
+    """One unit of work. `Task[MyPayload]` types the payload for an executor that declares
+    `payload_model=MyPayload`; the runner validates the payload before the executor runs."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+
+    id: str | None = None
+    type: str = Field(min_length=1)
+    queue_id: str = Field(min_length=1)
+    payload: P
+    execute_at: AwareDatetime | None = None
+    status: TaskStatus = TaskStatus.SCHEDULED
+    retries: int | None = Field(default=None, ge=0)
+    retry_after: int | None = Field(default=None, ge=0, description="base back-off in ms")
+    execution_stats: ExecutionStats = Field(default_factory=ExecutionStats)
+    entity: EntityRef | None = None
+    force_store: bool = False
+    metadata: TaskMetadata = Field(default_factory=TaskMetadata)
+    partition_key: str | None = Field(default=None, min_length=1, max_length=256)
+    execution_result: Any = None
+    created_at: AwareDatetime | None = None
+    updated_at: AwareDatetime | None = None
+    processing_started_at: AwareDatetime | None = None
+
+    @property
+    def key(self) -> str:
+        """The id, which every task has once it went through `add_tasks`."""
+        if self.id is None:
+            raise ValueError(f"task of type {self.type!r} has no id; add it through add_tasks")
+        return self.id
+
+    @property
+    def flow_meta(self) -> FlowMeta | None:
+        return self.metadata.flow_meta
+
+    @property
+    def retry_count(self) -> int:
+        return self.execution_stats.retry_count
+
+
+def utc_iso(value: datetime) -> str:
+    return value.isoformat()

@@ -1,0 +1,58 @@
+"""Flow definitions and the results a join receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tq_cloud.core.models import EntityRef, FailurePolicy, JoinTarget, Task
+
+FLOW_TIMEOUT_TYPE = "_flow.timeout"
+
+
+def timeout_timer_name(flow_id: str) -> str:
+    return f"flow-timeout-{flow_id}"
+
+
+class FlowStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(min_length=1)
+    queue_id: str = Field(min_length=1)
+    payload: Any = None
+    entity: EntityRef | None = None
+
+
+class FlowConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    join: JoinTarget
+    failure_policy: FailurePolicy = "continue"
+    timeout_ms: int | None = Field(default=None, gt=0)
+    entity: EntityRef | None = None
+
+
+class FlowStepResult(BaseModel):
+    step_index: int = Field(ge=0)
+    status: Literal["success", "fail"]
+    result: Any = None
+    error: str | None = None
+
+
+class FlowResults(BaseModel):
+    """`payload["flow_results"]` of a join task."""
+
+    flow_id: str
+    steps: list[FlowStepResult]
+    aborted: bool = False
+    timed_out: bool = False
+
+
+@dataclass(slots=True)
+class StartedFlow:
+    flow_id: str
+    total_steps: int
+    started_at: datetime
+    config: FlowConfig
+    tasks: list[Task] = field(default_factory=list)

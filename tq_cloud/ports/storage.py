@@ -1,0 +1,59 @@
+"""The task storage port: scheduled, processing, executed, failed and ignored tasks.
+
+Every write is conditional so that a redelivered batch replays into the same state:
+inserts are set-if-absent, terminal transitions happen once, retries only move forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from tq_cloud.core.models import Task
+
+
+class TaskStorage(Protocol):
+    @property
+    def max_item_bytes(self) -> int:
+        """Largest serialised task the store accepts (DynamoDB: 400 KB)."""
+        ...
+
+    async def insert(self, tasks: Sequence[Task]) -> list[Task]:
+        """Insert tasks that are not stored yet; return the ones inserted (an id already
+        present is skipped, which makes dispatch of derived-id tasks idempotent)."""
+        ...
+
+    async def get(self, ids: Sequence[str]) -> list[Task]:
+        ...
+
+    async def schedule_retry(self, tasks: Sequence[Task]) -> list[Task]:
+        """Upsert retry copies, each only when the stored task is not terminal and its
+        (retry_count, deferrals) is lower than the copy's (a replayed failure does not schedule a second
+        retry); return the copies written."""
+        ...
+
+    async def mark_executed(self, tasks: Sequence[Task], at: datetime) -> None:
+        """Terminal success, with `execution_result`; a no-op for tasks already terminal or
+        never stored."""
+        ...
+
+    async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
+        """Terminal failure, upserted (a task never stored before is created as failed)."""
+        ...
+
+    async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
+        ...
+
+    async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
+        """Undo a claim whose queue write failed, so the sweeper offers the task again."""
+        ...
+
+    async def claim_mature(self, now: datetime, limit: int) -> list[Task]:
+        """Move due `scheduled` tasks to `processing` and return them; a task is claimed by
+        exactly one caller."""
+        ...
+
+    async def recover_stale(self, processing_before: datetime) -> int:
+        """Return `processing` tasks older than the threshold to `scheduled`; count them."""
+        ...

@@ -1,0 +1,113 @@
+"""Builds entity projections at each point of a task's life and sends each phase's batch in one
+provider call. Projections are advisory: a provider error is logged and processing goes on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tq_cloud.clock import Clock
+from tq_cloud.core.models import FlowMeta, Task
+from tq_cloud.errors import MissingTaskIdError
+from tq_cloud.ports.projections import (
+    EntityProjectionProvider,
+    EntityTaskProjection,
+    ProjectionStatus,
+)
+
+if TYPE_CHECKING:
+    from tq_cloud.core.postprocess import Decisions
+    from tq_cloud.flows.models import StartedFlow
+
+log = logging.getLogger("tq_cloud.projections")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectionConfig:
+    include_payload: bool = False
+
+
+def build_projection(
+    task: Task, status: ProjectionStatus, now: Any, *, include_payload: bool = False,
+    error: str | None = None, result: Any = None,
+) -> EntityTaskProjection | None:
+    """None for a task without an entity; MissingTaskIdError for an entity task without an id."""
+    if task.entity is None:
+        return None
+    if task.id is None:
+        raise MissingTaskIdError(task.entity.type, task.entity.id)
+    payload = task.payload
+    if include_payload and hasattr(payload, "model_dump"):
+        payload = payload.model_dump(mode="json")
+    return EntityTaskProjection(
+        task_id=task.id, entity_id=task.entity.id, entity_type=task.entity.type,
+        task_type=task.type, queue_id=task.queue_id, status=status,
+        payload=payload if include_payload else None, error=error, result=result,
+        created_at=task.created_at or now, updated_at=now)
+
+
+class ProjectionSink:
+    def __init__(self, provider: EntityProjectionProvider, clock: Clock,
+                 config: ProjectionConfig | None = None) -> None:
+        self.provider = provider
+        self.clock = clock
+        self.config = config or ProjectionConfig()
+
+    def _build(self, tasks: Sequence[Task], status: ProjectionStatus,
+               error: Any = None) -> list[EntityTaskProjection]:
+        now = self.clock.now()
+        out = []
+        for task in tasks:
+            try:
+                entry = build_projection(
+                    task, status, now, include_payload=self.config.include_payload,
+                    error=error(task) if callable(error) else error,
+                    result=task.execution_result if status is ProjectionStatus.EXECUTED else None)
+            except MissingTaskIdError:
+                log.exception("projection skipped")
+                continue
+            if entry is not None:
+                out.append(entry)
+        return out
+
+    async def _send(self, entries: list[EntityTaskProjection]) -> None:
+        if not entries:
+            return
+        try:
+            await self.provider.upsert_projections(entries)
+        except Exception:
+            log.exception("entity projection provider failed for %d entries", len(entries))
+
+    async def scheduled(self, tasks: Sequence[Task]) -> None:
+        await self._send(self._build(tasks, ProjectionStatus.SCHEDULED))
+
+    async def processing(self, tasks: Sequence[Task]) -> None:
+        await self._send(self._build(tasks, ProjectionStatus.PROCESSING))
+
+    async def terminal(self, decisions: Decisions, flows: Sequence[StartedFlow]) -> None:
+        entries = self._build([o.task for o in decisions.succeeded], ProjectionStatus.EXECUTED)
+        entries += self._build([o.task for o in decisions.final_failures], ProjectionStatus.FAILED,
+                               lambda t: t.execution_stats.last_error or "task failed")
+        now = self.clock.now()
+        for flow in flows:
+            entity = flow.config.entity
+            if entity is not None:
+                entries.append(EntityTaskProjection(
+                    task_id=flow.flow_id, entity_id=entity.id, entity_type=entity.type,
+                    task_type=flow.config.join.type, queue_id=flow.config.join.queue_id,
+                    status=ProjectionStatus.PROCESSING, created_at=flow.started_at, updated_at=now))
+        await self._send(entries)
+
+    async def flow_final(self, meta: FlowMeta, *, succeeded: bool, result: Any = None,
+                         error: str | None = None) -> None:
+        if meta.entity is None:
+            return
+        now = self.clock.now()
+        await self._send([EntityTaskProjection(
+            task_id=meta.flow_id, entity_id=meta.entity.id, entity_type=meta.entity.type,
+            task_type=meta.join.type, queue_id=meta.join.queue_id,
+            status=ProjectionStatus.EXECUTED if succeeded else ProjectionStatus.FAILED,
+            result=result if succeeded else None, error=None if succeeded else error,
+            created_at=meta.started_at or now, updated_at=now)])
