@@ -71,5 +71,9 @@ class FlowsNotConfiguredError(ConfigurationError):
         )
 
 
+class InvalidTaskError(TqError):
+    """A task whose payload does not match its executor's payload model."""
+
+
 class InvalidFlowError(TqError):
     """A flow definition that cannot run (no steps, a non-positive timeout)."""

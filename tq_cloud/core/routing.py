@@ -20,7 +20,7 @@ from tq_cloud.clock import Clock
 from tq_cloud.core.log_context import limit_log_context
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.errors import PayloadTooLargeError, TqError
+from tq_cloud.errors import InvalidTaskError, PayloadTooLargeError
 from tq_cloud.flows.models import timeout_timer_name
 from tq_cloud.ids import new_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
@@ -32,10 +32,6 @@ log = logging.getLogger("tq_cloud.routing")
 
 IMMEDIATE_WINDOW = timedelta(minutes=2)
 TasksHook = Callable[[Sequence[Task]], Awaitable[None]]
-
-
-class InvalidTaskError(TqError):
-    """A task whose payload does not match its executor's payload model."""
 
 
 class TaskRouter:
@@ -111,19 +107,19 @@ class TaskRouter:
             return []
         now = self.clock.now()
         routed = [self.prepare(t, now) for t in tasks]
-        later, stored_now, now_only = [], [], []
+        later, stored_now, now_only, timed = [], [], [], []
         for task in routed:
-            if self._due_later(task):
+            if self.timer is not None and task.flow_meta is not None and task.flow_meta.is_timeout:
+                timed.append(task)
+            elif self._due_later(task):
                 later.append(task.model_copy(update={"force_store": True}))
             elif task.force_store:
                 stored_now.append(task)
             else:
                 now_only.append(task)
-        if self.timer is not None:
-            for task in [t for t in later if t.flow_meta and t.flow_meta.is_timeout]:
-                assert task.flow_meta is not None
-                await self.timer.schedule(timeout_timer_name(task.flow_meta.flow_id), task)
-            later = [t for t in later if not (t.flow_meta and t.flow_meta.is_timeout)]
+        for task in timed:
+            assert self.timer is not None and task.flow_meta is not None
+            await self.timer.schedule(timeout_timer_name(task.flow_meta.flow_id), task)
         if later:
             await self.storage.insert(later)
         if stored_now:

@@ -90,6 +90,9 @@ class InMemoryQueue:
             return len(self._queues.get(queue_id, []))
         return sum(len(h) for h in self._queues.values())
 
+    def queue_ids(self) -> list[str]:
+        return sorted(q for q, heap in self._queues.items() if heap)
+
     def next_due(self) -> datetime | None:
         dues = [h[0][0] for h in self._queues.values() if h]
         return min(dues) if dues else None

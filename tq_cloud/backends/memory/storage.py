@@ -106,6 +106,11 @@ class InMemoryAdapter:
             self._put(row, status=TaskStatus.SCHEDULED)
         return len(stale)
 
+    def next_due(self) -> datetime | None:
+        dues = [r.execute_at for r in self._rows.values()
+                if r.status is TaskStatus.SCHEDULED and r.execute_at is not None]
+        return min(dues) if dues else None
+
     def snapshot(self) -> dict[str, Task]:
         """All rows, as copies (for tests, demos and the local dashboard)."""
         return {k: v.model_copy(deep=True) for k, v in self._rows.items()}

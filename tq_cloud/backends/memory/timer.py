@@ -27,6 +27,10 @@ class InMemoryTimer:
                 del self._pending[name]
         return len(due)
 
+    def next_due(self) -> datetime | None:
+        dues = [t.execute_at for t in self._pending.values() if t.execute_at is not None]
+        return min(dues) if dues else None
+
     @property
     def pending(self) -> list[str]:
         return sorted(self._pending)
