@@ -43,6 +43,7 @@ class InMemoryStack:
         round_trip: bool = True,
         honours_execute_at: bool = True,
         async_manager: AsyncTaskManager | None = None,
+        projections: InMemoryProjectionProvider | None = None,
         **handler_options: Any,
     ) -> InMemoryStack:
         registry = registry or TaskQueuesManager()
@@ -51,7 +52,7 @@ class InMemoryStack:
         storage = InMemoryAdapter()
         locks = InMemoryLockProvider(clock)
         barriers = InMemoryFlowBarrierProvider()
-        projections = InMemoryProjectionProvider()
+        projections = projections or InMemoryProjectionProvider()
         timer = InMemoryTimer(queue)
         handler = TaskHandler(
             queue=queue, registry=registry, storage=storage, locks=locks, clock=clock,
@@ -59,6 +60,14 @@ class InMemoryStack:
             async_manager=async_manager, **handler_options,
         )
         return cls(registry, clock, queue, storage, locks, barriers, projections, timer, handler)
+
+    async def step(self, queue_id: str, batch_size: int = 100) -> BatchReport:
+        """Receive and process one batch of one queue (requeueing what was not committed)."""
+        tasks = await self.queue.receive(queue_id, batch_size)
+        report = await self.handler.process_batch(tasks, f"memory:{queue_id}")
+        if report.not_committed:
+            await self.queue.requeue(report.not_committed)
+        return report
 
     async def process_ready(self, batch_size: int = 100) -> int:
         """Process every batch that is due now; requeue what was not committed."""

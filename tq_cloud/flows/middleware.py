@@ -84,15 +84,13 @@ class FlowMiddleware:
     async def _steps_finished(self, group: list[tuple[FlowMeta, FlowStepResult]]) -> None:
         meta = group[0][0]
         self.barrier_calls += 1
-        outcome = await self.barriers.batch_decrement_and_check(meta.flow_id, [r for _, r in group])
-        if outcome.remaining == 0:
-            await self._dispatch_join(meta, BarrierState.COMPLETE)
-        elif outcome.remaining > 0:
-            failed = [r for _, r in group if r.status == "fail"]
-            if meta.failure_policy == "abort" and failed:
-                if await self.barriers.close(meta.flow_id, BarrierState.ABORTED):
-                    await self._dispatch_join(meta, BarrierState.ABORTED, failed[0].step_index)
-        elif outcome.state is not None and not outcome.join_dispatched:
+        results = [r for _, r in group]
+        outcome = await self.barriers.batch_decrement_and_check(
+            meta.flow_id, results, abort_on_failure=meta.failure_policy == "abort")
+        if outcome.closed and outcome.state is not None:
+            trigger = next((r.step_index for r in results if r.status == "fail"), None)
+            await self._dispatch_join(meta, outcome.state, trigger)
+        elif outcome.remaining < 0 and outcome.state is not None and not outcome.join_dispatched:
             log.warning("flow %s closed without a dispatched join; dispatching it now", meta.flow_id)
             await self._dispatch_join(meta, outcome.state)
 

@@ -26,11 +26,13 @@ class BarrierState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BarrierDecrementResult:
-    """`remaining`: 0 = met by this call, >0 = steps pending, -1 = closed before (or unknown)."""
+    """`remaining`: 0 = met by this call, >0 = steps pending, -1 = closed before (or unknown).
+    `closed` is True only for the call that closed the barrier (met, or aborted by a failure)."""
 
     remaining: int
     state: BarrierState | None = None
     join_dispatched: bool = False
+    closed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +51,10 @@ class FlowBarrierProvider(Protocol):
         ...
 
     async def batch_decrement_and_check(
-        self, flow_id: str, results: Sequence[FlowStepResult]
+        self, flow_id: str, results: Sequence[FlowStepResult], *, abort_on_failure: bool = False
     ) -> BarrierDecrementResult:
+        """Record new results and decrement, atomically. With `abort_on_failure`, a new failed
+        result closes an active flow as ABORTED (after its result is recorded)."""
         ...
 
     async def get_step_results(self, flow_id: str) -> list[FlowStepResult]:

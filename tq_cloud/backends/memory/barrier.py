@@ -28,7 +28,7 @@ class InMemoryFlowBarrierProvider:
             state=BarrierState.ACTIVE, started_at=started_at, join_dispatched=False)))
 
     async def batch_decrement_and_check(
-        self, flow_id: str, results: Sequence[FlowStepResult]
+        self, flow_id: str, results: Sequence[FlowStepResult], *, abort_on_failure: bool = False
     ) -> BarrierDecrementResult:
         self.calls += 1
         barrier = self._flows.get(flow_id)
@@ -37,15 +37,16 @@ class InMemoryFlowBarrierProvider:
         snap = barrier.snapshot
         if snap.state is not BarrierState.ACTIVE:
             return BarrierDecrementResult(-1, snap.state, snap.join_dispatched)
-        new = 0
-        for result in results:
-            if result.step_index not in barrier.results and result.step_index < snap.total_steps:
-                barrier.results[result.step_index] = result
-                new += 1
-        remaining = snap.remaining - new
+        fresh = [r for r in {r.step_index: r for r in results}.values()
+                 if r.step_index not in barrier.results and 0 <= r.step_index < snap.total_steps]
+        for result in fresh:
+            barrier.results[result.step_index] = result
+        remaining = snap.remaining - len(fresh)
         state = BarrierState.COMPLETE if remaining == 0 else BarrierState.ACTIVE
+        if abort_on_failure and any(r.status == "fail" for r in fresh):
+            state = BarrierState.ABORTED
         barrier.snapshot = replace(snap, remaining=remaining, state=state)
-        return BarrierDecrementResult(remaining, state)
+        return BarrierDecrementResult(remaining, state, closed=state is not BarrierState.ACTIVE)
 
     async def get_step_results(self, flow_id: str) -> list[FlowStepResult]:
         barrier = self._flows.get(flow_id)
