@@ -78,6 +78,7 @@ class AsyncTaskManager:
         self._accepting = True
         self._sweeper: asyncio.Task[None] | None = None
         self._deadline: datetime | None = None
+        self._settling: set[asyncio.Future[None]] = set()
         self.total_handed_off = self.total_completed = self.total_rejected = self.total_timed_out = 0
 
     def can_accept(self) -> bool:
@@ -99,6 +100,8 @@ class AsyncTaskManager:
         self._entries[task.id] = entry
         self.total_handed_off += 1
         entry.settled = asyncio.ensure_future(self._settle(task.id, entry, finish))
+        self._settling.add(entry.settled)
+        entry.settled.add_done_callback(self._settling.discard)
         self._ensure_sweeper()
         return True
 
@@ -112,6 +115,11 @@ class AsyncTaskManager:
             if self._entries.get(task_id) is entry:
                 del self._entries[task_id]
                 self.total_completed += 1
+
+    async def wait_idle(self) -> None:
+        """Wait until every handed-off task, evicted ones included, has been committed."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None and self.options.sweep_interval > 0:
@@ -191,6 +199,7 @@ class AsyncTaskManager:
         for entry in list(self._entries.values()):
             entry.job.cancel()
         await everything
+        await self.wait_idle()
         return ShutdownResult(initial - len(abandoned), abandoned)
 
 

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tq_cloud.clock import ManualClock
+from tq_cloud.ports.projections import EntityTaskProjection, ProjectionStatus
+
+
+async def test_locks_are_exclusive_until_released_or_expired(locks: Any, clock: ManualClock) -> None:
+    ttl = timedelta(seconds=30)
+    assert await locks.acquire(["a", "b"], "w1", ttl) == {"a", "b"}
+    assert await locks.acquire(["a", "c"], "w2", ttl) == {"c"}
+    await locks.release(["a"], "w2")
+    assert await locks.acquire(["a"], "w2", ttl) == set(), "only the owner releases"
+    await locks.release(["a"], "w1")
+    assert await locks.acquire(["a"], "w2", ttl) == {"a"}
+    await clock.advance(31)
+    assert await locks.acquire(["b"], "w3", ttl) == {"b"}, "an expired claim can be taken"
+
+
+async def test_projections_are_monotonic(projections: Any) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def p(status: str, s: int) -> EntityTaskProjection:
+        return EntityTaskProjection(task_id="x", entity_id="e", entity_type="t", task_type="k",
+                                    queue_id="q", status=ProjectionStatus(status), created_at=t0,
+                                    updated_at=t0 + timedelta(seconds=s))
+
+    await projections.upsert_projections([p("processing", 2)])
+    await projections.upsert_projections([p("scheduled", 1)])
+    assert projections.get("x").status == "processing"
+    await projections.upsert_projections([p("failed", 3), p("executed", 4)])
+    assert projections.get("x").status == "failed"

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tq_cloud import Task, TaskStatus
+from tq_cloud.clock import ManualClock
+from tq_cloud.core.models import ExecutionStats
+from tq_cloud.errors import PayloadTooLargeError
+
+
+def t(id_: str, clock: ManualClock, *, at: float = 0, status: TaskStatus = TaskStatus.SCHEDULED,
+      retry: int = 0, **kw: Any) -> Task:
+    now = clock.now()
+    return Task(id=id_, type="t", queue_id="q", payload={"id": id_}, status=status, force_store=True,
+                execute_at=now + timedelta(seconds=at), created_at=now, updated_at=now,
+                processing_started_at=now if status is TaskStatus.PROCESSING else None,
+                execution_stats=ExecutionStats(retry_count=retry), **kw)
+
+
+async def test_insert_is_set_if_absent(storage: Any, clock: ManualClock) -> None:
+    first = await storage.insert([t("a", clock), t("b", clock)])
+    again = await storage.insert([t("a", clock, at=99), t("c", clock)])
+    assert [x.id for x in first] == ["a", "b"] and [x.id for x in again] == ["c"]
+    [a] = await storage.get(["a"])
+    assert a.execute_at == clock.now()
+
+
+async def test_rows_are_copies(storage: Any, clock: ManualClock) -> None:
+    task = t("a", clock)
+    await storage.insert([task])
+    task.payload["id"] = "mutated"
+    [row] = await storage.get(["a"])
+    assert row.payload == {"id": "a"}
+
+
+async def test_claim_mature_claims_each_due_task_once(storage: Any, clock: ManualClock) -> None:
+    await storage.insert([t(f"d{i}", clock) for i in range(5)] + [t("later", clock, at=60)])
+    claims = await asyncio.gather(*(storage.claim_mature(clock.now(), 3) for _ in range(4)))
+    claimed = [x.id for batch in claims for x in batch]
+    assert sorted(claimed) == [f"d{i}" for i in range(5)]
+    rows = {r.id: r for r in await storage.get(["d0", "later"])}
+    assert rows["d0"].status is TaskStatus.PROCESSING and rows["later"].status is TaskStatus.SCHEDULED
+
+
+async def test_terminal_transitions_happen_once(storage: Any, clock: ManualClock) -> None:
+    await storage.insert([t("a", clock, status=TaskStatus.PROCESSING)])
+    done = t("a", clock, execution_result={"r": 1})
+    await storage.mark_executed([done], clock.now())
+    await storage.mark_failed([t("a", clock)], clock.now())
+    await storage.schedule_retry([t("a", clock, retry=1)])
+    [row] = await storage.get(["a"])
+    assert row.status is TaskStatus.EXECUTED and row.execution_result == {"r": 1}
+
+
+async def test_mark_executed_never_creates_rows(storage: Any, clock: ManualClock) -> None:
+    await storage.mark_executed([t("ghost", clock)], clock.now())
+    assert await storage.get(["ghost"]) == []
+
+
+async def test_mark_failed_and_ignored_upsert(storage: Any, clock: ManualClock) -> None:
+    await storage.mark_failed([t("f", clock)], clock.now())
+    await storage.mark_ignored([t("i", clock)], "no executor", clock.now())
+    rows = {r.id: r for r in await storage.get(["f", "i"])}
+    assert rows["f"].status is TaskStatus.FAILED and rows["f"].execution_stats.failed_at == clock.now()
+    assert rows["i"].status is TaskStatus.IGNORED and rows["i"].execution_stats.ignored_reason == "no executor"
+
+
+async def test_schedule_retry_only_moves_forward(storage: Any, clock: ManualClock) -> None:
+    await storage.insert([t("a", clock, status=TaskStatus.PROCESSING)])
+    assert [x.id for x in await storage.schedule_retry([t("a", clock, at=2, retry=1)])] == ["a"]
+    assert await storage.schedule_retry([t("a", clock, at=5, retry=1)]) == [], "a replay"
+    assert await storage.schedule_retry([t("a", clock, at=5, retry=0)]) == []
+    [row] = await storage.get(["a"])
+    assert row.retry_count == 1 and row.execute_at == clock.now() + timedelta(seconds=2)
+    deferred = t("a", clock, at=30, retry=1)
+    deferred.execution_stats.deferrals = 1
+    assert len(await storage.schedule_retry([deferred])) == 1
+    assert len(await storage.schedule_retry([t("new", clock, retry=1)])) == 1, "creates unstored tasks"
+
+
+async def test_reset_and_stale_recovery(storage: Any, clock: ManualClock) -> None:
+    await storage.insert([t("a", clock, status=TaskStatus.PROCESSING),
+                          t("b", clock, status=TaskStatus.PROCESSING)])
+    await storage.reset_to_scheduled(["a"])
+    clock._now += timedelta(minutes=10)
+    assert await storage.recover_stale(clock.now() - timedelta(minutes=20)) == 0
+    assert await storage.recover_stale(clock.now() - timedelta(minutes=5)) == 1
+    rows = await storage.get(["a", "b"])
+    assert {r.status for r in rows} == {TaskStatus.SCHEDULED}
+
+
+async def test_items_over_the_limit_are_rejected(storage: Any, clock: ManualClock) -> None:
+    big = t("big", clock)
+    big.payload = {"x": "y" * storage.max_item_bytes}
+    with pytest.raises(PayloadTooLargeError, match="big"):
+        await storage.insert([big])
+    assert await storage.get(["big"]) == []
