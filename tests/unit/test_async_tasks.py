@@ -177,8 +177,9 @@ async def test_shutdown_waits_for_grace_then_abandons_with_a_retry() -> None:
     assert manager.get_metrics().active_task_count == 2
     shutting = asyncio.ensure_future(manager.shutdown(grace=5))
     quick.release.set()
-    while manager.is_handed_off("a"):
-        await asyncio.sleep(0)
+    quick_done = manager._entries["a"].settled
+    assert quick_done is not None
+    await quick_done
     await stack.clock.advance(5)
     result = await shutting
     assert result.completed_during_grace == 1 and result.abandoned_task_ids == ["b"]

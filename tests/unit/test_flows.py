@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import EventLog
 from tq_cloud import (
     EntityRef,
     ExecutorActions,
@@ -19,7 +20,6 @@ from tq_cloud.errors import FlowsNotConfiguredError, InvalidFlowError
 from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE
 from tq_cloud.ports.barrier import BarrierState
 from tq_cloud.testing import InMemoryStack
-from tests.helpers import EventLog
 
 JOIN = JoinTarget(type="join", queue_id="flows")
 

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
+from tests.helpers import EventLog
 from tq_cloud import ExecutorActions, LifecycleConfig, Task, TaskStatus
 from tq_cloud.core.retry import retry_delay_ms
 from tq_cloud.ports.notifications import QueueStats
 from tq_cloud.testing import InMemoryStack
-from tests.helpers import EventLog
 
 
 class Notes:

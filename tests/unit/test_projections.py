@@ -108,7 +108,7 @@ async def test_statuses_never_move_backwards() -> None:
 
 def test_entity_task_without_an_id_fails_fast_with_the_fix() -> None:
     task = Task(type="t", queue_id="q", payload={}, entity=USER)
-    with pytest.raises(MissingTaskIdError, match="add tasks through TaskHandler.add_tasks"):
+    with pytest.raises(MissingTaskIdError, match=r"add tasks through TaskHandler\.add_tasks"):
         build_projection(task, ProjectionStatus.SCHEDULED, datetime.now(UTC))
     assert build_projection(Task(type="t", queue_id="q", payload={}), ProjectionStatus.SCHEDULED,
                             datetime.now(UTC)) is None

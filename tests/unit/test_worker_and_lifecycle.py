@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from tests.helpers import EventLog
 from tq_cloud import (
     ExecutorActions,
     HandlerSettings,
@@ -19,7 +20,6 @@ from tq_cloud.backends.memory import InMemoryAdapter, InMemoryLockProvider, InMe
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.lifecycle.events import TaskCompleted
 from tq_cloud.testing import InMemoryStack
-from tests.helpers import EventLog
 
 
 def live_handler(registry: TaskQueuesManager, **kw: object) -> tuple[TaskHandler, InMemoryQueue]:

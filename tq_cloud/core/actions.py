@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.clock import Clock
@@ -34,7 +35,8 @@ class RunRecorder:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     new_tasks: list[Task] = field(default_factory=list)
     flows: list[StartedFlow] = field(default_factory=list)
-    started_at: dict[str, Any] = field(default_factory=dict)
+    started_at: dict[str, datetime] = field(default_factory=dict)
+    batch_started_at: datetime | None = None
 
 
 class ExecutorActions:
@@ -45,7 +47,7 @@ class ExecutorActions:
         self,
         recorder: RunRecorder,
         scope: Mapping[str, Task],
-        parent_key: str,
+        parent_key: str | Callable[[], str],
         *,
         check_task: TaskCheck,
         flow_starter: FlowStarter | None,
@@ -53,12 +55,19 @@ class ExecutorActions:
     ) -> None:
         self._recorder = recorder
         self._scope = scope
-        self._parent_key = parent_key
+        self._parent_key_source = parent_key
         self._check_task = check_task
         self._flow_starter = flow_starter
         self._log_context = dict(log_context) if log_context else None
         self._children = 0
         self.log = logging.LoggerAdapter(logging.getLogger("tq_cloud.task"), self._log_context or {})
+
+    @property
+    def _parent_key(self) -> str:
+        """Computed on first use: a batch's key sorts all its ids, which only children need."""
+        if callable(self._parent_key_source):
+            self._parent_key_source = self._parent_key_source()
+        return self._parent_key_source
 
     def _own(self, task: Task) -> str:
         key = task.id
@@ -77,11 +86,12 @@ class ExecutorActions:
         key = self._own(task)
         if not key:
             return
-        stored, dropped = checked_result(result)
-        if dropped:
-            log.warning("task %s succeeded but its result was dropped: %s", key, dropped)
-            task.execution_stats = task.execution_stats.model_copy(update={"result_dropped": dropped})
-        task.execution_result = stored
+        if result is not None or task.execution_result is not None:
+            stored, dropped = checked_result(result)
+            if dropped:
+                log.warning("task %s succeeded but its result was dropped: %s", key, dropped)
+                task.execution_stats = task.execution_stats.model_copy(update={"result_dropped": dropped})
+            task.execution_result = stored
         self._record(key, task, succeeded=True)
 
     def fail(
@@ -165,7 +175,7 @@ def record_failure(
     recorder.outcomes[key] = Outcome(
         task=task,
         succeeded=succeeded,
-        started_at=recorder.started_at.get(key, now),
+        started_at=recorder.started_at.get(key) or recorder.batch_started_at or now,
         finished_at=now,
         error=message,
         error_type=error_type,

@@ -123,7 +123,7 @@ class TaskRunner:
         return valid
 
     def _actions(
-        self, recorder: RunRecorder, scope: Mapping[str, Task], parent_key: str,
+        self, recorder: RunRecorder, scope: Mapping[str, Task], parent_key: str | Callable[[], str],
         log_context: Mapping[str, str] | None,
     ) -> ExecutorActions:
         return ExecutorActions(recorder, scope, parent_key, check_task=self.check_task,
@@ -165,10 +165,16 @@ class TaskRunner:
     ) -> None:
         if not tasks:
             return
-        for task in tasks:
-            await self._started(task, recorder, consumer_id)
+        if self.lifecycle.task_provider is None:
+            recorder.batch_started_at = self.clock.now()
+        else:
+            for task in tasks:
+                await self._started(task, recorder, consumer_id)
         scope = {t.key: t for t in tasks}
-        parent = derived_id("batch", *sorted(f"{k}:{t.retry_count}" for k, t in scope.items()))
+
+        def parent() -> str:
+            return derived_id("batch", *sorted(f"{k}:{t.retry_count}" for k, t in scope.items()))
+
         actions = self._actions(recorder, scope, parent, None)
         ctx = {"worker_id": self.lifecycle.worker_id, "batch_size": str(len(tasks))}
         with log_context_scope(ctx):

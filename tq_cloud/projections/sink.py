@@ -59,7 +59,7 @@ class ProjectionSink:
                error: Any = None) -> list[EntityTaskProjection]:
         now = self.clock.now()
         out = []
-        for task in tasks:
+        for task in [t for t in tasks if t.entity is not None]:
             try:
                 entry = build_projection(
                     task, status, now, include_payload=self.config.include_payload,

@@ -13,11 +13,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
+from pydantic import TypeAdapter
+
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.models import Task
 from tq_cloud.errors import PayloadTooLargeError, QueueWriteError
 
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024
+_TASKS = TypeAdapter(list[Task])
 
 _Entry = tuple[datetime, int, "bytes | Task"]
 
@@ -71,11 +74,12 @@ class InMemoryQueue:
         if not heap:
             return []
         now = self.clock.now()
-        out: list[Task] = []
-        while heap and len(out) < limit and heap[0][0] <= now:
-            body = heapq.heappop(heap)[2]
-            out.append(Task.model_validate_json(body) if isinstance(body, bytes) else body)
-        return out
+        bodies: list[bytes | Task] = []
+        while heap and len(bodies) < limit and heap[0][0] <= now:
+            bodies.append(heapq.heappop(heap)[2])
+        if not self.round_trip:
+            return [b for b in bodies if isinstance(b, Task)]
+        return _TASKS.validate_json(b"[" + b",".join(b for b in bodies if isinstance(b, bytes)) + b"]")
 
     async def requeue(self, tasks: Sequence[Task]) -> None:
         now = self.clock.now()

@@ -1,0 +1,53 @@
+"""The README's demo and the benchmarks run (on tiny input for the benchmarks)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from tq_cloud import TaskStatus
+from tq_cloud.demo import run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def test_demo_drives_every_path_to_a_terminal_state() -> None:
+    out = io.StringIO()
+    stack = await run_demo(out)
+    text = out.getvalue()
+    rows = stack.storage.snapshot().values()
+    assert {r.status for r in rows} <= {TaskStatus.EXECUTED, TaskStatus.FAILED, TaskStatus.IGNORED}
+    assert "flow join 'ship' result: {'shipped': ['A', 'B', 'C']}" in text
+    assert "exhausted 'charge': card declined after 2 attempts" in text
+    assert "order:o-42 ship     executed" in text
+    assert stack.queue.depth() == 0 and stack.next_due() is None
+
+
+def test_cli_demo_runs_in_a_fresh_process() -> None:
+    result = subprocess.run([sys.executable, "-m", "tq_cloud", "demo"], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert "tq-cloud in-memory demo" in result.stdout
+
+
+def test_runner_throughput_benchmark_runs_on_tiny_input() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import runner_throughput
+    finally:
+        sys.path.pop(0)
+    figures = runner_throughput.main(["--tasks", "300", "--batch-size", "50"])
+    assert {f.kind for f in figures} == {"single", "parallel", "batch"} and len(figures) == 6
+    assert all(f.tasks == 300 and f.process_rate > 0 for f in figures)
+
+
+def test_flow_fanout_benchmark_runs_on_tiny_input() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import flow_fanout
+    finally:
+        sys.path.pop(0)
+    [figures] = flow_fanout.main(["--flows", "1", "--steps", "40", "--batch-size", "10"])
+    assert figures.barrier_calls == figures.batches_with_steps == 4
+    assert figures.last_step_to_join_ms >= 0

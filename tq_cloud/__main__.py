@@ -1,0 +1,5 @@
+import sys
+
+from tq_cloud.cli import main
+
+sys.exit(main())
