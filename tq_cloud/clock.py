@@ -38,6 +38,7 @@ class ManualClock:
         self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
         self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        self._watchers: list[tuple[int, asyncio.Future[None]]] = []
 
     def now(self) -> datetime:
         return self._now
@@ -48,7 +49,23 @@ class ManualClock:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + timedelta(seconds=seconds), next(self._seq), fut))
+        self._wake_watchers()
         await fut
+
+    def _wake_watchers(self) -> None:
+        for n, watcher in list(self._watchers):
+            if self.sleepers >= n and not watcher.done():
+                watcher.set_result(None)
+        self._watchers = [(n, w) for n, w in self._watchers if not w.done()]
+
+    async def wait_for_sleepers(self, count: int = 1) -> None:
+        """Return once at least `count` coroutines sleep on this clock, so a test can advance
+        time knowing the background loop it drives is waiting."""
+        if self.sleepers >= count:
+            return
+        watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.append((count, watcher))
+        await watcher
 
     @property
     def sleepers(self) -> int:

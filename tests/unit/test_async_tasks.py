@@ -228,3 +228,18 @@ def test_metrics_and_options() -> None:
     manager.total_rejected = 3
     manager.reset_counters()
     assert manager.get_metrics().total_rejected == 0
+
+
+async def test_the_sweeper_runs_on_the_clock() -> None:
+    stack = InMemoryStack.create()
+    manager = AsyncTaskManager(AsyncTaskManagerOptions(sweep_interval=1.0, default_max_duration=0.5),
+                               clock=stack.clock)
+    stack = InMemoryStack.create(stack.registry, clock=stack.clock, async_manager=manager)
+    Slow(stack)
+    await stack.handler.add_tasks([Task(id="s", type="slow", queue_id="q", payload={}, force_store=True)])
+    await stack.step("q")
+    assert manager.is_handed_off("s")
+    await asyncio.wait_for(stack.clock.wait_for_sleepers(1), 5)
+    await stack.clock.advance(1.0)
+    await manager.wait_idle()
+    assert not manager.is_handed_off("s") and manager.get_metrics().total_timed_out == 1

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
+
+import pytest
 
 from tests.helpers import EventLog
 from tq_cloud import (
@@ -215,3 +218,22 @@ async def test_task_events_carry_context_and_payload_only_when_asked() -> None:
 async def test_stale_after_guards_running_tasks(stack: InMemoryStack) -> None:
     assert stack.handler.settings.stale_after >= stack.handler.settings.lock_ttl
     assert stack.handler.settings.stale_after == timedelta(minutes=30)
+
+
+async def test_console_health_provider_logs_every_event(caplog: pytest.LogCaptureFixture) -> None:
+    from tq_cloud import ConsoleHealthProvider
+
+    provider = ConsoleHealthProvider()
+    stack = InMemoryStack.create(task_lifecycle=provider, worker_lifecycle=provider,
+                                 lifecycle_config=LifecycleConfig(mode="sync"))
+
+    @stack.registry.task("q", "t", retries=1)
+    async def flaky(task: Task, actions: ExecutorActions) -> None:
+        actions.fail(task, "x")
+
+    with caplog.at_level(logging.DEBUG, logger="tq_cloud.health"):
+        await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={})])
+        await stack.run_until_idle()
+    text = caplog.text
+    for word in ("scheduled t", "started t", "failed t", "will_retry=True", "exhausted t", "batch of 1"):
+        assert word in text
