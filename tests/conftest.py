@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tq_cloud.core.registry import TaskQueuesManager
@@ -14,3 +16,19 @@ def registry() -> TaskQueuesManager:
 @pytest.fixture
 def stack(registry: TaskQueuesManager) -> InMemoryStack:
     return InMemoryStack.create(registry)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from tests.aws_support import moto_server
+
+    yield from moto_server()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fake_aws_credentials() -> None:
+    import os
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_SESSION_TOKEN", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(name, value)

@@ -1,13 +1,20 @@
-"""Each port's conformance suite runs against every backend listed here. The AWS backends
-join these lists when they exist, so they must pass the very same tests."""
+"""Each port's conformance suite runs against every backend listed here: the in-memory one
+and the AWS one (on moto's server), through the very same tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from tests.aws_support import aws_resources, fresh_settings
+from tq_cloud.backends.aws import (
+    DynamoDbAdapter,
+    DynamoDbFlowBarrierProvider,
+    DynamoDbLockProvider,
+    DynamoDbProjectionProvider,
+)
 from tq_cloud.backends.memory import (
     InMemoryAdapter,
     InMemoryFlowBarrierProvider,
@@ -16,10 +23,38 @@ from tq_cloud.backends.memory import (
 )
 from tq_cloud.clock import ManualClock
 
-STORAGE: dict[str, Callable[[ManualClock], Any]] = {"memory": lambda clock: InMemoryAdapter()}
-BARRIERS: dict[str, Callable[[ManualClock], Any]] = {"memory": lambda clock: InMemoryFlowBarrierProvider()}
-LOCKS: dict[str, Callable[[ManualClock], Any]] = {"memory": lambda clock: InMemoryLockProvider(clock)}
-PROJECTIONS: dict[str, Callable[[ManualClock], Any]] = {"memory": lambda clock: InMemoryProjectionProvider()}
+MEMORY = {
+    "storage": lambda clock: InMemoryAdapter(),
+    "barriers": lambda clock: InMemoryFlowBarrierProvider(),
+    "locks": lambda clock: InMemoryLockProvider(clock),
+    "projections": lambda clock: InMemoryProjectionProvider(),
+}
+
+
+class ProjectionReader:
+    """Gives the DynamoDB provider the same read helpers the conformance tests use."""
+
+    def __init__(self, provider: DynamoDbProjectionProvider) -> None:
+        self.provider = provider
+        self.cache: dict[str, Any] = {}
+
+    async def upsert_projections(self, entries: Any) -> None:
+        await self.provider.upsert_projections(entries)
+        for entry in entries:
+            self.cache[entry.task_id] = await self.provider.get_projection(entry.task_id)
+
+    def get(self, task_id: str) -> Any:
+        return self.cache.get(task_id)
+
+
+def _dynamodb(port: str, clients: Any, settings: Any, clock: ManualClock) -> Any:
+    if port == "storage":
+        return DynamoDbAdapter(clients.dynamodb, settings.tasks_table)
+    if port == "barriers":
+        return DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
+    if port == "locks":
+        return DynamoDbLockProvider(clients.dynamodb, settings.locks_table, clock)
+    return ProjectionReader(DynamoDbProjectionProvider(clients.dynamodb, settings.projections_table))
 
 
 @pytest.fixture
@@ -27,21 +62,35 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=sorted(STORAGE))
-def storage(request: pytest.FixtureRequest, clock: ManualClock) -> Any:
-    return STORAGE[request.param](clock)
+async def _backend(request: pytest.FixtureRequest, port: str, clock: ManualClock) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield MEMORY[port](clock)
+        return
+    endpoint = request.getfixturevalue("moto_endpoint")
+    settings = fresh_settings(endpoint)
+    async with aws_resources(settings) as clients:
+        yield _dynamodb(port, clients, settings, clock)
 
 
-@pytest.fixture(params=sorted(BARRIERS))
-def barriers(request: pytest.FixtureRequest, clock: ManualClock) -> Any:
-    return BARRIERS[request.param](clock)
+@pytest.fixture(params=["memory", "dynamodb"])
+async def storage(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Any]:
+    async for backend in _backend(request, "storage", clock):
+        yield backend
 
 
-@pytest.fixture(params=sorted(LOCKS))
-def locks(request: pytest.FixtureRequest, clock: ManualClock) -> Any:
-    return LOCKS[request.param](clock)
+@pytest.fixture(params=["memory", "dynamodb"])
+async def barriers(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Any]:
+    async for backend in _backend(request, "barriers", clock):
+        yield backend
 
 
-@pytest.fixture(params=sorted(PROJECTIONS))
-def projections(request: pytest.FixtureRequest, clock: ManualClock) -> Any:
-    return PROJECTIONS[request.param](clock)
+@pytest.fixture(params=["memory", "dynamodb"])
+async def locks(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Any]:
+    async for backend in _backend(request, "locks", clock):
+        yield backend
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+async def projections(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Any]:
+    async for backend in _backend(request, "projections", clock):
+        yield backend

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tq_cloud.clock import Clock, SystemClock
+from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import RunResult
 from tq_cloud.core.postprocess import Decisions, PostProcessor
@@ -57,6 +58,7 @@ class BatchReport:
     succeeded: int = 0
     failed: int = 0
     not_committed: list[Task] = field(default_factory=list)
+    unrecorded: list[UndecodableRecord] = field(default_factory=list)
     error: BaseException | None = None
 
 
@@ -159,6 +161,24 @@ class TaskHandler:
             await self.lifecycle.worker("on_batch_completed", BatchCompleted(
                 **worker_info_fields(info), batch_size=len(tasks), succeeded=report.succeeded,
                 failed=report.failed, duration_ms=duration))
+        return report
+
+    async def process_records(
+        self, records: Sequence[Task | UndecodableRecord], consumer_id: str = "direct"
+    ) -> BatchReport:
+        """Like process_batch, for transports that deliver raw records: undecodable ones are
+        stored as failed tasks (reported back if even that fails), the rest are processed."""
+        poison = [r for r in records if isinstance(r, UndecodableRecord)]
+        report = await self.process_batch([r for r in records if isinstance(r, Task)], consumer_id)
+        if poison:
+            now = self.clock.now()
+            log.error("%d undecodable records stored as failed tasks", len(poison))
+            try:
+                await self.storage.mark_failed([p.as_failed_task(now) for p in poison], now)
+            except Exception as exc:
+                log.exception("could not record %d undecodable records", len(poison))
+                report.unrecorded = poison
+                report.error = report.error or exc
         return report
 
     async def _commit_async(self, result: RunResult, consumer_id: str) -> None:

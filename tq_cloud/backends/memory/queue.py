@@ -16,6 +16,7 @@ from datetime import datetime
 from pydantic import TypeAdapter
 
 from tq_cloud.clock import Clock, SystemClock
+from tq_cloud.core.codec import encode_task
 from tq_cloud.core.models import Task
 from tq_cloud.errors import PayloadTooLargeError, QueueWriteError
 
@@ -60,7 +61,7 @@ class InMemoryQueue:
         for task in tasks:
             body: bytes | Task = task
             if self.round_trip:
-                body = task.model_dump_json(exclude_defaults=True).encode()
+                body = encode_task(task)
                 if len(body) > self._max:
                     raise PayloadTooLargeError(task.id, len(body), self._max, "the in-memory queue")
             due = task.execute_at if (self._honours and task.execute_at) else now
@@ -86,7 +87,7 @@ class InMemoryQueue:
         for task in tasks:
             body: bytes | Task = task
             if self.round_trip:
-                body = task.model_dump_json(exclude_defaults=True).encode()
+                body = encode_task(task)
             heapq.heappush(self._queues[task.queue_id], (now, next(self._seq), body))
 
     def depth(self, queue_id: str | None = None) -> int:

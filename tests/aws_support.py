@@ -1,0 +1,98 @@
+"""moto's server on 127.0.0.1 (a random port), started once per test session, and fresh,
+uniquely named AWS resources per test."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any
+
+from moto.server import ThreadedMotoServer
+
+from tq_cloud.backends.aws import AwsSettings, create_resources, open_clients
+from tq_cloud.backends.aws.stack import AwsClients
+
+
+def moto_server() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def fresh_settings(endpoint: str, **overrides: object) -> AwsSettings:
+    suffix = uuid.uuid4().hex[:10]
+    names = {"stream_name": f"s-{suffix}", "tasks_table": f"tasks-{suffix}",
+             "barriers_table": f"barriers-{suffix}", "projections_table": f"proj-{suffix}",
+             "locks_table": f"locks-{suffix}", "schedule_group": f"g-{suffix}"}
+    return AwsSettings(endpoint_url=endpoint, **{**names, **overrides})  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def aws_resources(settings: AwsSettings) -> AsyncIterator[AwsClients]:
+    async with open_clients(settings) as clients:
+        await create_resources(clients, settings)
+        yield clients
+
+
+class PutRecordsFaults:
+    """Makes chosen records of PutRecords fail as throttled, without writing them: they are
+    removed from the request before it is sent and reported failed in the response."""
+
+    def __init__(self, client: object, fail: Callable[[dict[str, object], int], bool]) -> None:
+        self.fail = fail
+        self.calls = 0
+        self.failed = 0
+        self._removed: list[int] = []
+        events = client.meta.events  # type: ignore[attr-defined]
+        self._send_nothing = False
+        events.register("before-parameter-build.kinesis.PutRecords", self._before)
+        events.register("before-call.kinesis.PutRecords", self._short_circuit)
+        events.register("after-call.kinesis.PutRecords", self._after)
+
+    def _before(self, params: dict[str, Any], **_: Any) -> None:
+        self.calls += 1
+        records = params["Records"]
+        self._removed = [i for i, r in enumerate(records) if self.fail(r, self.calls)]
+        self.failed += len(self._removed)
+        self._send_nothing = len(self._removed) == len(records)
+        if not self._send_nothing:
+            params["Records"] = [r for i, r in enumerate(records) if i not in self._removed]
+
+    def _short_circuit(self, **_: Any) -> Any:
+        if self._send_nothing:
+            return SimpleNamespace(status_code=200, headers={}), {"FailedRecordCount": 0, "Records": []}
+        return None
+
+    def _after(self, parsed: dict[str, Any], **_: Any) -> None:
+        results = list(parsed.get("Records", []))
+        for index in self._removed:
+            results.insert(index, {"ErrorCode": "ProvisionedThroughputExceededException",
+                                   "ErrorMessage": "Rate exceeded for shard"})
+        parsed["Records"] = results
+        parsed["FailedRecordCount"] = len(self._removed)
+
+
+class CallFaults:
+    """Raises a ClientError with `code` before chosen calls reach the service (nothing happens)."""
+
+    def __init__(self, client: object, event: str, code: str, *, times: int = 1) -> None:
+        self.code = code
+        self.remaining = times
+        self.raised = 0
+        client.meta.events.register(f"before-call.{event}", self._before)  # type: ignore[attr-defined]
+
+    def _before(self, model: Any, **_: Any) -> None:
+        from botocore.exceptions import ClientError
+
+        if self.remaining > 0:
+            self.remaining -= 1
+            self.raised += 1
+            raise ClientError({"Error": {"Code": self.code, "Message": "injected"}}, model.name)

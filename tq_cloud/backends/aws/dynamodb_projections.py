@@ -1,0 +1,60 @@
+"""Entity projections in DynamoDB, keyed by task id, listed per entity through a GSI.
+
+Each upsert is conditional on the stored status having a lower rank (or being the same
+status), so an out-of-order update under at-least-once delivery never moves a status back.
+Writes of one batch are issued concurrently."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tq_cloud.backends.aws.dynamo import bounded_gather, is_condition_failure, n, s
+from tq_cloud.ports.projections import EntityTaskProjection
+
+ENTITY_INDEX = "by_entity"
+
+
+class DynamoDbProjectionProvider:
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    async def upsert_projections(self, entries: Sequence[EntityTaskProjection]) -> None:
+        await bounded_gather(entries, self._upsert)
+
+    async def _upsert(self, entry: EntityTaskProjection) -> None:
+        try:
+            await self.client.update_item(
+                TableName=self.table, Key={"task_id": s(entry.task_id)},
+                UpdateExpression=("SET entity_key = :e, created_sort = :c, #st = :st, #rk = :rk, "
+                                  "body = :b, updated_at = :u"),
+                ConditionExpression="attribute_not_exists(task_id) OR #rk < :rk OR #st = :st",
+                ExpressionAttributeNames={"#st": "status", "#rk": "rank"},
+                ExpressionAttributeValues={
+                    ":e": s(f"{entry.entity_type}#{entry.entity_id}"),
+                    ":c": s(f"{entry.created_at.isoformat()}#{entry.task_id}"),
+                    ":st": s(entry.status.value), ":rk": n(entry.status.rank),
+                    ":b": s(entry.model_dump_json()), ":u": s(entry.updated_at.isoformat())})
+        except Exception as exc:
+            if not is_condition_failure(exc):
+                raise
+
+    async def get_projection(self, task_id: str) -> EntityTaskProjection | None:
+        response = await self.client.get_item(TableName=self.table, Key={"task_id": s(task_id)},
+                                              ConsistentRead=True)
+        item = response.get("Item")
+        return EntityTaskProjection.model_validate_json(item["body"]["S"]) if item else None
+
+    async def for_entity(self, entity_type: str, entity_id: str) -> list[EntityTaskProjection]:
+        request: dict[str, Any] = {
+            "TableName": self.table, "IndexName": ENTITY_INDEX,
+            "KeyConditionExpression": "entity_key = :e",
+            "ExpressionAttributeValues": {":e": s(f"{entity_type}#{entity_id}")}}
+        out: list[EntityTaskProjection] = []
+        while True:
+            response = await self.client.query(**request)
+            out += [EntityTaskProjection.model_validate_json(i["body"]["S"]) for i in response["Items"]]
+            if "LastEvaluatedKey" not in response:
+                return out
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

@@ -1,0 +1,223 @@
+"""Tasks in DynamoDB, with every transition conditional.
+
+Item: `id` (key), `status`, `body` (the task as JSON), `retry_count` and `deferrals` (for the
+retry condition), `execute_at_ms`, and two sparse GSI keys: `due_bucket` while scheduled,
+`running_bucket` while processing. Each GSI is partitioned by a bucket (a hash of the id), so
+no partition key is hot however many tasks come due at once; the sweeper queries every bucket.
+Finished tasks get `expires_at` for DynamoDB's TTL.
+
+pynamodb is synchronous, so using it here would block the event loop; the async client with
+explicit condition expressions does the job instead.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s
+from tq_cloud.core.codec import encode_task
+from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.errors import PayloadTooLargeError
+
+DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
+_ITEM_OVERHEAD = 1024
+_TERMINAL = {":executed": s("executed"), ":failed": s("failed"), ":ignored": s("ignored")}
+_NOT_TERMINAL = "NOT (#s IN (:executed, :failed, :ignored))"
+DUE_INDEX = "due"
+RUNNING_INDEX = "running"
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+class DynamoDbAdapter:
+    def __init__(self, client: Any, table: str, *, buckets: int = 8,
+                 finished_ttl: timedelta = timedelta(days=7)) -> None:
+        self.client = client
+        self.table = table
+        self.buckets = buckets
+        self.finished_ttl = finished_ttl
+
+    @property
+    def max_item_bytes(self) -> int:
+        return DYNAMODB_MAX_ITEM_BYTES - _ITEM_OVERHEAD
+
+    def _bucket(self, task_id: str) -> str:
+        return f"b{zlib.crc32(task_id.encode()) % self.buckets}"
+
+    def _body(self, task: Task) -> str:
+        body = encode_task(task)
+        if len(body) > self.max_item_bytes:
+            raise PayloadTooLargeError(task.id, len(body), self.max_item_bytes, "the DynamoDB task table")
+        return body.decode()
+
+    def _values(self, task: Task, status: TaskStatus, now: datetime | None = None) -> Item:
+        """Attribute values for an item holding `task` in `status`."""
+        stats = task.execution_stats
+        values: Item = {
+            ":status": s(status.value), ":body": s(self._body(task)),
+            ":rc": n(stats.retry_count), ":d": n(stats.deferrals),
+            ":at": n(_ms(task.execute_at or task.created_at or datetime.now(UTC))),
+        }
+        if status is TaskStatus.SCHEDULED:
+            values[":due"] = s(self._bucket(task.key))
+        elif status is TaskStatus.PROCESSING:
+            values[":run"] = s(self._bucket(task.key))
+            values[":pms"] = n(_ms(task.processing_started_at or now or datetime.now(UTC)))
+        else:
+            values[":exp"] = n(int(((now or datetime.now(UTC)) + self.finished_ttl).timestamp()))
+        return values
+
+    @staticmethod
+    def _update_expression(values: Item) -> str:
+        sets = ["#s = :status", "body = :body", "retry_count = :rc", "deferrals = :d", "execute_at_ms = :at"]
+        removes: list[str] = []
+        for attr, key in (("due_bucket", ":due"), ("running_bucket", ":run"), ("expires_at", ":exp")):
+            (sets if key in values else removes).append(f"{attr} = {key}" if key in values else attr)
+        if ":pms" in values:
+            sets.append("processing_ms = :pms")
+        return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+
+    async def _update(self, task: Task, status: TaskStatus, condition: str, extra: Item | None = None,
+                      now: datetime | None = None) -> Item | None:
+        """One conditional upsert; returns the new item, or None when the condition failed."""
+        values = {**self._values(task, status, now), **(extra or {})}
+        try:
+            response = await self.client.update_item(
+                TableName=self.table, Key={"id": s(task.key)},
+                UpdateExpression=self._update_expression(values), ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW")
+        except Exception as exc:
+            if is_condition_failure(exc):
+                return None
+            raise
+        item: Item = response["Attributes"]
+        return item
+
+    @staticmethod
+    def _decode(item: Item) -> Task:
+        task = Task.model_validate_json(item["body"]["S"])
+        update: dict[str, Any] = {"status": TaskStatus(item["status"]["S"])}
+        if "processing_ms" in item and update["status"] is TaskStatus.PROCESSING:
+            update["processing_started_at"] = datetime.fromtimestamp(int(item["processing_ms"]["N"]) / 1000, UTC)
+        return task.model_copy(update=update)
+
+    async def insert(self, tasks: Sequence[Task]) -> list[Task]:
+        for task in tasks:
+            self._body(task)
+
+        async def put(task: Task) -> Task | None:
+            item = await self._update(task, task.status, "attribute_not_exists(id)")
+            return task if item is not None else None
+
+        return [t for t in await bounded_gather(tasks, put) if t is not None]
+
+    async def get(self, ids: Sequence[str]) -> list[Task]:
+        found: dict[str, Task] = {}
+        for start in range(0, len(ids), 100):
+            keys: list[Item] = [{"id": s(i)} for i in dict.fromkeys(ids[start:start + 100])]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                response = await self.client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.table, []):
+                    found[item["id"]["S"]] = self._decode(item)
+                request = response.get("UnprocessedKeys") or {}
+        return [found[i] for i in ids if i in found]
+
+    async def schedule_retry(self, tasks: Sequence[Task]) -> list[Task]:
+        condition = (f"attribute_not_exists(id) OR ({_NOT_TERMINAL} AND (retry_count < :rc "
+                     "OR (retry_count = :rc AND deferrals < :d)))")
+
+        async def retry(task: Task) -> Task | None:
+            return task if await self._update(task, task.status, condition, _TERMINAL) else None
+
+        return [t for t in await bounded_gather(tasks, retry) if t is not None]
+
+    async def mark_executed(self, tasks: Sequence[Task], at: datetime) -> None:
+        done = [t.model_copy(update={"status": TaskStatus.EXECUTED, "updated_at": at}) for t in tasks]
+        await bounded_gather(done, lambda t: self._update(
+            t, TaskStatus.EXECUTED, f"attribute_exists(id) AND {_NOT_TERMINAL}", _TERMINAL, at))
+
+    async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
+        failed = [t.model_copy(update={
+            "status": TaskStatus.FAILED, "updated_at": at, "force_store": True,
+            "execution_stats": t.execution_stats.model_copy(update={"failed_at": at})}) for t in tasks]
+        await bounded_gather(failed, lambda t: self._update(
+            t, TaskStatus.FAILED, f"attribute_not_exists(id) OR {_NOT_TERMINAL}", _TERMINAL, at))
+
+    async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
+        ignored = [t.model_copy(update={
+            "status": TaskStatus.IGNORED, "updated_at": at, "force_store": True,
+            "execution_stats": t.execution_stats.model_copy(update={"ignored_reason": reason})})
+            for t in tasks]
+        await bounded_gather(ignored, lambda t: self._update(
+            t, TaskStatus.IGNORED, f"attribute_not_exists(id) OR {_NOT_TERMINAL}", _TERMINAL, at))
+
+    async def _move(self, task_id: str, expect: TaskStatus, to: TaskStatus, now: datetime,
+                    extra_condition: str = "", extra_values: Item | None = None) -> Item | None:
+        """Move a stored task between scheduled and processing, keeping its body."""
+        values: Item = {":expect": s(expect.value), ":to": s(to.value), ":bucket": s(self._bucket(task_id)),
+                        **(extra_values or {})}
+        if to is TaskStatus.PROCESSING:
+            values[":pms"] = n(_ms(now))
+            update = "SET #s = :to, running_bucket = :bucket, processing_ms = :pms REMOVE due_bucket"
+        else:
+            update = "SET #s = :to, due_bucket = :bucket REMOVE running_bucket, processing_ms"
+        try:
+            response = await self.client.update_item(
+                TableName=self.table, Key={"id": s(task_id)}, UpdateExpression=update,
+                ConditionExpression="#s = :expect" + extra_condition,
+                ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW")
+        except Exception as exc:
+            if is_condition_failure(exc):
+                return None
+            raise
+        item: Item = response["Attributes"]
+        return item
+
+    async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
+        now = datetime.now(UTC)
+        await bounded_gather(ids, lambda i: self._move(i, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, now))
+
+    async def _query_keys(self, index: str, bucket_attr: str, sort_attr: str, bucket: str,
+                          before_ms: int, limit: int) -> list[str]:
+        response = await self.client.query(
+            TableName=self.table, IndexName=index, Limit=limit,
+            KeyConditionExpression=f"{bucket_attr} = :b AND {sort_attr} <= :t",
+            ExpressionAttributeValues={":b": s(bucket), ":t": n(before_ms)})
+        return [item["id"]["S"] for item in response.get("Items", [])]
+
+    async def claim_mature(self, now: datetime, limit: int) -> list[Task]:
+        """Query every bucket, then claim candidates in random order until `limit` are won, so
+        concurrent sweepers spread over the due tasks instead of all fighting for the first."""
+        buckets = [f"b{i}" for i in range(self.buckets)]
+        found = await bounded_gather(buckets, lambda b: self._query_keys(
+            DUE_INDEX, "due_bucket", "execute_at_ms", b, _ms(now), limit))
+        candidates = [i for batch in found for i in batch]
+        random.shuffle(candidates)
+        claimed: list[Task] = []
+        while candidates and len(claimed) < limit:
+            wave, candidates = candidates[:limit - len(claimed)], candidates[limit - len(claimed):]
+            items = await bounded_gather(wave, lambda i: self._move(
+                i, TaskStatus.SCHEDULED, TaskStatus.PROCESSING, now, " AND execute_at_ms <= :now",
+                {":now": n(_ms(now))}))
+            claimed += [self._decode(item) for item in items if item is not None]
+        return claimed
+
+    async def recover_stale(self, processing_before: datetime) -> int:
+        buckets = [f"b{i}" for i in range(self.buckets)]
+        cutoff = _ms(processing_before)
+        found = await bounded_gather(buckets, lambda b: self._query_keys(
+            RUNNING_INDEX, "running_bucket", "processing_ms", b, cutoff, 1000))
+        ids = [i for batch in found for i in batch]
+        moved = await bounded_gather(ids, lambda i: self._move(
+            i, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, processing_before,
+            " AND processing_ms <= :cut", {":cut": n(cutoff)}))
+        return sum(1 for item in moved if item is not None)

@@ -1,0 +1,130 @@
+"""Tasks on a Kinesis stream.
+
+Publishing: PutRecords in chunks of at most 500 records and 5 MiB; each record's partition key
+is the task's `partition_key` (set by the executor) or else its id, which spreads load across
+shards. Records that fail (throttling) are resent, only those, with jittered exponential
+back-off until a deadline; then QueueWriteError names every task not written. A record over
+1 MiB is rejected before anything is sent.
+
+Kinesis cannot delay a record (`honours_execute_at` is False), so the router sends tasks due
+later to the store, and the sweeper puts them here when due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from tq_cloud.core.codec import UndecodableRecord, decode_task, encode_task
+from tq_cloud.core.models import Task
+from tq_cloud.errors import ConfigurationError, PayloadTooLargeError, QueueWriteError
+
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_BATCH_RECORDS = 500
+MAX_BATCH_BYTES = 5 * 1024 * 1024
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def partition_key(task: Task) -> str:
+    return task.partition_key or task.key
+
+
+def _chunks(records: list[tuple[Task, dict[str, Any]]]) -> Iterable[list[tuple[Task, dict[str, Any]]]]:
+    chunk: list[tuple[Task, dict[str, Any]]] = []
+    size = 0
+    for entry in records:
+        record_size = len(entry[1]["Data"]) + len(entry[1]["PartitionKey"].encode())
+        if chunk and (len(chunk) == MAX_BATCH_RECORDS or size + record_size > MAX_BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += record_size
+    if chunk:
+        yield chunk
+
+
+class KinesisQueue:
+    def __init__(self, client: Any, stream_name: str, *, deadline: float = 30.0,
+                 base_delay: float = 0.05, max_delay: float = 2.0, sleep: Sleep = asyncio.sleep) -> None:
+        self.client = client
+        self.stream_name = stream_name
+        self.deadline = deadline
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.sleep = sleep
+        self.put_calls = 0
+        self.resent = 0
+
+    @property
+    def max_message_bytes(self) -> int:
+        return MAX_RECORD_BYTES
+
+    @property
+    def honours_execute_at(self) -> bool:
+        return False
+
+    def _record(self, task: Task) -> dict[str, Any]:
+        data = encode_task(task)
+        key = partition_key(task)
+        size = len(data) + len(key.encode())
+        if size > MAX_RECORD_BYTES:
+            raise PayloadTooLargeError(task.id, size, MAX_RECORD_BYTES, "a Kinesis record")
+        return {"Data": data, "PartitionKey": key}
+
+    async def publish(self, tasks: Sequence[Task]) -> None:
+        records = [(t, self._record(t)) for t in tasks]
+        unwritten: list[Task] = []
+        for chunk in _chunks(records):
+            unwritten += await self._put_with_retries(chunk)
+        if unwritten:
+            raise QueueWriteError(f"Kinesis kept refusing records for {self.deadline:.0f}s",
+                                  [t.key for t in unwritten])
+
+    async def _put_with_retries(self, chunk: list[tuple[Task, dict[str, Any]]]) -> list[Task]:
+        started = time.monotonic()
+        attempt = 0
+        pending = chunk
+        while True:
+            self.put_calls += 1
+            response = await self.client.put_records(StreamName=self.stream_name,
+                                                     Records=[r for _, r in pending])
+            failed = [entry for entry, result in zip(pending, response["Records"], strict=True)
+                      if result.get("ErrorCode")]
+            if not failed:
+                return []
+            delay = min(self.max_delay, self.base_delay * 2 ** attempt) * random.uniform(0.5, 1.0)
+            if time.monotonic() - started + delay > self.deadline:
+                return [t for t, _ in failed]
+            attempt += 1
+            self.resent += len(failed)
+            await self.sleep(delay)
+            pending = failed
+
+    async def receive(self, queue_id: str, limit: int) -> list[Task]:
+        raise ConfigurationError(
+            "a Kinesis stream is consumed by shard, not by queue: use the Lambda handler, or "
+            "KinesisShardPoller for a local process")
+
+    async def requeue(self, tasks: Sequence[Task]) -> None:
+        await self.publish(tasks)
+
+
+def decode_lambda_record(record: Mapping[str, Any]) -> Task | UndecodableRecord:
+    """A record of a Lambda Kinesis event: base64 data under record["kinesis"]["data"]."""
+    kinesis = record.get("kinesis", {})
+    sequence = str(kinesis.get("sequenceNumber", "?"))
+    try:
+        data = base64.b64decode(kinesis["data"], validate=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        return UndecodableRecord(sequence, f"record data is not base64: {exc!r}", str(kinesis.get("data"))[:200])
+    return decode_task(data, sequence)
+
+
+def decode_get_records(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Task | UndecodableRecord]]:
+    """Records from GetRecords: raw bytes under "Data"."""
+    return [(r["SequenceNumber"], decode_task(r["Data"], r["SequenceNumber"])) for r in records]

@@ -1,0 +1,72 @@
+"""Flow-timeout sentinels as one-time EventBridge Scheduler schedules.
+
+Each sentinel becomes a schedule `at(deadline)` in a schedule group, targeting the stream with
+the task as input and deleted after it fires. Cancelling deletes it. EventBridge fires the
+schedules itself; `emulate_firing` makes `fire_due` put due ones on the stream, for moto,
+which stores schedules but never fires them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from tq_cloud.backends.aws.dynamo import error_code
+from tq_cloud.backends.aws.kinesis import KinesisQueue, partition_key
+from tq_cloud.core.codec import encode_task
+from tq_cloud.core.models import Task
+
+
+def _at(when: datetime) -> str:
+    return f"at({when.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')})"
+
+
+class EventBridgeTimer:
+    def __init__(self, client: Any, *, group: str, stream_arn: str, role_arn: str,
+                 queue: KinesisQueue | None = None, emulate_firing: bool = False) -> None:
+        self.client = client
+        self.group = group
+        self.stream_arn = stream_arn
+        self.role_arn = role_arn
+        self.queue = queue
+        self.emulate_firing = emulate_firing
+
+    async def schedule(self, name: str, task: Task) -> None:
+        when = task.execute_at or datetime.now(UTC)
+        try:
+            await self.client.create_schedule(
+                Name=name, GroupName=self.group, ScheduleExpression=_at(when),
+                ScheduleExpressionTimezone="UTC", FlexibleTimeWindow={"Mode": "OFF"},
+                ActionAfterCompletion="DELETE",
+                Target={"Arn": self.stream_arn, "RoleArn": self.role_arn,
+                        "Input": encode_task(task).decode(),
+                        "KinesisParameters": {"PartitionKey": partition_key(task)}})
+        except Exception as exc:
+            if error_code(exc) != "ConflictException":
+                raise
+
+    async def cancel(self, name: str) -> None:
+        try:
+            await self.client.delete_schedule(Name=name, GroupName=self.group)
+        except Exception as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+
+    async def pending(self) -> list[str]:
+        response = await self.client.list_schedules(GroupName=self.group)
+        return sorted(s["Name"] for s in response.get("Schedules", []))
+
+    async def fire_due(self, now: datetime) -> int:
+        if not self.emulate_firing or self.queue is None:
+            return 0
+        fired = 0
+        for name in await self.pending():
+            schedule = await self.client.get_schedule(Name=name, GroupName=self.group)
+            due = datetime.strptime(schedule["ScheduleExpression"][3:-1], "%Y-%m-%dT%H:%M:%S")
+            if due.replace(tzinfo=UTC) <= now:
+                task = Task.model_validate(json.loads(schedule["Target"]["Input"]))
+                await self.queue.publish([task])
+                await self.cancel(name)
+                fired += 1
+        return fired

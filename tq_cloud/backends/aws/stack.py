@@ -1,0 +1,97 @@
+"""One call builds the whole AWS-backed engine from settings:
+
+    async with aws_stack(app, AwsSettings()) as stack:
+        await stack.handler.add_tasks([...])
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from tq_cloud.backends.aws.dynamodb_barriers import DynamoDbFlowBarrierProvider
+from tq_cloud.backends.aws.dynamodb_locks import DynamoDbLockProvider
+from tq_cloud.backends.aws.dynamodb_projections import DynamoDbProjectionProvider
+from tq_cloud.backends.aws.dynamodb_tasks import DynamoDbAdapter
+from tq_cloud.backends.aws.kinesis import KinesisQueue
+from tq_cloud.backends.aws.scheduler import EventBridgeTimer
+from tq_cloud.backends.aws.settings import AwsSettings
+from tq_cloud.backends.aws.tables import create_resources
+from tq_cloud.backends.memory.locks import InMemoryLockProvider
+from tq_cloud.clock import Clock, SystemClock
+from tq_cloud.core.handler import TaskHandler
+from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.ports.locks import LockProvider
+
+
+@dataclass
+class AwsClients:
+    kinesis: Any
+    dynamodb: Any
+    scheduler: Any
+
+
+@asynccontextmanager
+async def open_clients(settings: AwsSettings, session: Any = None) -> AsyncIterator[AwsClients]:
+    import aioboto3
+    from botocore.config import Config
+
+    session = session or aioboto3.Session(region_name=settings.region)
+    config = Config(retries={"mode": "standard", "max_attempts": settings.max_attempts})
+    async with AsyncExitStack() as exits:
+        def client(name: str) -> Any:
+            return exits.enter_async_context(session.client(
+                name, endpoint_url=settings.endpoint_url, region_name=settings.region, config=config))
+
+        yield AwsClients(await client("kinesis"), await client("dynamodb"), await client("scheduler"))
+
+
+@dataclass
+class AwsStack:
+    settings: AwsSettings
+    clients: AwsClients
+    queue: KinesisQueue
+    storage: DynamoDbAdapter
+    barriers: DynamoDbFlowBarrierProvider
+    projections: DynamoDbProjectionProvider
+    locks: LockProvider
+    timer: EventBridgeTimer
+    handler: TaskHandler
+
+
+async def build_stack(
+    registry: TaskQueuesManager, settings: AwsSettings, clients: AwsClients, *,
+    clock: Clock | None = None, **handler_options: Any,
+) -> AwsStack:
+    clock = clock or SystemClock()
+    summary = await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name)
+    queue = KinesisQueue(clients.kinesis, settings.stream_name)
+    storage = DynamoDbAdapter(clients.dynamodb, settings.tasks_table, buckets=settings.due_buckets,
+                              finished_ttl=timedelta(days=settings.finished_ttl_days))
+    barriers = DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
+    projections = DynamoDbProjectionProvider(clients.dynamodb, settings.projections_table)
+    locks: LockProvider = (DynamoDbLockProvider(clients.dynamodb, settings.locks_table, clock)
+                           if settings.distributed_claims else InMemoryLockProvider(clock))
+    timer = EventBridgeTimer(clients.scheduler, group=settings.schedule_group,
+                             stream_arn=summary["StreamDescriptionSummary"]["StreamARN"],
+                             role_arn=settings.scheduler_role_arn, queue=queue,
+                             emulate_firing=settings.emulate_scheduler)
+    handler = TaskHandler(queue=queue, registry=registry, storage=storage, locks=locks, clock=clock,
+                          flow_barriers=barriers, projections=projections, timer=timer, **handler_options)
+    return AwsStack(settings, clients, queue, storage, barriers, projections, locks, timer, handler)
+
+
+@asynccontextmanager
+async def aws_stack(
+    registry: TaskQueuesManager, settings: AwsSettings | None = None, *, create_missing: bool = False,
+    session: Any = None, **options: Any,
+) -> AsyncIterator[AwsStack]:
+    """The engine on AWS (or moto/LocalStack when `settings.endpoint_url` is set)."""
+    settings = settings or AwsSettings()
+    async with open_clients(settings, session) as clients:
+        if create_missing:
+            await create_resources(clients, settings)
+        yield await build_stack(registry, settings, clients, **options)
