@@ -83,16 +83,18 @@ class PutRecordsFaults:
 class CallFaults:
     """Raises a ClientError with `code` before chosen calls reach the service (nothing happens)."""
 
-    def __init__(self, client: object, event: str, code: str, *, times: int = 1) -> None:
+    def __init__(self, client: object, event: str, code: str, *, times: int = 1,
+                 match: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.code = code
         self.remaining = times
         self.raised = 0
-        client.meta.events.register(f"before-call.{event}", self._before)  # type: ignore[attr-defined]
+        self.match = match
+        client.meta.events.register(f"before-parameter-build.{event}", self._before)  # type: ignore[attr-defined]
 
-    def _before(self, model: Any, **_: Any) -> None:
+    def _before(self, model: Any, params: dict[str, Any], **_: Any) -> None:
         from botocore.exceptions import ClientError
 
-        if self.remaining > 0:
+        if self.remaining > 0 and (self.match is None or self.match(params)):
             self.remaining -= 1
             self.raised += 1
             raise ClientError({"Error": {"Code": self.code, "Message": "injected"}}, model.name)

@@ -51,3 +51,10 @@ def test_flow_fanout_benchmark_runs_on_tiny_input() -> None:
     [figures] = flow_fanout.main(["--flows", "1", "--steps", "40", "--batch-size", "10"])
     assert figures.barrier_calls == figures.batches_with_steps == 4
     assert figures.last_step_to_join_ms >= 0
+
+
+def test_aws_calls_benchmark_runs_on_tiny_input() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "aws_calls.py"), "--tasks", "200"],
+                            capture_output=True, text=True, timeout=300, check=True)
+    assert "all engine calls" in result.stdout and "estimated cost per million tasks" in result.stdout
+    assert "0.0000 DynamoDB calls per task" in result.stdout

@@ -64,7 +64,7 @@ async def test_partition_key_is_the_executors_else_the_task_id(env: tuple[Any, A
 async def test_oversized_record_is_rejected_before_sending(env: tuple[Any, AwsSettings]) -> None:
     clients, settings = env
     queue = KinesisQueue(clients.kinesis, settings.stream_name)
-    with pytest.raises(PayloadTooLargeError, match="'huge'.*Kinesis record"):
+    with pytest.raises(PayloadTooLargeError, match=r"'huge'.*Kinesis record"):
         await queue.publish([*tasks(2), Task(id="huge", type="t", queue_id="q", payload="x" * 1_100_000)])
     assert queue.put_calls == 0 and await read_all(clients.kinesis, settings.stream_name) == []
 
@@ -83,7 +83,7 @@ async def test_records_refused_past_the_deadline_are_named(env: tuple[Any, AwsSe
     clients, settings = env
     PutRecordsFaults(clients.kinesis, lambda record, call: record["PartitionKey"] == "t2")
     queue = KinesisQueue(clients.kinesis, settings.stream_name, deadline=0.0, sleep=no_sleep)
-    with pytest.raises(QueueWriteError, match="tasks not written: t2$"):
+    with pytest.raises(QueueWriteError, match=r"tasks not written: t2$"):
         await queue.publish(tasks(4))
 
 
@@ -140,8 +140,10 @@ async def test_poller_rereads_uncommitted_records(env: tuple[Any, AwsSettings]) 
     from tests.aws_support import CallFaults
 
     CallFaults(clients.dynamodb, "dynamodb.UpdateItem", "ThrottlingException")
-    assert await poller.poll_once() == 0, "the commit failed, so the record is not checkpointed"
     assert await poller.poll_once() == 1
+    assert poller.committed == 0 and poller.checkpoints == {}, "the commit failed: no checkpoint"
+    assert await poller.poll_once() == 1
+    assert poller.committed == 1 and poller.redelivered == 1
     assert runs == ["only", "only"]
     [row] = await stack.storage.get(["only"])
     assert row.status == "executed"

@@ -64,6 +64,7 @@ class FlowMeta(BaseModel):
     is_timeout: bool = False
     entity: EntityRef | None = None
     started_at: AwareDatetime | None = None
+    timeout_at: AwareDatetime | None = None
 
 
 class TaskMetadata(BaseModel):

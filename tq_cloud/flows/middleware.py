@@ -121,7 +121,7 @@ class FlowMiddleware:
                 "is_join": True, "is_timeout": False, "step_index": -1})))
         await self.router.dispatch([join])
         await self.barriers.mark_join_dispatched(meta.flow_id)
-        if self.timer is not None and state is not BarrierState.TIMED_OUT:
+        if self.timer is not None and meta.timeout_at is not None and state is not BarrierState.TIMED_OUT:
             await self.timer.cancel(timeout_timer_name(meta.flow_id))
         if self.projections is not None and state is not BarrierState.COMPLETE:
             error = "flow_aborted" if state is BarrierState.ABORTED else "flow_timeout"

@@ -1,5 +1,9 @@
 """Builds a flow's tasks when an executor calls `actions.start_flow`. Nothing is written here:
-the step tasks, the timeout sentinel and the barrier are committed with the parent's batch."""
+the step tasks, the timeout sentinel and the barrier are committed with the parent's batch.
+
+Steps are not stored (unlike the reference's force_store steps): the barrier already records
+each step's final result, so a task row per step would double the writes of every flow. A
+redelivered parent may send its steps twice; the barrier counts each step once."""
 
 from __future__ import annotations
 
@@ -33,22 +37,24 @@ class FlowStarter:
         total = len(parsed)
         ctx = dict(log_context) if log_context else None
 
+        deadline = now + timedelta(milliseconds=config.timeout_ms) if config.timeout_ms else None
+
         def meta(index: int, *, is_timeout: bool = False) -> TaskMetadata:
             return TaskMetadata(log_context=ctx, flow_meta=FlowMeta(
                 flow_id=flow_id, step_index=index, total_steps=total, join=config.join,
                 failure_policy=config.failure_policy, is_timeout=is_timeout, entity=config.entity,
-                started_at=now))
+                started_at=now, timeout_at=deadline))
 
         started = StartedFlow(flow_id=flow_id, total_steps=total, started_at=now, config=config)
         for index, step in enumerate(parsed):
             started.tasks.append(Task(
                 id=derived_id(flow_id, "step", index), type=step.type, queue_id=step.queue_id,
                 payload=step.payload, entity=step.entity, execute_at=now, created_at=now,
-                force_store=True, metadata=meta(index)))
-        if config.timeout_ms:
+                metadata=meta(index)))
+        if deadline is not None:
             started.tasks.append(Task(
                 id=derived_id(flow_id, "timeout"), type=FLOW_TIMEOUT_TYPE,
                 queue_id=config.join.queue_id, payload={"flow_id": flow_id},
-                execute_at=now + timedelta(milliseconds=config.timeout_ms), created_at=now,
+                execute_at=deadline, created_at=now,
                 force_store=True, metadata=meta(-1, is_timeout=True)))
         return started

@@ -26,6 +26,8 @@ class KinesisShardPoller:
         self.batch_size = batch_size
         self.initial_position = initial_position
         self.checkpoints: dict[str, str] = {}
+        self.committed = 0
+        self.redelivered = 0
         self._iterators: dict[str, str | None] = {}
 
     async def _shards(self) -> list[str]:
@@ -44,7 +46,8 @@ class KinesisShardPoller:
         return self._iterators[shard]
 
     async def poll_shard(self, shard: str) -> int:
-        """Read and process one batch from a shard; return the records committed."""
+        """Read and process one batch from a shard; return the records read (uncommitted ones
+        are read again by the next poll)."""
         iterator = await self._iterator(shard)
         if iterator is None:
             return 0
@@ -60,9 +63,11 @@ class KinesisShardPoller:
         committed = records if first_failed is None else records[:first_failed]
         if committed:
             self.checkpoints[shard] = committed[-1][0]
+        self.committed += len(committed)
         if first_failed is not None:
+            self.redelivered += len(records) - len(committed)
             self._iterators.pop(shard, None)  # re-read from the first uncommitted record
-        return len(committed)
+        return len(records)
 
     async def poll_once(self) -> int:
         return sum([await self.poll_shard(shard) for shard in await self._shards()])

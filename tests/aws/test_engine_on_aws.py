@@ -1,0 +1,293 @@
+"""The whole engine on the AWS backends (moto's server): every path, faults and redelivery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.aws_support import CallFaults, aws_resources, fresh_settings
+from tq_cloud import EntityRef, ExecutorActions, FlowConfig, JoinTarget, ManualClock, Task, TaskStatus
+from tq_cloud.backends.aws import AwsStack, KinesisShardPoller, build_stack
+from tq_cloud.core.registry import TaskQueuesManager
+
+
+class Env:
+    def __init__(self, stack: AwsStack, clock: ManualClock) -> None:
+        self.stack = stack
+        self.clock = clock
+        self.poller = KinesisShardPoller(stack.clients.kinesis, stack.settings.stream_name, stack.handler)
+
+    async def drain(self, rounds: int = 20) -> int:
+        """Poll every shard and sweep until a round does nothing."""
+        total = 0
+        for _ in range(rounds):
+            done = await self.poller.poll_once()
+            swept = await self.stack.handler.process_mature_tasks()
+            total += done
+            if not done and not swept:
+                return total
+        return total
+
+    async def later(self, seconds: float) -> int:
+        await self.clock.advance(seconds)
+        return await self.drain()
+
+    async def rows(self) -> dict[str, Task]:
+        items = (await self.stack.clients.dynamodb.scan(TableName=self.stack.settings.tasks_table))["Items"]
+        return {t.key: t for t in await self.stack.storage.get([i["id"]["S"] for i in items])}
+
+
+@pytest.fixture
+def registry() -> TaskQueuesManager:
+    return TaskQueuesManager()
+
+
+@pytest.fixture
+async def env(moto_endpoint: str, registry: TaskQueuesManager) -> AsyncIterator[Env]:
+    settings = fresh_settings(moto_endpoint, emulate_scheduler=True)
+    clock = ManualClock()
+    async with aws_resources(settings) as clients:
+        yield Env(await build_stack(registry, settings, clients, clock=clock), clock)
+
+
+async def test_immediate_success_writes_nothing_to_dynamodb(env: Env, registry: TaskQueuesManager) -> None:
+    @registry.task("q", "t")
+    async def ok(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task)
+
+    await env.stack.handler.add_tasks([Task(type="t", queue_id="q", payload=i) for i in range(10)])
+    assert await env.drain() == 10
+    assert await env.rows() == {}
+
+
+async def test_retries_wait_in_dynamodb_because_kinesis_cannot_delay(env: Env, registry: TaskQueuesManager) -> None:
+    attempts: list[int] = []
+
+    @registry.task("q", "t", retries=2)
+    async def flaky(task: Task, actions: ExecutorActions) -> None:
+        attempts.append(task.retry_count)
+        actions.fail(task, "later") if task.retry_count < 2 else actions.success(task, "ok")
+
+    await env.stack.handler.add_tasks([Task(id="r", type="t", queue_id="q", payload={})])
+    await env.drain()
+    assert attempts == [0] and (await env.rows())["r"].status is TaskStatus.SCHEDULED
+    await env.later(1.9)
+    assert attempts == [0], "not before its back-off"
+    await env.later(0.1)
+    await env.later(8)
+    assert attempts == [0, 1, 2]
+    row = (await env.rows())["r"]
+    assert row.status is TaskStatus.EXECUTED and row.execution_result == "ok"
+
+
+async def test_delayed_task_and_exhaustion(env: Env, registry: TaskQueuesManager) -> None:
+    @registry.task("q", "later")
+    async def later(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task)
+
+    @registry.task("q", "doomed", retries=1, store_on_failure=True)
+    async def doomed(task: Task, actions: ExecutorActions) -> None:
+        actions.fail(task, "no")
+
+    from datetime import timedelta
+
+    when = env.clock.now() + timedelta(minutes=10)
+    await env.stack.handler.add_tasks([Task(id="d", type="later", queue_id="q", payload={}, execute_at=when),
+                                       Task(id="x", type="doomed", queue_id="q", payload={}),
+                                       Task(id="u", type="unknown", queue_id="q", payload={})])
+    await env.drain()
+    await env.later(2)
+    rows = await env.rows()
+    assert rows["d"].status is TaskStatus.SCHEDULED
+    assert rows["x"].status is TaskStatus.FAILED and rows["x"].retry_count == 1
+    assert rows["u"].status is TaskStatus.IGNORED
+    await env.later(600)
+    assert (await env.rows())["d"].status is TaskStatus.EXECUTED
+
+
+async def test_flow_with_entity_and_timeout_sentinel(env: Env, registry: TaskQueuesManager) -> None:
+    joins: list[dict[str, Any]] = []
+
+    @registry.task("f", "parent")
+    async def parent(task: Task, actions: ExecutorActions) -> None:
+        actions.start_flow([{"type": "step", "queue_id": "f", "payload": i} for i in range(3)],
+                           FlowConfig(join=JoinTarget(type="join", queue_id="f"), timeout_ms=60_000,
+                                      entity=EntityRef(id="o1", type="order")))
+        actions.success(task)
+
+    @registry.task("f", "step")
+    async def step(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task, task.payload * 2)
+
+    @registry.task("f", "join")
+    async def join(task: Task, actions: ExecutorActions) -> None:
+        joins.append(task.payload["flow_results"])
+        actions.success(task, "joined")
+
+    await env.stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)])
+    await env.drain()
+    [results] = joins
+    assert [s["result"] for s in results["steps"]] == [0, 2, 4]
+    assert await env.stack.timer.pending() == [], "the timeout schedule was deleted with the join"
+    [projection] = await env.stack.projections.for_entity("order", "o1")
+    assert projection.status == "executed" and projection.result == "joined"
+
+
+async def test_flow_timeout_fires_through_the_scheduler(env: Env, registry: TaskQueuesManager) -> None:
+    joins: list[dict[str, Any]] = []
+
+    @registry.task("f", "parent")
+    async def parent(task: Task, actions: ExecutorActions) -> None:
+        actions.start_flow([{"type": "never", "queue_id": "slow", "payload": 1}],
+                           FlowConfig(join=JoinTarget(type="join", queue_id="f"), timeout_ms=30_000))
+        actions.success(task)
+
+    @registry.task("f", "join")
+    async def join(task: Task, actions: ExecutorActions) -> None:
+        joins.append(task.payload["flow_results"])
+        actions.success(task)
+
+    @registry.task("slow", "never", retries=5, store_on_failure=True)
+    async def never(task: Task, actions: ExecutorActions) -> None:
+        actions.fail(task, "still waiting")
+
+    await env.stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)])
+    await env.drain()
+    assert len(await env.stack.timer.pending()) == 1
+    await env.later(29)
+    assert joins == []
+    await env.later(1)
+    [results] = joins
+    assert results["timed_out"] and results["steps"] == []
+
+
+async def test_crash_before_commit_then_redelivery_converges(env: Env, registry: TaskQueuesManager) -> None:
+    runs: list[str] = []
+
+    @registry.task("q", "t", store_on_failure=True)
+    async def ok(task: Task, actions: ExecutorActions) -> None:
+        runs.append(task.key)
+        actions.add_tasks([Task(type="child", queue_id="q", payload={}, force_store=True)])
+        actions.success(task)
+
+    @registry.task("q", "child")
+    async def child(task: Task, actions: ExecutorActions) -> None:
+        runs.append("child")
+        actions.success(task)
+
+    await env.stack.handler.add_tasks([Task(id="p", type="t", queue_id="q", payload={}, force_store=True)])
+    faults = CallFaults(env.stack.clients.dynamodb, "dynamodb.UpdateItem", "ThrottlingException", times=3)
+    await env.drain()
+    assert faults.raised == 3
+    rows = await env.rows()
+    assert rows["p"].status is TaskStatus.EXECUTED
+    children = [r for r in rows.values() if r.type == "child"]
+    assert len(children) == 1 and children[0].status is TaskStatus.EXECUTED
+    assert runs.count("child") == 1, "the child was dispatched once although its parent ran again"
+
+
+async def test_duplicate_step_records_do_not_double_count(env: Env, registry: TaskQueuesManager) -> None:
+    joins: list[Any] = []
+
+    @registry.task("f", "parent")
+    async def parent(task: Task, actions: ExecutorActions) -> None:
+        actions.start_flow([{"type": "step", "queue_id": "f", "payload": i} for i in range(2)],
+                           FlowConfig(join=JoinTarget(type="join", queue_id="f")))
+        actions.success(task)
+
+    @registry.task("f", "step")
+    async def step(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task, task.payload)
+
+    @registry.task("f", "join")
+    async def join(task: Task, actions: ExecutorActions) -> None:
+        joins.append(task.payload)
+        actions.success(task)
+
+    await env.stack.handler.add_tasks([Task(id="p", type="parent", queue_id="f", payload=None)])
+    [parent_task] = [t for t in await _stream_tasks(env) if t.type == "parent"]
+    await env.stack.handler.process_batch([parent_task])
+    steps = [t for t in await _stream_tasks(env) if t.type == "step"]
+    await env.stack.handler.process_batch([steps[0], steps[0].model_copy(deep=True)])
+    await env.stack.handler.process_batch([steps[0].model_copy(deep=True)])
+    snapshot = await env.stack.barriers.get(steps[0].flow_meta.flow_id)  # type: ignore[union-attr]
+    assert snapshot is not None and snapshot.remaining == 1
+    await env.stack.handler.process_batch([steps[1]])
+    await env.stack.handler.process_batch([steps[1].model_copy(deep=True)])
+    joins_in_stream = [t for t in await _stream_tasks(env) if t.type == "join"]
+    assert len(joins_in_stream) == 1
+
+
+async def _stream_tasks(env: Env) -> list[Task]:
+    from tests.aws.test_kinesis import read_all
+
+    records = await read_all(env.stack.clients.kinesis, env.stack.settings.stream_name)
+    return [Task.model_validate_json(r["Data"]) for r in records]
+
+
+async def test_crash_after_the_barrier_is_met_dispatches_the_join_once(env: Env, registry: TaskQueuesManager) -> None:
+    joins: list[Any] = []
+
+    @registry.task("f", "parent")
+    async def parent(task: Task, actions: ExecutorActions) -> None:
+        actions.start_flow([{"type": "step", "queue_id": "f", "payload": i} for i in range(3)],
+                           FlowConfig(join=JoinTarget(type="join", queue_id="f")))
+        actions.success(task)
+
+    @registry.task("f", "step")
+    async def step(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task, task.payload)
+
+    @registry.task("f", "join")
+    async def join(task: Task, actions: ExecutorActions) -> None:
+        joins.append(task.payload["flow_results"])
+        actions.success(task)
+
+    faults = CallFaults(env.stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError", times=2,
+                        match=lambda p: '"is_join":true' in p.get("ExpressionAttributeValues", {})
+                        .get(":body", {}).get("S", ""))
+    await env.stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)])
+    await env.drain()
+    assert faults.raised == 2
+    assert len(joins) == 1 and [s["result"] for s in joins[0]["steps"]] == [0, 1, 2]
+    assert env.poller.redelivered >= 2
+
+
+async def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.backends.aws import AwsSettings
+
+    monkeypatch.setenv("TQ_STREAM_NAME", "orders-stream")
+    monkeypatch.setenv("TQ_DUE_BUCKETS", "16")
+    settings = AwsSettings()
+    assert settings.stream_name == "orders-stream" and settings.due_buckets == 16
+    monkeypatch.setenv("TQ_DUE_BUCKETS", "0")
+    with pytest.raises(Exception, match="due_buckets"):
+        AwsSettings()
+
+
+async def test_resources_have_ttl_and_the_indexes_the_backends_query(env: Env) -> None:
+    ddb = env.stack.clients.dynamodb
+    table = (await ddb.describe_table(TableName=env.stack.settings.tasks_table))["Table"]
+    assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {"due", "running"}
+    ttl = await ddb.describe_time_to_live(TableName=env.stack.settings.tasks_table)
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+
+
+async def test_timeout_schedule_shape(env: Env) -> None:
+    from datetime import UTC, datetime
+
+    task = Task(id="sentinel", type="_flow.timeout", queue_id="f", payload={"flow_id": "x"},
+                execute_at=datetime(2026, 1, 1, 0, 5, tzinfo=UTC))
+    await env.stack.timer.schedule("flow-timeout-x", task)
+    await env.stack.timer.schedule("flow-timeout-x", task)
+    schedule = await env.stack.clients.scheduler.get_schedule(Name="flow-timeout-x",
+                                                              GroupName=env.stack.settings.schedule_group)
+    assert schedule["ScheduleExpression"] == "at(2026-01-01T00:05:00)"
+    assert schedule["ActionAfterCompletion"] == "DELETE"
+    assert schedule["Target"]["KinesisParameters"]["PartitionKey"] == "sentinel"
+    assert Task.model_validate_json(schedule["Target"]["Input"]).id == "sentinel"
+    await env.stack.timer.cancel("flow-timeout-x")
+    await env.stack.timer.cancel("flow-timeout-x")
+    assert await env.stack.timer.pending() == []

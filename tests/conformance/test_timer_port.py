@@ -1,0 +1,62 @@
+"""The timer port against the in-memory timer and EventBridge Scheduler (moto, fired by us)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tests.aws_support import aws_resources, fresh_settings
+from tq_cloud import Task
+from tq_cloud.backends.aws import KinesisQueue
+from tq_cloud.backends.aws.scheduler import EventBridgeTimer
+from tq_cloud.backends.memory import InMemoryQueue, InMemoryTimer
+from tq_cloud.clock import ManualClock
+
+
+class Delivered:
+    def __init__(self, kind: str, clients: Any = None, stream: str = "", queue: Any = None) -> None:
+        self.kind, self.clients, self.stream, self.queue = kind, clients, stream, queue
+
+    async def ids(self) -> list[str]:
+        if self.kind == "memory":
+            return sorted(t.key for t in await self.queue.receive("q", 100))
+        from tests.aws.test_kinesis import read_all
+
+        return sorted(Task.model_validate_json(r["Data"]).key for r in await read_all(self.clients.kinesis, self.stream))
+
+
+@pytest.fixture(params=["memory", "eventbridge"])
+async def timer(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[tuple[Any, Delivered]]:
+    if request.param == "memory":
+        queue = InMemoryQueue(clock)
+        yield InMemoryTimer(queue), Delivered("memory", queue=queue)
+        return
+    settings = fresh_settings(request.getfixturevalue("moto_endpoint"))
+    async with aws_resources(settings) as clients:
+        arn = (await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name))[
+            "StreamDescriptionSummary"]["StreamARN"]
+        timer = EventBridgeTimer(clients.scheduler, group=settings.schedule_group, stream_arn=arn,
+                                 role_arn=settings.scheduler_role_arn,
+                                 queue=KinesisQueue(clients.kinesis, settings.stream_name), emulate_firing=True)
+        yield timer, Delivered("eventbridge", clients, settings.stream_name)
+
+
+async def test_timers_fire_once_when_due_and_cancel(timer: tuple[Any, Delivered], clock: ManualClock) -> None:
+    backend, delivered = timer
+    soon = Task(id="soon", type="t", queue_id="q", payload={}, execute_at=clock.now() + timedelta(seconds=30))
+    later = Task(id="later", type="t", queue_id="q", payload={}, execute_at=clock.now() + timedelta(minutes=5))
+    gone = Task(id="gone", type="t", queue_id="q", payload={}, execute_at=clock.now() + timedelta(seconds=10))
+    for name, task in (("a", soon), ("a", later), ("b", later), ("c", gone)):
+        await backend.schedule(name, task)
+    await backend.cancel("c")
+    await backend.cancel("never-existed")
+    assert await backend.fire_due(clock.now()) == 0
+    await clock.advance(30)
+    assert await backend.fire_due(clock.now()) == 1, "the first schedule of a name wins"
+    assert await backend.fire_due(clock.now()) == 0
+    await clock.advance(270)
+    assert await backend.fire_due(clock.now()) == 1
+    assert await delivered.ids() == ["later", "soon"]
