@@ -128,5 +128,8 @@ class Task(BaseModel, Generic[P]):
         return self.execution_stats.retry_count
 
 
-def utc_iso(value: datetime) -> str:
-    return value.isoformat()
+def finished_copy(task: Task, status: TaskStatus, at: datetime, **stats: Any) -> Task:
+    """The row a store writes for a final failure or an ignored task."""
+    return task.model_copy(update={
+        "status": status, "updated_at": at, "force_store": True,
+        "execution_stats": task.execution_stats.model_copy(update=stats)})

@@ -20,7 +20,7 @@ from typing import Any
 
 from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s
 from tq_cloud.core.codec import encode_task
-from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.core.models import Task, TaskStatus, finished_copy
 from tq_cloud.errors import PayloadTooLargeError
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
@@ -87,12 +87,14 @@ class DynamoDbAdapter:
                       now: datetime | None = None) -> Item | None:
         """One conditional upsert; returns the new item, or None when the condition failed."""
         values = {**self._values(task, status, now), **(extra or {})}
+        return await self._conditional(task.key, self._update_expression(values), condition, values)
+
+    async def _conditional(self, task_id: str, update: str, condition: str, values: Item) -> Item | None:
         try:
             response = await self.client.update_item(
-                TableName=self.table, Key={"id": s(task.key)},
-                UpdateExpression=self._update_expression(values), ConditionExpression=condition,
-                ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW")
+                TableName=self.table, Key={"id": s(task_id)}, UpdateExpression=update,
+                ConditionExpression=condition, ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
         except Exception as exc:
             if is_condition_failure(exc):
                 return None
@@ -145,19 +147,17 @@ class DynamoDbAdapter:
             t, TaskStatus.EXECUTED, f"attribute_exists(id) AND {_NOT_TERMINAL}", _TERMINAL, at))
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
-        failed = [t.model_copy(update={
-            "status": TaskStatus.FAILED, "updated_at": at, "force_store": True,
-            "execution_stats": t.execution_stats.model_copy(update={"failed_at": at})}) for t in tasks]
-        await bounded_gather(failed, lambda t: self._update(
-            t, TaskStatus.FAILED, f"attribute_not_exists(id) OR {_NOT_TERMINAL}", _TERMINAL, at))
+        await self._finish([finished_copy(t, TaskStatus.FAILED, at, failed_at=at) for t in tasks], at)
 
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
-        ignored = [t.model_copy(update={
-            "status": TaskStatus.IGNORED, "updated_at": at, "force_store": True,
-            "execution_stats": t.execution_stats.model_copy(update={"ignored_reason": reason})})
-            for t in tasks]
-        await bounded_gather(ignored, lambda t: self._update(
-            t, TaskStatus.IGNORED, f"attribute_not_exists(id) OR {_NOT_TERMINAL}", _TERMINAL, at))
+        await self._finish([finished_copy(t, TaskStatus.IGNORED, at, ignored_reason=reason) for t in tasks], at)
+
+    async def _finish(self, rows: list[Task], at: datetime) -> None:
+        """Upsert final rows, except over a task that is already final."""
+        for row in rows:
+            self._body(row)
+        await bounded_gather(rows, lambda t: self._update(
+            t, t.status, f"attribute_not_exists(id) OR {_NOT_TERMINAL}", _TERMINAL, at))
 
     async def _move(self, task_id: str, expect: TaskStatus, to: TaskStatus, now: datetime,
                     extra_condition: str = "", extra_values: Item | None = None) -> Item | None:
@@ -169,18 +169,7 @@ class DynamoDbAdapter:
             update = "SET #s = :to, running_bucket = :bucket, processing_ms = :pms REMOVE due_bucket"
         else:
             update = "SET #s = :to, due_bucket = :bucket REMOVE running_bucket, processing_ms"
-        try:
-            response = await self.client.update_item(
-                TableName=self.table, Key={"id": s(task_id)}, UpdateExpression=update,
-                ConditionExpression="#s = :expect" + extra_condition,
-                ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW")
-        except Exception as exc:
-            if is_condition_failure(exc):
-                return None
-            raise
-        item: Item = response["Attributes"]
-        return item
+        return await self._conditional(task_id, update, "#s = :expect" + extra_condition, values)
 
     async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
         now = datetime.now(UTC)

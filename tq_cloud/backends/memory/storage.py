@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.core.models import Task, TaskStatus, finished_copy
 from tq_cloud.errors import PayloadTooLargeError, TqError
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
@@ -65,24 +65,18 @@ class InMemoryAdapter:
                           execution_stats=task.execution_stats)
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
-        self._write_gate(tasks)
-        for task in tasks:
-            row = self._rows.get(task.key)
-            if row is not None and row.status.is_terminal:
-                continue
-            stats = task.execution_stats.model_copy(update={"failed_at": at})
-            self._put(task, status=TaskStatus.FAILED, updated_at=at, execution_stats=stats,
-                      force_store=True)
+        self._finish([finished_copy(t, TaskStatus.FAILED, at, failed_at=at) for t in tasks])
 
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
-        self._write_gate(tasks)
-        for task in tasks:
-            row = self._rows.get(task.key)
-            if row is not None and row.status.is_terminal:
-                continue
-            stats = task.execution_stats.model_copy(update={"ignored_reason": reason})
-            self._put(task, status=TaskStatus.IGNORED, updated_at=at, execution_stats=stats,
-                      force_store=True)
+        self._finish([finished_copy(t, TaskStatus.IGNORED, at, ignored_reason=reason) for t in tasks])
+
+    def _finish(self, rows: list[Task]) -> None:
+        """Upsert final rows, except over a task that is already final."""
+        self._write_gate(rows)
+        for row in rows:
+            current = self._rows.get(row.key)
+            if current is None or not current.status.is_terminal:
+                self._put(row)
 
     async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
         for key in ids:
