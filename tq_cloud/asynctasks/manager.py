@@ -183,11 +183,20 @@ class AsyncTaskManager:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
-        if not self._entries:
-            return ShutdownResult(0, [])
         wait = self.options.shutdown_grace if grace is None else grace
         if deadline is not None:
             wait = min(wait, max((deadline - self.clock.now()).total_seconds(), 0.0))
+        return await self._wait_or_abandon(wait)
+
+    async def settle(self, deadline: datetime) -> ShutdownResult:
+        """Wait for tracked tasks until `deadline`, then abandon the rest (failed with a retry),
+        but keep accepting: a Lambda invocation calls this before it returns, since nothing
+        runs between invocations."""
+        return await self._wait_or_abandon(max((deadline - self.clock.now()).total_seconds(), 0.0))
+
+    async def _wait_or_abandon(self, wait: float) -> ShutdownResult:
+        if not self._entries:
+            return ShutdownResult(0, [])
         initial = len(self._entries)
         settling = [e.settled for e in self._entries.values() if e.settled is not None]
         everything: asyncio.Future[Any] = asyncio.ensure_future(

@@ -34,7 +34,7 @@ def load_template(path: Path | None = None) -> dict[str, Any]:
     path = path or Path.cwd() / "template.yaml"
     if not path.exists():
         raise ConfigurationError(f"{path} not found: run from the project root or pass the template path")
-    loaded: dict[str, Any] = yaml.load(path.read_text(), Loader=CloudFormationLoader)  # noqa: S506
+    loaded: dict[str, Any] = yaml.load(path.read_text(), Loader=CloudFormationLoader)
     return loaded
 
 

@@ -1,0 +1,142 @@
+"""The worker and sweeper Lambda handlers, called as Lambda calls them, against moto's server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.aws_support import CallFaults, aws_resources, fresh_settings
+from tq_cloud import ExecutorActions, ManualClock, Task, TaskStatus
+from tq_cloud.aws_lambda import kinesis_handler, sweeper_handler
+from tq_cloud.backends.aws import AwsSettings
+from tq_cloud.core.codec import encode_task
+from tq_cloud.core.registry import TaskQueuesManager
+
+SAMPLE = json.loads((Path(__file__).resolve().parents[2] / "events" / "kinesis-get-records.json").read_text())
+
+
+class FakeContext:
+    """Lambda's context: the remaining time drops by `per_call_ms` each time it is asked."""
+
+    def __init__(self, remaining_ms: float = 900_000, per_call_ms: float = 0) -> None:
+        self.remaining_ms = remaining_ms
+        self.per_call_ms = per_call_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        value = self.remaining_ms
+        self.remaining_ms -= self.per_call_ms
+        return int(value)
+
+
+def event_of(*tasks: Task) -> dict[str, Any]:
+    records = []
+    for n, task in enumerate(tasks):
+        record = copy.deepcopy(SAMPLE["Records"][0])
+        record["kinesis"]["data"] = base64.b64encode(encode_task(task)).decode()
+        record["kinesis"]["sequenceNumber"] = f"{n:056d}"
+        record["kinesis"]["partitionKey"] = task.partition_key or task.key
+        records.append(record)
+    return {"Records": records}
+
+
+@pytest.fixture
+def settings(moto_endpoint: str) -> Iterator[AwsSettings]:
+    settings = fresh_settings(moto_endpoint)
+
+    async def create() -> None:
+        async with aws_resources(settings):
+            pass
+
+    asyncio.run(create())
+    yield settings
+
+
+def app_with(runs: list[str]) -> TaskQueuesManager:
+    app = TaskQueuesManager()
+
+    @app.task("q", "t", retries=2, store_on_failure=True)
+    async def ex(task: Task, actions: ExecutorActions) -> None:
+        runs.append(task.key)
+        if task.payload.get("fail"):
+            actions.fail(task, "executor says no")
+        else:
+            actions.success(task, "ok")
+
+    return app
+
+
+def rows(handler: Any, *ids: str) -> dict[str, Task]:
+    stack = handler.runtime._stack
+    return {t.key: t for t in handler.runtime.run(stack.storage.get(list(ids)))}
+
+
+def test_the_sample_event_parses_with_powertools_and_is_recorded_as_poison(settings: AwsSettings) -> None:
+    from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
+
+    [record] = KinesisStreamEvent(SAMPLE).records
+    assert record.kinesis.data_as_bytes() == b"Hello, this is a test 123."
+    handler = kinesis_handler(app_with([]), settings)
+    assert handler(SAMPLE, FakeContext()) == {"batchItemFailures": []}
+    stack = handler.runtime._stack  # type: ignore[attr-defined]
+    items = handler.runtime.run(stack.clients.dynamodb.scan(TableName=settings.tasks_table))["Items"]  # type: ignore[attr-defined]
+    [poison] = handler.runtime.run(stack.storage.get([items[0]["id"]["S"]]))  # type: ignore[attr-defined]
+    assert poison.status is TaskStatus.FAILED and poison.payload["data"] == "Hello, this is a test 123."
+
+
+def test_executor_failures_are_retried_by_the_framework_not_reported(settings: AwsSettings) -> None:
+    runs: list[str] = []
+    handler = kinesis_handler(app_with(runs), settings)
+    event = event_of(Task(id="ok", type="t", queue_id="q", payload={}),
+                     Task(id="bad", type="t", queue_id="q", payload={"fail": True}))
+    assert handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert runs == ["ok", "bad"]
+    stored = rows(handler, "bad")
+    assert stored["bad"].retry_count == 1 and stored["bad"].status is TaskStatus.SCHEDULED
+
+
+def test_records_whose_commit_failed_are_reported(settings: AwsSettings) -> None:
+    runs: list[str] = []
+    handler = kinesis_handler(app_with(runs), settings, chunk_size=1)
+    event = event_of(*(Task(id=f"t{i}", type="t", queue_id="q", payload={}, force_store=True) for i in range(3)))
+    handler.runtime.run(handler.runtime.stack())  # type: ignore[attr-defined]
+    for task in (Task.model_validate_json(base64.b64decode(r["kinesis"]["data"])) for r in event["Records"]):
+        handler.runtime.run(handler.runtime._stack.storage.insert([task]))  # type: ignore[attr-defined]
+    CallFaults(handler.runtime._stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError",  # type: ignore[attr-defined]
+               match=lambda p: p.get("Key", {}).get("id", {}).get("S") == "t1")
+    response = handler(event, FakeContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["kinesis"]["sequenceNumber"]}]}
+    assert rows(handler, "t0", "t2")["t0"].status is TaskStatus.EXECUTED
+
+
+def test_near_the_deadline_unstarted_records_are_reported(settings: AwsSettings) -> None:
+    runs: list[str] = []
+    handler = kinesis_handler(app_with(runs), settings, chunk_size=2, safety_margin_ms=10_000)
+    event = event_of(*(Task(id=f"t{i}", type="t", queue_id="q", payload={}) for i in range(6)))
+    response = handler(event, FakeContext(remaining_ms=25_000, per_call_ms=10_000))
+    assert runs == ["t0", "t1", "t2", "t3"]
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [
+        r["kinesis"]["sequenceNumber"] for r in event["Records"][4:]]
+
+
+def test_sweeper_sends_due_tasks(settings: AwsSettings) -> None:
+    from datetime import timedelta
+
+    clock = ManualClock()
+    runs: list[str] = []
+    app = app_with(runs)
+    worker = kinesis_handler(app, settings, clock=clock)
+    sweeper = sweeper_handler(app, settings, clock=clock)
+    later = Task(id="later", type="t", queue_id="q", payload={}, execute_at=clock.now() + timedelta(minutes=5))
+    worker.runtime.run(worker.runtime.stack())  # type: ignore[attr-defined]
+    worker.runtime.run(worker.runtime._stack.handler.add_tasks([later]))  # type: ignore[attr-defined]
+    assert sweeper({}, FakeContext()) == {"sent": 0}
+    sweeper.runtime.run(clock.advance(300))  # type: ignore[attr-defined]
+    assert sweeper({}, FakeContext()) == {"sent": 1}
+    assert rows(worker, "later")["later"].status is TaskStatus.PROCESSING

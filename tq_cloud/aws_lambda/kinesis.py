@@ -1,0 +1,92 @@
+"""The worker Lambda: a Kinesis batch handler with partial batch responses.
+
+    handler = kinesis_handler(app)
+
+It returns `{"batchItemFailures": [...]}` naming only records whose effects were not committed
+(redelivered by Lambda from the first one named). Executor failures are not among them: the
+framework retries those itself. Near the invocation's deadline it stops taking work and names
+the records it did not start; handed-off async tasks get until the deadline, then are failed
+with a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from tq_cloud.aws_lambda.runtime import LambdaRuntime
+from tq_cloud.backends.aws.kinesis import decode_lambda_record
+from tq_cloud.backends.aws.settings import AwsSettings
+from tq_cloud.core.codec import UndecodableRecord
+from tq_cloud.core.models import Task
+from tq_cloud.core.registry import TaskQueuesManager
+
+log = logging.getLogger("tq_cloud.lambda")
+
+LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
+
+
+class KinesisBatchHandler:
+    def __init__(self, runtime: LambdaRuntime, *, safety_margin_ms: int = 10_000, chunk_size: int = 100) -> None:
+        self.runtime = runtime
+        self.safety_margin_ms = safety_margin_ms
+        self.chunk_size = chunk_size
+
+    def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        self.runtime.observability()
+        try:
+            return self.runtime.run(self.handle(event, context))
+        finally:
+            if self.runtime.metrics is not None:
+                self.runtime.metrics.flush_metrics()
+
+    def _time_left_ms(self, context: Any) -> float:
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        return float(remaining()) if callable(remaining) else float("inf")
+
+    async def handle(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        stack = await self.runtime.stack()
+        records = list(event.get("Records", []))
+        decoded = [(str(r.get("kinesis", {}).get("sequenceNumber", "?")), decode_lambda_record(r)) for r in records]
+        failed: list[str] = []
+        for start in range(0, len(decoded), self.chunk_size):
+            chunk = decoded[start:start + self.chunk_size]
+            if self._time_left_ms(context) < self.safety_margin_ms:
+                log.warning("%d records left unstarted near the deadline; reported for redelivery",
+                            len(decoded) - start)
+                failed += [seq for seq, _ in decoded[start:]]
+                break
+            report = await stack.handler.process_records([r for _, r in chunk], "lambda")
+            uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
+            failed += [seq for seq, rec in chunk if _key(seq, rec) in uncommitted]
+            self._metrics(report)
+        manager = stack.handler.async_manager
+        if manager is not None:
+            budget = max(self._time_left_ms(context) - self.safety_margin_ms / 2, 0.0)
+            if budget != float("inf"):
+                await manager.settle(stack.handler.clock.now() + timedelta(milliseconds=budget))
+        return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
+
+    def _metrics(self, report: Any) -> None:
+        metrics = self.runtime.metrics
+        if metrics is None:
+            return
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        metrics.add_metric(name="TasksSucceeded", unit=MetricUnit.Count, value=report.succeeded)
+        metrics.add_metric(name="TasksFailed", unit=MetricUnit.Count, value=report.failed)
+        metrics.add_metric(name="RecordsNotCommitted", unit=MetricUnit.Count,
+                           value=len(report.not_committed) + len(report.unrecorded))
+
+
+def _key(sequence: str, record: Task | UndecodableRecord) -> str:
+    return record.record_id if isinstance(record, UndecodableRecord) else (record.id or sequence)
+
+
+def kinesis_handler(app: TaskQueuesManager, settings: AwsSettings | None = None, *,
+                    safety_margin_ms: int = 10_000, chunk_size: int = 100, **handler_options: Any) -> LambdaHandler:
+    """The worker Lambda's handler for `app`; settings default to the TQ_* environment."""
+    runtime = LambdaRuntime(app, settings, **handler_options)
+    return KinesisBatchHandler(runtime, safety_margin_ms=safety_margin_ms, chunk_size=chunk_size)

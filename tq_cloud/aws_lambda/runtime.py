@@ -1,0 +1,63 @@
+"""What a Lambda container keeps between invocations: one event loop and the opened AWS stack.
+
+Handlers are thin sync wrappers: `run(coro)` drives the async core on the container's loop.
+Clients are opened on the first invocation (not at import, which keeps cold starts short) and
+reused by every later one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
+from typing import Any, TypeVar
+
+from tq_cloud.backends.aws.settings import AwsSettings
+from tq_cloud.core.registry import TaskQueuesManager
+
+T = TypeVar("T")
+
+
+class LambdaRuntime:
+    def __init__(self, app: TaskQueuesManager, settings: AwsSettings | None = None, **handler_options: Any) -> None:
+        self.app = app
+        self.settings = settings
+        self.handler_options = handler_options
+        self.loop = asyncio.new_event_loop()
+        self._exits = AsyncExitStack()
+        self._stack: Any = None
+        self.logger: Any = None
+        self.metrics: Any = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    async def stack(self) -> Any:
+        if self._stack is None:
+            from tq_cloud.backends.aws.stack import build_stack, open_clients
+
+            settings = self.settings or AwsSettings()
+            clients = await self._exits.enter_async_context(open_clients(settings))
+            self._stack = await build_stack(self.app, settings, clients, **self.handler_options)
+        return self._stack
+
+    def observability(self) -> None:
+        """Powertools' structured JSON logs for tq_cloud's loggers, carrying each task's log
+        context, and an EMF metrics emitter."""
+        if self.logger is not None:
+            return
+        from aws_lambda_powertools import Logger, Metrics
+        from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+        from tq_cloud.core.log_context import LogContextFilter
+
+        self.logger = Logger(service="tq-cloud")
+        copy_config_to_registered_loggers(source_logger=self.logger, include={"tq_cloud"})
+        for handler in logging.getLogger("tq_cloud").handlers:
+            handler.addFilter(LogContextFilter())
+        self.metrics = Metrics(namespace="tq-cloud", service="tq-cloud")
+
+    async def close(self) -> None:
+        await self._exits.aclose()
+        self._stack = None

@@ -1,0 +1,31 @@
+"""The sweeper Lambda, on an EventBridge rate(1 minute) rule: recovers stale `processing` tasks
+and sends every due scheduled task to the stream (claims are conditional, so overlapping
+invocations never send a task twice)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tq_cloud.aws_lambda.kinesis import LambdaHandler
+from tq_cloud.aws_lambda.runtime import LambdaRuntime
+from tq_cloud.backends.aws.settings import AwsSettings
+from tq_cloud.core.registry import TaskQueuesManager
+
+
+class SweeperHandler:
+    def __init__(self, runtime: LambdaRuntime) -> None:
+        self.runtime = runtime
+
+    def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        self.runtime.observability()
+        return self.runtime.run(self.handle())
+
+    async def handle(self) -> dict[str, Any]:
+        stack = await self.runtime.stack()
+        return {"sent": await stack.handler.process_mature_tasks()}
+
+
+def sweeper_handler(app: TaskQueuesManager, settings: AwsSettings | None = None, **handler_options: Any
+                    ) -> LambdaHandler:
+    return SweeperHandler(LambdaRuntime(app, settings, **handler_options))
