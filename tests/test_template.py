@@ -1,0 +1,99 @@
+"""template.yaml: lint-clean, and once transformed by SAM and created in moto's CloudFormation,
+it yields the tables, stream and event source mapping the code relies on."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tq_cloud.backends.aws.dynamodb_projections import ENTITY_INDEX
+from tq_cloud.backends.aws.dynamodb_tasks import DUE_INDEX, RUNNING_INDEX
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cfn_lint_is_clean() -> None:
+    result = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(ROOT / "template.yaml")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def translated() -> dict[str, Any]:
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    template["Globals"]["Function"].pop("CodeUri")
+    for name in ("WorkerFunction", "SweeperFunction"):
+        template["Resources"][name]["Properties"]["CodeUri"] = "s3://tq-artifacts/code.zip"
+    result: dict[str, Any] = transform(template, {}, NoManagedPolicies())
+    return result
+
+
+@pytest.fixture
+def stack() -> Iterator[dict[str, Any]]:
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="tq-artifacts")
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as z:
+            z.writestr("functions/worker/app.py", "handler = None\n")
+        s3.put_object(Bucket="tq-artifacts", Key="code.zip", Body=archive.getvalue())
+        cfn = boto3.client("cloudformation", region_name="us-east-1")
+        cfn.create_stack(StackName="tq", TemplateBody=json.dumps(translated()), Capabilities=["CAPABILITY_IAM"])
+        [described] = cfn.describe_stacks(StackName="tq")["Stacks"]
+        assert described["StackStatus"] == "CREATE_COMPLETE"
+        yield {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+
+
+def test_the_deployed_resources_match_what_the_backends_use(stack: dict[str, Any]) -> None:
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    tasks = ddb.describe_table(TableName=stack["TasksTableName"])["Table"]
+    indexes = {i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in tasks["GlobalSecondaryIndexes"]}
+    assert indexes == {DUE_INDEX: ["due_bucket", "execute_at_ms"], RUNNING_INDEX: ["running_bucket", "processing_ms"]}
+    assert [k["AttributeName"] for k in tasks["KeySchema"]] == ["id"]
+    barriers = ddb.describe_table(TableName=stack["BarriersTableName"])["Table"]
+    assert [k["AttributeName"] for k in barriers["KeySchema"]] == ["pk", "sk"]
+    projections = ddb.describe_table(TableName=stack["ProjectionsTableName"])["Table"]
+    assert [i["IndexName"] for i in projections["GlobalSecondaryIndexes"]] == [ENTITY_INDEX]
+    assert ddb.describe_table(TableName=stack["LocksTableName"])["Table"]["KeySchema"][0]["AttributeName"] == "lock_key"
+    kinesis = boto3.client("kinesis", region_name="us-east-1")
+    summary = kinesis.describe_stream_summary(StreamName=stack["StreamName"])["StreamDescriptionSummary"]
+    assert summary["OpenShardCount"] == 2
+
+
+def test_stream_and_tables_are_encrypted_at_rest() -> None:
+    resources = translated()["Resources"]
+    assert resources["TasksStream"]["Properties"]["StreamEncryption"]["EncryptionType"] == "KMS"
+    tables = [r for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table"]
+    assert len(tables) == 4 and all(t["Properties"]["SSESpecification"]["SSEEnabled"] for t in tables)
+    assert resources["WorkerFailureQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_the_event_source_mapping_reports_partial_failures(stack: dict[str, Any]) -> None:
+    lam = boto3.client("lambda", region_name="us-east-1")
+    [mapping] = lam.list_event_source_mappings()["EventSourceMappings"]
+    assert mapping["EventSourceArn"] == stack["StreamArn"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True and mapping["MaximumRetryAttempts"] == 10
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"].endswith(stack["WorkerFailureQueueUrl"].rsplit("/", 1)[1])
+    worker = lam.get_function(FunctionName=mapping["FunctionArn"])["Configuration"]
+    env = worker["Environment"]["Variables"]
+    assert env["TQ_TASKS_TABLE"] == stack["TasksTableName"] and env["TQ_STREAM_NAME"] == stack["StreamName"]
+    assert worker["Handler"] == "functions/worker/app.handler"
