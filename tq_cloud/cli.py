@@ -1,9 +1,16 @@
-"""The `tq-cloud` command."""
+"""The `tq-cloud` command: `demo` (in memory), `dev` (the local AWS runtime), `enqueue`, `status`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -11,6 +18,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="run the in-memory demo (no AWS needed)")
+    dev = commands.add_parser("dev", help="run the app on a local AWS (moto's server) until Ctrl-C")
+    dev.add_argument("--endpoint-url", help="use this endpoint (a running moto server, LocalStack)")
+    dev.add_argument("--template", type=Path, default=Path("template.yaml"))
+    dev.add_argument("--worker", default="functions.worker.app:handler")
+    dev.add_argument("--sweeper", default="functions.sweeper.app:handler")
+    dev.add_argument("--sweep-interval", type=float, default=60.0, help="seconds between sweeps")
+    dev.add_argument("--batch-size", type=int, default=100)
+    dev.add_argument("--demo", action="store_true",
+                     help="enqueue the example workload (functions/example_workload.py) and sweep every second")
+    dev.add_argument("--until-settled", action="store_true", help="stop once nothing is left to do")
+    dev.add_argument("--max-seconds", type=float)
+    for name, text in (("enqueue", "add a task"), ("status", "show tasks, flows and an entity's tasks")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--endpoint-url", help="AWS endpoint (default: TQ_ENDPOINT_URL or AWS)")
+        if name == "enqueue":
+            sub.add_argument("--queue", required=True)
+            sub.add_argument("--type", required=True)
+            sub.add_argument("--payload", default="{}", help="JSON")
+            sub.add_argument("--delay", type=float, default=0, help="seconds")
+            sub.add_argument("--entity", help="type:id")
+        else:
+            sub.add_argument("--entity", help="type:id: list this entity's task projections")
+            sub.add_argument("--flow", help="a flow id: show its steps")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -18,4 +48,78 @@ def main(argv: list[str] | None = None) -> int:
         from tq_cloud.demo import main as demo
 
         demo()
+        return 0
+    if args.command == "dev":
+        return _dev(args)
+    return asyncio.run(_enqueue(args) if args.command == "enqueue" else _status(args))
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from tq_cloud.local.runtime import DevOptions, LocalRuntime
+
+    sys.path.insert(0, str(Path.cwd()))
+    options = DevOptions(endpoint_url=args.endpoint_url, template=args.template.resolve(), worker=args.worker,
+                         sweeper=args.sweeper, sweep_interval=1.0 if args.demo else args.sweep_interval,
+                         batch_size=args.batch_size, until_settled=args.until_settled, max_seconds=args.max_seconds)
+    seed = []
+    if args.demo:
+        from functions.example_workload import tasks
+
+        seed = tasks()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await LocalRuntime(options, sys.stdout).run(stop, seed)
+
+    asyncio.run(run())
+    print("stopped", flush=True)
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from tq_cloud.backends.aws import AwsSettings
+
+    settings = AwsSettings()
+    return settings.model_copy(update={"endpoint_url": args.endpoint_url}) if args.endpoint_url else settings
+
+
+async def _enqueue(args: argparse.Namespace) -> int:
+    from tq_cloud import EntityRef, Task, TaskQueuesManager
+    from tq_cloud.backends.aws import aws_stack
+
+    entity = None
+    if args.entity:
+        kind, _, ident = args.entity.partition(":")
+        entity = EntityRef(type=kind, id=ident)
+    task = Task(type=args.type, queue_id=args.queue, payload=json.loads(args.payload), entity=entity,
+                execute_at=datetime.now(UTC) + timedelta(seconds=args.delay))
+    async with aws_stack(TaskQueuesManager(), _settings(args)) as stack:
+        [added] = await stack.handler.add_tasks([task])
+    print(added.key)
+    return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider, DynamoDbProjectionProvider, open_clients
+    from tq_cloud.local.view import snapshot
+
+    settings = _settings(args)
+    async with open_clients(settings) as clients:
+        view = await snapshot(clients.dynamodb, settings)
+        print(view.line())
+        print(view.table())
+        if args.entity:
+            kind, _, ident = args.entity.partition(":")
+            projections = DynamoDbProjectionProvider(clients.dynamodb, settings.projections_table)
+            for p in await projections.for_entity(kind, ident):
+                print(f"  {p.task_type:<14} {p.task_id:<34} {p.status.value:<10} {p.error or p.result or ''}")
+        if args.flow:
+            barriers = DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
+            state = await barriers.get(args.flow)
+            print(f"flow {args.flow}: {state.state.value if state else 'unknown'}")
+            for step in await barriers.get_step_results(args.flow):
+                print(f"  step {step.step_index}: {step.status} {step.error or step.result or ''}")
     return 0

@@ -61,3 +61,8 @@ class LambdaRuntime:
     async def close(self) -> None:
         await self._exits.aclose()
         self._stack = None
+
+    def shutdown(self) -> None:
+        """Close the clients and the loop (a local runtime stopping; Lambda never calls this)."""
+        self.run(self.close())
+        self.loop.close()

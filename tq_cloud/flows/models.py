@@ -23,6 +23,8 @@ class FlowStep(BaseModel):
     queue_id: str = Field(min_length=1)
     payload: Any = None
     entity: EntityRef | None = None
+    retries: int | None = Field(default=None, ge=0)
+    retry_after: int | None = Field(default=None, ge=0)
 
 
 class FlowConfig(BaseModel):

@@ -49,7 +49,8 @@ class FlowStarter:
         for index, step in enumerate(parsed):
             started.tasks.append(Task(
                 id=derived_id(flow_id, "step", index), type=step.type, queue_id=step.queue_id,
-                payload=step.payload, entity=step.entity, execute_at=now, created_at=now,
+                payload=step.payload, entity=step.entity, retries=step.retries, retry_after=step.retry_after,
+                execute_at=now, created_at=now,
                 metadata=meta(index)))
         if deadline is not None:
             started.tasks.append(Task(

@@ -1,0 +1,64 @@
+"""End to end: the example app run by the local runtime (moto's server, the emulated event
+source mapping invoking the real worker handler, the sweeper on its schedule) through every
+path to its terminal state."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tq_cloud.backends.aws import AwsSettings, open_clients
+from tq_cloud.local.runtime import DevOptions, LocalRuntime
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _project_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    for name in list(sys.modules):
+        if name.startswith("functions"):
+            del sys.modules[name]
+
+
+async def test_example_app_reaches_every_terminal_state(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [v for v in __import__("os").environ if v.startswith("TQ_")]:
+        monkeypatch.delenv(var)
+    from functions.example_workload import tasks
+
+    out = io.StringIO()
+    options = DevOptions(endpoint_url=moto_endpoint, template=ROOT / "template.yaml", sweep_interval=0.5,
+                         batching_window=0.2, view_interval=0.5, until_settled=True, max_seconds=90)
+    runtime = LocalRuntime(options, out)
+    view = await runtime.run(asyncio.Event(), tasks())
+    assert view is not None and view.settled, out.getvalue()
+    assert view.flows == {"complete": 1, "aborted": 1, "timed_out": 1}
+    assert view.by_type[("send", "executed")] == 2 and view.by_type[("send", "failed")] == 1
+    assert view.by_type[("refund", "ignored")] == 1 and view.by_type[("invoice", "executed")] == 1
+    assert runtime.esm is not None and runtime.esm.stats.sent_to_on_failure == []
+
+    settings = AwsSettings(endpoint_url=moto_endpoint)
+    async with open_clients(settings) as clients:
+        from tq_cloud.backends.aws import DynamoDbAdapter, DynamoDbProjectionProvider
+
+        storage = DynamoDbAdapter(clients.dynamodb, settings.tasks_table)
+        rows = {t.key: t for t in await storage.get(["email-retried", "email-exhausted", "email-delayed"])}
+        assert rows["email-retried"].retry_count == 1 and rows["email-retried"].status == "executed"
+        assert rows["email-exhausted"].execution_stats.last_error == "mailbox does not exist"
+        assert rows["email-delayed"].status == "executed"
+        projections = DynamoDbProjectionProvider(clients.dynamodb, settings.projections_table)
+        [invoice] = await projections.for_entity("user", "u-7")
+        assert invoice.status == "executed" and invoice.result == {"invoice": "inv-invoice-"}
+        outcomes = {}
+        for order in ("o-1", "o-2", "o-3"):
+            [flow] = await projections.for_entity("order", order)
+            outcomes[order] = (flow.status.value, json.dumps(flow.result, sort_keys=True) if flow.result else flow.error)
+    assert outcomes["o-1"][0] == "executed" and '"shipped": ["A", "C"]' in outcomes["o-1"][1]
+    assert outcomes["o-2"] == ("failed", "flow_aborted")
+    assert outcomes["o-3"] == ("failed", "flow_timeout")
+    assert "stored tasks:" in out.getvalue()

@@ -1,0 +1,138 @@
+"""An emulated Lambda event source mapping for a Kinesis stream.
+
+It polls each shard, builds events of Lambda's exact shape (base64 data, sequence numbers,
+event ids, the stream ARN), and invokes the worker handler in a thread, as Lambda invokes a
+function in its own process. Its semantics follow the mapping in template.yaml:
+ReportBatchItemFailures (resume from the first reported record), BisectBatchOnFunctionError
+(split a batch whose invocation raised), MaximumRetryAttempts, then the on-failure destination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("tq_cloud.local.esm")
+
+Handler = Callable[[Mapping[str, Any], Any], Any]
+
+
+class InvocationContext:
+    def __init__(self, timeout_ms: int) -> None:
+        self.deadline = asyncio.get_event_loop().time() + timeout_ms / 1000
+        self.function_name = "tq-worker-local"
+        self.aws_request_id = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - asyncio.get_event_loop().time()) * 1000)
+
+
+@dataclass
+class MappingStats:
+    invocations: int = 0
+    records: int = 0
+    reported_failures: int = 0
+    errors: int = 0
+    sent_to_on_failure: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EmulatedEventSourceMapping:
+    def __init__(self, kinesis: Any, stream_name: str, stream_arn: str, handler: Handler, *,
+                 batch_size: int = 100, batching_window: float = 1.0, max_retries: int = 10,
+                 function_timeout_ms: int = 300_000) -> None:
+        self.kinesis = kinesis
+        self.stream_name = stream_name
+        self.stream_arn = stream_arn
+        self.handler = handler
+        self.batch_size = batch_size
+        self.batching_window = batching_window
+        self.max_retries = max_retries
+        self.function_timeout_ms = function_timeout_ms
+        self.stats = MappingStats()
+        self._iterators: dict[str, str | None] = {}
+
+    async def _iterator(self, shard: str) -> str | None:
+        if shard not in self._iterators:
+            self._iterators[shard] = (await self.kinesis.get_shard_iterator(
+                StreamName=self.stream_name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
+        return self._iterators[shard]
+
+    def _event(self, shard: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"Records": [{
+            "kinesis": {"partitionKey": r["PartitionKey"], "kinesisSchemaVersion": "1.0",
+                        "data": base64.b64encode(r["Data"]).decode(), "sequenceNumber": r["SequenceNumber"],
+                        "approximateArrivalTimestamp": r["ApproximateArrivalTimestamp"].timestamp()},
+            "eventSource": "aws:kinesis", "eventID": f"{shard}:{r['SequenceNumber']}",
+            "invokeIdentityArn": "arn:aws:iam::123456789012:role/tq-worker", "eventVersion": "1.0",
+            "eventName": "aws:kinesis:record", "eventSourceARN": self.stream_arn, "awsRegion": "us-east-1",
+        } for r in records]}
+
+    async def _invoke(self, shard: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Invoke once; return the records to retry (from the first reported failure on)."""
+        self.stats.invocations += 1
+        self.stats.records += len(records)
+        context = InvocationContext(self.function_timeout_ms)
+        response = await asyncio.to_thread(self.handler, self._event(shard, records), context)
+        failures = [f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])]
+        if not failures:
+            return []
+        self.stats.reported_failures += len(failures)
+        first = min(i for i, r in enumerate(records) if r["SequenceNumber"] in set(failures))
+        return records[first:]
+
+    async def _deliver(self, shard: str, records: list[dict[str, Any]]) -> None:
+        """Deliver with retries and bisection, as Lambda does for one batch."""
+        queue: list[tuple[list[dict[str, Any]], int]] = [(records, 0)]
+        while queue:
+            batch, attempt = queue.pop(0)
+            try:
+                retry = await self._invoke(shard, batch)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("worker invocation raised on %d records", len(batch))
+                if attempt >= self.max_retries:
+                    self._to_on_failure(shard, batch)
+                elif len(batch) > 1:
+                    half = len(batch) // 2
+                    queue[:0] = [(batch[:half], attempt + 1), (batch[half:], attempt + 1)]
+                else:
+                    queue.insert(0, (batch, attempt + 1))
+                continue
+            if retry:
+                if attempt >= self.max_retries:
+                    self._to_on_failure(shard, retry)
+                else:
+                    queue.insert(0, (retry, attempt + 1))
+
+    def _to_on_failure(self, shard: str, records: list[dict[str, Any]]) -> None:
+        log.error("%d records exhausted their retries; sent to the on-failure destination", len(records))
+        self.stats.sent_to_on_failure.append({"shard": shard, "first": records[0]["SequenceNumber"],
+                                              "count": len(records)})
+
+    async def poll_once(self) -> int:
+        """One GetRecords per shard, each non-empty result delivered as one batch."""
+        delivered = 0
+        shards = [s["ShardId"] for s in (await self.kinesis.list_shards(StreamName=self.stream_name))["Shards"]]
+        for shard in shards:
+            iterator = await self._iterator(shard)
+            if iterator is None:
+                continue
+            response = await self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)
+            self._iterators[shard] = response.get("NextShardIterator")
+            records = list(response["Records"])
+            for start in range(0, len(records), self.batch_size):
+                await self._deliver(shard, records[start:start + self.batch_size])
+                delivered += len(records[start:start + self.batch_size])
+        return delivered
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if not await self.poll_once():
+                try:
+                    await asyncio.wait_for(stop.wait(), self.batching_window)
+                except TimeoutError:
+                    pass

@@ -1,0 +1,151 @@
+"""`tq-cloud dev`: the application run the way AWS runs it, on one machine.
+
+moto's server stands in for AWS (or an endpoint you give, such as LocalStack); the resources
+are created from template.yaml; the worker handler is invoked by an emulated event source
+mapping with real-shaped Kinesis events; the sweeper handler runs on its schedule (which also
+fires due timeout schedules, since moto stores schedules but never fires them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from tq_cloud.backends.aws.settings import AwsSettings
+from tq_cloud.backends.aws.stack import open_clients
+from tq_cloud.backends.aws.tables import create_resources
+from tq_cloud.core.models import Task
+from tq_cloud.local.esm import EmulatedEventSourceMapping
+from tq_cloud.local.view import Snapshot, snapshot
+
+log = logging.getLogger("tq_cloud.local")
+
+
+def load_handler(spec: str) -> Callable[..., Any]:
+    """`package.module:attribute`, e.g. `functions.worker.app:handler`."""
+    module, _, attribute = spec.partition(":")
+    handler: Callable[..., Any] = getattr(importlib.import_module(module), attribute or "handler")
+    return handler
+
+
+@dataclass
+class DevOptions:
+    endpoint_url: str | None = None
+    template: Path = field(default_factory=lambda: Path.cwd() / "template.yaml")
+    worker: str = "functions.worker.app:handler"
+    sweeper: str = "functions.sweeper.app:handler"
+    sweep_interval: float = 60.0
+    batch_size: int = 100
+    batching_window: float = 1.0
+    view_interval: float = 2.0
+    until_settled: bool = False
+    max_seconds: float | None = None
+
+
+def settings_for(endpoint: str) -> AwsSettings:
+    """Settings for the local runtime, exported to the environment so that the handlers, which
+    read TQ_* variables like deployed Lambdas do, find the same resources."""
+    settings = AwsSettings(endpoint_url=endpoint, emulate_scheduler=True)
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines in the live view
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            os.environ[f"TQ_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return settings
+
+
+class LocalRuntime:
+    def __init__(self, options: DevOptions, out: TextIO) -> None:
+        self.options = options
+        self.out = out
+        self.last_view: Snapshot | None = None
+        self.esm: EmulatedEventSourceMapping | None = None
+
+    async def run(self, stop: asyncio.Event, seed: Sequence[Task] = ()) -> Snapshot | None:
+        with ExitStack() as exits:
+            endpoint = self.options.endpoint_url
+            if endpoint is None:
+                from tq_cloud.local.moto import moto_server
+
+                endpoint = exits.enter_context(moto_server())
+            print(f"tq-cloud dev: AWS at {endpoint}", file=self.out, flush=True)
+            settings = settings_for(endpoint)
+            async with open_clients(settings) as clients:
+                await create_resources(clients, settings, self.options.template)
+                await self._serve(clients, settings, stop, seed)
+        return self.last_view
+
+    async def _serve(self, clients: Any, settings: AwsSettings, stop: asyncio.Event, seed: Sequence[Task]) -> None:
+        worker, sweeper = load_handler(self.options.worker), load_handler(self.options.sweeper)
+        arn = (await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name))[
+            "StreamDescriptionSummary"]["StreamARN"]
+        self.esm = EmulatedEventSourceMapping(
+            clients.kinesis, settings.stream_name, arn, worker, batch_size=self.options.batch_size,
+            batching_window=self.options.batching_window)
+        if seed:
+            await self._enqueue(settings, seed)
+        jobs = [asyncio.ensure_future(self.esm.run(stop)),
+                asyncio.ensure_future(self._sweep(sweeper, stop)),
+                asyncio.ensure_future(self._watch(clients, settings, stop))]
+        if self.options.max_seconds is not None:
+            jobs.append(asyncio.ensure_future(self._stop_after(stop, self.options.max_seconds)))
+        try:
+            await stop.wait()
+        finally:
+            stop.set()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            for handler in (worker, sweeper):
+                runtime = getattr(handler, "runtime", None)
+                if runtime is not None and runtime.loop.is_closed() is False:
+                    await asyncio.to_thread(runtime.shutdown)
+            self.last_view = await snapshot(clients.dynamodb, settings)
+            print(self.last_view.line(), file=self.out)
+            print(self.last_view.table(), file=self.out, flush=True)
+
+    async def _enqueue(self, settings: AwsSettings, tasks: Sequence[Task]) -> None:
+        from tq_cloud.backends.aws.stack import aws_stack
+        from tq_cloud.core.registry import TaskQueuesManager
+
+        async with aws_stack(TaskQueuesManager(), settings) as stack:
+            await stack.handler.add_tasks(tasks)
+        print(f"enqueued {len(tasks)} tasks", file=self.out, flush=True)
+
+    async def _sweep(self, sweeper: Callable[..., Any], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(sweeper, {"source": "aws.events", "detail-type": "Scheduled Event"}, None)
+            except Exception:
+                log.exception("sweeper invocation failed")
+            await _pause(stop, self.options.sweep_interval)
+
+    async def _watch(self, clients: Any, settings: AwsSettings, stop: asyncio.Event) -> None:
+        """Print the live view; with `until_settled`, stop once nothing is pending and the
+        worker has not been invoked for two views in a row."""
+        quiet_rounds, seen = 0, -1
+        while not stop.is_set():
+            await _pause(stop, self.options.view_interval)
+            view = await snapshot(clients.dynamodb, settings)
+            self.last_view = view
+            print(view.line(), file=self.out, flush=True)
+            invocations = self.esm.stats.invocations if self.esm else 0
+            quiet_rounds = quiet_rounds + 1 if view.settled and invocations == seen else 0
+            seen = invocations
+            if self.options.until_settled and quiet_rounds >= 2:
+                stop.set()
+
+    async def _stop_after(self, stop: asyncio.Event, seconds: float) -> None:
+        await _pause(stop, seconds)
+        stop.set()
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

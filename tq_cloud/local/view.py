@@ -1,0 +1,58 @@
+"""What is in the tables right now: tasks by status, flows by state, projections. Used by the
+local runtime's live view and by `tq-cloud status`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tq_cloud.backends.aws.settings import AwsSettings
+
+
+async def _scan(dynamodb: Any, table: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        response = await dynamodb.scan(**request)
+        items += response["Items"]
+        if "LastEvaluatedKey" not in response:
+            return items
+        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+@dataclass
+class Snapshot:
+    tasks: Counter[str] = field(default_factory=Counter)
+    by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
+    flows: Counter[str] = field(default_factory=Counter)
+    projections: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def settled(self) -> bool:
+        return not (self.tasks["scheduled"] or self.tasks["processing"] or self.flows["active"])
+
+    def line(self) -> str:
+        tasks = " ".join(f"{k}={v}" for k, v in sorted(self.tasks.items())) or "none"
+        flows = " ".join(f"{k}={v}" for k, v in sorted(self.flows.items())) or "none"
+        return f"stored tasks: {tasks} | flows: {flows} | projections: {sum(self.projections.values())}"
+
+    def table(self) -> str:
+        rows = [f"  {t:<16} {s:<11} {n}" for (t, s), n in sorted(self.by_type.items())]
+        return "\n".join(["stored tasks by type and status:", *rows] if rows else ["no stored tasks"])
+
+
+async def snapshot(dynamodb: Any, settings: AwsSettings) -> Snapshot:
+    import json
+
+    view = Snapshot()
+    for item in await _scan(dynamodb, settings.tasks_table):
+        status = item["status"]["S"]
+        view.tasks[status] += 1
+        view.by_type[(json.loads(item["body"]["S"])["type"], status)] += 1
+    for item in await _scan(dynamodb, settings.barriers_table):
+        if item["sk"]["S"] == "meta":
+            view.flows[item["state"]["S"]] += 1
+    for item in await _scan(dynamodb, settings.projections_table):
+        view.projections[item["status"]["S"]] += 1
+    return view
