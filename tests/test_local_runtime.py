@@ -62,3 +62,14 @@ async def test_example_app_reaches_every_terminal_state(moto_endpoint: str, monk
     assert outcomes["o-2"] == ("failed", "flow_aborted")
     assert outcomes["o-3"] == ("failed", "flow_timeout")
     assert "stored tasks:" in out.getvalue()
+
+
+def test_the_readme_dev_command_runs_to_a_settled_state() -> None:
+    import subprocess
+
+    result = subprocess.run([str(Path(sys.executable).parent / "tq-cloud"), "dev", "--demo", "--until-settled",
+                             "--max-seconds", "90"], cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "flows: aborted=1 complete=1 timed_out=1" in result.stdout
+    assert result.stdout.rstrip().endswith("stopped")
+    assert "Unclosed client session" not in result.stderr
