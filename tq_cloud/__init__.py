@@ -1,26 +1,38 @@
 """tq-cloud: a serverless Python task queue on AWS (Kinesis, DynamoDB, EventBridge)."""
 
-from tq_cloud.asynctasks.manager import AsyncTaskManager, AsyncTaskManagerOptions
-from tq_cloud.clock import Clock, ManualClock, SystemClock
-from tq_cloud.core.actions import ExecutorActions
-from tq_cloud.core.executors import (
-    BatchTaskExecutor,
-    ExecutorOptions,
-    SingleTaskExecutor,
-)
-from tq_cloud.core.handler import BatchReport, TaskHandler
-from tq_cloud.core.models import EntityRef, JoinTarget, Task, TaskStatus
-from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.core.settings import HandlerSettings
-from tq_cloud.flows.models import FlowConfig, FlowResults, FlowStep
-from tq_cloud.lifecycle.console import ConsoleHealthProvider
-from tq_cloud.lifecycle.emitter import LifecycleConfig
-from tq_cloud.ports.lifecycle import (
-    FlowLifecycleProvider,
-    TaskLifecycleProvider,
-    WorkerLifecycleProvider,
-)
-from tq_cloud.projections.sink import ProjectionConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "AsyncTaskManager": "tq_cloud.asynctasks.manager",
+    "AsyncTaskManagerOptions": "tq_cloud.asynctasks.manager",
+    "BatchReport": "tq_cloud.core.handler",
+    "BatchTaskExecutor": "tq_cloud.core.executors",
+    "Clock": "tq_cloud.clock",
+    "ConsoleHealthProvider": "tq_cloud.lifecycle.console",
+    "EntityRef": "tq_cloud.core.models",
+    "ExecutorActions": "tq_cloud.core.actions",
+    "ExecutorOptions": "tq_cloud.core.executors",
+    "FlowConfig": "tq_cloud.flows.models",
+    "FlowLifecycleProvider": "tq_cloud.ports.lifecycle",
+    "FlowResults": "tq_cloud.flows.models",
+    "FlowStep": "tq_cloud.flows.models",
+    "HandlerSettings": "tq_cloud.core.settings",
+    "JoinTarget": "tq_cloud.core.models",
+    "LifecycleConfig": "tq_cloud.lifecycle.emitter",
+    "ManualClock": "tq_cloud.clock",
+    "ProjectionConfig": "tq_cloud.projections.sink",
+    "SingleTaskExecutor": "tq_cloud.core.executors",
+    "SystemClock": "tq_cloud.clock",
+    "Task": "tq_cloud.core.models",
+    "TaskHandler": "tq_cloud.core.handler",
+    "TaskLifecycleProvider": "tq_cloud.ports.lifecycle",
+    "TaskQueuesManager": "tq_cloud.core.registry",
+    "TaskStatus": "tq_cloud.core.models",
+    "WorkerLifecycleProvider": "tq_cloud.ports.lifecycle",
+}
 
 __all__ = [
     "AsyncTaskManager",
@@ -50,3 +62,27 @@ __all__ = [
     "TaskStatus",
     "WorkerLifecycleProvider",
 ]
+
+if TYPE_CHECKING:
+    from tq_cloud.asynctasks.manager import AsyncTaskManager, AsyncTaskManagerOptions
+    from tq_cloud.clock import Clock, ManualClock, SystemClock
+    from tq_cloud.core.actions import ExecutorActions
+    from tq_cloud.core.executors import BatchTaskExecutor, ExecutorOptions, SingleTaskExecutor
+    from tq_cloud.core.handler import BatchReport, TaskHandler
+    from tq_cloud.core.models import EntityRef, JoinTarget, Task, TaskStatus
+    from tq_cloud.core.registry import TaskQueuesManager
+    from tq_cloud.core.settings import HandlerSettings
+    from tq_cloud.flows.models import FlowConfig, FlowResults, FlowStep
+    from tq_cloud.lifecycle.console import ConsoleHealthProvider
+    from tq_cloud.lifecycle.emitter import LifecycleConfig
+    from tq_cloud.ports.lifecycle import FlowLifecycleProvider, TaskLifecycleProvider, WorkerLifecycleProvider
+    from tq_cloud.projections.sink import ProjectionConfig
+
+
+def __getattr__(name: str) -> Any:
+    """Import on first use: a Lambda cold start pays only for what its handler touches."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

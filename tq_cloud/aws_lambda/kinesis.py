@@ -14,14 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tq_cloud.aws_lambda.runtime import LambdaRuntime
 from tq_cloud.backends.aws.kinesis import decode_lambda_record
-from tq_cloud.backends.aws.settings import AwsSettings
 from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.models import Task
 from tq_cloud.core.registry import TaskQueuesManager
+
+if TYPE_CHECKING:
+    from tq_cloud.backends.aws.settings import AwsSettings
 
 log = logging.getLogger("tq_cloud.lambda")
 

@@ -11,10 +11,12 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tq_cloud.backends.aws.settings import AwsSettings
 from tq_cloud.core.registry import TaskQueuesManager
+
+if TYPE_CHECKING:
+    from tq_cloud.backends.aws.settings import AwsSettings
 
 T = TypeVar("T")
 
@@ -35,6 +37,7 @@ class LambdaRuntime:
 
     async def stack(self) -> Any:
         if self._stack is None:
+            from tq_cloud.backends.aws.settings import AwsSettings
             from tq_cloud.backends.aws.stack import build_stack, open_clients
 
             settings = self.settings or AwsSettings()

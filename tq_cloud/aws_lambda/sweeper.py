@@ -5,12 +5,14 @@ invocations never send a task twice)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tq_cloud.aws_lambda.kinesis import LambdaHandler
 from tq_cloud.aws_lambda.runtime import LambdaRuntime
-from tq_cloud.backends.aws.settings import AwsSettings
 from tq_cloud.core.registry import TaskQueuesManager
+
+if TYPE_CHECKING:
+    from tq_cloud.backends.aws.settings import AwsSettings
 
 
 class SweeperHandler:

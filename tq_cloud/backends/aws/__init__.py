@@ -1,16 +1,26 @@
 """AWS backends: Kinesis (queue), DynamoDB (tasks, barriers, projections, locks) and
 EventBridge Scheduler (timers). Needs the `aws` extra: pip install 'tq-cloud[aws]'."""
 
-from tq_cloud.backends.aws.dynamodb_barriers import DynamoDbFlowBarrierProvider
-from tq_cloud.backends.aws.dynamodb_locks import DynamoDbLockProvider
-from tq_cloud.backends.aws.dynamodb_projections import DynamoDbProjectionProvider
-from tq_cloud.backends.aws.dynamodb_tasks import DynamoDbAdapter
-from tq_cloud.backends.aws.kinesis import KinesisQueue
-from tq_cloud.backends.aws.poller import KinesisShardPoller
-from tq_cloud.backends.aws.scheduler import EventBridgeTimer
-from tq_cloud.backends.aws.settings import AwsSettings
-from tq_cloud.backends.aws.stack import AwsStack, aws_stack, build_stack, open_clients
-from tq_cloud.backends.aws.tables import create_resources
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "AwsSettings": "tq_cloud.backends.aws.settings",
+    "AwsStack": "tq_cloud.backends.aws.stack",
+    "DynamoDbAdapter": "tq_cloud.backends.aws.dynamodb_tasks",
+    "DynamoDbFlowBarrierProvider": "tq_cloud.backends.aws.dynamodb_barriers",
+    "DynamoDbLockProvider": "tq_cloud.backends.aws.dynamodb_locks",
+    "DynamoDbProjectionProvider": "tq_cloud.backends.aws.dynamodb_projections",
+    "EventBridgeTimer": "tq_cloud.backends.aws.scheduler",
+    "KinesisQueue": "tq_cloud.backends.aws.kinesis",
+    "KinesisShardPoller": "tq_cloud.backends.aws.poller",
+    "aws_stack": "tq_cloud.backends.aws.stack",
+    "build_stack": "tq_cloud.backends.aws.stack",
+    "create_resources": "tq_cloud.backends.aws.tables",
+    "open_clients": "tq_cloud.backends.aws.stack",
+}
 
 __all__ = [
     "AwsSettings",
@@ -27,3 +37,24 @@ __all__ = [
     "create_resources",
     "open_clients",
 ]
+
+if TYPE_CHECKING:
+    from tq_cloud.backends.aws.dynamodb_barriers import DynamoDbFlowBarrierProvider
+    from tq_cloud.backends.aws.dynamodb_locks import DynamoDbLockProvider
+    from tq_cloud.backends.aws.dynamodb_projections import DynamoDbProjectionProvider
+    from tq_cloud.backends.aws.dynamodb_tasks import DynamoDbAdapter
+    from tq_cloud.backends.aws.kinesis import KinesisQueue
+    from tq_cloud.backends.aws.poller import KinesisShardPoller
+    from tq_cloud.backends.aws.scheduler import EventBridgeTimer
+    from tq_cloud.backends.aws.settings import AwsSettings
+    from tq_cloud.backends.aws.stack import AwsStack, aws_stack, build_stack, open_clients
+    from tq_cloud.backends.aws.tables import create_resources
+
+
+def __getattr__(name: str) -> Any:
+    """Import on first use: a Lambda cold start pays only for what its handler touches."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
