@@ -73,3 +73,28 @@ def test_the_readme_dev_command_runs_to_a_settled_state() -> None:
     assert "flows: aborted=1 complete=1 timed_out=1" in result.stdout
     assert result.stdout.rstrip().endswith("stopped")
     assert "Unclosed client session" not in result.stderr
+
+
+def test_enqueue_and_status_commands(moto_endpoint: str) -> None:
+    import os
+    import subprocess
+
+    from tests.aws_support import aws_resources, fresh_settings
+
+    settings = fresh_settings(moto_endpoint)
+
+    async def create() -> None:
+        async with aws_resources(settings):
+            pass
+
+    asyncio.run(create())
+    env = {**os.environ, **{f"TQ_{k.upper()}": str(v) for k, v in settings.model_dump().items()
+                            if v is not None and not isinstance(v, bool)}}
+    cli = str(Path(sys.executable).parent / "tq-cloud")
+    added = subprocess.run([cli, "enqueue", "--queue", "q", "--type", "t", "--payload", '{"a": 1}', "--delay", "600",
+                            "--entity", "user:u1"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    task_id = added.stdout.strip()
+    assert len(task_id) == 32
+    status = subprocess.run([cli, "status", "--entity", "user:u1"], env=env, capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert "scheduled=1" in status.stdout and task_id in status.stdout

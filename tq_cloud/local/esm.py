@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +23,15 @@ Handler = Callable[[Mapping[str, Any], Any], Any]
 
 
 class InvocationContext:
+    """The part of Lambda's context object the handler uses; safe to read from any thread."""
+
     def __init__(self, timeout_ms: int) -> None:
-        self.deadline = asyncio.get_event_loop().time() + timeout_ms / 1000
+        self.deadline = time.monotonic() + timeout_ms / 1000
         self.function_name = "tq-worker-local"
         self.aws_request_id = "local"
 
     def get_remaining_time_in_millis(self) -> int:
-        return int((self.deadline - asyncio.get_event_loop().time()) * 1000)
+        return int((self.deadline - time.monotonic()) * 1000)
 
 
 @dataclass
