@@ -78,6 +78,7 @@ class TaskRunner:
         result.deferred = [t for k, t in unique.items() if k not in claimed]
         mine = [t for k, t in unique.items() if k in claimed]
         keep_locked: set[str] = set()
+        raw_payloads = {t.key: t.payload for t in mine}
         try:
             if self.on_processing is not None:
                 await self.on_processing([t for t in mine if t.entity and not t.retry_count])
@@ -104,6 +105,9 @@ class TaskRunner:
             result.flows = recorder.flows
             return result
         finally:
+            for task in mine:  # the store keeps the payload as sent, not the validated model
+                if task.key not in keep_locked:
+                    task.payload = raw_payloads[task.key]
             await self.locks.release([k for k in claimed if k not in keep_locked], runner_id)
 
     def _validated(self, executor: Executor, group: list[Task], recorder: RunRecorder) -> list[Task]:
