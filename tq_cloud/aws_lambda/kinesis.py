@@ -87,8 +87,9 @@ def _key(sequence: str, record: Task | UndecodableRecord) -> str:
     return record.record_id if isinstance(record, UndecodableRecord) else (record.id or sequence)
 
 
-def kinesis_handler(app: TaskQueuesManager, settings: AwsSettings | None = None, *,
+def kinesis_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, *,
                     safety_margin_ms: int = 10_000, chunk_size: int = 100, **handler_options: Any) -> LambdaHandler:
-    """The worker Lambda's handler for `app`; settings default to the TQ_* environment."""
-    runtime = LambdaRuntime(app, settings, **handler_options)
+    """The worker Lambda's handler for `app`; `aws` defaults to the TQ_* environment, and
+    `handler_options` go to TaskHandler (settings=HandlerSettings(...), lifecycle providers...)."""
+    runtime = LambdaRuntime(app, aws, **handler_options)
     return KinesisBatchHandler(runtime, safety_margin_ms=safety_margin_ms, chunk_size=chunk_size)

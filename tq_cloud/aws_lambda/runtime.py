@@ -22,9 +22,9 @@ T = TypeVar("T")
 
 
 class LambdaRuntime:
-    def __init__(self, app: TaskQueuesManager, settings: AwsSettings | None = None, **handler_options: Any) -> None:
+    def __init__(self, app: TaskQueuesManager, aws: AwsSettings | None = None, **handler_options: Any) -> None:
         self.app = app
-        self.settings = settings
+        self.aws = aws
         self.handler_options = handler_options
         self.loop = asyncio.new_event_loop()
         self._exits = AsyncExitStack()
@@ -40,9 +40,9 @@ class LambdaRuntime:
             from tq_cloud.backends.aws.settings import AwsSettings
             from tq_cloud.backends.aws.stack import build_stack, open_clients
 
-            settings = self.settings or AwsSettings()
-            clients = await self._exits.enter_async_context(open_clients(settings))
-            self._stack = await build_stack(self.app, settings, clients, **self.handler_options)
+            aws = self.aws or AwsSettings()
+            clients = await self._exits.enter_async_context(open_clients(aws))
+            self._stack = await build_stack(self.app, aws, clients, **self.handler_options)
         return self._stack
 
     def observability(self) -> None:

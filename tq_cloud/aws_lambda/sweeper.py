@@ -28,6 +28,6 @@ class SweeperHandler:
         return {"sent": await stack.handler.process_mature_tasks()}
 
 
-def sweeper_handler(app: TaskQueuesManager, settings: AwsSettings | None = None, **handler_options: Any
+def sweeper_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, **handler_options: Any
                     ) -> LambdaHandler:
-    return SweeperHandler(LambdaRuntime(app, settings, **handler_options))
+    return SweeperHandler(LambdaRuntime(app, aws, **handler_options))

@@ -28,8 +28,10 @@ from tq_cloud.local.view import Snapshot, snapshot
 log = logging.getLogger("tq_cloud.local")
 
 
-def load_handler(spec: str) -> Callable[..., Any]:
-    """`package.module:attribute`, e.g. `functions.worker.app:handler`."""
+def load_handler(spec: str | Callable[..., Any]) -> Callable[..., Any]:
+    """A handler, or `package.module:attribute` naming one (e.g. `functions.worker.app:handler`)."""
+    if callable(spec):
+        return spec
     module, _, attribute = spec.partition(":")
     handler: Callable[..., Any] = getattr(importlib.import_module(module), attribute or "handler")
     return handler
@@ -39,14 +41,15 @@ def load_handler(spec: str) -> Callable[..., Any]:
 class DevOptions:
     endpoint_url: str | None = None
     template: Path = field(default_factory=lambda: Path.cwd() / "template.yaml")
-    worker: str = "functions.worker.app:handler"
-    sweeper: str = "functions.sweeper.app:handler"
+    worker: str | Callable[..., Any] = "functions.worker.app:handler"
+    sweeper: str | Callable[..., Any] = "functions.sweeper.app:handler"
     sweep_interval: float = 60.0
     batch_size: int = 100
     batching_window: float = 1.0
     view_interval: float = 2.0
     until_settled: bool = False
     max_seconds: float | None = None
+    aws: AwsSettings | None = None
 
 
 def settings_for(endpoint: str) -> AwsSettings:
@@ -75,7 +78,7 @@ class LocalRuntime:
 
                 endpoint = exits.enter_context(moto_server())
             print(f"tq-cloud dev: AWS at {endpoint}", file=self.out, flush=True)
-            settings = settings_for(endpoint)
+            settings = self.options.aws or settings_for(endpoint)
             async with open_clients(settings) as clients:
                 await create_resources(clients, settings, self.options.template)
                 await self._serve(clients, settings, stop, seed)

@@ -72,13 +72,17 @@ class ProjectionSink:
                 out.append(entry)
         return out
 
-    async def _send(self, entries: list[EntityTaskProjection]) -> None:
-        if not entries:
-            return
-        try:
-            await self.provider.upsert_projections(entries)
-        except Exception:
-            log.exception("entity projection provider failed for %d entries", len(entries))
+    async def _send(self, entries: list[EntityTaskProjection], attempts: int = 3) -> None:
+        """A few tries (upserts are idempotent), then give up: projections never fail a batch."""
+        for attempt in range(1, attempts + 1):
+            if not entries:
+                return
+            try:
+                await self.provider.upsert_projections(entries)
+                return
+            except Exception:
+                if attempt == attempts:
+                    log.exception("entity projection provider failed for %d entries", len(entries))
 
     async def scheduled(self, tasks: Sequence[Task]) -> None:
         await self._send(self._build(tasks, ProjectionStatus.SCHEDULED))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+import logging
 from typing import Any, TypeVar
 
+log = logging.getLogger("tq_cloud.dynamodb")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -27,6 +29,20 @@ def error_code(exc: BaseException) -> str:
 
 def is_condition_failure(exc: BaseException) -> bool:
     return error_code(exc) == "ConditionalCheckFailedException"
+
+
+async def tolerant_gather(items: Iterable[T], work: Callable[[T], Awaitable[R]], what: str,
+                          limit: int = 16) -> list[R | None]:
+    """Like bounded_gather, but an item whose call fails yields None (logged) instead of
+    failing the rest: for sweeps, where every item left over is retried by the next sweep."""
+    async def guarded(item: T) -> R | None:
+        try:
+            return await work(item)
+        except Exception as exc:
+            log.warning("%s failed for %r: %r; the next sweep retries it", what, item, exc)
+            return None
+
+    return await bounded_gather(items, guarded, limit)
 
 
 async def bounded_gather(items: Iterable[T], work: Callable[[T], Awaitable[R]], limit: int = 16) -> list[R]:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s
+from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s, tolerant_gather
 from tq_cloud.core.codec import encode_task
 from tq_cloud.core.models import Task, TaskStatus, finished_copy
 from tq_cloud.errors import PayloadTooLargeError
@@ -187,26 +187,26 @@ class DynamoDbAdapter:
         """Query every bucket, then claim candidates in random order until `limit` are won, so
         concurrent sweepers spread over the due tasks instead of all fighting for the first."""
         buckets = [f"b{i}" for i in range(self.buckets)]
-        found = await bounded_gather(buckets, lambda b: self._query_keys(
-            DUE_INDEX, "due_bucket", "execute_at_ms", b, _ms(now), limit))
-        candidates = [i for batch in found for i in batch]
+        found = await tolerant_gather(buckets, lambda b: self._query_keys(
+            DUE_INDEX, "due_bucket", "execute_at_ms", b, _ms(now), limit), "due query")
+        candidates = [i for batch in found if batch for i in batch]
         random.shuffle(candidates)
         claimed: list[Task] = []
         while candidates and len(claimed) < limit:
             wave, candidates = candidates[:limit - len(claimed)], candidates[limit - len(claimed):]
-            items = await bounded_gather(wave, lambda i: self._move(
+            items = await tolerant_gather(wave, lambda i: self._move(
                 i, TaskStatus.SCHEDULED, TaskStatus.PROCESSING, now, " AND execute_at_ms <= :now",
-                {":now": n(_ms(now))}))
+                {":now": n(_ms(now))}), "claim")
             claimed += [self._decode(item) for item in items if item is not None]
         return claimed
 
     async def recover_stale(self, processing_before: datetime) -> int:
         buckets = [f"b{i}" for i in range(self.buckets)]
         cutoff = _ms(processing_before)
-        found = await bounded_gather(buckets, lambda b: self._query_keys(
-            RUNNING_INDEX, "running_bucket", "processing_ms", b, cutoff, 1000))
-        ids = [i for batch in found for i in batch]
-        moved = await bounded_gather(ids, lambda i: self._move(
+        found = await tolerant_gather(buckets, lambda b: self._query_keys(
+            RUNNING_INDEX, "running_bucket", "processing_ms", b, cutoff, 1000), "stale query")
+        ids = [i for batch in found if batch for i in batch]
+        moved = await tolerant_gather(ids, lambda i: self._move(
             i, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, processing_before,
-            " AND processing_ms <= :cut", {":cut": n(cutoff)}))
+            " AND processing_ms <= :cut", {":cut": n(cutoff)}), "stale recovery")
         return sum(1 for item in moved if item is not None)

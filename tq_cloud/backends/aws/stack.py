@@ -63,9 +63,11 @@ class AwsStack:
 
 
 async def build_stack(
-    registry: TaskQueuesManager, settings: AwsSettings, clients: AwsClients, *,
+    registry: TaskQueuesManager, aws: AwsSettings, clients: AwsClients, *,
     clock: Clock | None = None, **handler_options: Any,
 ) -> AwsStack:
+    """`handler_options` go to TaskHandler (settings=HandlerSettings(...), async_manager, ...)."""
+    settings = aws
     clock = clock or SystemClock()
     summary = await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name)
     queue = KinesisQueue(clients.kinesis, settings.stream_name)
