@@ -109,10 +109,24 @@ def test_records_whose_commit_failed_are_reported(settings: AwsSettings) -> None
     for task in (Task.model_validate_json(base64.b64decode(r["kinesis"]["data"])) for r in event["Records"]):
         handler.runtime.run(handler.runtime._stack.storage.insert([task]))  # type: ignore[attr-defined]
     CallFaults(handler.runtime._stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError",  # type: ignore[attr-defined]
-               match=lambda p: p.get("Key", {}).get("id", {}).get("S") == "t1")
+               times=10, match=lambda p: p.get("Key", {}).get("id", {}).get("S") == "t1")
     response = handler(event, FakeContext())
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["kinesis"]["sequenceNumber"]}]}
     assert rows(handler, "t0", "t2")["t0"].status is TaskStatus.EXECUTED
+
+
+def test_a_transient_commit_failure_is_retried_within_the_invocation(settings: AwsSettings) -> None:
+    runs: list[str] = []
+    handler = kinesis_handler(app_with(runs), settings)
+    event = event_of(*(Task(id=f"t{i}", type="t", queue_id="q", payload={}, force_store=True) for i in range(3)))
+    handler.runtime.run(handler.runtime.stack())  # type: ignore[attr-defined]
+    for task in (Task.model_validate_json(base64.b64decode(r["kinesis"]["data"])) for r in event["Records"]):
+        handler.runtime.run(handler.runtime._stack.storage.insert([task]))  # type: ignore[attr-defined]
+    faults = CallFaults(handler.runtime._stack.clients.dynamodb, "dynamodb.UpdateItem",  # type: ignore[attr-defined]
+                        "InternalServerError", times=1)
+    assert handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert faults.raised == 1 and sorted(runs) == ["t0", "t0", "t1", "t1", "t2", "t2"]
+    assert {t.status for t in rows(handler, "t0", "t1", "t2").values()} == {TaskStatus.EXECUTED}
 
 
 def test_near_the_deadline_unstarted_records_are_reported(settings: AwsSettings) -> None:

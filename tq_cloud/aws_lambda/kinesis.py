@@ -31,10 +31,12 @@ LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
 class KinesisBatchHandler:
-    def __init__(self, runtime: LambdaRuntime, *, safety_margin_ms: int = 10_000, chunk_size: int = 100) -> None:
+    def __init__(self, runtime: LambdaRuntime, *, safety_margin_ms: int = 10_000, chunk_size: int = 100,
+                 commit_retries: int = 2) -> None:
         self.runtime = runtime
         self.safety_margin_ms = safety_margin_ms
         self.chunk_size = chunk_size
+        self.commit_retries = commit_retries
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         self.runtime.observability()
@@ -60,16 +62,33 @@ class KinesisBatchHandler:
                             len(decoded) - start)
                 failed += [seq for seq, _ in decoded[start:]]
                 break
-            report = await stack.handler.process_records([r for _, r in chunk], "lambda")
-            uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
-            failed += [seq for seq, rec in chunk if _key(seq, rec) in uncommitted]
-            self._metrics(report)
+            failed += await self._process(stack.handler, chunk, context)
         manager = stack.handler.async_manager
         if manager is not None:
             budget = max(self._time_left_ms(context) - self.safety_margin_ms / 2, 0.0)
             if budget != float("inf"):
                 await manager.settle(stack.handler.clock.now() + timedelta(milliseconds=budget))
         return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
+
+    async def _process(self, handler: Any, chunk: list[tuple[str, Any]], context: Any) -> list[str]:
+        """Process a chunk; if its commit fails, retry the uncommitted records one by one (while
+        time allows), so one failing write does not send the whole chunk back to Kinesis.
+        Returns the sequence numbers still not committed."""
+        pending = chunk
+        for attempt in range(1 + self.commit_retries):
+            if attempt and self._time_left_ms(context) < self.safety_margin_ms:
+                break
+            groups = [pending] if attempt == 0 else [[r] for r in pending]
+            still: list[tuple[str, Any]] = []
+            for group in groups:
+                report = await handler.process_records([r for _, r in group], "lambda")
+                self._metrics(report)
+                uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
+                still += [(seq, rec) for seq, rec in group if _key(seq, rec) in uncommitted]
+            pending = still
+            if not pending:
+                break
+        return [seq for seq, _ in pending]
 
     def _metrics(self, report: Any) -> None:
         metrics = self.runtime.metrics
@@ -87,9 +106,10 @@ def _key(sequence: str, record: Task | UndecodableRecord) -> str:
     return record.record_id if isinstance(record, UndecodableRecord) else (record.id or sequence)
 
 
-def kinesis_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, *,
-                    safety_margin_ms: int = 10_000, chunk_size: int = 100, **handler_options: Any) -> LambdaHandler:
+def kinesis_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, *, safety_margin_ms: int = 10_000,
+                    chunk_size: int = 100, commit_retries: int = 2, **handler_options: Any) -> LambdaHandler:
     """The worker Lambda's handler for `app`; `aws` defaults to the TQ_* environment, and
     `handler_options` go to TaskHandler (settings=HandlerSettings(...), lifecycle providers...)."""
     runtime = LambdaRuntime(app, aws, **handler_options)
-    return KinesisBatchHandler(runtime, safety_margin_ms=safety_margin_ms, chunk_size=chunk_size)
+    return KinesisBatchHandler(runtime, safety_margin_ms=safety_margin_ms, chunk_size=chunk_size,
+                               commit_retries=commit_retries)

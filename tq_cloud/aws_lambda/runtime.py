@@ -33,6 +33,9 @@ class LambdaRuntime:
         self.metrics: Any = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self.loop.is_closed():
+            coro.close()
+            raise RuntimeError("this handler's runtime was shut down")
         return self.loop.run_until_complete(coro)
 
     async def stack(self) -> Any:

@@ -184,24 +184,22 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     options = DevOptions(endpoint_url=endpoint, template=template or Path.cwd() / "template.yaml",
                          worker=faults.crashing(worker), sweeper=sweeper, sweep_interval=0.5,
                          batching_window=0.1, view_interval=1.0, until_settled=True, max_seconds=max_seconds,
-                         aws=aws)
+                         aws=aws, max_retries=1000)
     runtime = LocalRuntime(options, io.StringIO())
 
-    async def arm() -> None:
-        for handler in (worker, sweeper):
-            await asyncio.to_thread(handler.runtime.run, handler.runtime.stack())  # type: ignore[attr-defined]
-            clients = handler.runtime._stack.clients  # type: ignore[attr-defined]
-            for client in (clients.kinesis, clients.dynamodb, clients.scheduler):
-                faults.attach(client)
-        faults.enabled = True
+    from tq_cloud.backends.aws.stack import open_clients
+    from tq_cloud.backends.aws.tables import create_resources
 
-    stop = asyncio.Event()
-    runner = asyncio.ensure_future(runtime.run(stop, design.tasks))
-    while runtime.esm is None and not runner.done():
-        await asyncio.sleep(0.05)
-    await arm()
+    async with open_clients(aws) as clients:
+        await create_resources(clients, aws, options.template)
+    for handler in (worker, sweeper):  # open each handler's clients now, to put the faults on them
+        await asyncio.to_thread(handler.runtime.run, handler.runtime.stack())  # type: ignore[attr-defined]
+        clients = handler.runtime._stack.clients  # type: ignore[attr-defined]
+        for client in (clients.kinesis, clients.dynamodb, clients.scheduler):
+            faults.attach(client)
+    faults.enabled = True
     try:
-        await runner
+        await runtime.run(asyncio.Event(), design.tasks)
     finally:
         faults.enabled = False
         for handler in (worker, sweeper):
@@ -210,6 +208,8 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     violations = await _check(aws, design, truth)
     esm = runtime.esm
     redelivered = (esm.stats.reported_failures + esm.stats.errors) if esm else 0
+    if esm and esm.stats.sent_to_on_failure:
+        violations.append(f"{len(esm.stats.sent_to_on_failure)} batches went to the on-failure destination")
     return ChaosReport(seed, rate, tasks, faults.counts, faults.calls, redelivered, violations,
                        loop.time() - started)
 

@@ -50,6 +50,7 @@ class DevOptions:
     until_settled: bool = False
     max_seconds: float | None = None
     aws: AwsSettings | None = None
+    max_retries: int = 10
 
 
 def settings_for(endpoint: str) -> AwsSettings:
@@ -90,7 +91,7 @@ class LocalRuntime:
             "StreamDescriptionSummary"]["StreamARN"]
         self.esm = EmulatedEventSourceMapping(
             clients.kinesis, settings.stream_name, arn, worker, batch_size=self.options.batch_size,
-            batching_window=self.options.batching_window)
+            batching_window=self.options.batching_window, max_retries=self.options.max_retries)
         if seed:
             await self._enqueue(settings, seed)
         jobs = [asyncio.ensure_future(self.esm.run(stop)),

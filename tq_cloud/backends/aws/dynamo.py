@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 log = logging.getLogger("tq_cloud.dynamodb")

@@ -1,0 +1,21 @@
+"""The chaos run at CI size: faults at 5% and 20% of AWS calls and invocations, every invariant
+checked (see tq_cloud/local/chaos.py). The full size runs on demand: benchmarks/chaos.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tq_cloud.local.chaos import run_chaos
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(("seed", "rate"), [(11, 0.05), (12, 0.2)])
+async def test_invariants_hold_under_faults(moto_endpoint: str, seed: int, rate: float) -> None:
+    report = await run_chaos(moto_endpoint, seed=seed, rate=rate, tasks=80, max_seconds=150,
+                             template=ROOT / "template.yaml")
+    print(report.render())
+    assert report.faults, "the run injected faults"
+    assert report.violations == [], report.render()
