@@ -38,7 +38,7 @@ async def tolerant_gather(items: Iterable[T], work: Callable[[T], Awaitable[R]],
     async def guarded(item: T) -> R | None:
         try:
             return await work(item)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the sweep
             log.warning("%s failed for %r: %r; the next sweep retries it", what, item, exc)
             return None
 
