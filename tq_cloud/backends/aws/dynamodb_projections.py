@@ -21,7 +21,16 @@ class DynamoDbProjectionProvider:
         self.table = table
 
     async def upsert_projections(self, entries: Sequence[EntityTaskProjection]) -> None:
-        await bounded_gather(entries, self._upsert)
+        """Tasks in parallel; one task's entries in order, so the first final status wins."""
+        by_task: dict[str, list[EntityTaskProjection]] = {}
+        for entry in entries:
+            by_task.setdefault(entry.task_id, []).append(entry)
+
+        async def in_order(group: list[EntityTaskProjection]) -> None:
+            for entry in group:
+                await self._upsert(entry)
+
+        await bounded_gather(list(by_task.values()), in_order)
 
     async def _upsert(self, entry: EntityTaskProjection) -> None:
         try:
