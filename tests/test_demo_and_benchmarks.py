@@ -58,3 +58,10 @@ def test_aws_calls_benchmark_runs_on_tiny_input() -> None:
                             capture_output=True, text=True, timeout=300, check=True)
     assert "all engine calls" in result.stdout and "estimated cost per million tasks" in result.stdout
     assert "0.0000 DynamoDB calls per task" in result.stdout
+
+
+def test_soak_benchmark_runs_briefly() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--rate", "20", "--seconds", "4"],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "memory bounded: True" in result.stdout and "max iterator age" in result.stdout

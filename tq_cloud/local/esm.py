@@ -41,6 +41,8 @@ class MappingStats:
     reported_failures: int = 0
     errors: int = 0
     sent_to_on_failure: list[dict[str, Any]] = field(default_factory=list)
+    iterator_age_ms: float = 0.0
+    max_iterator_age_ms: float = 0.0
 
 
 class EmulatedEventSourceMapping:
@@ -127,6 +129,10 @@ class EmulatedEventSourceMapping:
             response = await self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)
             self._iterators[shard] = response.get("NextShardIterator")
             records = list(response["Records"])
+            if records:
+                oldest = min(r["ApproximateArrivalTimestamp"].timestamp() for r in records)
+                self.stats.iterator_age_ms = max((time.time() - oldest) * 1000, 0.0)
+                self.stats.max_iterator_age_ms = max(self.stats.max_iterator_age_ms, self.stats.iterator_age_ms)
             for start in range(0, len(records), self.batch_size):
                 await self._deliver(shard, records[start:start + self.batch_size])
                 delivered += len(records[start:start + self.batch_size])
