@@ -83,7 +83,7 @@ def test_stream_and_tables_are_encrypted_at_rest() -> None:
     assert resources["TasksStream"]["Properties"]["StreamEncryption"]["EncryptionType"] == "KMS"
     tables = [r for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table"]
     assert len(tables) == 4 and all(t["Properties"]["SSESpecification"]["SSEEnabled"] for t in tables)
-    assert resources["WorkerFailureQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+    assert resources["WorkerFailureQueue"]["Properties"]["KmsMasterKeyId"] == "alias/aws/sqs"
 
 
 def test_the_event_source_mapping_reports_partial_failures(stack: dict[str, Any]) -> None:
