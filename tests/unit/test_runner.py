@@ -256,3 +256,19 @@ async def test_oversized_child_fails_the_parent_with_a_clear_error(stack: InMemo
     result = await stack.handler.runner.run("c", [task(1)])
     [failure] = result.failures
     assert failure.error_type == "PayloadTooLargeError" and result.new_tasks == []
+
+
+async def test_payloads_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "4111-1111-1111-1111"
+    stack = InMemoryStack.create(lifecycle_config=LifecycleConfig(mode="sync"))
+
+    @stack.registry.task("q", "charge", retries=1)
+    async def charge(t: Task, actions: ExecutorActions) -> None:
+        raise ValueError("card declined")
+
+    with caplog.at_level(logging.DEBUG):
+        await stack.handler.add_tasks([Task(type="charge", queue_id="q", payload={"card": secret}),
+                                       Task(type="unknown", queue_id="q", payload={"card": secret})])
+        await stack.run_until_idle()
+    assert caplog.records, "the failures were logged"
+    assert secret not in caplog.text
