@@ -174,9 +174,7 @@ def main(argv: list[str] | None = None) -> float:
     logging.disable(logging.WARNING)
     for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x")):
         os.environ.setdefault(name, value)
-    server = moto_server()
-    endpoint = next(server)
-    try:
+    with moto_server() as endpoint:
         started = time.perf_counter()
         engine, source, shares, committed = asyncio.run(run(args.tasks, endpoint))
         per_task = report(engine, source, shares, args.tasks, committed)
@@ -184,8 +182,6 @@ def main(argv: list[str] | None = None) -> float:
         print(f"plain immediate tasks alone: {k:.4f} Kinesis calls and {d:.4f} DynamoDB calls per task "
               "(targets: <= 0.01 and 0)")
         print(f"(ran in {time.perf_counter() - started:.1f}s)")
-    finally:
-        server.close()
     logging.disable(logging.NOTSET)
     return per_task
 

@@ -3,28 +3,14 @@ uniquely named AWS resources per test."""
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from moto.server import ThreadedMotoServer
-
 from tq_cloud.backends.aws import AwsSettings, create_resources, open_clients
 from tq_cloud.backends.aws.stack import AwsClients
-
-
-def moto_server() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def fresh_settings(endpoint: str, **overrides: object) -> AwsSettings:

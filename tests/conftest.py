@@ -20,9 +20,10 @@ def stack(registry: TaskQueuesManager) -> InMemoryStack:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    from tests.aws_support import moto_server
+    from tq_cloud.local.moto import moto_server
 
-    yield from moto_server()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tq_cloud.lazy import lazy_exports
 
 _EXPORTS = {
     "AsyncTaskManager": "tq_cloud.asynctasks.manager",
@@ -79,10 +80,4 @@ if TYPE_CHECKING:
     from tq_cloud.projections.sink import ProjectionConfig
 
 
-def __getattr__(name: str) -> Any:
-    """Import on first use: a Lambda cold start pays only for what its handler touches."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -3,8 +3,9 @@ EventBridge Scheduler (timers). Needs the `aws` extra: pip install 'tq-cloud[aws
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tq_cloud.lazy import lazy_exports
 
 _EXPORTS = {
     "AwsSettings": "tq_cloud.backends.aws.settings",
@@ -51,10 +52,4 @@ if TYPE_CHECKING:
     from tq_cloud.backends.aws.tables import create_resources
 
 
-def __getattr__(name: str) -> Any:
-    """Import on first use: a Lambda cold start pays only for what its handler touches."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
