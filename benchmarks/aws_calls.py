@@ -26,10 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.aws_support import aws_resources, fresh_settings, moto_server
+from tests.aws_support import aws_resources, fresh_settings
 from tq_cloud import EntityRef, ExecutorActions, FlowConfig, JoinTarget, ManualClock, Task
 from tq_cloud.backends.aws import KinesisShardPoller, build_stack, open_clients
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.local.moto import moto_server
 
 # US East (N. Virginia) list prices, USD
 PRICE_KINESIS_PUT_UNIT = 0.014 / 1e6  # per 25 KB PUT payload unit (provisioned mode)
