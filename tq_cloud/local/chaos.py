@@ -199,13 +199,16 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
             faults.attach(client)
     faults.enabled = True
     try:
-        await runtime.run(asyncio.Event(), design.tasks)
+        final_view = await runtime.run(asyncio.Event(), design.tasks)
     finally:
         faults.enabled = False
         for handler in (worker, sweeper):
             if not handler.runtime.loop.is_closed():  # type: ignore[attr-defined]
                 await asyncio.to_thread(handler.runtime.shutdown)  # type: ignore[attr-defined]
     violations = await _check(aws, design, truth)
+    if final_view is None or not final_view.settled:
+        violations.insert(0, f"the run did not settle within {max_seconds:.0f}s: the checks below describe "
+                             "unfinished work, not necessarily lost work (rerun with a larger --max-seconds)")
     esm = runtime.esm
     redelivered = (esm.stats.reported_failures + esm.stats.errors) if esm else 0
     if esm and esm.stats.sent_to_on_failure:
