@@ -189,22 +189,7 @@ async def test_crash_before_commit_then_redelivery_converges(env: Env, registry:
 
 
 async def test_duplicate_step_records_do_not_double_count(env: Env, registry: TaskQueuesManager) -> None:
-    joins: list[Any] = []
-
-    @registry.task("f", "parent")
-    async def parent(task: Task, actions: ExecutorActions) -> None:
-        actions.start_flow([{"type": "step", "queue_id": "f", "payload": i} for i in range(2)],
-                           FlowConfig(join=JoinTarget(type="join", queue_id="f")))
-        actions.success(task)
-
-    @registry.task("f", "step")
-    async def step(task: Task, actions: ExecutorActions) -> None:
-        actions.success(task, task.payload)
-
-    @registry.task("f", "join")
-    async def join(task: Task, actions: ExecutorActions) -> None:
-        joins.append(task.payload)
-        actions.success(task)
+    register_flow(registry, steps=2)
 
     await env.stack.handler.add_tasks([Task(id="p", type="parent", queue_id="f", payload=None)])
     [parent_task] = [t for t in await _stream_tasks(env) if t.type == "parent"]
@@ -220,19 +205,14 @@ async def test_duplicate_step_records_do_not_double_count(env: Env, registry: Ta
     assert len(joins_in_stream) == 1
 
 
-async def _stream_tasks(env: Env) -> list[Task]:
-    from tests.aws.test_kinesis import read_all
-
-    records = await read_all(env.stack.clients.kinesis, env.stack.settings.stream_name)
-    return [Task.model_validate_json(r["Data"]) for r in records]
-
-
-async def test_crash_after_the_barrier_is_met_dispatches_the_join_once(env: Env, registry: TaskQueuesManager) -> None:
-    joins: list[Any] = []
+def register_flow(registry: TaskQueuesManager, steps: int) -> list[dict[str, Any]]:
+    """A parent starting a flow of `steps` steps that succeed with their index; returns the
+    flow results each join run receives."""
+    joins: list[dict[str, Any]] = []
 
     @registry.task("f", "parent")
     async def parent(task: Task, actions: ExecutorActions) -> None:
-        actions.start_flow([{"type": "step", "queue_id": "f", "payload": i} for i in range(3)],
+        actions.start_flow([{"type": "step", "queue_id": "f", "payload": i} for i in range(steps)],
                            FlowConfig(join=JoinTarget(type="join", queue_id="f")))
         actions.success(task)
 
@@ -244,6 +224,19 @@ async def test_crash_after_the_barrier_is_met_dispatches_the_join_once(env: Env,
     async def join(task: Task, actions: ExecutorActions) -> None:
         joins.append(task.payload["flow_results"])
         actions.success(task)
+
+    return joins
+
+
+async def _stream_tasks(env: Env) -> list[Task]:
+    from tests.aws.test_kinesis import read_all
+
+    records = await read_all(env.stack.clients.kinesis, env.stack.settings.stream_name)
+    return [Task.model_validate_json(r["Data"]) for r in records]
+
+
+async def test_crash_after_the_barrier_is_met_dispatches_the_join_once(env: Env, registry: TaskQueuesManager) -> None:
+    joins = register_flow(registry, steps=3)
 
     faults = CallFaults(env.stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError", times=2,
                         match=lambda p: '"is_join":true' in p.get("ExpressionAttributeValues", {})
