@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,14 +28,20 @@ def main(argv: list[str] | None = None) -> list[ChaosReport]:
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--rate", type=float, action="append", help="fault rate; repeat for several")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-seconds", type=float, default=3600)
+    parser.add_argument("--max-seconds", type=float, default=3 * 3600)
+    parser.add_argument("--wave", type=int, default=250, help="tasks enqueued at a time (see run_chaos)")
+    parser.add_argument("--live", action="store_true", help="print the runtime's live view to stderr")
+    parser.add_argument("--stale-after", type=float, default=30.0, help="seconds before processing is stale")
     args = parser.parse_args(argv)
     logging.disable(logging.CRITICAL)
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF line per invocation
     reports = []
-    with moto_server() as endpoint:
+    with moto_server(own_process=True) as endpoint:
         for rate in args.rate or [0.05, 0.2]:
             report = asyncio.run(run_chaos(endpoint, seed=args.seed, rate=rate, tasks=args.tasks,
-                                           max_seconds=args.max_seconds, template=ROOT / "template.yaml"))
+                                           max_seconds=args.max_seconds, template=ROOT / "template.yaml",
+                                           wave=args.wave, stale_after=args.stale_after,
+                                           out=sys.stderr if args.live else None))
             print(report.render(), flush=True)
             reports.append(report)
     logging.disable(logging.NOTSET)

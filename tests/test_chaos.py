@@ -12,10 +12,11 @@ from tq_cloud.local.chaos import run_chaos
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(("seed", "rate"), [(11, 0.05), (12, 0.2)])
-async def test_invariants_hold_under_faults(moto_endpoint: str, seed: int, rate: float) -> None:
+@pytest.mark.parametrize(("seed", "rate", "wave"), [(11, 0.05, None), (12, 0.2, 40)])
+async def test_invariants_hold_under_faults(moto_endpoint: str, seed: int, rate: float, wave: int | None) -> None:
+    """The second run enqueues its workload in two waves, as the full-size run does."""
     report = await run_chaos(moto_endpoint, seed=seed, rate=rate, tasks=80, max_seconds=150,
-                             template=ROOT / "template.yaml")
+                             template=ROOT / "template.yaml", wave=wave)
     print(report.render())
     assert report.faults, "the run injected faults"
     assert report.violations == [], report.render()

@@ -65,3 +65,10 @@ def test_soak_benchmark_runs_briefly() -> None:
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "memory bounded: True" in result.stdout and "max iterator age" in result.stdout
+
+
+def test_cold_start_benchmark_runs_once() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cold_start.py"), "--runs", "1"],
+                            capture_output=True, text=True, timeout=300, check=True)
+    assert "handler + aiobotocore" in result.stdout and "the handler adds" in result.stdout
+    assert "tq-cloud with the example app the other" in result.stdout

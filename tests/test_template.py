@@ -29,15 +29,21 @@ def test_cfn_lint_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def yaml_template() -> dict[str, Any]:
+    from samtranslator.yaml_helper import yaml_parse
+
+    parsed: dict[str, Any] = yaml_parse((ROOT / "template.yaml").read_text())
+    return parsed
+
+
 def translated() -> dict[str, Any]:
     from samtranslator.translator.transform import transform
-    from samtranslator.yaml_helper import yaml_parse
 
     class NoManagedPolicies:
         def load(self) -> dict[str, str]:
             return {}
 
-    template = yaml_parse((ROOT / "template.yaml").read_text())
+    template = yaml_template()
     template["Globals"]["Function"].pop("CodeUri")
     for name in ("WorkerFunction", "SweeperFunction"):
         template["Resources"][name]["Properties"]["CodeUri"] = "s3://tq-artifacts/code.zip"
@@ -97,3 +103,30 @@ def test_the_event_source_mapping_reports_partial_failures(stack: dict[str, Any]
     env = worker["Environment"]["Variables"]
     assert env["TQ_TASKS_TABLE"] == stack["TasksTableName"] and env["TQ_STREAM_NAME"] == stack["StreamName"]
     assert worker["Handler"] == "functions/worker/app.handler"
+
+
+def test_both_functions_are_built_by_the_makefile() -> None:
+    resources = translated()["Resources"]
+    for name in ("WorkerFunction", "SweeperFunction"):
+        assert yaml_template()["Resources"][name]["Metadata"]["BuildMethod"] == "makefile"
+        assert resources[name]["Type"] == "AWS::Lambda::Function"
+
+
+def test_the_package_ships_bytecode_that_ignores_file_timestamps(tmp_path: Path) -> None:
+    """The deployment zip drops timestamps and /var/task is read-only: only hash-based bytecode
+    that the interpreter trusts without the source's mtime spares a cold start from compiling."""
+    package, empty = tmp_path / "package", tmp_path / "requirements.txt"
+    empty.write_text("")
+    subprocess.run(["make", "-s", "build-WorkerFunction", f"ARTIFACTS_DIR={package}", f"PYTHON={sys.executable}",
+                    f"REQUIREMENTS={empty}"], cwd=ROOT, check=True, capture_output=True)
+    compiled = sorted(package.rglob("*.pyc"))
+    sources = sorted(package.rglob("*.py"))
+    assert len(compiled) == len(sources) > 50
+    assert all(int.from_bytes(p.read_bytes()[4:8], "little") == 0b01 for p in compiled), "unchecked-hash pycs"
+    # a source edited after the build is not even read: the module runs from its bytecode
+    marker = package / "functions" / "worker" / "__init__.py"
+    marker.write_text("raise SystemExit('compiled from source')\n")
+    env = dict(os.environ, PYTHONPATH=str(package), PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run([sys.executable, "-c", "import functions.worker"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

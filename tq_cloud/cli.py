@@ -108,7 +108,7 @@ async def _status(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     async with open_clients(settings) as clients:
-        view = await snapshot(clients.dynamodb, settings)
+        view = await snapshot(clients.dynamodb, settings, by_type=True)
         print(view.line())
         print(view.table())
         if args.entity:

@@ -154,3 +154,16 @@ def test_sweeper_sends_due_tasks(settings: AwsSettings) -> None:
     sweeper.runtime.run(clock.advance(300))  # type: ignore[attr-defined]
     assert sweeper({}, FakeContext()) == {"sent": 1}
     assert rows(worker, "later")["later"].status is TaskStatus.PROCESSING
+
+
+def test_disabled_metrics_neither_pile_up_nor_print(settings: AwsSettings, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """powertools keeps unflushed values when metrics are disabled and prints a metric once it
+    holds 100 of them: a long-lived worker must still clear them after every invocation."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    handler = kinesis_handler(app_with([]), settings)
+    for n in range(101):
+        assert handler(event_of(Task(id=f"m{n}", type="t", queue_id="q", payload={})), FakeContext()) == {
+            "batchItemFailures": []}
+    assert handler.runtime.metrics.metric_set == {}  # type: ignore[attr-defined]
+    assert '"_aws"' not in capsys.readouterr().out

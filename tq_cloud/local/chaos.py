@@ -13,9 +13,10 @@ import asyncio
 import io
 import random
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from tq_cloud.asynctasks.manager import AsyncTaskManager, AsyncTaskManagerOptions
 from tq_cloud.core.actions import ExecutorActions
@@ -159,7 +160,13 @@ class ChaosReport:
 
 
 async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_seconds: float = 170,
-                    template: Any = None) -> ChaosReport:
+                    template: Any = None, wave: int | None = None, stale_after: float = 3.0,
+                    out: TextIO | None = None) -> ChaosReport:
+    """`wave` enqueues the workload that many tasks at a time, each wave once the event source
+    has read every shard to its tip: a large run then keeps its stream backlog, and so each
+    task's wait, below `stale_after`, as a deployment sized for its load would. (A backlog
+    longer than `stale_after` makes the sweeper recover tasks that are only queued: duplicates
+    that are harmless but feed on themselves.) `out` receives the runtime's live view."""
     from pathlib import Path
 
     from tq_cloud.aws_lambda import kinesis_handler, sweeper_handler
@@ -177,7 +184,8 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     app = build_app(truth)
     faults = FaultInjector(seed, rate)
     faults.enabled = False
-    quick = HandlerSettings(lock_ttl=timedelta(seconds=3), stale_after=timedelta(seconds=3), mature_interval=0.5)
+    quick = HandlerSettings(lock_ttl=timedelta(seconds=stale_after), stale_after=timedelta(seconds=stale_after),
+                            mature_interval=0.5)
     manager = AsyncTaskManager(AsyncTaskManagerOptions(max_tasks=50, default_max_duration=5))
     worker = kinesis_handler(app, aws, settings=quick, async_manager=manager)
     sweeper = sweeper_handler(app, aws, settings=quick)
@@ -185,7 +193,7 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
                          worker=faults.crashing(worker), sweeper=sweeper, sweep_interval=0.5,
                          batching_window=0.1, view_interval=1.0, until_settled=True, max_seconds=max_seconds,
                          aws=aws, max_retries=1000)
-    runtime = LocalRuntime(options, io.StringIO())
+    runtime = LocalRuntime(options, out or io.StringIO())
 
     from tq_cloud.backends.aws.stack import open_clients
     from tq_cloud.backends.aws.tables import create_resources
@@ -199,7 +207,9 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
             faults.attach(client)
     faults.enabled = True
     try:
-        final_view = await runtime.run(asyncio.Event(), design.tasks)
+        size = wave or len(design.tasks)
+        final_view = await runtime.run(asyncio.Event(), design.tasks[:size],
+                                       _waves(runtime, design.tasks[size:], size))
     finally:
         faults.enabled = False
         for handler in (worker, sweeper):
@@ -215,6 +225,14 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
         violations.append(f"{len(esm.stats.sent_to_on_failure)} batches went to the on-failure destination")
     return ChaosReport(seed, rate, tasks, faults.counts, faults.calls, redelivered, violations,
                        loop.time() - started)
+
+
+async def _waves(runtime: Any, tasks: list[Task], size: int) -> AsyncIterator[list[Task]]:
+    """The rest of the workload, a wave at a time; delayed tasks stay delayed from their wave."""
+    for start in range(0, len(tasks), size):
+        await runtime.esm.caught_up()
+        later = datetime.now(UTC) + timedelta(seconds=2)
+        yield [t.model_copy(update={"execute_at": later}) if t.execute_at else t for t in tasks[start:start + size]]
 
 
 async def _check(aws: Any, design: Design, truth: Truth) -> list[str]:
@@ -266,10 +284,10 @@ async def _check(aws: Any, design: Design, truth: Truth) -> list[str]:
             if complete and indices != list(range(spec["steps"])):
                 violations.append(f"flow {flow_id}: complete join lacks steps")
         projections = DynamoDbProjectionProvider(clients.dynamodb, aws.projections_table)
-        for task_id in design.entity_tasks:
-            [entity] = [t for t in design.tasks if t.id == task_id]
-            assert entity.entity is not None
-            found = await projections.for_entity(entity.entity.type, entity.entity.id)
+        bound = {t.id: t.entity for t in design.tasks if t.id in design.entity_tasks}
+        for task_id, entity in bound.items():
+            assert entity is not None
+            found = await projections.for_entity(entity.type, entity.id)
             if [p.status.value for p in found] != ["executed"]:
                 violations.append(f"{task_id}: projection {[p.status.value for p in found]}, not executed")
     return violations

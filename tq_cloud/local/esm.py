@@ -36,6 +36,7 @@ class InvocationContext:
 
 @dataclass
 class MappingStats:
+    polls: int = 0
     invocations: int = 0
     records: int = 0
     reported_failures: int = 0
@@ -43,6 +44,12 @@ class MappingStats:
     sent_to_on_failure: list[dict[str, Any]] = field(default_factory=list)
     iterator_age_ms: float = 0.0
     max_iterator_age_ms: float = 0.0
+    behind_ms: dict[str, int] = field(default_factory=dict)  # each shard's last MillisBehindLatest
+
+    @property
+    def caught_up(self) -> bool:
+        """Every shard has been read to its tip at least once since the last records arrived."""
+        return bool(self.behind_ms) and not any(self.behind_ms.values())
 
 
 class EmulatedEventSourceMapping:
@@ -58,6 +65,7 @@ class EmulatedEventSourceMapping:
         self.max_retries = max_retries
         self.function_timeout_ms = function_timeout_ms
         self.stats = MappingStats()
+        self._polled = asyncio.Condition()
         self._iterators: dict[str, str | None] = {}
 
     async def _iterator(self, shard: str) -> str | None:
@@ -121,6 +129,7 @@ class EmulatedEventSourceMapping:
     async def poll_once(self) -> int:
         """One GetRecords per shard, each non-empty result delivered as one batch."""
         delivered = 0
+        self.stats.polls += 1
         shards = [s["ShardId"] for s in (await self.kinesis.list_shards(StreamName=self.stream_name))["Shards"]]
         for shard in shards:
             iterator = await self._iterator(shard)
@@ -129,6 +138,7 @@ class EmulatedEventSourceMapping:
             response = await self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)
             self._iterators[shard] = response.get("NextShardIterator")
             records = list(response["Records"])
+            self.stats.behind_ms[shard] = response.get("MillisBehindLatest", 0) if records else 0
             if records:
                 oldest = min(r["ApproximateArrivalTimestamp"].timestamp() for r in records)
                 self.stats.iterator_age_ms = max((time.time() - oldest) * 1000, 0.0)
@@ -136,7 +146,15 @@ class EmulatedEventSourceMapping:
             for start in range(0, len(records), self.batch_size):
                 await self._deliver(shard, records[start:start + self.batch_size])
                 delivered += len(records[start:start + self.batch_size])
+        async with self._polled:
+            self._polled.notify_all()
         return delivered
+
+    async def caught_up(self) -> None:
+        """Return once a poll that began after this call has found every shard at its tip."""
+        start = self.stats.polls
+        async with self._polled:
+            await self._polled.wait_for(lambda: self.stats.polls > start and self.stats.caught_up)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +71,10 @@ class LocalRuntime:
         self.last_view: Snapshot | None = None
         self.esm: EmulatedEventSourceMapping | None = None
 
-    async def run(self, stop: asyncio.Event, seed: Sequence[Task] = ()) -> Snapshot | None:
+    async def run(self, stop: asyncio.Event, seed: Sequence[Task] = (),
+                  feed: AsyncIterator[Sequence[Task]] | None = None) -> Snapshot | None:
+        """Serve until `stop` (or until settled); `seed` is enqueued first, then each batch that
+        `feed` yields, and the run cannot count as settled before `feed` is exhausted."""
         with ExitStack() as exits:
             endpoint = self.options.endpoint_url
             if endpoint is None:
@@ -82,10 +85,11 @@ class LocalRuntime:
             settings = self.options.aws or settings_for(endpoint)
             async with open_clients(settings) as clients:
                 await create_resources(clients, settings, self.options.template)
-                await self._serve(clients, settings, stop, seed)
+                await self._serve(clients, settings, stop, seed, feed)
         return self.last_view
 
-    async def _serve(self, clients: Any, settings: AwsSettings, stop: asyncio.Event, seed: Sequence[Task]) -> None:
+    async def _serve(self, clients: Any, settings: AwsSettings, stop: asyncio.Event, seed: Sequence[Task],
+                     feed: AsyncIterator[Sequence[Task]] | None) -> None:
         worker, sweeper = load_handler(self.options.worker), load_handler(self.options.sweeper)
         arn = (await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name))[
             "StreamDescriptionSummary"]["StreamARN"]
@@ -94,21 +98,23 @@ class LocalRuntime:
             batching_window=self.options.batching_window, max_retries=self.options.max_retries)
         if seed:
             await self._enqueue(settings, seed)
-        jobs = [asyncio.ensure_future(self.esm.run(stop)),
+        feeding = asyncio.ensure_future(self._feed(settings, feed))
+        jobs = [asyncio.ensure_future(self.esm.run(stop)), feeding,
                 asyncio.ensure_future(self._sweep(sweeper, stop)),
-                asyncio.ensure_future(self._watch(clients, settings, stop))]
+                asyncio.ensure_future(self._watch(clients, settings, stop, feeding))]
         if self.options.max_seconds is not None:
             jobs.append(asyncio.ensure_future(self._stop_after(stop, self.options.max_seconds)))
         try:
             await stop.wait()
         finally:
             stop.set()
+            feeding.cancel()  # a feed may be waiting on the mapping, which has just stopped
             await asyncio.gather(*jobs, return_exceptions=True)
             for handler in (worker, sweeper):
                 runtime = getattr(handler, "runtime", None)
                 if runtime is not None and runtime.loop.is_closed() is False:
                     await asyncio.to_thread(runtime.shutdown)
-            self.last_view = await snapshot(clients.dynamodb, settings)
+            self.last_view = await snapshot(clients.dynamodb, settings, by_type=True)
             print(self.last_view.line(), file=self.out)
             print(self.last_view.table(), file=self.out, flush=True)
 
@@ -120,6 +126,11 @@ class LocalRuntime:
             await stack.handler.add_tasks(tasks)
         print(f"enqueued {len(tasks)} tasks", file=self.out, flush=True)
 
+    async def _feed(self, settings: AwsSettings, feed: AsyncIterator[Sequence[Task]] | None) -> None:
+        if feed is not None:
+            async for tasks in feed:
+                await self._enqueue(settings, tasks)
+
     async def _sweep(self, sweeper: Callable[..., Any], stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -128,7 +139,8 @@ class LocalRuntime:
                 log.exception("sweeper invocation failed")
             await _pause(stop, self.options.sweep_interval)
 
-    async def _watch(self, clients: Any, settings: AwsSettings, stop: asyncio.Event) -> None:
+    async def _watch(self, clients: Any, settings: AwsSettings, stop: asyncio.Event,
+                     feeding: asyncio.Future[None]) -> None:
         """Print the live view; with `until_settled`, stop once nothing is pending and the
         worker has not been invoked for two views in a row."""
         quiet_rounds, seen = 0, -1
@@ -138,7 +150,8 @@ class LocalRuntime:
             self.last_view = view
             print(view.line(), file=self.out, flush=True)
             invocations = self.esm.stats.invocations if self.esm else 0
-            quiet_rounds = quiet_rounds + 1 if view.settled and invocations == seen else 0
+            quiet = view.settled and invocations == seen and feeding.done()
+            quiet_rounds = quiet_rounds + 1 if quiet else 0
             seen = invocations
             if self.options.until_settled and quiet_rounds >= 2:
                 stop.set()

@@ -10,9 +10,14 @@ from typing import Any
 from tq_cloud.backends.aws.settings import AwsSettings
 
 
-async def _scan(dynamodb: Any, table: str) -> list[dict[str, Any]]:
+async def _scan(dynamodb: Any, table: str, *attributes: str) -> list[dict[str, Any]]:
+    """All items of a table, with only `attributes` when given: the live view runs every second
+    and must not pay for task bodies it does not read."""
     items: list[dict[str, Any]] = []
     request: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    if attributes:
+        names = {f"#a{i}": name for i, name in enumerate(attributes)}
+        request |= {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
     while True:
         response = await dynamodb.scan(**request)
         items += response["Items"]
@@ -42,17 +47,19 @@ class Snapshot:
         return "\n".join(["stored tasks by type and status:", *rows] if rows else ["no stored tasks"])
 
 
-async def snapshot(dynamodb: Any, settings: AwsSettings) -> Snapshot:
+async def snapshot(dynamodb: Any, settings: AwsSettings, *, by_type: bool = False) -> Snapshot:
+    """Counts of what the tables hold; `by_type` also reads each task's body for its type."""
     import json
 
     view = Snapshot()
-    for item in await _scan(dynamodb, settings.tasks_table):
+    for item in await _scan(dynamodb, settings.tasks_table, *(() if by_type else ("status",))):
         status = item["status"]["S"]
         view.tasks[status] += 1
-        view.by_type[(json.loads(item["body"]["S"])["type"], status)] += 1
-    for item in await _scan(dynamodb, settings.barriers_table):
+        if by_type:
+            view.by_type[(json.loads(item["body"]["S"])["type"], status)] += 1
+    for item in await _scan(dynamodb, settings.barriers_table, "sk", "state"):
         if item["sk"]["S"] == "meta":
             view.flows[item["state"]["S"]] += 1
-    for item in await _scan(dynamodb, settings.projections_table):
+    for item in await _scan(dynamodb, settings.projections_table, "status"):
         view.projections[item["status"]["S"]] += 1
     return view
