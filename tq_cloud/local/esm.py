@@ -133,7 +133,8 @@ class EmulatedEventSourceMapping:
         shards = [s["ShardId"] for s in (await self.kinesis.list_shards(StreamName=self.stream_name))["Shards"]]
         for shard in shards:
             iterator = await self._iterator(shard)
-            if iterator is None:
+            if iterator is None:  # a closed shard, read to its end
+                self.stats.behind_ms[shard] = 0
                 continue
             response = await self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)
             self._iterators[shard] = response.get("NextShardIterator")

@@ -20,7 +20,6 @@ class FaultInjector:
         self.rate = rate
         self.counts: Counter[str] = Counter()
         self.calls = 0
-        self.operations: Counter[str] = Counter()
         self.enabled = True
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -39,7 +38,6 @@ class FaultInjector:
         if not self.enabled:
             return
         self.calls += 1
-        self.operations[model.name] += 1
         roll = self._roll()
         if roll < self.rate / 3:
             self.counts["throttled"] += 1
