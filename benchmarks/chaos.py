@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> list[ChaosReport]:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=3 * 3600)
     parser.add_argument("--wave", type=int, default=250, help="tasks enqueued at a time (see run_chaos)")
+    parser.add_argument("--sweep-interval", type=float, default=2.0)
+    parser.add_argument("--view-interval", type=float, default=5.0)
+    parser.add_argument("--due-buckets", type=int, default=2)
     parser.add_argument("--live", action="store_true", help="print the runtime's live view to stderr")
     parser.add_argument("--stale-after", type=float, default=30.0, help="seconds before processing is stale")
     args = parser.parse_args(argv)
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> list[ChaosReport]:
             report = asyncio.run(run_chaos(endpoint, seed=args.seed, rate=rate, tasks=args.tasks,
                                            max_seconds=args.max_seconds, template=ROOT / "template.yaml",
                                            wave=args.wave, stale_after=args.stale_after,
+                                           sweep_interval=args.sweep_interval, view_interval=args.view_interval,
+                                           due_buckets=args.due_buckets,
                                            out=sys.stderr if args.live else None))
             print(report.render(), flush=True)
             reports.append(report)

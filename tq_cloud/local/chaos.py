@@ -161,12 +161,15 @@ class ChaosReport:
 
 async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_seconds: float = 170,
                     template: Any = None, wave: int | None = None, stale_after: float = 3.0,
+                    sweep_interval: float = 0.5, view_interval: float = 1.0, due_buckets: int = 8,
                     out: TextIO | None = None) -> ChaosReport:
     """`wave` enqueues the workload that many tasks at a time, each wave once the event source
     has read every shard to its tip: a large run then keeps its stream backlog, and so each
     task's wait, below `stale_after`, as a deployment sized for its load would. (A backlog
     longer than `stale_after` makes the sweeper recover tasks that are only queued: duplicates
-    that are harmless but feed on themselves.) `out` receives the runtime's live view."""
+    that are harmless but feed on themselves.) Large runs also sweep and look less often and
+    with fewer buckets: moto sorts a whole table for every GSI query, so the sweeper's queries
+    grow with the table there as they do not on DynamoDB. `out` receives the live view."""
     from pathlib import Path
 
     from tq_cloud.aws_lambda import kinesis_handler, sweeper_handler
@@ -179,7 +182,7 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     aws = AwsSettings(endpoint_url=endpoint, emulate_scheduler=True, stream_name=f"chaos-{suffix}",
                       tasks_table=f"chaos-tasks-{suffix}", barriers_table=f"chaos-barriers-{suffix}",
                       projections_table=f"chaos-proj-{suffix}", locks_table=f"chaos-locks-{suffix}",
-                      schedule_group=f"chaos-{suffix}")
+                      schedule_group=f"chaos-{suffix}", due_buckets=due_buckets)
     truth, design = Truth(), workload(seed, tasks)
     app = build_app(truth)
     faults = FaultInjector(seed, rate)
@@ -190,8 +193,8 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     worker = kinesis_handler(app, aws, settings=quick, async_manager=manager)
     sweeper = sweeper_handler(app, aws, settings=quick)
     options = DevOptions(endpoint_url=endpoint, template=template or Path.cwd() / "template.yaml",
-                         worker=faults.crashing(worker), sweeper=sweeper, sweep_interval=0.5,
-                         batching_window=0.1, view_interval=1.0, until_settled=True, max_seconds=max_seconds,
+                         worker=faults.crashing(worker), sweeper=sweeper, sweep_interval=sweep_interval,
+                         batching_window=0.1, view_interval=view_interval, until_settled=True, max_seconds=max_seconds,
                          aws=aws, max_retries=1000)
     runtime = LocalRuntime(options, out or io.StringIO())
 
