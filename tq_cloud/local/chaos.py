@@ -287,10 +287,8 @@ async def _check(aws: Any, design: Design, truth: Truth) -> list[str]:
             if complete and indices != list(range(spec["steps"])):
                 violations.append(f"flow {flow_id}: complete join lacks steps")
         projections = DynamoDbProjectionProvider(clients.dynamodb, aws.projections_table)
-        bound = {t.id: t.entity for t in design.tasks if t.id in design.entity_tasks}
-        for task_id, entity in bound.items():
-            assert entity is not None
-            found = await projections.for_entity(entity.type, entity.id)
-            if [p.status.value for p in found] != ["executed"]:
-                violations.append(f"{task_id}: projection {[p.status.value for p in found]}, not executed")
+        for task_id in sorted(design.entity_tasks):  # one task per entity: its projection is the entity's
+            found = await projections.get_projection(task_id)
+            if found is None or found.status.value != "executed":
+                violations.append(f"{task_id}: projection {found and found.status.value}, not executed")
     return violations

@@ -36,13 +36,27 @@ def moto_server(*, own_process: bool = False) -> Iterator[str]:
         server.stop()
 
 
+# moto's server, exiting when its parent dies: a parent that is killed outright runs no cleanup
+_ORPHAN_SAFE_SERVER = """
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+from moto.server import main
+main(sys.argv[1:])
+"""
+
+
 @contextmanager
 def _child_server(start_timeout: float = 30.0) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
-    child = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    child = subprocess.Popen([sys.executable, "-c", _ORPHAN_SAFE_SERVER, "-H", "127.0.0.1", "-p", str(port)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + start_timeout
