@@ -36,9 +36,11 @@ def moto_server(*, own_process: bool = False) -> Iterator[str]:
         server.stop()
 
 
-# moto's server, exiting when its parent dies: a parent that is killed outright runs no cleanup
+# moto's server, exiting when its parent dies (a parent that is killed outright runs no cleanup),
+# without a log line per request
 _ORPHAN_SAFE_SERVER = """
-import os, sys, threading, time
+import logging, os, sys, threading, time
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
 parent = os.getppid()
 def watch():
     while os.getppid() == parent:
