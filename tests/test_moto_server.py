@@ -40,3 +40,37 @@ def test_the_child_server_serves_and_exits_with_its_killed_parent() -> None:
     while answers(endpoint) and time.monotonic() < deadline:
         time.sleep(0.2)  # waiting on another process's exit; nothing to await
     assert not answers(endpoint), "the orphaned server is still serving"
+
+
+def rss_mb_of_server_on(port: str) -> int:
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and b"-p" in cmdline and port.encode() in cmdline:
+            status = (proc / "status").read_text()
+            return int(status.split("VmRSS:")[1].split()[0]) // 1024
+    raise AssertionError(f"no server process on port {port}")
+
+
+def test_the_child_server_does_not_keep_every_item_copy() -> None:
+    """moto records every model instance it creates; a long run's scans would pile them up."""
+    import boto3
+
+    from tq_cloud.local.moto import moto_server
+
+    with moto_server(own_process=True) as endpoint:
+        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+        dynamodb.create_table(TableName="t", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                              BillingMode="PAY_PER_REQUEST")
+        for i in range(600):
+            dynamodb.put_item(TableName="t", Item={"id": {"S": f"i{i}"}, "body": {"S": "x" * 500}})
+        for _ in range(10):
+            dynamodb.scan(TableName="t")
+        settled = rss_mb_of_server_on(endpoint.rsplit(":", 1)[1])
+        for _ in range(60):
+            dynamodb.scan(TableName="t")
+        grown = rss_mb_of_server_on(endpoint.rsplit(":", 1)[1]) - settled
+    assert grown < 15, f"the server grew by {grown} MB over 60 scans"

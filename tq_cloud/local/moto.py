@@ -17,7 +17,8 @@ from contextlib import contextmanager
 def moto_server(*, own_process: bool = False) -> Iterator[str]:
     """In this process by default; `own_process` runs it in a child process instead, so that
     moto's request handling (the heaviest part of a long local run) gets its own interpreter
-    and core rather than sharing this one's GIL with the code under test."""
+    and core rather than sharing this one's GIL with the code under test, and so that the
+    child can be tended for a long run (see _LONG_RUNNING_SERVER)."""
     for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")):
         os.environ.setdefault(name, value)
     if own_process:
@@ -36,17 +37,21 @@ def moto_server(*, own_process: bool = False) -> Iterator[str]:
         server.stop()
 
 
-# moto's server, exiting when its parent dies (a parent that is killed outright runs no cleanup),
-# without a log line per request
-_ORPHAN_SAFE_SERVER = """
+# moto's server for long runs: without a log line per request; dropping, every few seconds, its
+# record of every model instance ever made (kept only for moto's dashboard: each item copy a
+# scan, query or update makes would otherwise live for ever, and the growing heap slows every
+# garbage collection); exiting when its parent dies (a parent killed outright runs no cleanup)
+_LONG_RUNNING_SERVER = """
 import logging, os, sys, threading, time
+from moto.core.model_instances import reset_model_data
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 parent = os.getppid()
-def watch():
+def tend():
     while os.getppid() == parent:
-        time.sleep(1)
+        time.sleep(2)
+        reset_model_data()
     os._exit(0)
-threading.Thread(target=watch, daemon=True).start()
+threading.Thread(target=tend, daemon=True).start()
 from moto.server import main
 main(sys.argv[1:])
 """
@@ -58,7 +63,7 @@ def _child_server(start_timeout: float = 30.0) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
-    child = subprocess.Popen([sys.executable, "-c", _ORPHAN_SAFE_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+    child = subprocess.Popen([sys.executable, "-c", _LONG_RUNNING_SERVER, "-H", "127.0.0.1", "-p", str(port)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + start_timeout
