@@ -45,9 +45,6 @@ class KinesisBatchHandler:
         finally:
             if self.runtime.metrics is not None:
                 self.runtime.metrics.flush_metrics()
-                # with POWERTOOLS_METRICS_DISABLED a flush keeps the values: they would pile up
-                # across invocations and be printed anyway once a metric holds 100 of them
-                self.runtime.metrics.clear_metrics()
 
     def _time_left_ms(self, context: Any) -> float:
         remaining = getattr(context, "get_remaining_time_in_millis", None)

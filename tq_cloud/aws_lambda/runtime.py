@@ -62,7 +62,10 @@ class LambdaRuntime:
         copy_config_to_registered_loggers(source_logger=self.logger, include={"tq_cloud"})
         for handler in logging.getLogger("tq_cloud").handlers:
             handler.addFilter(LogContextFilter())
-        self.metrics = Metrics(namespace="tq-cloud", service="tq-cloud")
+        from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+        # disabled, powertools still keeps every value, and prints a metric once it holds 100
+        self.metrics = None if is_metrics_disabled() else Metrics(namespace="tq-cloud", service="tq-cloud")
 
     async def close(self) -> None:
         await self._exits.aclose()
