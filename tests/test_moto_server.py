@@ -48,7 +48,7 @@ def rss_mb_of_server_on(port: str) -> int:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if proc.name.isdigit() and b"-p" in cmdline and port.encode() in cmdline:
+        if proc.name.isdigit() and b"tq_cloud.local.moto" in cmdline and port.encode() in cmdline:
             status = (proc / "status").read_text()
             return int(status.split("VmRSS:")[1].split()[0]) // 1024
     raise AssertionError(f"no server process on port {port}")
@@ -74,3 +74,36 @@ def test_the_child_server_does_not_keep_every_item_copy() -> None:
             dynamodb.scan(TableName="t")
         grown = rss_mb_of_server_on(endpoint.rsplit(":", 1)[1]) - settled
     assert grown < 15, f"the server grew by {grown} MB over 60 scans"
+
+
+def test_conditional_writes_are_atomic_as_on_dynamodb() -> None:
+    """Of concurrent claims of one item (a conditional update, as the sweeper's), exactly one
+    may succeed; moto's own handlers let several see the condition hold."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    from tq_cloud.local.moto import moto_server
+
+    with moto_server() as endpoint:
+        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+        dynamodb.create_table(TableName="t", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                              BillingMode="PAY_PER_REQUEST")
+
+        def claim(key: str) -> bool:
+            try:
+                dynamodb.update_item(TableName="t", Key={"id": {"S": key}}, UpdateExpression="SET #s = :to",
+                                     ConditionExpression="#s = :from", ExpressionAttributeNames={"#s": "status"},
+                                     ExpressionAttributeValues={":to": {"S": "processing"}, ":from": {"S": "due"}})
+                return True
+            except dynamodb.exceptions.ConditionalCheckFailedException:
+                return False
+
+        winners = []
+        with ThreadPoolExecutor(16) as pool:
+            for n in range(30):
+                dynamodb.put_item(TableName="t", Item={"id": {"S": f"k{n}"}, "status": {"S": "due"},
+                                                       "body": {"S": "x" * 5000}})
+                winners.append(sum(pool.map(claim, [f"k{n}"] * 16)))
+    assert winners == [1] * 30

@@ -1,4 +1,10 @@
-"""moto's server on 127.0.0.1 at a free port, for the lifetime of a `with` block."""
+"""moto's server on 127.0.0.1 at a free port, for the lifetime of a `with` block.
+
+Requests are served one at a time. moto's handlers are not atomic: two threads running the
+same conditional write can both see the condition hold, where DynamoDB lets exactly one
+succeed, and tq-cloud's claims and set-if-absent inserts depend on that guarantee. Serving
+requests under one lock restores it (the GIL already kept them from running in parallel).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 @contextmanager
@@ -18,43 +28,54 @@ def moto_server(*, own_process: bool = False) -> Iterator[str]:
     """In this process by default; `own_process` runs it in a child process instead, so that
     moto's request handling (the heaviest part of a long local run) gets its own interpreter
     and core rather than sharing this one's GIL with the code under test, and so that the
-    child can be tended for a long run (see _LONG_RUNNING_SERVER)."""
+    child can be tended for a long run (see `_tend`)."""
     for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")):
         os.environ.setdefault(name, value)
     if own_process:
         with _child_server() as endpoint:
             yield endpoint
         return
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    server = _make_server(0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
     try:
         yield f"http://{host}:{port}"
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
 
 
-# moto's server for long runs: without a log line per request; dropping, every few seconds, its
-# record of every model instance ever made (kept only for moto's dashboard: each item copy a
-# scan, query or update makes would otherwise live for ever, and the growing heap slows every
-# garbage collection); exiting when its parent dies (a parent killed outright runs no cleanup)
-_LONG_RUNNING_SERVER = """
-import logging, os, sys, threading, time
-from moto.core.model_instances import reset_model_data
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
-parent = os.getppid()
-def tend():
+def _serialized(app: WsgiApp) -> WsgiApp:
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with lock:
+            return app(environ, start_response)
+
+    return serve
+
+
+def _make_server(port: int) -> Any:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no log line per request
+    app = _serialized(DomainDispatcherApplication(create_backend_app))
+    return make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
+
+
+def _tend(parent: int) -> None:
+    """For a long run in a child process: every few seconds, drop moto's record of every model
+    instance it ever made (kept only for its dashboard: each item copy a scan, query or update
+    makes would otherwise live for ever, and the growing heap slows every garbage collection);
+    exit once the parent is gone (a parent killed outright runs no cleanup)."""
+    from moto.core.model_instances import reset_model_data
+
     while os.getppid() == parent:
         time.sleep(2)
         reset_model_data()
     os._exit(0)
-threading.Thread(target=tend, daemon=True).start()
-from moto.server import main
-main(sys.argv[1:])
-"""
 
 
 @contextmanager
@@ -63,7 +84,7 @@ def _child_server(start_timeout: float = 30.0) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
-    child = subprocess.Popen([sys.executable, "-c", _LONG_RUNNING_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+    child = subprocess.Popen([sys.executable, "-m", "tq_cloud.local.moto", str(port), str(os.getpid())],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + start_timeout
@@ -79,3 +100,8 @@ def _child_server(start_timeout: float = 30.0) -> Iterator[str]:
     finally:
         child.terminate()
         child.wait(timeout=10)
+
+
+if __name__ == "__main__":  # the child of moto_server(own_process=True): PORT PARENT_PID
+    threading.Thread(target=_tend, args=(int(sys.argv[2]),), daemon=True).start()
+    _make_server(int(sys.argv[1])).serve_forever()
