@@ -46,9 +46,7 @@ def moto_server(*, own_process: bool = False) -> Iterator[str]:
         thread.join()
 
 
-def _serialized(app: WsgiApp) -> WsgiApp:
-    lock = threading.Lock()
-
+def _serialized(app: WsgiApp, lock: threading.Lock) -> WsgiApp:
     def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         with lock:
             return app(environ, start_response)
@@ -56,16 +54,16 @@ def _serialized(app: WsgiApp) -> WsgiApp:
     return serve
 
 
-def _make_server(port: int) -> Any:
+def _make_server(port: int, lock: threading.Lock | None = None) -> Any:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no log line per request
-    app = _serialized(DomainDispatcherApplication(create_backend_app))
+    app = _serialized(DomainDispatcherApplication(create_backend_app), lock or threading.Lock())
     return make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
 
 
-def _tend(parent: int) -> None:
+def _tend(parent: int, lock: threading.Lock) -> None:
     """For a long run in a child process: every few seconds, drop moto's record of every model
     instance it ever made (kept only for its dashboard: each item copy a scan, query or update
     makes would otherwise live for ever, and the growing heap slows every garbage collection);
@@ -74,7 +72,8 @@ def _tend(parent: int) -> None:
 
     while os.getppid() == parent:
         time.sleep(2)
-        reset_model_data()
+        with lock:  # never in the middle of a request
+            reset_model_data()
     os._exit(0)
 
 
@@ -103,5 +102,6 @@ def _child_server(start_timeout: float = 30.0) -> Iterator[str]:
 
 
 if __name__ == "__main__":  # the child of moto_server(own_process=True): PORT PARENT_PID
-    threading.Thread(target=_tend, args=(int(sys.argv[2]),), daemon=True).start()
-    _make_server(int(sys.argv[1])).serve_forever()
+    requests = threading.Lock()
+    threading.Thread(target=_tend, args=(int(sys.argv[2]), requests), daemon=True).start()
+    _make_server(int(sys.argv[1]), requests).serve_forever()
