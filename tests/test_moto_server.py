@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PARENT = """
@@ -42,6 +43,17 @@ def test_the_child_server_serves_and_exits_with_its_killed_parent() -> None:
     assert not answers(endpoint), "the orphaned server is still serving"
 
 
+def table_t(endpoint: str) -> Any:
+    """A DynamoDB client, with table "t" keyed by "id" created on the server at `endpoint`."""
+    import boto3
+
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+    dynamodb.create_table(TableName="t", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                          BillingMode="PAY_PER_REQUEST")
+    return dynamodb
+
+
 def rss_mb_of_server_on(port: str) -> int:
     for proc in Path("/proc").iterdir():
         try:
@@ -56,15 +68,10 @@ def rss_mb_of_server_on(port: str) -> int:
 
 def test_the_child_server_does_not_keep_every_item_copy() -> None:
     """moto records every model instance it creates; a long run's scans would pile them up."""
-    import boto3
-
     from tq_cloud.local.moto import moto_server
 
     with moto_server(own_process=True) as endpoint:
-        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-        dynamodb.create_table(TableName="t", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-                              BillingMode="PAY_PER_REQUEST")
+        dynamodb = table_t(endpoint)
         for i in range(600):
             dynamodb.put_item(TableName="t", Item={"id": {"S": f"i{i}"}, "body": {"S": "x" * 500}})
         for _ in range(10):
@@ -81,15 +88,10 @@ def test_conditional_writes_are_atomic_as_on_dynamodb() -> None:
     may succeed; moto's own handlers let several see the condition hold."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import boto3
-
     from tq_cloud.local.moto import moto_server
 
     with moto_server() as endpoint:
-        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-        dynamodb.create_table(TableName="t", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-                              BillingMode="PAY_PER_REQUEST")
+        dynamodb = table_t(endpoint)
 
         def claim(key: str) -> bool:
             try:
