@@ -32,25 +32,52 @@ class TaskNotInScopeError(TqError):
     """An executor reported an outcome for a task it was not given."""
 
 
-class PayloadTooLargeError(TqError):
+class TaskRejectedError(TqError):
+    """A write of one task that can never succeed, however often it is retried (too large, not
+    JSON, an invalid key). Raised where the task is added when it can be known there; at commit
+    time it fails that one task, never its batch."""
+
+    def __init__(self, task_id: str | None, message: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class PayloadTooLargeError(TaskRejectedError):
     """A task does not fit the transport or the store it is routed to."""
 
     def __init__(self, task_id: str | None, size: int, limit: int, where: str) -> None:
         super().__init__(
+            task_id,
             f"task {task_id!r} serialises to {size} bytes, over the {limit}-byte limit of {where}; "
-            "store large data elsewhere (S3, a database) and put a reference in the payload"
+            "store large data elsewhere (S3, a database) and put a reference in the payload",
         )
-        self.task_id = task_id
         self.size = size
         self.limit = limit
 
 
-class QueueWriteError(TqError):
-    """Tasks could not be written to the message queue; the tasks named were not sent."""
+class UnserialisableTaskError(TaskRejectedError):
+    """A task whose payload (or log context) cannot be written as JSON."""
 
-    def __init__(self, message: str, task_ids: list[str]) -> None:
-        super().__init__(f"{message}: tasks not written: {', '.join(task_ids) or '(none)'}")
+    def __init__(self, task_id: str | None, reason: str) -> None:
+        super().__init__(
+            task_id,
+            f"task {task_id!r} cannot be serialised to JSON ({reason}); payloads must be JSON values "
+            "or pydantic models",
+        )
+
+
+class QueueWriteError(TqError):
+    """Tasks could not be written to the message queue. `task_ids` were not written this time
+    (throttled: sending them again may work); `rejected` maps the ids of tasks that can never be
+    written to why. Every other task of the call was written."""
+
+    def __init__(self, message: str, task_ids: list[str], rejected: dict[str, str] | None = None) -> None:
+        detail = f"tasks not written: {', '.join(task_ids) or '(none)'}"
+        if rejected:
+            detail += f"; rejected for good: {', '.join(rejected)}"
+        super().__init__(f"{message}: {detail}")
         self.task_ids = task_ids
+        self.rejected = rejected or {}
 
 
 class MissingTaskIdError(TqError):
@@ -71,8 +98,12 @@ class FlowsNotConfiguredError(ConfigurationError):
         )
 
 
-class InvalidTaskError(TqError):
-    """A task whose payload does not match its executor's payload model."""
+class InvalidTaskError(TaskRejectedError):
+    """A task that cannot run as given: its payload does not match its executor's model, its id
+    or partition key is empty or over 256 characters, or its executor's partition_key raised."""
+
+    def __init__(self, message: str, task_id: str | None = None) -> None:
+        super().__init__(task_id, message)
 
 
 class InvalidFlowError(TqError):

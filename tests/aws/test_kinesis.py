@@ -14,7 +14,7 @@ from tq_cloud.backends.aws import AwsSettings, KinesisQueue, KinesisShardPoller,
 from tq_cloud.backends.aws.kinesis import decode_lambda_record
 from tq_cloud.core.codec import UndecodableRecord, encode_task
 from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.errors import PayloadTooLargeError, QueueWriteError
+from tq_cloud.errors import QueueWriteError
 
 
 @pytest.fixture
@@ -61,12 +61,15 @@ async def test_partition_key_is_the_executors_else_the_task_id(env: tuple[Any, A
     assert keys == ["b", "user-7"]
 
 
-async def test_oversized_record_is_rejected_before_sending(env: tuple[Any, AwsSettings]) -> None:
+async def test_oversized_record_is_rejected_and_does_not_hold_back_the_others(env: tuple[Any, AwsSettings]) -> None:
     clients, settings = env
     queue = KinesisQueue(clients.kinesis, settings.stream_name)
-    with pytest.raises(PayloadTooLargeError, match=r"'huge'.*Kinesis record"):
+    with pytest.raises(QueueWriteError) as raised:
         await queue.publish([*tasks(2), Task(id="huge", type="t", queue_id="q", payload="x" * 1_100_000)])
-    assert queue.put_calls == 0 and await read_all(clients.kinesis, settings.stream_name) == []
+    assert raised.value.task_ids == [] and list(raised.value.rejected) == ["huge"]
+    assert "Kinesis record" in raised.value.rejected["huge"]
+    ids = sorted(Task.model_validate_json(r["Data"]).id for r in await read_all(clients.kinesis, settings.stream_name))
+    assert ids == ["t0", "t1"] and queue.put_calls == 1
 
 
 async def test_throttled_records_are_resent_until_written(env: tuple[Any, AwsSettings]) -> None:

@@ -125,7 +125,8 @@ def test_a_transient_commit_failure_is_retried_within_the_invocation(settings: A
     faults = CallFaults(handler.runtime._stack.clients.dynamodb, "dynamodb.UpdateItem",  # type: ignore[attr-defined]
                         "InternalServerError", times=1)
     assert handler(event, FakeContext()) == {"batchItemFailures": []}
-    assert faults.raised == 1 and sorted(runs) == ["t0", "t0", "t1", "t1", "t2", "t2"]
+    assert faults.raised == 1 and set(runs) == {"t0", "t1", "t2"}
+    assert len(runs) == 4, "only the task whose mark failed runs again: a committed attempt never does"
     assert {t.status for t in rows(handler, "t0", "t1", "t2").values()} == {TaskStatus.EXECUTED}
 
 

@@ -13,7 +13,7 @@ from tests.helpers import EventLog
 from tq_cloud import ExecutorActions, LifecycleConfig, Task, TaskStatus
 from tq_cloud.core.log_context import LogContextFilter, current_log_context
 from tq_cloud.core.models import TaskMetadata
-from tq_cloud.core.outcomes import MAX_RESULT_BYTES
+from tq_cloud.core.limits import MAX_RESULT_BYTES
 from tq_cloud.errors import TaskNotInScopeError
 from tq_cloud.testing import InMemoryStack
 
@@ -36,7 +36,7 @@ async def test_sequential_executor_runs_one_at_a_time(stack: InMemoryStack) -> N
 
     result = await stack.handler.runner.run("c", [task(i) for i in range(5)])
     assert peak == 1
-    assert sorted(o.task.execution_result for o in result.successes) == [0, 1, 2, 3, 4]
+    assert sorted(o.result for o in result.successes) == [0, 1, 2, 3, 4]
 
 
 async def test_parallel_executor_runs_chunks_concurrently(stack: InMemoryStack) -> None:
@@ -127,7 +127,7 @@ async def test_forgotten_outcome_is_a_retryable_failure_not_an_ignore(stack: InM
     assert {o.task.key for o in result.failures} == {"t-1", "b-2"}
     assert all("without calling success() or fail()" in (o.error or "") and o.retryable
                for o in result.failures)
-    assert result.ignored == []
+    assert all(o.verdict is None for o in result.failures), "forgotten is a failure to decide, not an ignore"
 
 
 async def test_first_outcome_wins(stack: InMemoryStack) -> None:
@@ -137,7 +137,7 @@ async def test_first_outcome_wins(stack: InMemoryStack) -> None:
         actions.fail(t, "second")
 
     result = await stack.handler.runner.run("c", [task(1)])
-    assert [o.task.execution_result for o in result.successes] == ["first"]
+    assert [o.result for o in result.successes] == ["first"]
     assert result.failures == []
 
 
@@ -180,10 +180,10 @@ async def test_oversized_and_non_json_results_are_dropped_and_recorded(stack: In
 
     result = await stack.handler.runner.run("c", [task(1, force_store=True), task(2, force_store=True)])
     assert len(result.successes) == 2
-    drops = {o.task.key: o.task.execution_stats.result_dropped for o in result.successes}
+    drops = {o.task.key: o.result_dropped for o in result.successes}
     assert "exceeds the 262144-byte limit" in (drops["t-1"] or "")
     assert "not JSON-serialisable" in (drops["t-2"] or "")
-    assert all(o.task.execution_result is None for o in result.successes)
+    assert all(o.result is None and o.task.execution_result is None for o in result.successes)
 
 
 async def test_unknown_task_type_is_recorded_as_ignored(stack: InMemoryStack) -> None:

@@ -1,7 +1,8 @@
 """`ExecutorActions`: how an executor reports outcomes and adds work.
 
 Nothing is written while the executor runs; actions are recorded and committed together by
-post-processing, so a crash mid-batch leaves nothing half-done and a redelivery replays cleanly.
+the commit pipeline, so a crash mid-batch leaves nothing half-done and a redelivery replays
+cleanly. Every limit a child task must meet is checked here, in the executor's own call.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.clock import Clock
+from tq_cloud.core.limits import bounded_error, checked_result, json_safe_details
 from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import Outcome, checked_result
+from tq_cloud.core.outcomes import Outcome
 from tq_cloud.errors import FlowsNotConfiguredError, TaskNotInScopeError
 from tq_cloud.ids import derived_id
 
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tq_cloud.actions")
 
-TaskCheck = Callable[[Task], None]
+TaskCheck = Callable[[Task], Task]
+"""Returns the routed copy of a task, or raises TaskRejectedError naming the broken limit."""
 
 
 @dataclass(slots=True)
@@ -38,10 +41,53 @@ class RunRecorder:
     started_at: dict[str, datetime] = field(default_factory=dict)
     batch_started_at: datetime | None = None
 
+    def record(
+        self,
+        task: Task,
+        *,
+        succeeded: bool = False,
+        result: Any = None,
+        error: BaseException | str | None = None,
+        details: Mapping[str, Any] | None = None,
+        retryable: bool = True,
+        retry_delay: float | None = None,
+        consume_attempt: bool = True,
+    ) -> Outcome:
+        """Record a task's outcome, bounded: error text truncated, details JSON-safe and
+        capped, result JSON or dropped with the reason (the task still succeeds)."""
+        now = self.clock.now()
+        message = error_type = None
+        if not succeeded:
+            if isinstance(error, BaseException):
+                message, error_type = (str(error) or type(error).__name__), type(error).__name__
+            else:
+                message = error or "task failed"
+        stored, dropped = checked_result(result) if succeeded else (None, None)
+        if dropped:
+            log.warning("task %s succeeded but its result was dropped: %s", task.key, dropped)
+        outcome = Outcome(
+            task=task, succeeded=succeeded,
+            started_at=self.started_at.get(task.key) or self.batch_started_at or now, finished_at=now,
+            result=stored, result_dropped=dropped, error=bounded_error(message), error_type=error_type,
+            details=json_safe_details(dict(details)) if details else None, retryable=retryable,
+            retry_delay=retry_delay, consume_attempt=consume_attempt)
+        self.outcomes[task.key] = outcome
+        return outcome
+
 
 class ExecutorActions:
     """Given to an executor with the task(s) it may report on. Children and flows get ids
-    derived from the parent, so a replayed executor adds the same tasks, not new ones."""
+    derived from the parent, so a replayed executor adds the same tasks, not new ones.
+
+    Example:
+        @app.task("email", "send", retries=3)
+        async def send(task: Task[Email], actions: ExecutorActions) -> None:
+            if not task.payload.to.endswith(".test"):
+                actions.fail(task, "refused domain", retry=False)   # failed for good
+                return
+            actions.add_tasks([Task(type="audit", queue_id="email", payload={"to": task.payload.to})])
+            actions.success(task, {"sent": True})
+    """
 
     def __init__(
         self,
@@ -69,7 +115,8 @@ class ExecutorActions:
             self._parent_key_source = self._parent_key_source()
         return self._parent_key_source
 
-    def _own(self, task: Task) -> str:
+    def _own(self, task: Task) -> Task | None:
+        """The task as delivered (payload as sent), or None if it already has an outcome."""
         key = task.id
         if key is None or key not in self._scope:
             raise TaskNotInScopeError(
@@ -79,48 +126,38 @@ class ExecutorActions:
         if key in self._recorder.outcomes:
             log.warning("task %s already reported %s; ignoring the second outcome", key,
                         "success" if self._recorder.outcomes[key].succeeded else "failure")
-            return ""
-        return key
+            return None
+        return self._scope[key]
 
     def success(self, task: Task, result: Any = None) -> None:
-        key = self._own(task)
-        if not key:
-            return
-        if result is not None or task.execution_result is not None:
-            stored, dropped = checked_result(result)
-            if dropped:
-                log.warning("task %s succeeded but its result was dropped: %s", key, dropped)
-                task.execution_stats = task.execution_stats.model_copy(update={"result_dropped": dropped})
-            task.execution_result = stored
-        self._record(key, task, succeeded=True)
+        """The task succeeded. A result that is not JSON or over 256 KB is dropped (the drop
+        is recorded on the task, which still succeeds)."""
+        own = self._own(task)
+        if own is not None:
+            self._recorder.record(own, succeeded=True, result=result)
 
     def fail(
-        self, task: Task, error: BaseException | str | None = None, stats: Mapping[str, Any] | None = None
+        self, task: Task, error: BaseException | str | None = None, stats: Mapping[str, Any] | None = None,
+        *, retry: bool = True,
     ) -> None:
-        key = self._own(task)
-        if key:
-            self._record(key, task, succeeded=False, error=error, details=dict(stats) if stats else None)
+        """The task failed: retried while it has retries left, unless `retry=False`, which
+        fails it for good (stored as failed when its executor keeps failures)."""
+        own = self._own(task)
+        if own is not None:
+            self._recorder.record(own, error=error, details=stats, retryable=retry)
 
-    def _record(
-        self,
-        key: str,
-        task: Task,
-        *,
-        succeeded: bool,
-        error: BaseException | str | None = None,
-        details: dict[str, Any] | None = None,
-        retryable: bool = True,
-    ) -> None:
-        record_failure(self._recorder, key, task, succeeded=succeeded, error=error,
-                       details=details, retryable=retryable)
+    def defer(self, task: Task, seconds: float, reason: str = "deferred") -> None:
+        """Run the task again after `seconds`, without using one of its attempts."""
+        own = self._own(task)
+        if own is not None:
+            self._recorder.record(own, error=reason, retry_delay=seconds, consume_attempt=False)
 
     def add_tasks(self, tasks: Iterable[Task]) -> list[Task]:
-        """Schedule tasks after this batch commits. Returns the children with their ids."""
-        added = []
-        for task in tasks:
-            child = self._adopt(task)
-            self._check_task(child)
-            added.append(child)
+        """Schedule tasks after this batch commits. Returns the children with their ids.
+        Raises TaskRejectedError (naming the task and the limit) for a child that breaks a
+        limit: a payload that does not match its executor's model, too large, not JSON, an id
+        or partition key over 256 characters."""
+        added = [self._check_task(self._adopt(task)) for task in tasks]
         self._recorder.new_tasks.extend(added)
         return added
 
@@ -145,42 +182,7 @@ class ExecutorActions:
             config=config,
             log_context=self._log_context,
         )
-        for task in started.tasks:
-            self._check_task(task)
+        started.tasks = [self._check_task(task) for task in started.tasks]
         self._recorder.new_tasks.extend(started.tasks)
         self._recorder.flows.append(started)
         return started.flow_id
-
-
-def record_failure(
-    recorder: RunRecorder,
-    key: str,
-    task: Task,
-    *,
-    succeeded: bool = False,
-    error: BaseException | str | None = None,
-    details: dict[str, Any] | None = None,
-    retryable: bool = True,
-    retry_delay: float | None = None,
-    consume_attempt: bool = True,
-) -> None:
-    """Record an outcome for a task; also used by the runner for crashes and validation errors."""
-    now = recorder.clock.now()
-    message = error_type = None
-    if not succeeded:
-        if isinstance(error, BaseException):
-            message, error_type = (str(error) or type(error).__name__), type(error).__name__
-        else:
-            message = error or "task failed"
-    recorder.outcomes[key] = Outcome(
-        task=task,
-        succeeded=succeeded,
-        started_at=recorder.started_at.get(key) or recorder.batch_started_at or now,
-        finished_at=now,
-        error=message,
-        error_type=error_type,
-        details=details,
-        retryable=retryable,
-        retry_delay=retry_delay,
-        consume_attempt=consume_attempt,
-    )

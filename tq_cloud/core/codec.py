@@ -2,7 +2,8 @@
 
 Decoding never raises: a record that is not a valid task becomes an `UndecodableRecord`,
 which the handler stores as a failed task, so a poison record is visible and never blocks
-its shard."""
+its shard. Encoding raises `UnserialisableTaskError` naming the task, so a payload that is not
+JSON is that task's error, never its batch's."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
+from tq_cloud.core.limits import MAX_ID_CHARS, describe_validation_error
 from tq_cloud.core.models import ExecutionStats, Task, TaskStatus
+from tq_cloud.errors import UnserialisableTaskError
 from tq_cloud.ids import derived_id
 
 UNDECODABLE_TYPE = "_tq.undecodable"
@@ -35,12 +39,23 @@ class UndecodableRecord:
 
 
 def encode_task(task: Task) -> bytes:
-    return task.model_dump_json(exclude_defaults=True).encode()
+    try:
+        return task.model_dump_json(exclude_defaults=True).encode()
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        raise UnserialisableTaskError(task.id, str(exc)[:300]) from exc
 
 
 def decode_task(data: bytes, record_id: str) -> Task | UndecodableRecord:
+    """A task from a record's bytes. A record whose id is missing, empty or over-long gets one
+    derived from the record's own id (its sequence number), so a redelivery of the record
+    replays into the same task, never a new one."""
     try:
-        return Task.model_validate_json(data)
+        task = Task.model_validate_json(data)
     except ValidationError as exc:
-        return UndecodableRecord(record_id, f"record is not a valid task: {exc}",
+        return UndecodableRecord(record_id, f"record is not a valid task: {describe_validation_error(exc)}",
                                  data[:_PREVIEW_CHARS].decode("utf-8", "replace"))
+    return task if usable_id(task.id) else task.model_copy(update={"id": derived_id("record", record_id)})
+
+
+def usable_id(task_id: str | None) -> bool:
+    return bool(task_id) and len(task_id or "") <= MAX_ID_CHARS

@@ -1,7 +1,7 @@
-"""`TaskHandler`: the engine's entry point. It wires the router, runner and post-processor from
+"""`TaskHandler`: the engine's entry point. It wires the router, runner and commit pipeline from
 injected ports, and offers the operations everything else is built on: add tasks, process a
 batch, send mature tasks. Consumption loops live in `worker.py`; Lambda handlers call
-`process_batch` directly."""
+`process_records` directly."""
 
 from __future__ import annotations
 
@@ -11,22 +11,25 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.codec import UndecodableRecord
+from tq_cloud.core.commit import CommitBatch, CommitPipeline, CommitStep, Decider
+from tq_cloud.core.commit_steps import NewTasksStep, RetriesStep, StatsStep, TerminalStep
 from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import RunResult
-from tq_cloud.core.postprocess import Decisions, PostProcessor
+from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.routing import TaskRouter
 from tq_cloud.core.runner import TaskRunner
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.core.stats import StatsBook
 from tq_cloud.core.worker import Worker
-from tq_cloud.flows.middleware import FlowMiddleware
+from tq_cloud.flows.commit_steps import FlowBarrierStep, FlowInitStep
 from tq_cloud.flows.starter import FlowStarter
 from tq_cloud.ids import new_id
+from tq_cloud.lifecycle.commit_step import LifecycleStep
 from tq_cloud.lifecycle.emitter import LifecycleConfig, LifecycleEmitter
 from tq_cloud.lifecycle.events import BatchCompleted, BatchStarted, WorkerInfo, worker_info_fields
 from tq_cloud.ports.lifecycle import (
@@ -38,7 +41,7 @@ from tq_cloud.ports.locks import LockProvider
 from tq_cloud.ports.notifications import NotificationProvider
 from tq_cloud.ports.queue import MessageQueue
 from tq_cloud.ports.storage import TaskStorage
-from tq_cloud.projections.sink import ProjectionConfig, ProjectionSink
+from tq_cloud.projections.sink import ProjectionConfig, ProjectionSink, ProjectionStep
 
 if TYPE_CHECKING:
     from tq_cloud.asynctasks.manager import AsyncTaskManager
@@ -52,7 +55,8 @@ log = logging.getLogger("tq_cloud.handler")
 @dataclass(slots=True)
 class BatchReport:
     """`not_committed` must be redelivered: the runner deferred them (claimed elsewhere) or
-    committing their effects failed. Executor failures are committed (as retries)."""
+    committing their effects failed (transiently: a write that can never succeed fails its one
+    task instead). Executor failures are committed (as retries or final failures)."""
 
     processed: int = 0
     succeeded: int = 0
@@ -83,7 +87,13 @@ class TaskHandler:
         timer: Timer | None = None,
         async_manager: AsyncTaskManager | None = None,
         worker_id: str | None = None,
+        extra_commit_steps: Sequence[CommitStep] = (),
     ) -> None:
+        """Example:
+            handler = TaskHandler(queue=InMemoryQueue(), registry=app, storage=InMemoryAdapter(),
+                                  locks=InMemoryLockProvider())
+            await handler.add_tasks([Task(type="send", queue_id="email", payload={"to": "a@b.c"})])
+        """
         self.queue = queue
         self.registry = registry
         self.storage = storage
@@ -106,18 +116,28 @@ class TaskHandler:
             on_scheduled=sink.scheduled if sink else None, timer=timer,
         )
         self.timer = timer
-        self.flows = None if flow_barriers is None else FlowMiddleware(
+        self.flows = None if flow_barriers is None else FlowBarrierStep(
             flow_barriers, self.router, self.clock, self.lifecycle, timer=timer, projections=sink)
         self.runner = TaskRunner(
             registry, locks, self.clock, self.lifecycle, check_task=self.router.check,
             flow_starter=FlowStarter(self.clock) if self.flows else None, async_manager=async_manager,
             on_processing=sink.processing if sink else None, lock_ttl=self.settings.lock_ttl,
+            storage=storage,
         )
-        self.post_processor = PostProcessor(
-            self.router, storage, registry, self.clock, self.lifecycle,
-            flows=self.flows, projections=sink, on_discarded=self.stats.discarded,
-        )
+        self.pipeline = CommitPipeline(Decider(registry, self.clock), self.clock, [
+            RetriesStep(self.router),
+            *([FlowInitStep(flow_barriers, self.lifecycle)] if flow_barriers is not None else []),
+            NewTasksStep(self.router, storage),
+            *([self.flows] if self.flows is not None else []),
+            TerminalStep(storage),
+            *([ProjectionStep(sink)] if sink is not None else []),
+            StatsStep(self.stats),
+            LifecycleStep(self.lifecycle, registry),
+            *extra_commit_steps,
+        ])
         self.runner.commit_async = self._commit_async
+        self._async_uncommitted: list[Task] = []
+        self.runner.on_async_uncommitted = self._async_uncommitted.append
 
     def worker_info(self, queues: Sequence[str] = ()) -> WorkerInfo:
         return WorkerInfo(worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
@@ -125,15 +145,23 @@ class TaskHandler:
 
     async def add_tasks(self, tasks: Sequence[Task]) -> list[Task]:
         """Route tasks to the queue or the store (see routing.py); returns them with their ids.
-        Raises on a queue or store failure: nothing is sent for the call's failing part."""
-        return await self.router.dispatch(tasks)
+        Raises TaskRejectedError naming the first task that breaks a limit, before anything of
+        the call is written; raises on a queue or store failure (nothing of the failing part is
+        sent).
 
-    async def post_process(self, result: RunResult, consumer_id: str | None = None) -> Decisions:
-        return await self.post_processor.commit(result, consumer_id)
+        Example:
+            [task] = await handler.add_tasks([Task(type="send", queue_id="email", payload={"to": "a@b.c"})])
+        """
+        return (await self.router.dispatch(tasks))[0]
 
-    async def process_batch(self, tasks: Sequence[Task], consumer_id: str = "direct") -> BatchReport:
+    async def post_process(self, result: RunResult, consumer_id: str | None = None) -> CommitBatch:
+        return await self.pipeline.commit(result, consumer_id)
+
+    async def process_batch(self, tasks: Sequence[Task], consumer_id: str = "direct",
+                            claim_ttl: timedelta | None = None) -> BatchReport:
         """Run a batch and commit its effects. Never raises for task-level problems; if the
-        commit fails, every task of the batch is reported not committed, for redelivery."""
+        commit fails transiently, every task of the batch is reported not committed, for
+        redelivery. `claim_ttl` bounds the claims it takes (a Lambda's remaining time)."""
         report = BatchReport(processed=len(tasks))
         if not tasks:
             return report
@@ -144,8 +172,8 @@ class TaskHandler:
             await self.lifecycle.worker("on_batch_started", BatchStarted(
                 **worker_info_fields(info), batch_size=len(tasks), task_types=types))
         try:
-            result = await self.runner.run(consumer_id, tasks)
-            decisions = await self.post_processor.commit(result, consumer_id)
+            result = await self.runner.run(consumer_id, tasks, claim_ttl)
+            batch = await self.pipeline.commit(result, consumer_id, started)
         except Exception as exc:
             log.exception("batch of %d tasks not committed; it will be redelivered", len(tasks))
             report.error = exc
@@ -153,9 +181,9 @@ class TaskHandler:
             await self.stats.error(exc, "process_batch")
         else:
             report.not_committed = result.deferred
-            report.succeeded = len(decisions.succeeded)
-            report.failed = len(result.outcomes) - report.succeeded
-            await self.stats.batch(result, decisions, consumer_id, started, self.clock.now())
+            ran = [o for o in batch.outcomes if o.verdict is not Verdict.IGNORED]
+            report.succeeded = sum(1 for o in ran if o.succeeded)
+            report.failed = len(ran) - report.succeeded
         if self.lifecycle.worker_provider is not None:
             duration = (self.clock.now() - started).total_seconds() * 1000
             await self.lifecycle.worker("on_batch_completed", BatchCompleted(
@@ -164,12 +192,13 @@ class TaskHandler:
         return report
 
     async def process_records(
-        self, records: Sequence[Task | UndecodableRecord], consumer_id: str = "direct"
+        self, records: Sequence[Task | UndecodableRecord], consumer_id: str = "direct",
+        claim_ttl: timedelta | None = None,
     ) -> BatchReport:
         """Like process_batch, for transports that deliver raw records: undecodable ones are
         stored as failed tasks (reported back if even that fails), the rest are processed."""
         poison = [r for r in records if isinstance(r, UndecodableRecord)]
-        report = await self.process_batch([r for r in records if isinstance(r, Task)], consumer_id)
+        report = await self.process_batch([r for r in records if isinstance(r, Task)], consumer_id, claim_ttl)
         if poison:
             now = self.clock.now()
             log.error("%d undecodable records stored as failed tasks", len(poison))
@@ -181,14 +210,24 @@ class TaskHandler:
                 report.error = report.error or exc
         return report
 
+    def take_async_uncommitted(self) -> list[Task]:
+        """Handed-off tasks whose late commit failed: the caller redelivers them (the Lambda
+        handler reports their records as batch item failures; a pulling worker requeues them)."""
+        taken, self._async_uncommitted[:] = list(self._async_uncommitted), []
+        return taken
+
     async def _commit_async(self, result: RunResult, consumer_id: str) -> None:
-        try:
-            decisions = await self.post_processor.commit(result, consumer_id)
-        except Exception as exc:
-            log.exception("committing a handed-off task failed")
-            await self.stats.error(exc, "async_commit")
-            raise
-        await self.stats.batch(result, decisions, consumer_id, self.clock.now(), self.clock.now())
+        """A handed-off task's late commit, retried a few times (every write is idempotent)."""
+        for attempt in range(3):
+            try:
+                await self.pipeline.commit(result, consumer_id)
+                return
+            except Exception as exc:
+                if attempt == 2:
+                    await self.stats.error(exc, "async_commit")
+                    raise
+                log.warning("late commit failed (%r); trying again", exc)
+                await self.clock.sleep(0.1 * 2 ** attempt)
 
     async def start_consuming(self, queue_id: str, stop: asyncio.Event) -> None:
         """Consume one queue until `stop` is set (see worker.py)."""

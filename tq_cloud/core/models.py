@@ -7,7 +7,6 @@ Framework data lives in `execution_stats` and `metadata`; the user's payload is 
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, Literal
 
@@ -126,10 +125,3 @@ class Task(BaseModel, Generic[P]):
     @property
     def retry_count(self) -> int:
         return self.execution_stats.retry_count
-
-
-def finished_copy(task: Task, status: TaskStatus, at: datetime, **stats: Any) -> Task:
-    """The row a store writes for a final failure or an ignored task."""
-    return task.model_copy(update={
-        "status": status, "updated_at": at, "force_store": True,
-        "execution_stats": task.execution_stats.model_copy(update=stats)})

@@ -1,19 +1,36 @@
-"""What one run of a batch produced, before post-processing commits it."""
+"""What one run of a batch produced, before the commit pipeline writes it.
+
+Results and errors travel on the `Outcome`, never on the Task: the task stays as it was
+delivered (its payload as sent), so every copy the framework writes (retries, failure rows,
+re-drives) carries the payload exactly as the producer sent it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-
-from pydantic_core import to_json, to_jsonable_python
 
 from tq_cloud.core.models import Task
 
 if TYPE_CHECKING:
     from tq_cloud.flows.models import StartedFlow
 
-MAX_RESULT_BYTES = 256 * 1024
+
+class Verdict(StrEnum):
+    """How an outcome is committed: decided from the outcome and the retry settings, and moved
+    to a final failure if a write for the task turns out never to be possible."""
+
+    EXECUTED = "executed"
+    RETRY = "retry"
+    FAILED = "failed"  # final, stored
+    DISCARDED = "discarded"  # final, not stored (counted and announced)
+    IGNORED = "ignored"  # no executor for its type (stored with the reason)
+
+    @property
+    def is_final(self) -> bool:
+        return self is not Verdict.RETRY
 
 
 @dataclass(slots=True)
@@ -22,25 +39,39 @@ class Outcome:
     succeeded: bool
     started_at: datetime
     finished_at: datetime
+    result: Any = None
+    result_dropped: str | None = None
     error: str | None = None
     error_type: str | None = None
     details: dict[str, Any] | None = None
     retryable: bool = True
     retry_delay: float | None = None
     consume_attempt: bool = True
+    verdict: Verdict | None = None
+    retry: Task | None = None
 
     @property
     def processing_ms(self) -> float:
         return (self.finished_at - self.started_at).total_seconds() * 1000
 
+    @property
+    def key(self) -> str:
+        return self.task.key
+
 
 @dataclass(slots=True)
 class RunResult:
+    """`superseded`: copies of a task that a more advanced copy in the same batch (or the
+    store) already accounts for; they need no commit of their own. `committed_rows`: the final
+    rows of stored tasks redelivered after their commit (their projections are sent again, in
+    case the first send was lost)."""
+
     outcomes: list[Outcome] = field(default_factory=list)
     new_tasks: list[Task] = field(default_factory=list)
-    ignored: list[Task] = field(default_factory=list)
     deferred: list[Task] = field(default_factory=list)
     handed_off: list[Task] = field(default_factory=list)
+    superseded: list[Task] = field(default_factory=list)
+    committed_rows: list[Task] = field(default_factory=list)
     flows: list[StartedFlow] = field(default_factory=list)
 
     @property
@@ -50,17 +81,3 @@ class RunResult:
     @property
     def failures(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.succeeded]
-
-
-def checked_result(result: Any) -> tuple[Any, str | None]:
-    """Return the JSON form of a result, or None and why it was dropped (too large, not JSON)."""
-    if result is None or isinstance(result, bool | int | float):
-        return result, None
-    try:
-        jsonable = to_jsonable_python(result)
-        size = len(to_json(jsonable))
-    except Exception as exc:  # noqa: BLE001 - any serialisation failure means "drop and say why"
-        return None, f"result is not JSON-serialisable: {exc}"
-    if size > MAX_RESULT_BYTES:
-        return None, f"result of {size} bytes exceeds the {MAX_RESULT_BYTES}-byte limit"
-    return jsonable, None

@@ -6,6 +6,11 @@
   row to `scheduled`, so the sweeper sends it instead;
 - otherwise: enqueued only, the cheapest path (no store write at all).
 Stored tasks keep `force_store=True`: it marks "this task has a row" for later transitions.
+
+Every limit a task must meet is checked in `prepare`, before anything is written: `add_tasks`
+raises naming the task and the limit; the commit path (children, steps, joins, retries) gets
+the tasks that can never be written back as `rejected`, so each becomes its own recorded
+failure while the rest go out. A partial queue write resets exactly the tasks not written.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 
 from tq_cloud.clock import Clock
+from tq_cloud.core.codec import encode_task, usable_id
+from tq_cloud.core.executors import Executor
+from tq_cloud.core.limits import MAX_ID_CHARS, ROW_HEADROOM_BYTES, describe_validation_error
 from tq_cloud.core.log_context import limit_log_context
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.errors import InvalidTaskError, PayloadTooLargeError
+from tq_cloud.errors import InvalidTaskError, PayloadTooLargeError, QueueWriteError, TaskRejectedError
 from tq_cloud.flows.models import timeout_timer_name
 from tq_cloud.ids import new_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
@@ -32,6 +40,8 @@ log = logging.getLogger("tq_cloud.routing")
 
 IMMEDIATE_WINDOW = timedelta(minutes=2)
 TasksHook = Callable[[Sequence[Task]], Awaitable[None]]
+Rejected = dict[str, str]
+"""Ids of tasks that can never be written, with the reason."""
 
 
 class TaskRouter:
@@ -56,17 +66,26 @@ class TaskRouter:
         self.on_scheduled = on_scheduled
         self.timer = timer
 
+    def check(self, task: Task) -> Task:
+        """The routed copy of a task an executor adds, or TaskRejectedError now, in the
+        executor's call, where the mistake can be seen and fixed."""
+        return self.prepare(task, self.clock.now())
+
     def prepare(self, task: Task, now: datetime) -> Task:
-        """A routed copy: id, timestamps, bounded log context, the executor's partition key."""
+        """A routed copy (id, timestamps, bounded log context, the executor's partition key)
+        that meets every limit, or TaskRejectedError naming the task and the limit."""
         executor = self.registry.get_executor(task.queue_id, task.type)
+        name = f"task {task.id!r} ({task.queue_id}/{task.type})"
+        if task.id is not None and not usable_id(task.id):
+            raise InvalidTaskError(f"{name}: an id must have 1 to {MAX_ID_CHARS} characters, "
+                                   f"this one has {len(task.id)}", task.id)
         if executor and executor.options.payload_model is not None:
             try:
                 executor.options.payload_model.model_validate(task.payload)
             except ValidationError as exc:
                 raise InvalidTaskError(
-                    f"task {task.id!r} ({task.queue_id}/{task.type}): payload does not match "
-                    f"{executor.options.payload_model.__name__}: {exc}"
-                ) from exc
+                    f"{name}: payload does not match {executor.options.payload_model.__name__}: "
+                    f"{describe_validation_error(exc)}", task.id) from exc
         update: dict[str, object] = {"status": TaskStatus.SCHEDULED, "updated_at": now}
         if task.id is None:
             update["id"] = new_id()
@@ -79,20 +98,41 @@ class TaskRouter:
             limited = limit_log_context(ctx, task.id or str(update.get("id")))
             if limited != ctx:
                 update["metadata"] = task.metadata.model_copy(update={"log_context": limited})
-        if executor and executor.options.partition_key is not None:
-            key = executor.options.partition_key(task)
-            if key:
-                update["partition_key"] = str(key)
-        return task.model_copy(update=update)
+        key = self._partition_key(task, executor, name)
+        if key is not None:
+            update["partition_key"] = key
+        routed = task.model_copy(update=update)
+        self._check_size(routed, executor)
+        return routed
 
-    def check(self, task: Task) -> None:
-        """Raise PayloadTooLargeError now, in the executor that adds the task, rather than
-        in post-processing where it would fail the whole batch."""
-        size = len(task.model_dump_json(exclude_defaults=True))
+    @staticmethod
+    def _partition_key(task: Task, executor: Executor | None, name: str) -> str | None:
+        key = task.partition_key
+        if executor and executor.options.partition_key is not None:
+            try:
+                chosen = executor.options.partition_key(task)
+            except Exception as exc:
+                raise InvalidTaskError(f"{name}: the executor's partition_key raised {exc!r}; make it "
+                                       "handle every task it can be given", task.id) from exc
+            key = str(chosen) if chosen else key
+        if key is not None and not usable_id(key):
+            raise InvalidTaskError(f"{name}: a partition key must have 1 to {MAX_ID_CHARS} characters, "
+                                   f"this one has {len(key)}", task.id)
+        return key
+
+    def _check_size(self, task: Task, executor: Executor | None) -> None:
+        """JSON, fits the queue, and, for a task that will have a row (stored, due later,
+        retried through the store, kept on failure), fits the store with room for its failure."""
+        size = len(encode_task(task))
         if size > self.queue.max_message_bytes:
             raise PayloadTooLargeError(task.id, size, self.queue.max_message_bytes, "the queue")
-        if size > self.storage.max_item_bytes and (task.force_store or self._due_later(task)):
-            raise PayloadTooLargeError(task.id, size, self.storage.max_item_bytes, "the store")
+        retried_in_store = not self.queue.honours_execute_at and self.registry.max_retries(
+            task.retries, task.queue_id, task.type) > 0
+        stored = (task.force_store or self._due_later(task) or retried_in_store
+                  or bool(executor and executor.options.store_on_failure))
+        limit = self.storage.max_item_bytes - ROW_HEADROOM_BYTES
+        if stored and size > limit:
+            raise PayloadTooLargeError(task.id, size, limit, "the task store (less room kept for its failure)")
 
     def _due_later(self, task: Task) -> bool:
         if task.execute_at is None:
@@ -102,11 +142,22 @@ class TaskRouter:
             delay > timedelta(0) and not self.queue.honours_execute_at
         )
 
-    async def dispatch(self, tasks: Sequence[Task]) -> list[Task]:
+    async def dispatch(self, tasks: Sequence[Task], *, strict: bool = True) -> tuple[list[Task], Rejected]:
+        """Route tasks. `strict` (add_tasks): a task that breaks a limit raises before anything
+        is written. Otherwise (the commit path) such tasks come back as rejected and the rest
+        are dispatched. Transient failures (throttling) raise in both modes."""
         if not tasks:
-            return []
+            return [], {}
         now = self.clock.now()
-        routed = [self.prepare(t, now) for t in tasks]
+        routed: list[Task] = []
+        rejected: Rejected = {}
+        for task in tasks:
+            try:
+                routed.append(self.prepare(task, now))
+            except TaskRejectedError as exc:
+                if strict:
+                    raise
+                rejected[task.id or "?"] = str(exc)
         later, stored_now, now_only, timed = [], [], [], []
         for task in routed:
             if self.timer is not None and task.flow_meta is not None and task.flow_meta.is_timeout:
@@ -123,37 +174,69 @@ class TaskRouter:
         if later:
             await self.storage.insert(later)
         if stored_now:
-            await self._store_and_publish(stored_now, now)
+            rejected |= await self._store_and_publish(stored_now, now)
         if now_only:
-            await self.queue.publish(now_only)
-        await self._scheduled(routed, now)
-        return routed
+            rejected |= await self._publish(now_only, strict)
+        sent = [t for t in routed if t.key not in rejected]
+        await self._scheduled(sent, now)
+        return sent, rejected
 
-    async def _store_and_publish(self, tasks: list[Task], now: datetime) -> None:
+    async def _publish(self, tasks: list[Task], strict: bool) -> Rejected:
+        try:
+            await self.queue.publish(tasks)
+        except QueueWriteError as exc:
+            if strict or exc.task_ids:
+                raise
+            return exc.rejected
+        return {}
+
+    async def _store_and_publish(self, tasks: list[Task], now: datetime) -> Rejected:
         rows = [t.model_copy(update={"status": TaskStatus.PROCESSING, "processing_started_at": now})
                 for t in tasks]
         inserted = {t.key for t in await self.storage.insert(rows)}
         fresh = [t for t in tasks if t.key in inserted]
-        if fresh:
-            await self._publish_or_reset(fresh)
+        return await self._publish_or_reset(fresh) if fresh else {}
 
-    async def _publish_or_reset(self, tasks: list[Task]) -> None:
-        """Publish tasks that have a `processing` row; on failure put the rows back to
-        `scheduled` so the sweeper sends them, then re-raise for the caller to see."""
+    async def _publish_or_reset(self, tasks: list[Task]) -> Rejected:
+        """Publish tasks that have a `processing` row. Of a partial write, put exactly the rows
+        not written back to `scheduled` (the sweeper sends them) and re-raise; record the ones
+        that can never be written as failed. Any other error resets them all."""
         try:
             await self.queue.publish(tasks)
+            return {}
+        except QueueWriteError as exc:
+            unwritten = set(exc.task_ids)
+            await self._reset([t.key for t in tasks if t.key in unwritten])
+            if exc.rejected:
+                await self._fail_rejected([t for t in tasks if t.key in exc.rejected], exc.rejected)
+            if unwritten:
+                raise
+            return exc.rejected
         except Exception:
-            try:
-                await self.storage.reset_to_scheduled([t.key for t in tasks])
-            except Exception:
-                log.exception("could not reset %d tasks to scheduled; stale recovery will", len(tasks))
+            await self._reset([t.key for t in tasks])
             raise
 
-    async def dispatch_retries(self, copies: Sequence[Task]) -> None:
+    async def _reset(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        try:
+            await self.storage.reset_to_scheduled(ids)
+        except Exception:
+            log.exception("could not reset %d tasks to scheduled; stale recovery will", len(ids))
+
+    async def _fail_rejected(self, tasks: list[Task], rejected: Rejected) -> None:
+        rows = [t.model_copy(update={"execution_stats": t.execution_stats.model_copy(update={
+            "last_error": rejected[t.key], "last_error_type": "TaskRejectedError"})}) for t in tasks]
+        await self.storage.mark_failed(rows, self.clock.now())
+        log.error("%d tasks can never be written to the queue; recorded as failed: %s", len(rows),
+                  ", ".join(t.key for t in rows))
+
+    async def dispatch_retries(self, copies: Sequence[Task]) -> Rejected:
         """Retry copies of stored tasks are upserted (conditionally: a replayed failure does not
         schedule twice); near ones that the queue can delay also go straight to the queue."""
         stored = [c for c in copies if c.force_store]
         unstored = [c for c in copies if not c.force_store]
+        rejected: Rejected = {}
         if stored:
             now = self.clock.now()
             direct = [c for c in stored if not self._due_later(c)]
@@ -164,18 +247,25 @@ class TaskRouter:
             send = [c for c in direct if c.key in accepted]
             if send:
                 try:
-                    await self._publish_or_reset(send)
+                    rejected |= await self._publish_or_reset(send)
                 except Exception:
                     log.exception("retry enqueue failed for %d tasks; the sweeper will send them",
                                   len(send))
         if unstored:
-            await self.dispatch(unstored)
+            rejected |= (await self.dispatch(unstored, strict=False))[1]
+        return rejected
 
     async def dispatch_mature(self, limit: int) -> int:
+        """Claim due rows and send them. A record that can never be written is recorded as
+        failed; rows not written this time go back to `scheduled` for the next sweep."""
         tasks = await self.storage.claim_mature(self.clock.now(), limit)
         if tasks:
-            await self._publish_or_reset([t.model_copy(update={"status": TaskStatus.SCHEDULED})
-                                          for t in tasks])
+            try:
+                await self._publish_or_reset([t.model_copy(update={"status": TaskStatus.SCHEDULED})
+                                              for t in tasks])
+            except QueueWriteError as exc:
+                log.warning("sweep: %d of %d tasks not written; the next sweep sends them",
+                            len(exc.task_ids), len(tasks))
         return len(tasks)
 
     async def _scheduled(self, tasks: list[Task], now: datetime) -> None:

@@ -1,10 +1,15 @@
 """Runs one batch: claims each task, groups by (queue, type), drives each executor kind, and
-records every task's outcome. Every claimed task leaves with an outcome, is ignored (no
-executor), handed off, or returned as deferred; none is forgotten."""
+records every task's outcome. Every record leaves with an outcome (ignored included), is handed
+off, is returned as deferred, or is superseded by a more advanced copy of the same task (in the
+batch, or already committed in the store); none is forgotten.
+
+Executors get a copy of each task with its payload validated into their model; outcomes keep
+the task as delivered, so whatever the commit writes carries the payload as it was sent."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
@@ -13,22 +18,21 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.actions import (
-    ExecutorActions,
-    RunRecorder,
-    TaskCheck,
-    record_failure,
-)
+from tq_cloud.core.actions import ExecutorActions, RunRecorder, TaskCheck
+from tq_cloud.core.codec import encode_task, usable_id
 from tq_cloud.core.executors import BatchTaskExecutor, Executor, SingleTaskExecutor
+from tq_cloud.core.limits import describe_validation_error
 from tq_cloud.core.log_context import log_context_scope, runtime_context
 from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import RunResult
+from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.errors import TaskRejectedError
 from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE
-from tq_cloud.ids import derived_id, new_id
+from tq_cloud.ids import derived_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
 from tq_cloud.lifecycle.events import TaskStarted
 from tq_cloud.ports.locks import LockProvider
+from tq_cloud.ports.storage import TaskStorage
 
 if TYPE_CHECKING:
     from tq_cloud.asynctasks.manager import AsyncTaskManager
@@ -39,7 +43,10 @@ log = logging.getLogger("tq_cloud.runner")
 FULL_MANAGER_RETRY_DELAY = 30.0
 FORGOTTEN = "executor returned without calling success() or fail()"
 AsyncCommit = Callable[[RunResult, str], Awaitable[None]]
+UncommittedHook = Callable[[Task], None]
 ProcessingHook = Callable[[Sequence[Task]], Awaitable[None]]
+Pair = tuple[Task, Task]
+"""(the task as delivered, the executor's copy with its payload validated into the model)"""
 
 
 class TaskRunner:
@@ -55,6 +62,7 @@ class TaskRunner:
         async_manager: AsyncTaskManager | None = None,
         on_processing: ProcessingHook | None = None,
         lock_ttl: timedelta = timedelta(minutes=30),
+        storage: TaskStorage | None = None,
     ) -> None:
         self.registry = registry
         self.locks = locks
@@ -65,28 +73,27 @@ class TaskRunner:
         self.async_manager = async_manager
         self.on_processing = on_processing
         self.lock_ttl = lock_ttl
+        self.storage = storage
         self.commit_async: AsyncCommit | None = None
+        self.on_async_uncommitted: UncommittedHook | None = None
 
-    async def run(self, runner_id: str, tasks: Sequence[Task]) -> RunResult:
+    async def run(self, runner_id: str, tasks: Sequence[Task], claim_ttl: timedelta | None = None) -> RunResult:
         result = RunResult()
-        unique: dict[str, Task] = {}
-        for task in tasks:
-            if task.id is None:
-                task.id = new_id()
-            unique.setdefault(task.id, task)
-        claimed = await self.locks.acquire(list(unique), runner_id, self.lock_ttl)
+        unique = _most_advanced(tasks, result.superseded)
+        claimed = await self.locks.acquire(list(unique), runner_id, claim_ttl or self.lock_ttl)
         result.deferred = [t for k, t in unique.items() if k not in claimed]
-        mine = [t for k, t in unique.items() if k in claimed]
         keep_locked: set[str] = set()
-        raw_payloads = {t.key: t.payload for t in mine}
         try:
+            mine = await self._not_yet_committed([t for k, t in unique.items() if k in claimed], result)
             if self.on_processing is not None:
                 await self.on_processing([t for t in mine if t.entity and not t.retry_count])
             recorder = RunRecorder(self.clock)
             for (queue_id, task_type), group in _group(mine).items():
-                executor = self.registry.get_executor(queue_id, task_type) or _builtin(task_type)
+                executor = self.registry.get_executor(queue_id, task_type) or self._builtin(task_type)
                 if executor is None:
-                    result.ignored.extend(group)
+                    for task in group:
+                        recorder.record(task, error=f"no executor registered for ({queue_id!r}, {task_type!r})",
+                                        retryable=False).verdict = Verdict.IGNORED
                     continue
                 runnable = self._validated(executor, group, recorder)
                 if isinstance(executor, BatchTaskExecutor):
@@ -96,34 +103,43 @@ class TaskRunner:
                 else:
                     await self._run_sequential(executor, runnable, recorder, runner_id, result)
             keep_locked = {t.key for t in result.handed_off}
-            accounted = keep_locked | {t.key for t in result.ignored}
             for task in mine:
-                if task.key not in recorder.outcomes and task.key not in accounted:
-                    record_failure(recorder, task.key, task, error=FORGOTTEN)
+                if task.key not in recorder.outcomes and task.key not in keep_locked:
+                    recorder.record(task, error=FORGOTTEN)
             result.outcomes = list(recorder.outcomes.values())
             result.new_tasks = recorder.new_tasks
             result.flows = recorder.flows
             return result
         finally:
-            for task in mine:  # the store keeps the payload as sent, not the validated model
-                if task.key not in keep_locked:
-                    task.payload = raw_payloads[task.key]
             await self.locks.release([k for k in claimed if k not in keep_locked], runner_id)
 
-    def _validated(self, executor: Executor, group: list[Task], recorder: RunRecorder) -> list[Task]:
-        """Tasks whose payload fits the executor's model; the rest fail for good (retrying
-        cannot fix a malformed payload) with the validation error recorded."""
+    async def _not_yet_committed(self, tasks: list[Task], result: RunResult) -> list[Task]:
+        """Drop stored tasks whose row shows this attempt already committed (final, or a later
+        attempt recorded): a redelivered batch never runs a committed attempt again."""
+        stored = [t for t in tasks if t.force_store]
+        if self.storage is None or not stored:
+            return tasks
+        rows = {r.key: r for r in await self.storage.get([t.key for t in stored])}
+        done = {t.key for t in stored if (row := rows.get(t.key)) is not None and (
+            row.status.is_terminal or _attempt(row) > _attempt(t))}
+        result.superseded += [t for t in tasks if t.key in done]
+        result.committed_rows += [rows[k] for k in done if rows[k].status.is_terminal]
+        return [t for t in tasks if t.key not in done]
+
+    def _validated(self, executor: Executor, group: list[Task], recorder: RunRecorder) -> list[Pair]:
+        """A pair for each task whose payload fits the executor's model; the rest fail for good
+        (retrying cannot fix a malformed payload), with an error that says what is wrong
+        without quoting the payload's values."""
         model = executor.options.payload_model
         if model is None:
-            return group
+            return [(t, t) for t in group]
         valid = []
         for task in group:
             try:
-                task.payload = model.model_validate(task.payload)
-                valid.append(task)
+                valid.append((task, task.model_copy(update={"payload": model.model_validate(task.payload)})))
             except ValidationError as exc:
-                record_failure(recorder, task.key, task, retryable=False,
-                               error=f"payload does not match {model.__name__}: {exc}")
+                recorder.record(task, retryable=False, error=(
+                    f"payload does not match {model.__name__}: {describe_validation_error(exc)}"))
         return valid
 
     def _actions(
@@ -144,31 +160,33 @@ class TaskRunner:
                                       TaskStarted(**ctx, started_at=now, queued_duration_ms=queued))
 
     async def _call_single(
-        self, executor: SingleTaskExecutor, task: Task, recorder: RunRecorder, consumer_id: str
+        self, executor: SingleTaskExecutor, pair: Pair, recorder: RunRecorder, consumer_id: str
     ) -> None:
+        task, given = pair
         await self._started(task, recorder, consumer_id)
         user_ctx = task.metadata.log_context
         actions = self._actions(recorder, {task.key: task}, _attempt_key(task), user_ctx)
         with log_context_scope(runtime_context(user_ctx, task.key, task.type, self.lifecycle.worker_id)):
             try:
-                await executor.fn(task, actions)
+                await executor.fn(given, actions)
             except Exception as exc:  # noqa: BLE001 - an executor's crash is its task's failure
                 if task.key not in recorder.outcomes:
-                    record_failure(recorder, task.key, task, error=exc)
+                    recorder.record(task, error=exc)
                 log.warning("executor of %s raised for task %s: %r", task.type, task.key, exc)
 
     async def _run_parallel(
-        self, executor: SingleTaskExecutor, tasks: list[Task], recorder: RunRecorder, consumer_id: str
+        self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder, consumer_id: str
     ) -> None:
-        for start in range(0, len(tasks), executor.chunk_size):
-            chunk = tasks[start:start + executor.chunk_size]
-            await asyncio.gather(*(self._call_single(executor, t, recorder, consumer_id) for t in chunk))
+        for start in range(0, len(pairs), executor.chunk_size):
+            chunk = pairs[start:start + executor.chunk_size]
+            await asyncio.gather(*(self._call_single(executor, p, recorder, consumer_id) for p in chunk))
 
     async def _run_batch(
-        self, executor: BatchTaskExecutor, tasks: list[Task], recorder: RunRecorder, consumer_id: str
+        self, executor: BatchTaskExecutor, pairs: list[Pair], recorder: RunRecorder, consumer_id: str
     ) -> None:
-        if not tasks:
+        if not pairs:
             return
+        tasks = [task for task, _ in pairs]
         if self.lifecycle.task_provider is None:
             recorder.batch_started_at = self.clock.now()
         else:
@@ -183,33 +201,33 @@ class TaskRunner:
         ctx = {"worker_id": self.lifecycle.worker_id, "batch_size": str(len(tasks))}
         with log_context_scope(ctx):
             try:
-                await executor.fn(tasks, actions)
+                await executor.fn([given for _, given in pairs], actions)
             except Exception as exc:  # noqa: BLE001 - the crash fails every task not yet reported
                 log.warning("batch executor of %s raised: %r", tasks[0].type, exc)
                 for task in tasks:
                     if task.key not in recorder.outcomes:
-                        record_failure(recorder, task.key, task, error=exc)
+                        recorder.record(task, error=exc)
 
     async def _run_sequential(
-        self, executor: SingleTaskExecutor, tasks: list[Task], recorder: RunRecorder,
+        self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder,
         consumer_id: str, result: RunResult,
     ) -> None:
-        timeout = executor.options.handoff_timeout
-        for task in tasks:
-            if timeout is None:
-                await self._call_single(executor, task, recorder, consumer_id)
+        for pair in pairs:
+            if executor.options.handoff_timeout is None:
+                await self._call_single(executor, pair, recorder, consumer_id)
             else:
-                await self._run_with_handoff(executor, task, recorder, consumer_id, result)
+                await self._run_with_handoff(executor, pair, recorder, consumer_id, result)
 
     async def _run_with_handoff(
-        self, executor: SingleTaskExecutor, task: Task, recorder: RunRecorder,
+        self, executor: SingleTaskExecutor, pair: Pair, recorder: RunRecorder,
         consumer_id: str, result: RunResult,
     ) -> None:
         """Run the task with its own recorder; if it outlives `timeout`, hand it to the async
         manager and move on. Whatever it reports later is committed through the same path."""
+        task = pair[0]
         timeout = executor.options.handoff_timeout or 0.0
         own = RunRecorder(self.clock)
-        job = asyncio.ensure_future(self._call_single(executor, task, own, consumer_id))
+        job = asyncio.ensure_future(self._call_single(executor, pair, own, consumer_id))
         await asyncio.wait({job}, timeout=timeout)
         if not job.done() and self.async_manager is None:
             log.warning("task %s passed its handoff_timeout but no AsyncTaskManager is configured; "
@@ -227,41 +245,81 @@ class TaskRunner:
             return
         job.cancel()
         await asyncio.gather(job, return_exceptions=True)
-        record_failure(recorder, task.key, task,
-                       error="async task manager is full; retried without using an attempt",
-                       retry_delay=FULL_MANAGER_RETRY_DELAY, consume_attempt=False)
+        recorder.record(task, error="async task manager is full; retried without using an attempt",
+                        retry_delay=FULL_MANAGER_RETRY_DELAY, consume_attempt=False)
 
     async def _finish_async(
         self, task: Task, own: RunRecorder, job: asyncio.Future[Any], consumer_id: str
     ) -> None:
+        """Commit a handed-off task's outcome. If the commit fails, the task is reported
+        uncommitted (`on_async_uncommitted`), for redelivery: never dropped."""
         if task.key not in own.outcomes:
             reason = ("abandoned: the async task manager stopped it (timeout or shutdown)"
                       if job.cancelled() else FORGOTTEN)
-            record_failure(own, task.key, task, error=reason)
-        late = RunResult(outcomes=list(own.outcomes.values()), new_tasks=own.new_tasks,
-                         flows=own.flows)
+            own.record(task, error=reason)
+        late = RunResult(outcomes=list(own.outcomes.values()), new_tasks=own.new_tasks, flows=own.flows)
         try:
             if self.commit_async is not None:
                 await self.commit_async(late, consumer_id)
+        except Exception:
+            log.exception("late commit of handed-off task %s failed; reported for redelivery", task.key)
+            if self.on_async_uncommitted is not None:
+                self.on_async_uncommitted(task)
         finally:
             await self.locks.release([task.key], consumer_id)
 
+    def _builtin(self, task_type: str) -> Executor | None:
+        """Executors the framework ships: the flow-timeout sentinel needs no user code (the
+        reference library silently never fired timeouts without one). A sentinel delivered
+        before its deadline (a timer firing early) is put back until then, never acknowledged."""
+        if task_type != FLOW_TIMEOUT_TYPE:
+            return None
+        clock = self.clock
 
-async def _acknowledge(task: Task, actions: ExecutorActions) -> None:
-    actions.success(task)
+        async def acknowledge(task: Task, actions: ExecutorActions) -> None:
+            meta = task.flow_meta
+            early = (meta.timeout_at - clock.now()).total_seconds() if meta and meta.timeout_at else 0.0
+            if early > 0:
+                actions.defer(task, early, "flow timeout delivered before its deadline")
+            else:
+                actions.success(task)
+
+        return SingleTaskExecutor(fn=acknowledge)
 
 
-_TIMEOUT_SENTINEL = SingleTaskExecutor(fn=_acknowledge)
-
-
-def _builtin(task_type: str) -> Executor | None:
-    """Executors the framework ships: the flow-timeout sentinel needs no user code (the
-    reference library silently never fired timeouts without one)."""
-    return _TIMEOUT_SENTINEL if task_type == FLOW_TIMEOUT_TYPE else None
+def _attempt(task: Task) -> tuple[int, int]:
+    return task.execution_stats.retry_count, task.execution_stats.deferrals
 
 
 def _attempt_key(task: Task) -> str:
     return f"{task.key}:{task.retry_count}"
+
+
+def _most_advanced(tasks: Sequence[Task], superseded: list[Task]) -> dict[str, Task]:
+    """One copy per task id, the most advanced attempt (a batch can hold an attempt and its own
+    retry when Lambda redelivers from an old checkpoint). A record without a usable id gets one
+    derived from its content, so its redelivery replays into the same task."""
+    unique: dict[str, Task] = {}
+    for task in tasks:
+        if not usable_id(task.id):
+            task = task.model_copy(update={"id": _content_id(task)})
+        current = unique.get(task.key)
+        if current is None:
+            unique[task.key] = task
+        elif _attempt(task) > _attempt(current):
+            unique[task.key] = task
+            superseded.append(current)
+        else:
+            superseded.append(task)
+    return unique
+
+
+def _content_id(task: Task) -> str:
+    try:
+        body = encode_task(task.model_copy(update={"id": None}))
+    except TaskRejectedError:
+        body = repr(task).encode()
+    return derived_id("record", hashlib.sha256(body).hexdigest())
 
 
 def _group(tasks: Sequence[Task]) -> dict[tuple[str, str], list[Task]]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-from tq_cloud.core.outcomes import RunResult
+from tq_cloud.core.models import Task
+from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.lifecycle.events import ConsumerStats, WorkerStats
 from tq_cloud.ports.notifications import NotificationProvider, QueueStats
-
-if TYPE_CHECKING:
-    from tq_cloud.core.postprocess import Decisions
 
 log = logging.getLogger("tq_cloud.stats")
 
@@ -31,11 +29,11 @@ class StatsBook:
         self._queues: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     async def batch(
-        self, result: RunResult, decisions: Decisions, consumer_id: str | None,
-        started: datetime, finished: datetime,
+        self, result: RunResult, consumer_id: str | None, started: datetime, finished: datetime,
     ) -> None:
-        succeeded = len(decisions.succeeded)
-        failed = len(result.outcomes) - succeeded
+        ran = [o for o in result.outcomes if o.verdict is not Verdict.IGNORED]
+        succeeded = sum(1 for o in ran if o.succeeded)
+        failed = len(ran) - succeeded
         w = self.worker
         w.tasks_processed += succeeded + failed
         w.tasks_succeeded += succeeded
@@ -50,13 +48,12 @@ class StatsBook:
         touched = set()
         for outcome in result.outcomes:
             counts = self._queues[outcome.task.queue_id]
-            counts["succeeded" if outcome.succeeded else "failed"] += 1
+            kind = "ignored" if outcome.verdict is Verdict.IGNORED else (
+                "succeeded" if outcome.succeeded else "failed")
+            counts[kind] += 1
             touched.add(outcome.task.queue_id)
         for task in result.handed_off:
             self._queues[task.queue_id]["handed_off"] += 1
-        for task in result.ignored:
-            self._queues[task.queue_id]["ignored"] += 1
-            touched.add(task.queue_id)
         for queue_id in touched:
             await self._maybe_report(queue_id)
 
@@ -75,10 +72,12 @@ class StatsBook:
         return QueueStats(queue_id=queue_id, succeeded=c["succeeded"], failed=c["failed"],
                           handed_off=c["handed_off"], ignored=c["ignored"], worker_id=self.worker_id)
 
-    async def discarded(self, count: int) -> None:
+    async def discarded(self, tasks: Sequence[Task]) -> None:
+        count = len(tasks)
         self.discarded_total += count
-        log.warning("%d unstored tasks exhausted their retries and were discarded (%d so far)",
-                    count, self.discarded_total)
+        named = ", ".join(f"{t.type}:{t.key}" for t in tasks[:20]) + (" ..." if count > 20 else "")
+        log.warning("%d unstored tasks exhausted their retries and were discarded (%d so far): %s",
+                    count, self.discarded_total, named)
         if self.notifications is not None:
             await self._notify(self.notifications.on_tasks_discarded(count, self.discarded_total),
                                "tasks_discarded")

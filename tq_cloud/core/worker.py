@@ -12,25 +12,55 @@ import contextlib
 import logging
 import resource
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import Any, Protocol
 
+from tq_cloud.asynctasks.manager import AsyncTaskManager
+from tq_cloud.clock import Clock
+from tq_cloud.core.models import Task
+from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.core.settings import HandlerSettings
+from tq_cloud.core.stats import StatsBook
+from tq_cloud.lifecycle.emitter import LifecycleEmitter
 from tq_cloud.lifecycle.events import (
     ConsumerStarted,
     ConsumerStats,
     ConsumerStopped,
     WorkerHeartbeat,
+    WorkerInfo,
     WorkerStopped,
     worker_info_fields,
 )
-
-if TYPE_CHECKING:
-    from tq_cloud.core.handler import TaskHandler
+from tq_cloud.ports.queue import MessageQueue
 
 log = logging.getLogger("tq_cloud.worker")
 
 
+class ConsumingHandler(Protocol):
+    """What the loops need of a TaskHandler (declared here so that worker.py does not import
+    handler.py, which imports it)."""
+
+    clock: Clock
+    queue: MessageQueue
+    registry: TaskQueuesManager
+    settings: HandlerSettings
+    stats: StatsBook
+    lifecycle: LifecycleEmitter
+    worker_id: str
+    async_manager: AsyncTaskManager | None
+
+    def worker_info(self, queues: Sequence[str] = ()) -> WorkerInfo: ...
+
+    async def process_batch(self, tasks: Sequence[Task], consumer_id: str = "direct",
+                            claim_ttl: timedelta | None = None) -> Any: ...
+
+    async def process_mature_tasks(self) -> int: ...
+
+    def take_async_uncommitted(self) -> list[Task]: ...
+
+
 class Worker:
-    def __init__(self, handler: TaskHandler) -> None:
+    def __init__(self, handler: ConsumingHandler) -> None:
         self.handler = handler
 
     async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
@@ -64,8 +94,9 @@ class Worker:
                 except asyncio.CancelledError:
                     await asyncio.shield(h.queue.requeue(tasks))
                     raise
-                if report.not_committed:
-                    await h.queue.requeue(report.not_committed)
+                again = report.not_committed + h.take_async_uncommitted()
+                if again:
+                    await h.queue.requeue(again)
         except asyncio.CancelledError:
             reason = "cancelled"
             raise

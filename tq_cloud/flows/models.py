@@ -40,15 +40,18 @@ class FlowStepResult(BaseModel):
     status: Literal["success", "fail"]
     result: Any = None
     error: str | None = None
+    result_dropped: str | None = None
 
 
 class FlowResults(BaseModel):
-    """`payload["flow_results"]` of a join task."""
+    """`payload["flow_results"]` of a join task. `truncated`: how many steps were left out
+    because the results did not fit one record (see flows/join_payload.py)."""
 
     flow_id: str
     steps: list[FlowStepResult]
     aborted: bool = False
     timed_out: bool = False
+    truncated: int = 0
 
 
 @dataclass(slots=True)

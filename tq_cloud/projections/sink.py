@@ -1,15 +1,18 @@
 """Builds entity projections at each point of a task's life and sends each phase's batch in one
-provider call. Projections are advisory: a provider error is logged and processing goes on."""
+provider call. Projections are advisory: a provider error is logged and processing goes on.
+`ProjectionStep` is the commit pipeline's step for terminal projections."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.models import FlowMeta, Task
+from tq_cloud.core.commit import CommitBatch
+from tq_cloud.core.outcomes import Verdict
+from tq_cloud.core.models import FlowMeta, Task, TaskStatus
 from tq_cloud.errors import MissingTaskIdError
 from tq_cloud.ports.projections import (
     EntityProjectionProvider,
@@ -18,7 +21,7 @@ from tq_cloud.ports.projections import (
 )
 
 if TYPE_CHECKING:
-    from tq_cloud.core.postprocess import Decisions
+    from tq_cloud.core.outcomes import Outcome
     from tq_cloud.flows.models import StartedFlow
 
 log = logging.getLogger("tq_cloud.projections")
@@ -56,15 +59,15 @@ class ProjectionSink:
         self.config = config or ProjectionConfig()
 
     def _build(self, tasks: Sequence[Task], status: ProjectionStatus,
-               error: Any = None) -> list[EntityTaskProjection]:
+               error: Callable[[Task], str | None] | None = None,
+               result: Callable[[Task], Any] | None = None) -> list[EntityTaskProjection]:
         now = self.clock.now()
         out = []
         for task in [t for t in tasks if t.entity is not None]:
             try:
                 entry = build_projection(
                     task, status, now, include_payload=self.config.include_payload,
-                    error=error(task) if callable(error) else error,
-                    result=task.execution_result if status is ProjectionStatus.EXECUTED else None)
+                    error=error(task) if error else None, result=result(task) if result else None)
             except MissingTaskIdError:
                 log.exception("projection skipped")
                 continue
@@ -90,10 +93,19 @@ class ProjectionSink:
     async def processing(self, tasks: Sequence[Task]) -> None:
         await self._send(self._build(tasks, ProjectionStatus.PROCESSING))
 
-    async def terminal(self, decisions: Decisions, flows: Sequence[StartedFlow]) -> None:
-        entries = self._build([o.task for o in decisions.succeeded], ProjectionStatus.EXECUTED)
-        entries += self._build([o.task for o in decisions.final_failures], ProjectionStatus.FAILED,
-                               lambda t: t.execution_stats.last_error or "task failed")
+    async def terminal(self, succeeded: Sequence[Outcome], failed: Sequence[Outcome],
+                       flows: Sequence[StartedFlow], committed_rows: Sequence[Task] = ()) -> None:
+        results = {o.key: o.result for o in succeeded}
+        errors = {o.key: o.error or "task failed" for o in failed}
+        for row in committed_rows:
+            if row.status is TaskStatus.EXECUTED:
+                results[row.key] = row.execution_result
+            else:
+                errors[row.key] = row.execution_stats.last_error or row.status.value
+        done = [o.task for o in succeeded] + [r for r in committed_rows if r.status is TaskStatus.EXECUTED]
+        entries = self._build(done, ProjectionStatus.EXECUTED, result=lambda t: results.get(t.key))
+        broken = [o.task for o in failed] + [r for r in committed_rows if r.status is not TaskStatus.EXECUTED]
+        entries += self._build(broken, ProjectionStatus.FAILED, error=lambda t: errors.get(t.key))
         now = self.clock.now()
         for flow in flows:
             entity = flow.config.entity
@@ -115,3 +127,14 @@ class ProjectionSink:
             status=ProjectionStatus.EXECUTED if succeeded else ProjectionStatus.FAILED,
             result=result if succeeded else None, error=None if succeeded else error,
             created_at=meta.started_at or now, updated_at=now)])
+
+
+class ProjectionStep:
+    """Terminal projections of a committed batch, after the store writes (never fails it)."""
+
+    def __init__(self, sink: ProjectionSink) -> None:
+        self.sink = sink
+
+    async def __call__(self, batch: CommitBatch) -> None:
+        await self.sink.terminal(batch.of(Verdict.EXECUTED), batch.of(Verdict.FAILED, Verdict.DISCARDED),
+                                 batch.flows, batch.committed_rows)

@@ -20,7 +20,8 @@ from typing import Any
 
 from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s, tolerant_gather
 from tq_cloud.core.codec import encode_task
-from tq_cloud.core.models import Task, TaskStatus, finished_copy
+from tq_cloud.core.limits import failure_row
+from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
@@ -147,10 +148,10 @@ class DynamoDbAdapter:
             t, TaskStatus.EXECUTED, f"attribute_exists(id) AND {_NOT_TERMINAL}", _TERMINAL, at))
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
-        await self._finish([finished_copy(t, TaskStatus.FAILED, at, failed_at=at) for t in tasks], at)
+        await self._finish([failure_row(t, TaskStatus.FAILED, at, None, self.max_item_bytes, failed_at=at) for t in tasks], at)
 
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
-        await self._finish([finished_copy(t, TaskStatus.IGNORED, at, ignored_reason=reason) for t in tasks], at)
+        await self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes, ignored_reason=reason) for t in tasks], at)
 
     async def _finish(self, rows: list[Task], at: datetime) -> None:
         """Upsert final rows, except over a task that is already final."""

@@ -3,8 +3,9 @@
 Publishing: PutRecords in chunks of at most 500 records and 5 MiB; each record's partition key
 is the task's `partition_key` (set by the executor) or else its id, which spreads load across
 shards. Records that fail (throttling) are resent, only those, with jittered exponential
-back-off until a deadline; then QueueWriteError names every task not written. A record over
-1 MiB is rejected before anything is sent.
+back-off until a deadline; then QueueWriteError names every task not written. A record that can
+never be written (over 1 MiB, not JSON) is named in QueueWriteError.rejected, and every other
+record of the call is still sent.
 
 Kinesis cannot delay a record (`honours_execute_at` is False), so the router sends tasks due
 later to the store, and the sweeper puts them here when due.
@@ -21,7 +22,7 @@ from typing import Any
 
 from tq_cloud.core.codec import UndecodableRecord, decode_task, encode_task
 from tq_cloud.core.models import Task
-from tq_cloud.errors import ConfigurationError, PayloadTooLargeError, QueueWriteError
+from tq_cloud.errors import ConfigurationError, PayloadTooLargeError, QueueWriteError, TaskRejectedError
 
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_BATCH_RECORDS = 500
@@ -77,13 +78,19 @@ class KinesisQueue:
         return {"Data": data, "PartitionKey": key}
 
     async def publish(self, tasks: Sequence[Task]) -> None:
-        records = [(t, self._record(t)) for t in tasks]
+        records: list[tuple[Task, dict[str, Any]]] = []
+        rejected: dict[str, str] = {}
+        for task in tasks:
+            try:
+                records.append((task, self._record(task)))
+            except TaskRejectedError as exc:
+                rejected[task.key] = str(exc)
         unwritten: list[Task] = []
         for chunk in _chunks(records):
             unwritten += await self._put_with_retries(chunk)
-        if unwritten:
-            raise QueueWriteError(f"Kinesis kept refusing records for {self.deadline:.0f}s",
-                                  [t.key for t in unwritten])
+        if unwritten or rejected:
+            raise QueueWriteError(f"Kinesis kept refusing records for {self.deadline:.0f}s" if unwritten
+                                  else "records rejected before sending", [t.key for t in unwritten], rejected)
 
     async def _put_with_retries(self, chunk: list[tuple[Task, dict[str, Any]]]) -> list[Task]:
         started = time.monotonic()

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.codec import encode_task
 from tq_cloud.core.models import Task
-from tq_cloud.errors import PayloadTooLargeError, QueueWriteError
+from tq_cloud.errors import PayloadTooLargeError, QueueWriteError, TaskRejectedError
 
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024
 _TASKS = TypeAdapter(list[Task])
@@ -53,22 +53,28 @@ class InMemoryQueue:
         return self._honours
 
     async def publish(self, tasks: Sequence[Task]) -> None:
+        """Like PutRecords: every task that can be written is; one that can never be (not JSON,
+        over the record limit) is named in QueueWriteError.rejected."""
         if self.fail_next_publishes > 0:
             self.fail_next_publishes -= 1
             raise QueueWriteError("injected queue failure", [t.id or "?" for t in tasks])
-        entries: list[tuple[str, _Entry]] = []
         now = self.clock.now()
+        rejected: dict[str, str] = {}
         for task in tasks:
             body: bytes | Task = task
             if self.round_trip:
-                body = encode_task(task)
-                if len(body) > self._max:
-                    raise PayloadTooLargeError(task.id, len(body), self._max, "the in-memory queue")
+                try:
+                    body = encode_task(task)
+                    if len(body) > self._max:
+                        raise PayloadTooLargeError(task.id, len(body), self._max, "the in-memory queue")
+                except TaskRejectedError as exc:
+                    rejected[task.id or "?"] = str(exc)
+                    continue
             due = task.execute_at if (self._honours and task.execute_at) else now
-            entries.append((task.queue_id, (due, next(self._seq), body)))
-        for queue_id, entry in entries:
-            heapq.heappush(self._queues[queue_id], entry)
-        self.published += len(entries)
+            heapq.heappush(self._queues[task.queue_id], (due, next(self._seq), body))
+            self.published += 1
+        if rejected:
+            raise QueueWriteError("records rejected by the queue", [], rejected)
 
     async def receive(self, queue_id: str, limit: int) -> list[Task]:
         heap = self._queues.get(queue_id)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from tq_cloud.core.models import Task, TaskStatus, finished_copy
+from tq_cloud.core.limits import failure_row
+from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError, TqError
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
@@ -65,10 +66,10 @@ class InMemoryAdapter:
                           execution_stats=task.execution_stats)
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
-        self._finish([finished_copy(t, TaskStatus.FAILED, at, failed_at=at) for t in tasks])
+        self._finish([failure_row(t, TaskStatus.FAILED, at, None, self.max_item_bytes, failed_at=at) for t in tasks])
 
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
-        self._finish([finished_copy(t, TaskStatus.IGNORED, at, ignored_reason=reason) for t in tasks])
+        self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes, ignored_reason=reason) for t in tasks])
 
     def _finish(self, rows: list[Task]) -> None:
         """Upsert final rows, except over a task that is already final."""

@@ -1,26 +1,28 @@
-"""Turns final step outcomes into barrier calls and join dispatches.
+"""Flow steps of the commit pipeline: barriers created before steps are sent, then final step
+outcomes counted and joins dispatched.
 
-One barrier call per flow per batch. A join is dispatched by whoever closes the barrier
-(the last step, the first failure under `abort`, or the timeout sentinel); its id is derived
-from the flow id and the store insert is set-if-absent, so a redelivered batch that dispatches
-it again creates nothing new, and `join_dispatched` tells a replay whether it still must.
+One barrier call per flow per batch. Every final outcome of a step reaches its barrier: an
+executed step with its result, a failed, discarded or ignored step (no executor for its type)
+as a failure with the reason, and a step that could never be written as a failure too, so a
+flow always closes. A join is dispatched by whoever closes the barrier (the last step, the
+first failure under `abort`, or the timeout sentinel); its id is derived from the flow id and
+its store insert is set-if-absent, so a redelivered batch that dispatches it again creates
+nothing new, and `join_dispatched` tells a replay whether it still must. A barrier write that
+fails fails the batch (redelivered; set-if-absent makes that safe).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tq_cloud.clock import Clock
+from tq_cloud.core.commit import CommitBatch
 from tq_cloud.core.models import FlowMeta, Task, TaskMetadata
-from tq_cloud.flows.models import (
-    FlowResults,
-    FlowStepResult,
-    StartedFlow,
-    timeout_timer_name,
-)
+from tq_cloud.core.outcomes import Outcome, Verdict
+from tq_cloud.flows.join_payload import join_payload
+from tq_cloud.flows.models import FlowStepResult, timeout_timer_name
 from tq_cloud.ids import derived_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
 from tq_cloud.lifecycle.events import FlowCompleted, FlowStarted
@@ -37,7 +39,24 @@ _OUTCOME = {BarrierState.COMPLETE: "completed", BarrierState.ABORTED: "aborted",
             BarrierState.TIMED_OUT: "timed_out"}
 
 
-class FlowMiddleware:
+class FlowInitStep:
+    """Create barriers before any step is sent, so durations count from the start."""
+
+    def __init__(self, barriers: FlowBarrierProvider, lifecycle: LifecycleEmitter) -> None:
+        self.barriers = barriers
+        self.lifecycle = lifecycle
+
+    async def __call__(self, batch: CommitBatch) -> None:
+        for flow in batch.flows:
+            await self.barriers.init_barrier(flow.flow_id, flow.total_steps, flow.started_at)
+            await self.lifecycle.flow("on_flow_started", FlowStarted(
+                flow_id=flow.flow_id, total_steps=flow.total_steps, join=flow.config.join,
+                failure_policy=flow.config.failure_policy, entity=flow.config.entity,
+                started_at=flow.started_at, step_types=tuple(t.type for t in flow.tasks
+                                                             if t.flow_meta and t.flow_meta.step_index >= 0)))
+
+
+class FlowBarrierStep:
     def __init__(
         self,
         barriers: FlowBarrierProvider,
@@ -56,28 +75,24 @@ class FlowMiddleware:
         self.projections = projections
         self.barrier_calls = 0
 
-    async def init(self, flows: Sequence[StartedFlow]) -> None:
-        """Create barriers before any step is sent, so durations count from the start."""
-        for flow in flows:
-            await self.barriers.init_barrier(flow.flow_id, flow.total_steps, flow.started_at)
-            await self.lifecycle.flow("on_flow_started", FlowStarted(
-                flow_id=flow.flow_id, total_steps=flow.total_steps, join=flow.config.join,
-                failure_policy=flow.config.failure_policy, entity=flow.config.entity,
-                started_at=flow.started_at, step_types=tuple(t.type for t in flow.tasks
-                                                             if t.flow_meta and t.flow_meta.step_index >= 0)))
-
-    async def on_post_process(self, successes: Sequence[Task], final_failures: Sequence[Task]) -> None:
+    async def __call__(self, batch: CommitBatch) -> None:
         steps: dict[str, list[tuple[FlowMeta, FlowStepResult]]] = defaultdict(list)
-        for task, ok in [(t, True) for t in successes] + [(t, False) for t in final_failures]:
-            meta = task.flow_meta
+        for outcome in batch.final:
+            meta = outcome.task.flow_meta
             if meta is None:
                 continue
             if meta.is_join:
-                await self._join_finished(meta, task, ok)
+                await self._join_finished(meta, outcome)
             elif meta.is_timeout:
-                await self._timed_out(meta)
+                if outcome.verdict is Verdict.EXECUTED:
+                    await self._timed_out(meta)
             else:
-                steps[meta.flow_id].append((meta, _step_result(meta, task, ok)))
+                steps[meta.flow_id].append((meta, _step_result(meta, outcome)))
+        for task, reason in batch.rejected_new.values():
+            meta = task.flow_meta
+            if meta is not None and meta.step_index >= 0 and not meta.is_join and not meta.is_timeout:
+                steps[meta.flow_id].append((meta, FlowStepResult(
+                    step_index=meta.step_index, status="fail", error=f"step could never be sent: {reason}")))
         for group in steps.values():
             await self._steps_finished(group)
 
@@ -109,17 +124,17 @@ class FlowMiddleware:
 
     async def _dispatch_join(self, meta: FlowMeta, state: BarrierState, trigger: int | None = None) -> None:
         results = await self.barriers.get_step_results(meta.flow_id)
-        flow_results = FlowResults(flow_id=meta.flow_id, steps=results,
-                                   aborted=state is BarrierState.ABORTED,
-                                   timed_out=state is BarrierState.TIMED_OUT)
         now = self.clock.now()
         join = Task(
             id=derived_id(meta.flow_id, "join"), type=meta.join.type, queue_id=meta.join.queue_id,
-            payload={"flow_results": flow_results.model_dump(mode="json")}, execute_at=now,
-            created_at=now, force_store=True,
+            payload={}, execute_at=now, created_at=now, force_store=True,
             metadata=TaskMetadata(flow_meta=meta.model_copy(update={
                 "is_join": True, "is_timeout": False, "step_index": -1})))
-        await self.router.dispatch([join])
+        limit = min(self.router.queue.max_message_bytes, self.router.storage.max_item_bytes)
+        join = join.model_copy(update={"payload": join_payload(join, meta.flow_id, results, state, limit)})
+        _, rejected = await self.router.dispatch([join], strict=False)
+        if rejected:
+            raise RuntimeError(f"flow {meta.flow_id}: its join could not be written: {rejected}")
         await self.barriers.mark_join_dispatched(meta.flow_id)
         if self.timer is not None and meta.timeout_at is not None and state is not BarrierState.TIMED_OUT:
             await self.timer.cancel(timeout_timer_name(meta.flow_id))
@@ -133,15 +148,18 @@ class FlowMiddleware:
             steps_succeeded=sum(r.status == "success" for r in results),
             steps_failed=sum(r.status == "fail" for r in results), trigger_step_index=trigger))
 
-    async def _join_finished(self, meta: FlowMeta, task: Task, ok: bool) -> None:
+    async def _join_finished(self, meta: FlowMeta, outcome: Outcome) -> None:
         if self.projections is not None:
+            ok = outcome.verdict is Verdict.EXECUTED
             await self.projections.flow_final(
-                meta, succeeded=ok, result=task.execution_result,
-                error=None if ok else (task.execution_stats.last_error or "join task failed"))
+                meta, succeeded=ok, result=outcome.result,
+                error=None if ok else (outcome.error or "join task failed"))
 
 
-def _step_result(meta: FlowMeta, task: Task, ok: bool) -> FlowStepResult:
-    if ok:
-        return FlowStepResult(step_index=meta.step_index, status="success", result=task.execution_result)
-    return FlowStepResult(step_index=meta.step_index, status="fail",
-                          error=task.execution_stats.last_error or "step failed")
+def _step_result(meta: FlowMeta, outcome: Outcome) -> FlowStepResult:
+    if outcome.verdict is Verdict.EXECUTED:
+        return FlowStepResult(step_index=meta.step_index, status="success", result=outcome.result)
+    reason = outcome.error or "step failed"
+    if outcome.verdict is Verdict.IGNORED:
+        reason = f"ignored: {reason}"
+    return FlowStepResult(step_index=meta.step_index, status="fail", error=reason)

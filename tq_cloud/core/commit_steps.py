@@ -1,0 +1,124 @@
+"""The engine's own commit steps: retries, new tasks, terminal marks and stats.
+
+Each reads the verdicts on the batch's outcomes and writes its part; a task whose write can
+never succeed becomes that task's recorded failure (see `CommitBatch.isolate`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from tq_cloud.core.commit import CommitBatch, failed_stats
+from tq_cloud.core.models import Task
+from tq_cloud.core.outcomes import Outcome, RunResult, Verdict
+from tq_cloud.core.routing import TaskRouter
+from tq_cloud.core.stats import StatsBook
+from tq_cloud.ports.storage import TaskStorage
+
+log = logging.getLogger("tq_cloud.commit")
+
+
+class RetriesStep:
+    """Retry copies first: once a retry is written, nothing later can lose the task."""
+
+    def __init__(self, router: TaskRouter) -> None:
+        self.router = router
+
+    async def __call__(self, batch: CommitBatch) -> None:
+        retried = {o.key: o for o in batch.of(Verdict.RETRY) if o.retry is not None}
+        if not retried:
+            return
+        copies = [o.retry for o in retried.values() if o.retry is not None]
+        rejected = await batch.isolate(copies, self.router.dispatch_retries)
+        for key, reason in rejected.items():
+            batch.reject(retried[key], f"its retry can never be written: {reason}")
+
+
+class NewTasksStep:
+    """Children, flow steps and sentinels. One that can never be written (a limit that only
+    the commit could know) is recorded as a failed task of its own; the rest go out."""
+
+    def __init__(self, router: TaskRouter, storage: TaskStorage) -> None:
+        self.router = router
+        self.storage = storage
+
+    async def __call__(self, batch: CommitBatch) -> None:
+        if not batch.new_tasks:
+            return
+
+        async def dispatch(tasks: list[Task]) -> dict[str, str]:
+            return (await self.router.dispatch(tasks, strict=False))[1]
+
+        rejected = await batch.isolate(batch.new_tasks, dispatch)
+        if not rejected:
+            return
+        by_id = {t.key: t for t in batch.new_tasks}
+        batch.rejected_new = {key: (by_id[key], reason) for key, reason in rejected.items() if key in by_id}
+        rows = [task.model_copy(update={"execution_stats": task.execution_stats.model_copy(update={
+            "last_error": reason, "last_error_type": "TaskRejectedError"})})
+            for task, reason in batch.rejected_new.values()]
+        await self.storage.mark_failed(rows, batch.now)
+        log.error("%d new tasks could never be written; recorded as failed: %s", len(rows),
+                  ", ".join(batch.rejected_new))
+
+
+class TerminalStep:
+    """Final marks, after every effect: failed and ignored rows, and executed rows of stored
+    tasks. An executed row too large with its result is kept without the result (the task
+    still succeeded; the drop is recorded on it)."""
+
+    def __init__(self, storage: TaskStorage) -> None:
+        self.storage = storage
+
+    async def __call__(self, batch: CommitBatch) -> None:
+        failed = [o.task.model_copy(update={"execution_stats": failed_stats(o)}) for o in batch.of(Verdict.FAILED)]
+        if failed:
+            await self.storage.mark_failed(failed, batch.now)
+        ignored = batch.of(Verdict.IGNORED)
+        for group in _by_reason(ignored):
+            await self.storage.mark_ignored([o.task for o in group], group[0].error or "ignored", batch.now)
+        executed = {o.key: o for o in batch.of(Verdict.EXECUTED) if o.task.force_store}
+        if not executed:
+            return
+
+        async def mark(rows: list[Task]) -> None:
+            await self.storage.mark_executed(rows, batch.now)
+
+        rejected = await batch.isolate([_executed_row(o) for o in executed.values()], mark)
+        if rejected:
+            slim = [_executed_row(executed[k], dropped=f"the executed row with its result was too large: {r}")
+                    for k, r in rejected.items()]
+            await self.storage.mark_executed(slim, batch.now)
+
+
+def _executed_row(outcome: Outcome, dropped: str | None = None) -> Task:
+    stats = outcome.task.execution_stats.model_copy(update={"result_dropped": dropped or outcome.result_dropped})
+    return outcome.task.model_copy(update={"execution_result": None if dropped else outcome.result,
+                                           "execution_stats": stats})
+
+
+def _by_reason(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
+    groups: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        groups.setdefault(outcome.error or "", []).append(outcome)
+    return list(groups.values())
+
+
+class StatsStep:
+    """Counters, the discarded-task notification (naming the tasks), per-queue stats."""
+
+    def __init__(self, stats: StatsBook) -> None:
+        self.stats = stats
+
+    async def __call__(self, batch: CommitBatch) -> None:
+        discarded = batch.of(Verdict.DISCARDED)
+        if discarded:
+            await self.stats.discarded([o.task for o in discarded])
+        await self.stats.batch(RunResult(outcomes=batch.outcomes, handed_off=batch.handed_off),
+                               batch.consumer_id, batch.started_at, _now(batch))
+
+
+def _now(batch: CommitBatch) -> datetime:
+    return batch.decider.clock.now()
