@@ -7,6 +7,7 @@ store's set-if-absent writes turn the second dispatch into a no-op.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -18,5 +19,7 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
-def derived_id(parent: str, *parts: object) -> str:
-    return uuid.uuid5(_NAMESPACE, "/".join([parent, *map(str, parts)])).hex
+def derived_id(parent: str, *parts: str | int) -> str:
+    """A deterministic id from its parent and parts. The name is the JSON array of them, so no
+    two different lists of user-controlled strings share a name ("a/b" + "c" is not "a" + "b/c")."""
+    return uuid.uuid5(_NAMESPACE, json.dumps([parent, *parts], separators=(",", ":"))).hex

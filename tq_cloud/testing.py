@@ -65,13 +65,22 @@ class InMemoryStack:
         """Receive and process one batch of one queue (requeueing what was not committed)."""
         tasks = await self.queue.receive(queue_id, batch_size)
         report = await self.handler.process_batch(tasks, f"memory:{queue_id}")
-        if report.not_committed:
-            await self.queue.requeue(report.not_committed)
+        await self._requeue(report)
         return report
+
+    async def _requeue(self, report: BatchReport) -> None:
+        """Give back what was not committed, as an event source would redeliver it: the batch's
+        uncommitted records and handed-off tasks whose late commit failed."""
+        again = report.not_committed + self.handler.take_async_uncommitted()
+        if again:
+            await self.queue.requeue(again)
 
     async def process_ready(self, batch_size: int = 100) -> int:
         """Process every batch that is due now; requeue what was not committed."""
         processed = 0
+        late = self.handler.take_async_uncommitted()
+        if late:
+            await self.queue.requeue(late)
         while True:
             progressed = False
             for queue_id in self.queue.queue_ids():
@@ -82,10 +91,9 @@ class InMemoryStack:
                 report = await self.handler.process_batch(tasks, f"memory:{queue_id}")
                 self.reports.append(report)
                 processed += len(tasks) - len(report.not_committed)
-                if report.not_committed:
-                    await self.queue.requeue(report.not_committed)
-                    if report.error is not None:
-                        return processed
+                await self._requeue(report)
+                if report.not_committed and report.error is not None:
+                    return processed
             if not progressed:
                 return processed
 

@@ -321,3 +321,59 @@ async def test_join_rows_are_stored_once(stack: InMemoryStack) -> None:
     await stack.run_until_idle()
     joins = [r for r in stack.storage.snapshot().values() if r.type == "join"]
     assert len(joins) == 1 and joins[0].status is TaskStatus.EXECUTED
+
+
+async def test_a_step_of_a_type_with_no_executor_reaches_the_barrier_as_failed(stack: InMemoryStack) -> None:
+    joins: list[dict[str, Any]] = []
+
+    @stack.registry.task("flows", "parent")
+    async def parent(task: Task, actions: ExecutorActions) -> None:
+        actions.start_flow([{"type": "step", "queue_id": "flows", "payload": {}},
+                            {"type": "nobody-runs-this", "queue_id": "flows", "payload": {}}], FlowConfig(join=JOIN))
+        actions.success(task)
+
+    @stack.registry.task("flows", "step")
+    async def step(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task, "ok")
+
+    @stack.registry.task("flows", "join")
+    async def join(task: Task, actions: ExecutorActions) -> None:
+        joins.append(task.payload["flow_results"])
+        actions.success(task)
+
+    await stack.handler.add_tasks([Task(type="parent", queue_id="flows", payload={})])
+    await stack.run_until_idle()
+    [results] = joins
+    assert [s["status"] for s in results["steps"]] == ["success", "fail"]
+    assert "ignored: no executor registered" in results["steps"][1]["error"]
+    [ignored] = stack.storage.by_status(TaskStatus.IGNORED)
+    assert ignored.type == "nobody-runs-this"
+
+
+async def test_a_timeout_sentinel_delivered_early_waits_for_its_deadline(stack: InMemoryStack) -> None:
+    from datetime import timedelta
+
+    from tq_cloud.core.models import FlowMeta, TaskMetadata
+
+    joins: list[dict[str, Any]] = []
+
+    @stack.registry.task("flows", "join")
+    async def join(task: Task, actions: ExecutorActions) -> None:
+        joins.append(task.payload["flow_results"])
+        actions.success(task)
+
+    now = stack.clock.now()
+    deadline = now + timedelta(seconds=10)
+    await stack.barriers.init_barrier("f1", 1, now)
+    meta = FlowMeta(flow_id="f1", step_index=-1, total_steps=1, join=JOIN, is_timeout=True,
+                    started_at=now, timeout_at=deadline)
+    sentinel = Task(id="s", type=FLOW_TIMEOUT_TYPE, queue_id="flows", payload={"flow_id": "f1"},
+                    force_store=True, metadata=TaskMetadata(flow_meta=meta))
+    await stack.handler.process_batch([sentinel])
+    snapshot = await stack.barriers.get("f1")
+    assert snapshot is not None and snapshot.state is BarrierState.ACTIVE, "never before the deadline"
+    row = stack.storage.snapshot()["s"]
+    assert row.execute_at == deadline and row.retry_count == 0
+    await stack.run_until_idle()
+    [results] = joins
+    assert results["timed_out"] and stack.clock.now() >= deadline

@@ -6,11 +6,21 @@ It returns `{"batchItemFailures": [...]}` naming only records whose effects were
 (redelivered by Lambda from the first one named). Executor failures are not among them: the
 framework retries those itself. Near the invocation's deadline it stops taking work and names
 the records it did not start; handed-off async tasks get until the deadline, then are failed
-with a retry.
+with a retry. A handed-off task whose late commit failed is named too (redelivered, never
+dropped), and lifecycle events still in flight are delivered before it returns: Lambda freezes
+the environment afterwards, so nothing may be left running.
+
+Claims (with `TQ_DISTRIBUTED_CLAIMS=true`) are owned by the invocation (its request id) and
+last no longer than its remaining time, so a killed invocation never holds a task for longer.
+
+Why not Powertools' `process_partial_response`: it commits per record, while tq-cloud commits
+a batch's effects together (one barrier call per flow, one write per store transition), then
+names only the records whose effects were not committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -21,6 +31,7 @@ from tq_cloud.backends.aws.kinesis import decode_lambda_record
 from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.models import Task
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.ids import new_id
 
 if TYPE_CHECKING:
     from tq_cloud.backends.aws.settings import AwsSettings
@@ -52,8 +63,10 @@ class KinesisBatchHandler:
 
     async def handle(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         stack = await self.runtime.stack()
+        handler = stack.handler
         records = list(event.get("Records", []))
         decoded = [(str(r.get("kinesis", {}).get("sequenceNumber", "?")), decode_lambda_record(r)) for r in records]
+        owner = f"lambda:{getattr(context, 'aws_request_id', None) or new_id()}"
         failed: list[str] = []
         for start in range(0, len(decoded), self.chunk_size):
             chunk = decoded[start:start + self.chunk_size]
@@ -62,15 +75,28 @@ class KinesisBatchHandler:
                             len(decoded) - start)
                 failed += [seq for seq, _ in decoded[start:]]
                 break
-            failed += await self._process(stack.handler, chunk, context)
-        manager = stack.handler.async_manager
-        if manager is not None:
-            budget = max(self._time_left_ms(context) - self.safety_margin_ms / 2, 0.0)
-            if budget != float("inf"):
-                await manager.settle(stack.handler.clock.now() + timedelta(milliseconds=budget))
+            failed += await self._process(handler, chunk, context, owner)
+        budget = max(self._time_left_ms(context) - self.safety_margin_ms / 2, 0.0)
+        if handler.async_manager is not None and budget != float("inf"):
+            await handler.async_manager.settle(handler.clock.now() + timedelta(milliseconds=budget))
+        late = {t.key for t in handler.take_async_uncommitted()}
+        failed += [seq for seq, rec in decoded if _key(seq, rec) in late and seq not in failed]
+        await self._drain(handler, context)
         return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
 
-    async def _process(self, handler: Any, chunk: list[tuple[str, Any]], context: Any) -> list[str]:
+    async def _drain(self, handler: Any, context: Any) -> None:
+        """Deliver lifecycle events still in flight, within the time left."""
+        left = self._time_left_ms(context) - self.safety_margin_ms / 4
+        try:
+            await asyncio.wait_for(handler.lifecycle.drain(), None if left == float("inf") else max(left, 0) / 1000)
+        except TimeoutError:
+            log.error("lifecycle events still undelivered at the invocation's deadline")
+
+    def _claim_ttl(self, context: Any) -> timedelta | None:
+        left = self._time_left_ms(context)
+        return None if left == float("inf") else timedelta(milliseconds=left)
+
+    async def _process(self, handler: Any, chunk: list[tuple[str, Any]], context: Any, owner: str) -> list[str]:
         """Process a chunk; if its commit fails, retry the uncommitted records one by one (while
         time allows), so one failing write does not send the whole chunk back to Kinesis.
         Returns the sequence numbers still not committed."""
@@ -81,7 +107,7 @@ class KinesisBatchHandler:
             groups = [pending] if attempt == 0 else [[r] for r in pending]
             still: list[tuple[str, Any]] = []
             for group in groups:
-                report = await handler.process_records([r for _, r in group], "lambda")
+                report = await handler.process_records([r for _, r in group], owner, self._claim_ttl(context))
                 self._metrics(report)
                 uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
                 still += [(seq, rec) for seq, rec in group if _key(seq, rec) in uncommitted]

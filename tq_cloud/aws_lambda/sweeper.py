@@ -1,6 +1,10 @@
 """The sweeper Lambda, on an EventBridge rate(1 minute) rule: recovers stale `processing` tasks
 and sends every due scheduled task to the stream (claims are conditional, so overlapping
-invocations never send a task twice)."""
+invocations never send a task twice).
+
+Example (functions/sweeper/app.py):
+    handler = sweeper_handler(app)
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,10 @@ class SweeperHandler:
 
     async def handle(self) -> dict[str, Any]:
         stack = await self.runtime.stack()
-        return {"sent": await stack.handler.process_mature_tasks()}
+        try:
+            return {"sent": await stack.handler.process_mature_tasks()}
+        finally:  # Lambda freezes the environment after the return: deliver events now
+            await stack.handler.lifecycle.drain()
 
 
 def sweeper_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, **handler_options: Any

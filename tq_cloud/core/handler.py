@@ -217,7 +217,8 @@ class TaskHandler:
         return taken
 
     async def _commit_async(self, result: RunResult, consumer_id: str) -> None:
-        """A handed-off task's late commit, retried a few times (every write is idempotent)."""
+        """A handed-off task's late commit, tried up to three times (every write is idempotent);
+        if all fail, the runner reports the task for redelivery."""
         for attempt in range(3):
             try:
                 await self.pipeline.commit(result, consumer_id)
@@ -227,7 +228,6 @@ class TaskHandler:
                     await self.stats.error(exc, "async_commit")
                     raise
                 log.warning("late commit failed (%r); trying again", exc)
-                await self.clock.sleep(0.1 * 2 ** attempt)
 
     async def start_consuming(self, queue_id: str, stop: asyncio.Event) -> None:
         """Consume one queue until `stop` is set (see worker.py)."""

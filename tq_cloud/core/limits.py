@@ -28,9 +28,10 @@ MAX_RESULT_BYTES = 256 * 1024
 
 
 def bounded_error(text: str | None) -> str | None:
+    """At most MAX_ERROR_CHARS, saying how long it was (bounding twice changes nothing)."""
     if text is None or len(text) <= MAX_ERROR_CHARS:
         return text
-    return text[:MAX_ERROR_CHARS] + f"... (truncated, {len(text)} characters in all)"
+    return text[:MAX_ERROR_CHARS - 64] + f"... (truncated, {len(text)} characters in all)"
 
 
 def json_safe_details(details: dict[str, Any] | None) -> dict[str, Any] | None:

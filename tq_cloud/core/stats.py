@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 
 from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import RunResult, Verdict

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.commit import CommitBatch
-from tq_cloud.core.outcomes import Verdict
 from tq_cloud.core.models import FlowMeta, Task, TaskStatus
+from tq_cloud.core.outcomes import Verdict
 from tq_cloud.errors import MissingTaskIdError
 from tq_cloud.ports.projections import (
     EntityProjectionProvider,

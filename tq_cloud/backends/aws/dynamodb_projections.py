@@ -1,11 +1,13 @@
 """Entity projections in DynamoDB, keyed by task id, listed per entity through a GSI.
 
-Each upsert is conditional on the stored status having a lower rank (or being the same
-status), so an out-of-order update under at-least-once delivery never moves a status back.
+Each upsert is conditional on the stored status having a lower rank (or being the same status
+and not newer), so an out-of-order update under at-least-once delivery never moves a status
+back, exactly as in memory.
 Writes of one batch are issued concurrently."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +15,12 @@ from tq_cloud.backends.aws.dynamo import bounded_gather, is_condition_failure, n
 from tq_cloud.ports.projections import EntityTaskProjection
 
 ENTITY_INDEX = "by_entity"
+
+
+def entity_key(entity_type: str, entity_id: str) -> str:
+    """The GSI key of an entity: a JSON pair, so no type or id containing the separator can
+    make two entities share a key (`a#b` + `c` and `a` + `b#c` did)."""
+    return json.dumps([entity_type, entity_id], separators=(",", ":"))
 
 
 class DynamoDbProjectionProvider:
@@ -37,14 +45,16 @@ class DynamoDbProjectionProvider:
             await self.client.update_item(
                 TableName=self.table, Key={"task_id": s(entry.task_id)},
                 UpdateExpression=("SET entity_key = :e, created_sort = :c, #st = :st, #rk = :rk, "
-                                  "body = :b, updated_at = :u"),
-                ConditionExpression="attribute_not_exists(task_id) OR #rk < :rk OR #st = :st",
+                                  "body = :b, updated_at = :u, updated_ms = :ums"),
+                ConditionExpression=("attribute_not_exists(task_id) OR #rk < :rk OR "
+                                     "(#st = :st AND (attribute_not_exists(updated_ms) OR updated_ms <= :ums))"),
                 ExpressionAttributeNames={"#st": "status", "#rk": "rank"},
                 ExpressionAttributeValues={
-                    ":e": s(f"{entry.entity_type}#{entry.entity_id}"),
+                    ":e": s(entity_key(entry.entity_type, entry.entity_id)),
                     ":c": s(f"{entry.created_at.isoformat()}#{entry.task_id}"),
                     ":st": s(entry.status.value), ":rk": n(entry.status.rank),
-                    ":b": s(entry.model_dump_json()), ":u": s(entry.updated_at.isoformat())})
+                    ":b": s(entry.model_dump_json()), ":u": s(entry.updated_at.isoformat()),
+                    ":ums": n(int(entry.updated_at.timestamp() * 1000))})
         except Exception as exc:
             if not is_condition_failure(exc):
                 raise
@@ -59,7 +69,7 @@ class DynamoDbProjectionProvider:
         request: dict[str, Any] = {
             "TableName": self.table, "IndexName": ENTITY_INDEX,
             "KeyConditionExpression": "entity_key = :e",
-            "ExpressionAttributeValues": {":e": s(f"{entity_type}#{entity_id}")}}
+            "ExpressionAttributeValues": {":e": s(entity_key(entity_type, entity_id))}}
         out: list[EntityTaskProjection] = []
         while True:
             response = await self.client.query(**request)

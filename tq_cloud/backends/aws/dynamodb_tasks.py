@@ -148,10 +148,12 @@ class DynamoDbAdapter:
             t, TaskStatus.EXECUTED, f"attribute_exists(id) AND {_NOT_TERMINAL}", _TERMINAL, at))
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
-        await self._finish([failure_row(t, TaskStatus.FAILED, at, None, self.max_item_bytes, failed_at=at) for t in tasks], at)
+        await self._finish([failure_row(t, TaskStatus.FAILED, at, None, self.max_item_bytes, failed_at=at)
+                            for t in tasks], at)
 
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
-        await self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes, ignored_reason=reason) for t in tasks], at)
+        await self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes,
+                                         ignored_reason=reason) for t in tasks], at)
 
     async def _finish(self, rows: list[Task], at: datetime) -> None:
         """Upsert final rows, except over a task that is already final."""

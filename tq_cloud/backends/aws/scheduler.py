@@ -9,7 +9,7 @@ which stores schedules but never fires them.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tq_cloud.backends.aws.dynamo import error_code
@@ -19,7 +19,11 @@ from tq_cloud.core.models import Task
 
 
 def _at(when: datetime) -> str:
-    return f"at({when.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')})"
+    """`at()` takes whole seconds: round up, so a schedule never fires before its time."""
+    when = when.astimezone(UTC)
+    if when.microsecond:
+        when = when.replace(microsecond=0) + timedelta(seconds=1)
+    return f"at({when.strftime('%Y-%m-%dT%H:%M:%S')})"
 
 
 class EventBridgeTimer:

@@ -66,10 +66,12 @@ class InMemoryAdapter:
                           execution_stats=task.execution_stats)
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
-        self._finish([failure_row(t, TaskStatus.FAILED, at, None, self.max_item_bytes, failed_at=at) for t in tasks])
+        self._finish([failure_row(t, TaskStatus.FAILED, at, None, self.max_item_bytes, failed_at=at)
+                            for t in tasks])
 
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
-        self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes, ignored_reason=reason) for t in tasks])
+        self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes,
+                                         ignored_reason=reason) for t in tasks])
 
     def _finish(self, rows: list[Task]) -> None:
         """Upsert final rows, except over a task that is already final."""
