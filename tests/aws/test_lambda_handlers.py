@@ -6,6 +6,7 @@ import asyncio
 import base64
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ def test_near_the_deadline_unstarted_records_are_reported(settings: AwsSettings)
     runs: list[str] = []
     handler = kinesis_handler(app_with(runs), settings, chunk_size=2, safety_margin_ms=10_000)
     event = event_of(*(Task(id=f"t{i}", type="t", queue_id="q", payload={}) for i in range(6)))
-    response = handler(event, FakeContext(remaining_ms=25_000, per_call_ms=10_000))
+    response = handler(event, FakeContext(remaining_ms=35_000, per_call_ms=10_000))  # 35, then 25, 15, 5 s
     assert runs == ["t0", "t1", "t2", "t3"]
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [
         r["kinesis"]["sequenceNumber"] for r in event["Records"][4:]]
@@ -171,3 +172,46 @@ def test_disabled_metrics_neither_pile_up_nor_print(settings: AwsSettings, monke
     enabled = kinesis_handler(app_with([]), settings)
     enabled(event_of(Task(id="e", type="t", queue_id="q", payload={})), FakeContext())
     assert '"TasksSucceeded":[1.0]' in capsys.readouterr().out, "enabled metrics are printed as EMF"
+
+
+class SlowListener:
+    """A lifecycle listener that takes a few turns of the loop, as a network call would."""
+
+    def __init__(self) -> None:
+        self.completed: list[str] = []
+
+    async def on_task_completed(self, event: Any) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        self.completed.append(event.task_id)
+
+
+def test_lifecycle_events_are_delivered_before_the_handler_returns(settings: AwsSettings) -> None:
+    runs: list[str] = []
+    listener = SlowListener()
+    handler = kinesis_handler(app_with(runs), settings, task_lifecycle=listener)  # async mode, the default
+    handler(event_of(*(Task(id=f"t{i}", type="t", queue_id="q", payload={}) for i in range(3))), FakeContext())
+    assert sorted(listener.completed) == ["t0", "t1", "t2"], "Lambda freezes the environment after the return"
+
+
+def test_claims_are_owned_by_the_invocation_and_end_with_its_time(settings: AwsSettings) -> None:
+    seen: list[dict[str, Any]] = []
+    settings = settings.model_copy(update={"distributed_claims": True})
+    app = TaskQueuesManager()
+    holder: dict[str, Any] = {}
+
+    @app.task("q", "t")
+    async def look(task: Task, actions: ExecutorActions) -> None:
+        item = await holder["client"].get_item(TableName=settings.locks_table, Key={"lock_key": {"S": task.key}})
+        seen.append(item["Item"])
+        actions.success(task)
+
+    handler = kinesis_handler(app, settings)
+    holder["client"] = handler.runtime.run(handler.runtime.stack()).clients.dynamodb  # type: ignore[attr-defined]
+    context = FakeContext(remaining_ms=60_000)
+    context.aws_request_id = "req-1"  # type: ignore[attr-defined]
+    before = time.time() * 1000
+    handler(event_of(Task(id="a", type="t", queue_id="q", payload={})), context)
+    [item] = seen
+    assert item["owner"]["S"] == "lambda:req-1"
+    assert int(item["expires_ms"]["N"]) <= before + 61_000, "a claim never outlives its invocation"

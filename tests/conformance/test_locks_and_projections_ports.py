@@ -32,3 +32,34 @@ async def test_projections_are_monotonic(projections: Any) -> None:
     assert projections.get("x").status == "processing"
     await projections.upsert_projections([p("failed", 3), p("executed", 4)])
     assert projections.get("x").status == "failed"
+
+
+async def _for_entity(projections: Any, entity_type: str, entity_id: str) -> list[EntityTaskProjection]:
+    provider = getattr(projections, "provider", projections)
+    found = provider.for_entity(entity_type, entity_id)
+    return list(await found) if hasattr(found, "__await__") else list(found)
+
+
+async def test_entities_whose_strings_share_a_separator_never_share_a_key(projections: Any) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def p(task_id: str, entity_type: str, entity_id: str) -> EntityTaskProjection:
+        return EntityTaskProjection(task_id=task_id, entity_id=entity_id, entity_type=entity_type, task_type="k",
+                                    queue_id="q", status=ProjectionStatus.SCHEDULED, created_at=t0, updated_at=t0)
+
+    await projections.upsert_projections([p("x", "a#b", "c"), p("y", "a", "b#c")])
+    assert [e.task_id for e in await _for_entity(projections, "a#b", "c")] == ["x"]
+    assert [e.task_id for e in await _for_entity(projections, "a", "b#c")] == ["y"]
+
+
+async def test_an_older_update_of_the_same_status_never_overwrites_a_newer_one(projections: Any) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def p(seconds: int, error: str) -> EntityTaskProjection:
+        return EntityTaskProjection(task_id="x", entity_id="e", entity_type="t", task_type="k", queue_id="q",
+                                    status=ProjectionStatus.FAILED, error=error, created_at=t0,
+                                    updated_at=t0 + timedelta(seconds=seconds))
+
+    await projections.upsert_projections([p(5, "newer")])
+    await projections.upsert_projections([p(1, "older")])
+    assert projections.get("x").error == "newer"

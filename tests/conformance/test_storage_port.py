@@ -99,3 +99,14 @@ async def test_items_over_the_limit_are_rejected(storage: Any, clock: ManualCloc
     with pytest.raises(PayloadTooLargeError, match="big"):
         await storage.insert([big])
     assert await storage.get(["big"]) == []
+
+
+async def test_a_failure_row_is_always_written_bounded(storage: Any, clock: ManualClock) -> None:
+    from tq_cloud.core.limits import MAX_ERROR_CHARS
+
+    huge = Task(id="huge", type="t", queue_id="q", payload="x" * (500 * 1024), force_store=True,
+                execution_stats=ExecutionStats(last_error="e" * 100_000, details={"k": "v"}))
+    await storage.mark_failed([huge], clock.now())
+    [row] = await storage.get(["huge"])
+    assert row.status is TaskStatus.FAILED and len(row.execution_stats.last_error or "") <= MAX_ERROR_CHARS
+    assert "payload not kept" in str(row.payload)

@@ -67,6 +67,8 @@ class KinesisBatchHandler:
         records = list(event.get("Records", []))
         decoded = [(str(r.get("kinesis", {}).get("sequenceNumber", "?")), decode_lambda_record(r)) for r in records]
         owner = f"lambda:{getattr(context, 'aws_request_id', None) or new_id()}"
+        left = self._time_left_ms(context)
+        claim_ttl = None if left == float("inf") else timedelta(milliseconds=left)
         failed: list[str] = []
         for start in range(0, len(decoded), self.chunk_size):
             chunk = decoded[start:start + self.chunk_size]
@@ -75,7 +77,7 @@ class KinesisBatchHandler:
                             len(decoded) - start)
                 failed += [seq for seq, _ in decoded[start:]]
                 break
-            failed += await self._process(handler, chunk, context, owner)
+            failed += await self._process(handler, chunk, context, owner, claim_ttl)
         budget = max(self._time_left_ms(context) - self.safety_margin_ms / 2, 0.0)
         if handler.async_manager is not None and budget != float("inf"):
             await handler.async_manager.settle(handler.clock.now() + timedelta(milliseconds=budget))
@@ -92,11 +94,8 @@ class KinesisBatchHandler:
         except TimeoutError:
             log.error("lifecycle events still undelivered at the invocation's deadline")
 
-    def _claim_ttl(self, context: Any) -> timedelta | None:
-        left = self._time_left_ms(context)
-        return None if left == float("inf") else timedelta(milliseconds=left)
-
-    async def _process(self, handler: Any, chunk: list[tuple[str, Any]], context: Any, owner: str) -> list[str]:
+    async def _process(self, handler: Any, chunk: list[tuple[str, Any]], context: Any, owner: str,
+                       claim_ttl: timedelta | None) -> list[str]:
         """Process a chunk; if its commit fails, retry the uncommitted records one by one (while
         time allows), so one failing write does not send the whole chunk back to Kinesis.
         Returns the sequence numbers still not committed."""
@@ -107,7 +106,7 @@ class KinesisBatchHandler:
             groups = [pending] if attempt == 0 else [[r] for r in pending]
             still: list[tuple[str, Any]] = []
             for group in groups:
-                report = await handler.process_records([r for _, r in group], owner, self._claim_ttl(context))
+                report = await handler.process_records([r for _, r in group], owner, claim_ttl)
                 self._metrics(report)
                 uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
                 still += [(seq, rec) for seq, rec in group if _key(seq, rec) in uncommitted]
