@@ -11,6 +11,11 @@ class TqError(Exception):
     """Base class: catch this to handle any tq-cloud error."""
 
 
+class TransientError(TqError):
+    """A call that failed for now (throttled, timed out, its response lost): trying it again
+    may work. Port calls that raise it are retried (core/resilience.py)."""
+
+
 class ConfigurationError(TqError):
     """An executor, handler or backend was set up with settings that cannot work."""
 

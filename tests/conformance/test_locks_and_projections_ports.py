@@ -63,3 +63,10 @@ async def test_an_older_update_of_the_same_status_never_overwrites_a_newer_one(p
     await projections.upsert_projections([p(5, "newer")])
     await projections.upsert_projections([p(1, "older")])
     assert projections.get("x").error == "newer"
+
+
+async def test_a_claim_retried_by_its_owner_is_still_its_own(locks: Any) -> None:
+    ttl = timedelta(seconds=30)
+    assert await locks.acquire(["a"], "w1", ttl) == {"a"}
+    assert await locks.acquire(["a"], "w1", ttl) == {"a"}, "the same call, retried after a lost response"
+    assert await locks.acquire(["a"], "w2", ttl) == set()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from tq_cloud.aws_lambda.runtime import LambdaRuntime
+from tq_cloud.aws_lambda.runtime import LambdaRuntime, Runtime
 from tq_cloud.backends.aws.kinesis import decode_lambda_record
 from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.models import Task
@@ -42,7 +42,7 @@ LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
 class KinesisBatchHandler:
-    def __init__(self, runtime: LambdaRuntime, *, safety_margin_ms: int = 10_000, chunk_size: int = 100,
+    def __init__(self, runtime: Runtime, *, safety_margin_ms: int = 10_000, chunk_size: int = 100,
                  commit_retries: int = 2) -> None:
         self.runtime = runtime
         self.safety_margin_ms = safety_margin_ms

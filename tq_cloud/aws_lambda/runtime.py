@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tq_cloud.core.registry import TaskQueuesManager
 
@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from tq_cloud.backends.aws.settings import AwsSettings
 
 T = TypeVar("T")
+
+
+class Runtime(Protocol):
+    """What the handlers need of their runtime (LambdaRuntime, or a simulator's)."""
+
+    metrics: Any
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T: ...
+
+    async def stack(self) -> Any: ...
+
+    def observability(self) -> None: ...
 
 
 class LambdaRuntime:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.aws_lambda.kinesis import LambdaHandler
-from tq_cloud.aws_lambda.runtime import LambdaRuntime
+from tq_cloud.aws_lambda.runtime import LambdaRuntime, Runtime
 from tq_cloud.core.registry import TaskQueuesManager
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class SweeperHandler:
-    def __init__(self, runtime: LambdaRuntime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from tq_cloud.core.commit_steps import NewTasksStep, RetriesStep, StatsStep, Ter
 from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.core.resilience import RetryPolicy, retrying
 from tq_cloud.core.routing import TaskRouter
 from tq_cloud.core.runner import TaskRunner
 from tq_cloud.core.settings import HandlerSettings
@@ -88,12 +89,18 @@ class TaskHandler:
         async_manager: AsyncTaskManager | None = None,
         worker_id: str | None = None,
         extra_commit_steps: Sequence[CommitStep] = (),
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         """Example:
             handler = TaskHandler(queue=InMemoryQueue(), registry=app, storage=InMemoryAdapter(),
                                   locks=InMemoryLockProvider())
             await handler.add_tasks([Task(type="send", queue_id="email", payload={"to": "a@b.c"})])
         """
+        policy = retry_policy or RetryPolicy()
+        queue, storage, locks = retrying(queue, policy), retrying(storage, policy), retrying(locks, policy)
+        flow_barriers = retrying(flow_barriers, policy) if flow_barriers is not None else None
+        projections = retrying(projections, policy) if projections is not None else None
+        timer = retrying(timer, policy) if timer is not None else None
         self.queue = queue
         self.registry = registry
         self.storage = storage

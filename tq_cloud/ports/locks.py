@@ -9,7 +9,8 @@ from typing import Protocol
 
 class LockProvider(Protocol):
     async def acquire(self, keys: Sequence[str], owner: str, ttl: timedelta) -> set[str]:
-        """Claim each free (or expired) key for `owner`; return the keys claimed now."""
+        """Claim each key that is free, expired or already `owner`'s (a claim retried after its
+        response was lost stays the owner's); return the keys `owner` holds now."""
         ...
 
     async def release(self, keys: Sequence[str], owner: str) -> None:

@@ -1,4 +1,5 @@
-"""Task claims in DynamoDB: a conditional put that succeeds when the key is free or expired,
+"""Task claims in DynamoDB: a conditional put that succeeds when the key is free, expired, or
+already the caller's (so a claim retried after its response was lost is still the caller's),
 with `expires_at` as the table's TTL attribute so abandoned claims are cleaned up."""
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ class DynamoDbLockProvider:
         async def claim(key: str) -> str | None:
             try:
                 await self.client.put_item(
-                    TableName=self.table, ConditionExpression="attribute_not_exists(lock_key) OR expires_ms <= :now",
+                    TableName=self.table, ConditionExpression="attribute_not_exists(lock_key) OR expires_ms <= :now OR #o = :owner",
+                    ExpressionAttributeNames={"#o": "owner"},
                     Item={"lock_key": s(key), "owner": s(owner), "expires_ms": n(int(until.timestamp() * 1000)),
                           "expires_at": n(int(until.timestamp()) + 1)},
-                    ExpressionAttributeValues={":now": n(now_ms)})
+                    ExpressionAttributeValues={":now": n(now_ms), ":owner": s(owner)})
             except Exception as exc:
                 if is_condition_failure(exc):
                     return None

@@ -20,7 +20,7 @@ class InMemoryLockProvider:
         claimed: set[str] = set()
         for key in keys:
             current = held.get(key)
-            if current is None or current[1] <= now:
+            if current is None or current[1] <= now or current[0] == owner:
                 held[key] = (owner, expires)
                 claimed.add(key)
         return claimed

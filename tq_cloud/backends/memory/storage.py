@@ -39,8 +39,10 @@ class InMemoryAdapter:
         return row
 
     async def insert(self, tasks: Sequence[Task]) -> list[Task]:
+        """Set-if-absent; a row identical to the one given counts as inserted (the same call,
+        retried after its response was lost), as on DynamoDB."""
         self._write_gate(tasks)
-        return [self._put(t).model_copy() for t in tasks if t.key not in self._rows]
+        return [self._put(t).model_copy() for t in tasks if self._rows.get(t.key, t) == t]
 
     async def get(self, ids: Sequence[str]) -> list[Task]:
         return [self._rows[i].model_copy(deep=True) for i in ids if i in self._rows]
@@ -50,7 +52,7 @@ class InMemoryAdapter:
         written = []
         for task in tasks:
             row = self._rows.get(task.key)
-            if row is not None and (row.status.is_terminal or _attempt(row) >= _attempt(task)):
+            if row is not None and row != task and (row.status.is_terminal or _attempt(row) >= _attempt(task)):
                 continue
             self._put(task)
             written.append(task)

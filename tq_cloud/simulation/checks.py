@@ -1,0 +1,169 @@
+"""The invariants, checked as the simulation goes and at quiescence.
+
+As it goes (each is a violation the moment it happens):
+- an executor runs an attempt at most as often as records of that attempt were delivered;
+- a stored task's attempt that already committed (its row final, or a later attempt recorded)
+  never runs again;
+- a stored task's attempt is never sent again after a send of it was reported written (only a
+  write that failed, or stale recovery, may send it again);
+- every record a successful invocation leaves committed (before the first failure it names)
+  has an outcome: committed by this or an earlier invocation, or superseded by a later attempt;
+- a flow's timeout join never happens before its deadline; a flow is joined once;
+- a projection's stored status never moves back.
+At quiescence: every task that was sent ends in the state its plan implies (see workload.py);
+nothing is left scheduled or processing; each flow has exactly one join whose results name each
+step once, with the step's final result; bound tasks' projections are final; the on-failure
+destination is empty; every discarded task was announced (on_task_exhausted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tq_cloud.core.commit import CommitBatch
+from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.core.outcomes import Verdict
+from tq_cloud.simulation.loop import EPOCH
+from tq_cloud.simulation.stream import Key, Record, attempt_key
+
+
+@dataclass
+class Seen:
+    """What the checker knows of one task id."""
+
+    task: Task | None = None
+    verdict: Verdict | None = None
+    attempt: tuple[int, int] = (-1, -1)
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass
+class Tracker:
+    peek_row: Callable[[str], Task | None]
+    now: Callable[[], float]
+    violations: list[str] = field(default_factory=list)
+    deliveries: Counter[Key] = field(default_factory=Counter)
+    runs: Counter[Key] = field(default_factory=Counter)
+    reported: set[Key] = field(default_factory=set)
+    seen: dict[str, Seen] = field(default_factory=dict)
+    joins: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    exhausted_events: Counter[str] = field(default_factory=Counter)
+    projection_rank: dict[str, int] = field(default_factory=dict)
+    first_run_at: dict[str, float] = field(default_factory=dict)
+    trace: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
+
+    def violate(self, message: str) -> None:
+        if len(self.violations) < 200:
+            self.violations.append(f"t={self.now():.3f}s {message}")
+        self.note("VIOLATION", message)
+
+    def note(self, *parts: object) -> None:
+        self.trace.update(("|".join(map(str, parts)) + "\n").encode())
+
+    # -- the stream --------------------------------------------------------------------------
+    def written(self, record: Record, task: Task | None) -> None:
+        self.note("w", record.seq, record.key)
+        if task is None:
+            return
+        seen = self.seen.setdefault(task.key, Seen())
+        seen.task = seen.task or task
+        if record.stored and record.key in self.reported:
+            self.violate(f"stored task {task.key} attempt {record.key[1:]} sent again after a write reported done")
+
+    def reported_written(self, tasks: list[Task]) -> None:
+        self.reported.update(attempt_key(t) for t in tasks if t.force_store)
+
+    def recovered(self, task_id: str) -> None:
+        self.reported = {k for k in self.reported if k[0] != task_id}
+
+    def delivered(self, key: Key) -> None:
+        self.deliveries[key] += 1
+
+    # -- executors ---------------------------------------------------------------------------
+    def ran(self, task: Task) -> None:
+        key = attempt_key(task)
+        self.runs[key] += 1
+        self.note("run", *key)
+        self.first_run_at.setdefault(task.key, self.now())
+        if self.runs[key] > self.deliveries[key]:
+            self.violate(f"task {task.key} attempt {key[1:]} ran {self.runs[key]} times for "
+                         f"{self.deliveries[key]} deliveries")
+        row = self.peek_row(task.key) if task.force_store else None
+        if row is not None and (row.status.is_terminal or _attempt(row) > key[1:]):
+            self.violate(f"task {task.key} attempt {key[1:]} ran again after it committed ({row.status})")
+
+    def joined(self, task: Task) -> None:
+        meta = task.flow_meta
+        assert meta is not None
+        results = task.payload["flow_results"]
+        if results["timed_out"] and meta.timeout_at is not None and self.now() < (meta.timeout_at - EPOCH).total_seconds():
+            self.violate(f"flow {meta.flow_id} timed out before its deadline")
+        self.joins.setdefault(meta.flow_id, []).append(results)
+
+    # -- commits -----------------------------------------------------------------------------
+    def committed(self, batch: CommitBatch) -> None:
+        for outcome in batch.outcomes:
+            task = outcome.task
+            seen = self.seen.setdefault(task.key, Seen(task=task))
+            attempt = _attempt(task)
+            if attempt >= seen.attempt:
+                seen.attempt, seen.verdict = attempt, outcome.verdict
+                seen.result, seen.error = outcome.result, outcome.error
+                seen.task = seen.task or task
+
+    def accounted(self, record: Record, key: Key) -> bool:
+        seen = self.seen.get(key[0])
+        if seen is not None and seen.verdict is not None and seen.attempt >= key[1:]:
+            return True
+        row = self.peek_row(key[0])
+        return row is not None and (row.status.is_terminal or _attempt(row) > key[1:])
+
+    def projected(self, task_id: str, rank: int) -> None:
+        if rank < self.projection_rank.get(task_id, -1):
+            self.violate(f"projection of {task_id} moved back")
+        self.projection_rank[task_id] = rank
+
+
+def _attempt(task: Task) -> tuple[int, int]:
+    return task.execution_stats.retry_count, task.execution_stats.deferrals
+
+
+class TrackerStep:
+    """The last commit step: tells the checker what each batch committed."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    async def __call__(self, batch: CommitBatch) -> None:
+        self.tracker.committed(batch)
+
+
+class Announcements:
+    """The lifecycle listener: counts exhausted-task announcements (async mode, as deployed)."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    async def on_task_exhausted(self, event: Any) -> None:
+        await asyncio.sleep(0)
+        self.tracker.exhausted_events[event.task_id] += 1
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_"):
+            return _ignore
+        raise AttributeError(name)
+
+
+async def _ignore(event: Any) -> None:
+    return None
+
+
+def rows_left_open(rows: dict[str, Task]) -> list[str]:
+    return [f"{k} left {r.status.value}" for k, r in rows.items()
+            if r.status in (TaskStatus.SCHEDULED, TaskStatus.PROCESSING)]

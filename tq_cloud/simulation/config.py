@@ -1,0 +1,31 @@
+"""What a simulation runs: the workload size and seed, the faults, and the deployment's shape
+(as template.yaml configures the event source mapping and the sweeper)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimConfig:
+    tasks: int = 1000
+    seed: int = 1
+    fault_rate: float = 0.0
+    """Probability that one port call fails (before or after its effect, or by crashing the
+    invocation); the producer's calls and the worker's alike."""
+    shards: int = 4
+    parallelization: int = 10
+    batch_size: int = 100
+    batching_window: float = 1.0
+    maximum_retry_attempts: int = 10
+    invocation_timeout: float = 300.0
+    sweep_interval: float = 60.0
+    max_flow_steps: int = 200
+    edge_inputs: bool = True
+    max_virtual_seconds: float = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.tasks < 1 or self.shards < 1 or not 1 <= self.parallelization <= 10:
+            raise ValueError("tasks >= 1, shards >= 1 and 1 <= parallelization <= 10")
+        if not 0.0 <= self.fault_rate < 1.0:
+            raise ValueError("fault_rate is a probability below 1")

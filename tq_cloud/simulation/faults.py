@@ -1,0 +1,165 @@
+"""Seeded faults at every port call, and the invocation a call belongs to.
+
+A call may fail before its effect (throttled, timed out), after it (the write happened, the
+response was lost), or crash the whole invocation there (`InvocationCrash`, a BaseException so
+that no handler code can swallow it). Once an invocation crashed, every later call it makes
+fails without effect: a dead process writes nothing, whatever its `finally` blocks try. A queue
+publish may also be partial (some records written, the rest throttled), as PutRecords is.
+Conditional writes on one flow's barrier that overlap in time cancel each other, as DynamoDB
+transactions on one item do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tq_cloud.core.models import Task
+from tq_cloud.errors import QueueWriteError, TransientError
+
+
+class InvocationCrash(BaseException):
+    """The invocation's process died here."""
+
+
+class Throttled(TransientError):
+    pass
+
+
+class ResponseLost(TransientError):
+    pass
+
+
+class TransactionConflict(TransientError):
+    pass
+
+
+@dataclass(eq=False)
+class Invocation:
+    name: str
+    crashed: bool = False
+
+
+CURRENT: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("tq_sim_invocation", default=None)
+
+
+@dataclass
+class FaultPlan:
+    rng: random.Random
+    rate: float
+    crash_share: float = 0.05
+    counts: Counter[str] = field(default_factory=Counter)
+    conflicts: int = 0
+    on_fault: Callable[[str, str], None] | None = None
+
+    def draw(self, where: str, writes: bool) -> str | None:
+        """None, or the kind of fault for this call."""
+        if self.rate <= 0 or self.rng.random() >= self.rate:
+            return None
+        invocation = CURRENT.get()
+        roll = self.rng.random()
+        if invocation is not None and roll < self.crash_share:
+            kind = "crash_after" if writes and self.rng.random() < 0.5 else "crash_before"
+        elif writes and roll < 0.5:
+            kind = "lost_after"
+        else:
+            kind = "throttled" if roll < 0.75 else "timeout_before"
+        self.counts[kind] += 1
+        if self.on_fault is not None:
+            self.on_fault(kind, where)
+        return kind
+
+
+def check_alive() -> None:
+    invocation = CURRENT.get()
+    if invocation is not None and invocation.crashed:
+        raise InvocationCrash(invocation.name)
+
+
+def crash() -> None:
+    invocation = CURRENT.get()
+    assert invocation is not None
+    invocation.crashed = True
+    raise InvocationCrash(invocation.name)
+
+
+READS = {"get", "get_step_results", "next_due", "receive"}
+TRANSACTIONS = {"batch_decrement_and_check", "close", "mark_join_dispatched", "init_barrier"}
+
+
+class Faulty:
+    """A port whose async methods go through the fault plan. `yields` lets other coroutines run
+    at a call (a seeded number of times), which is where interleavings differ between seeds."""
+
+    def __init__(self, inner: Any, name: str, plan: FaultPlan, rng: random.Random) -> None:
+        self._inner = inner
+        self._name = name
+        self._plan = plan
+        self._rng = rng
+        self._in_flight: Counter[str] = Counter()
+
+    def __getattr__(self, attr: str) -> Any:
+        target = getattr(self._inner, attr)
+        if not asyncio.iscoroutinefunction(target):
+            return target
+        writes = attr not in READS
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            check_alive()
+            where = f"{self._name}.{attr}"
+            for _ in range(self._rng.randrange(3)):
+                await asyncio.sleep(0)
+            check_alive()
+            kind = self._plan.draw(where, writes)
+            if kind == "crash_before":
+                crash()
+            if kind in ("throttled", "timeout_before"):
+                raise Throttled(f"{where}: {kind}")
+            if attr in TRANSACTIONS:
+                return await self._transaction(target, args, kwargs, kind, where)
+            if attr == "publish" and kind is None and self._rng.random() < self._plan.rate:
+                return await self._partial_publish(target, args[0])
+            result = await target(*args, **kwargs)
+            return self._after(kind, where, result)
+
+        setattr(self, attr, call)
+        return call
+
+    def _after(self, kind: str | None, where: str, result: Any) -> Any:
+        if kind == "crash_after":
+            crash()
+        if kind == "lost_after":
+            raise ResponseLost(f"{where}: response lost after the effect")
+        return result
+
+    async def _transaction(self, target: Callable[..., Awaitable[Any]], args: Sequence[Any],
+                           kwargs: dict[str, Any], kind: str | None, where: str) -> Any:
+        item = str(args[0]) if args else ""
+        if self._in_flight[item]:
+            self._plan.conflicts += 1
+            raise TransactionConflict(f"{where}: a concurrent transaction on {item}")
+        self._in_flight[item] += 1
+        try:
+            await asyncio.sleep(0)
+            result = await target(*args, **kwargs)
+        finally:
+            self._in_flight[item] -= 1
+        return self._after(kind, where, result)
+
+    async def _partial_publish(self, target: Callable[..., Awaitable[Any]], tasks: Sequence[Task]) -> Any:
+        if len(tasks) < 2:
+            return await target(tasks)
+        refused = {t.key for t in tasks if self._rng.random() < 0.3}
+        if not refused:
+            return await target(tasks)
+        self._plan.counts["partial_publish"] += 1
+        try:
+            await target([t for t in tasks if t.key not in refused])
+        except QueueWriteError as exc:
+            raise QueueWriteError("partial write", [*exc.task_ids, *sorted(refused)], exc.rejected) from exc
+        raise QueueWriteError("partial write", sorted(refused))

@@ -1,0 +1,214 @@
+"""The simulated application and its seeded workload.
+
+Every task carries its plan in its payload (`{"k": kind, ...}`), so the checker knows, for any
+task it sees (roots, children, flow steps, joins, records of other producers), the final state
+the design implies: `expected(task)`. Executors are deterministic in (plan, attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from tq_cloud.core.actions import ExecutorActions
+from tq_cloud.core.models import EntityRef, JoinTarget, Task
+from tq_cloud.core.outcomes import Verdict
+from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.errors import TaskRejectedError
+from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE, FlowConfig
+from tq_cloud.simulation.checks import Tracker
+
+Q = "sim"
+KB = 1024
+STORED_TYPES = {"seq_s", "slow", "join"}
+RETRIES = {"seq": 2, "seq_s": 2, "par": 2, "bulk": 1, "slow": 1, "step": 1, "join": 2, "typed": 0}
+
+
+class Typed(BaseModel):
+    n: int
+
+
+def build_app(tracker: Tracker) -> TaskQueuesManager:
+    app = TaskQueuesManager()
+
+    async def perform(task: Task, actions: ExecutorActions) -> None:
+        tracker.ran(task)
+        await _perform(task, actions)
+
+    async def bulk(tasks: list[Task], actions: ExecutorActions) -> None:
+        for task in tasks:
+            tracker.ran(task)
+        for task in tasks:
+            await _perform(task, actions)
+
+    async def join(task: Task, actions: ExecutorActions) -> None:
+        tracker.ran(task)
+        tracker.joined(task)
+        actions.success(task, {"steps": len(task.payload["flow_results"]["steps"])})
+
+    app.task(Q, "seq", retries=RETRIES["seq"])(perform)
+    app.task(Q, "seq_s", retries=RETRIES["seq_s"], store_on_failure=True)(perform)
+    app.task(Q, "par", retries=RETRIES["par"], parallel=True, chunk_size=4,
+             partition_key=lambda t: t.payload.get("tenant"))(perform)
+    app.batch_task(Q, "bulk", retries=RETRIES["bulk"])(bulk)
+    app.task(Q, "slow", retries=RETRIES["slow"], store_on_failure=True, handoff_timeout=10.0)(perform)
+    app.task(Q, "step", retries=RETRIES["step"])(perform)
+    app.task(Q, "typed", payload_model=Typed)(perform)
+    app.task(Q, "join", retries=RETRIES["join"], store_on_failure=True)(join)
+    return app
+
+
+async def _perform(task: Task, actions: ExecutorActions) -> None:
+    plan: dict[str, Any] = task.payload if isinstance(task.payload, dict) else {"k": "ok"}
+    kind, attempt = plan.get("k", "ok"), task.retry_count
+    if kind == "ok":
+        actions.success(task, {"v": plan.get("v", 0)})
+    elif kind == "flaky":
+        actions.fail(task, f"flaky {attempt}") if attempt < plan["f"] else actions.success(task, {"v": 1})
+    elif kind == "doomed":
+        actions.fail(task, "doomed")
+    elif kind == "final":
+        actions.fail(task, "refused for good", retry=False)
+    elif kind == "bigresult":
+        actions.success(task, "r" * (300 * KB))
+    elif kind == "hugeerror":
+        raise RuntimeError("e" * (450 * KB))
+    elif kind == "badmeta":
+        actions.fail(task, "odd details", {"when": object()})
+    elif kind == "badchild":
+        try:
+            actions.add_tasks([Task(type="typed", queue_id=Q, payload={"n": "not a number"})])
+        except TaskRejectedError:
+            actions.success(task, {"v": "refused child"})
+    elif kind == "parent":
+        actions.add_tasks([Task(type="seq", queue_id=Q, payload={"k": "ok", "v": i}) for i in range(plan["n"])])
+        actions.success(task)
+    elif kind == "flow":
+        steps = [{"type": s.get("t", "step"), "queue_id": Q, "payload": s} for s in plan["steps"]]
+        actions.start_flow(steps, FlowConfig(join=JoinTarget(type="join", queue_id=Q), failure_policy=plan["p"],
+                                             timeout_ms=plan.get("timeout"),
+                                             entity=EntityRef(type="order", id=task.key) if plan.get("e") else None))
+        actions.success(task)
+    elif kind == "slow":
+        await asyncio.sleep(plan["d"])
+        actions.success(task, {"v": "late"})
+    else:
+        actions.fail(task, f"unknown plan {kind!r}", retry=False)
+
+
+def expected(task: Task) -> Verdict:
+    """The final verdict a task's plan implies."""
+    if task.type == FLOW_TIMEOUT_TYPE or task.type == "join":
+        return Verdict.EXECUTED
+    if task.type not in RETRIES:
+        return Verdict.IGNORED
+    plan = task.payload if isinstance(task.payload, dict) else {}
+    kind = plan.get("k", "ok")
+    retries = task.retries if task.retries is not None else RETRIES[task.type]
+    failing = kind in ("doomed", "final", "hugeerror", "badmeta") or (kind == "flaky" and plan["f"] > retries)
+    if not failing:
+        return Verdict.EXECUTED
+    retried = kind != "final" and retries > 0  # a retry on Kinesis waits in the store: the task has a row
+    return Verdict.FAILED if task.force_store or task.type in STORED_TYPES or retried else Verdict.DISCARDED
+
+
+@dataclass
+class Workload:
+    """Roots to add (in waves) and raw records of other producers to put on the stream."""
+
+    roots: list[tuple[Task, float]] = field(default_factory=list)
+    """Each root with its delay in seconds (due at add time + delay)."""
+    raw: list[tuple[bytes, str]] = field(default_factory=list)
+    rejected_at_add: list[Task] = field(default_factory=list)
+    expected_tasks: int = 0
+
+
+def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: bool,
+             new_id: Callable[[], str]) -> Workload:
+    work = Workload()
+    while work.expected_tasks < tasks:
+        roll = rng.random()
+        retries_type = rng.choice(["seq", "seq", "par", "bulk", "seq_s"])
+        payload: dict[str, Any] = {"k": "ok", "v": rng.randrange(1000)}
+        extra: dict[str, Any] = {}
+        count = 1
+        if roll < 0.45:
+            pass
+        elif roll < 0.55:
+            payload = {"k": "flaky", "f": rng.randrange(1, 4)}
+        elif roll < 0.60:
+            payload = {"k": rng.choice(["doomed", "final"])}
+        elif roll < 0.65:
+            extra = {"execute_at_s": rng.uniform(1, 600)}
+        elif roll < 0.70:
+            extra = {"force_store": True}
+            if rng.random() < 0.5:
+                extra["entity"] = EntityRef(type="thing", id=f"e{rng.randrange(50)}")
+        elif roll < 0.76:
+            n = rng.randrange(1, 8)
+            payload, count = {"k": "parent", "n": n}, n + 1
+        elif roll < 0.80:
+            retries_type = "slow"
+            payload = {"k": "slow", "d": rng.uniform(10.5, 19.5)}  # handed off; within its 20 s limit
+        elif roll < 0.85 or not edge_inputs:
+            n = max(1, min(max_flow_steps, int(rng.paretovariate(1.2)) if rng.random() < 0.9 else max_flow_steps))
+            steps = [_step(rng) for _ in range(n)]
+            payload = {"k": "flow", "steps": steps, "p": rng.choice(["continue", "abort"]), "e": rng.random() < 0.3}
+            if rng.random() < 0.3:
+                payload["timeout"] = rng.randrange(5_000, 120_000)
+            retries_type, count = "seq", n + 2
+        else:
+            _edge(rng, work, new_id)
+            continue
+        if retries_type == "par":
+            payload["tenant"] = f"t{rng.randrange(20)}"
+        delay = extra.pop("execute_at_s", 0.0)
+        work.roots.append((Task(id=new_id(), type=retries_type, queue_id=Q, payload=payload, **extra), delay))
+        work.expected_tasks += count
+    return work
+
+
+def _step(rng: random.Random) -> dict[str, Any]:
+    roll = rng.random()
+    if roll < 0.8:
+        return {"k": "ok", "v": rng.randrange(100)}
+    if roll < 0.9:
+        return {"k": "flaky", "f": rng.randrange(1, 3)}
+    if roll < 0.97:
+        return {"k": "doomed"}
+    return {"k": "ok", "t": "no-such-type"}
+
+
+def _task(type_: str, payload: dict[str, Any], task_id: str, **extra: Any) -> Task:
+    return Task(id=task_id, type=type_, queue_id=Q, payload=payload, **extra)
+
+
+def _edge(rng: random.Random, work: Workload, new_id: Callable[[], str]) -> None:
+    kind = rng.choice(["bigresult", "hugeerror", "badmeta", "badchild", "unknown", "oversize", "foreign",
+                       "foreign_empty", "foreign_long", "garbage", "typed_bad", "long_id"])
+    work.expected_tasks += 1
+    if kind in ("bigresult", "hugeerror", "badmeta", "badchild"):
+        work.roots.append((_task("seq_s", {"k": kind}, new_id(), force_store=kind == "bigresult"), 0.0))
+    elif kind == "unknown":
+        work.roots.append((_task("no-executor", {"k": "ok"}, new_id()), 0.0))
+    elif kind == "oversize":
+        work.rejected_at_add.append(_task("seq", {"k": "ok", "pad": "x" * (1100 * KB)}, new_id()))
+    elif kind == "typed_bad":
+        work.rejected_at_add.append(_task("typed", {"n": "secret"}, new_id()))
+    elif kind == "long_id":
+        work.rejected_at_add.append(_task("seq", {"k": "ok"}, "i" * 300))
+    elif kind == "garbage":
+        work.raw.append((b"\x00\x01 not a task", new_id()))
+    else:
+        body: dict[str, Any] = {"type": "seq", "queue_id": Q, "payload": {"k": "ok"}}
+        if kind == "foreign_empty":
+            body["id"] = ""
+        elif kind == "foreign_long":
+            body["id"] = "L" * 400
+        work.raw.append((json.dumps(body).encode(), new_id()))
