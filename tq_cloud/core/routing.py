@@ -65,6 +65,7 @@ class TaskRouter:
         self.immediate_window = immediate_window
         self.on_scheduled = on_scheduled
         self.timer = timer
+        self._cached_limits: tuple[int, int, bool] | None = None
 
     def check(self, task: Task) -> Task:
         """The routed copy of a task an executor adds, or TaskRejectedError now, in the
@@ -124,15 +125,25 @@ class TaskRouter:
         """JSON, fits the queue, and, for a task that will have a row (stored, due later,
         retried through the store, kept on failure), fits the store with room for its failure."""
         size = len(encode_task(task))
-        if size > self.queue.max_message_bytes:
-            raise PayloadTooLargeError(task.id, size, self.queue.max_message_bytes, "the queue")
-        retried_in_store = not self.queue.honours_execute_at and self.registry.max_retries(
-            task.retries, task.queue_id, task.type) > 0
+        queue_max, store_max, delays = self._limits()
+        if size > queue_max:
+            raise PayloadTooLargeError(task.id, size, queue_max, "the queue")
+        if size <= store_max - ROW_HEADROOM_BYTES:
+            return
+        retried_in_store = not delays and self.registry.max_retries(task.retries, task.queue_id, task.type) > 0
         stored = (task.force_store or self._due_later(task) or retried_in_store
                   or bool(executor and executor.options.store_on_failure))
-        limit = self.storage.max_item_bytes - ROW_HEADROOM_BYTES
+        limit = store_max - ROW_HEADROOM_BYTES
         if stored and size > limit:
             raise PayloadTooLargeError(task.id, size, limit, "the task store (less room kept for its failure)")
+
+    def _limits(self) -> tuple[int, int, bool]:
+        """The queue's record limit, the store's item limit, and whether the queue can delay:
+        read once (they are constants of the backends)."""
+        if self._cached_limits is None:
+            self._cached_limits = (self.queue.max_message_bytes, self.storage.max_item_bytes,
+                                   self.queue.honours_execute_at)
+        return self._cached_limits
 
     def _due_later(self, task: Task) -> bool:
         if task.execute_at is None:
@@ -271,7 +282,7 @@ class TaskRouter:
     async def _scheduled(self, tasks: list[Task], now: datetime) -> None:
         if self.on_scheduled is not None:
             await self.on_scheduled(tasks)
-        if self.lifecycle.task_provider is not None:
+        if self.lifecycle.wants("on_task_scheduled"):
             for task in tasks:
                 max_retries = self.registry.max_retries(task.retries, task.queue_id, task.type)
                 await self.lifecycle.task("on_task_scheduled",

@@ -152,7 +152,7 @@ class TaskRunner:
     async def _started(self, task: Task, recorder: RunRecorder, consumer_id: str) -> None:
         now = self.clock.now()
         recorder.started_at[task.key] = now
-        if self.lifecycle.task_provider is not None:
+        if self.lifecycle.wants("on_task_started"):
             max_retries = self.registry.max_retries(task.retries, task.queue_id, task.type)
             queued = max(((now - (task.created_at or now)).total_seconds() * 1000), 0.0)
             ctx = self.lifecycle.context(task, max_retries, now, consumer_id)
@@ -187,7 +187,7 @@ class TaskRunner:
         if not pairs:
             return
         tasks = [task for task, _ in pairs]
-        if self.lifecycle.task_provider is None:
+        if not self.lifecycle.wants("on_task_started"):
             recorder.batch_started_at = self.clock.now()
         else:
             for task in tasks:

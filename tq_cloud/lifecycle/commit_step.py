@@ -26,9 +26,13 @@ class LifecycleStep:
         emit = self.lifecycle
         if emit.task_provider is None:
             return
+        hooks = {h for h in ("on_task_completed", "on_task_failed", "on_task_cancelled", "on_task_exhausted")
+                 if emit.wants(h)}
         for outcome in batch.outcomes:
-            ctx = self._ctx(outcome, batch)
             verdict = outcome.verdict
+            if not hooks & _HOOKS[verdict]:
+                continue
+            ctx = self._ctx(outcome, batch)
             if verdict is Verdict.EXECUTED:
                 await emit.task("on_task_completed", TaskCompleted(
                     **ctx, timing=_timing(outcome), result=outcome.result))
@@ -50,6 +54,11 @@ class LifecycleStep:
         task = outcome.task
         max_retries = self.registry.max_retries(task.retries, task.queue_id, task.type)
         return self.lifecycle.context(task, max_retries, batch.now, batch.consumer_id)
+
+
+_HOOKS = {Verdict.EXECUTED: {"on_task_completed"}, Verdict.RETRY: {"on_task_failed"},
+          Verdict.IGNORED: {"on_task_cancelled"}, Verdict.FAILED: {"on_task_failed", "on_task_exhausted"},
+          Verdict.DISCARDED: {"on_task_failed", "on_task_exhausted"}, None: set()}
 
 
 def _timing(outcome: Outcome) -> TaskTiming:

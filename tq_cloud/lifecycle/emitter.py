@@ -49,8 +49,13 @@ class LifecycleEmitter:
         self.config = config or LifecycleConfig()
         self._pending: set[asyncio.Task[None]] = set()
 
+    def wants(self, hook: str) -> bool:
+        """Whether the task provider listens to `hook` (a provider may implement only some):
+        callers skip building events nobody hears."""
+        return self.task_provider is not None and callable(getattr(self.task_provider, hook, None))
+
     async def emit(self, provider: object | None, hook: str, event: object) -> None:
-        if provider is None:
+        if provider is None or not callable(getattr(provider, hook, None)):
             return
         if self.config.mode == "sync":
             await _call(provider, hook, event)

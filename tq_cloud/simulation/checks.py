@@ -108,6 +108,8 @@ class Tracker:
 
     # -- commits -----------------------------------------------------------------------------
     def committed(self, batch: CommitBatch) -> None:
+        for row in batch.committed_rows:  # redelivered after its commit: the row says how it ended
+            self._final(row, Verdict(row.status.value), row.execution_result, row.execution_stats.last_error)
         for outcome in batch.outcomes:
             task = outcome.task
             seen = self.seen.setdefault(task.key, Seen(task=task))
@@ -116,6 +118,11 @@ class Tracker:
                 seen.attempt, seen.verdict = attempt, outcome.verdict
                 seen.result, seen.error = outcome.result, outcome.error
                 seen.task = seen.task or task
+
+    def _final(self, task: Task, verdict: Verdict, result: Any, error: str | None) -> None:
+        seen = self.seen.setdefault(task.key, Seen(task=task))
+        if _attempt(task) >= seen.attempt:
+            seen.attempt, seen.verdict, seen.result, seen.error = _attempt(task), verdict, result, error
 
     def accounted(self, record: Record, key: Key) -> bool:
         seen = self.seen.get(key[0])
@@ -153,15 +160,6 @@ class Announcements:
     async def on_task_exhausted(self, event: Any) -> None:
         await asyncio.sleep(0)
         self.tracker.exhausted_events[event.task_id] += 1
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("on_"):
-            return _ignore
-        raise AttributeError(name)
-
-
-async def _ignore(event: Any) -> None:
-    return None
 
 
 def rows_left_open(rows: dict[str, Task]) -> list[str]:

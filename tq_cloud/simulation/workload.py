@@ -90,7 +90,7 @@ async def _perform(task: Task, actions: ExecutorActions) -> None:
         actions.add_tasks([Task(type="seq", queue_id=Q, payload={"k": "ok", "v": i}) for i in range(plan["n"])])
         actions.success(task)
     elif kind == "flow":
-        steps = [{"type": s.get("t", "step"), "queue_id": Q, "payload": s} for s in plan["steps"]]
+        steps = [{"type": s.pop("t", "step"), "queue_id": Q, "payload": s} for s in flow_steps(plan)]
         actions.start_flow(steps, FlowConfig(join=JoinTarget(type="join", queue_id=Q), failure_policy=plan["p"],
                                              timeout_ms=plan.get("timeout"),
                                              entity=EntityRef(type="order", id=task.key) if plan.get("e") else None))
@@ -158,8 +158,8 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
             payload = {"k": "slow", "d": rng.uniform(10.5, 19.5)}  # handed off; within its 20 s limit
         elif roll < 0.85 or not edge_inputs:
             n = max(1, min(max_flow_steps, int(rng.paretovariate(1.2)) if rng.random() < 0.9 else max_flow_steps))
-            steps = [_step(rng) for _ in range(n)]
-            payload = {"k": "flow", "steps": steps, "p": rng.choice(["continue", "abort"]), "e": rng.random() < 0.3}
+            payload = {"k": "flow", "n": n, "seed": rng.getrandbits(32), "p": rng.choice(["continue", "abort"]),
+                       "e": rng.random() < 0.3}
             if rng.random() < 0.3:
                 payload["timeout"] = rng.randrange(5_000, 120_000)
             retries_type, count = "seq", n + 2
@@ -172,6 +172,12 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
         work.roots.append((Task(id=new_id(), type=retries_type, queue_id=Q, payload=payload, **extra), delay))
         work.expected_tasks += count
     return work
+
+
+def flow_steps(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """A flow's step plans, from its seed (so the root's payload stays small)."""
+    rng = random.Random(plan["seed"])
+    return [_step(rng) for _ in range(plan["n"])]
 
 
 def _step(rng: random.Random) -> dict[str, Any]:

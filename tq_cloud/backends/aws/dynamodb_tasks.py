@@ -85,26 +85,20 @@ class DynamoDbAdapter:
         return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
 
     async def _update(self, task: Task, status: TaskStatus, condition: str, extra: Item | None = None,
-                      now: datetime | None = None, same_is_written: bool = False) -> Item | None:
-        """One conditional upsert; returns the new item, or None when the condition failed.
-        With `same_is_written`, an item already holding exactly this body and status counts as
-        written: the same call, retried after its response was lost."""
+                      now: datetime | None = None) -> Item | None:
+        """One conditional upsert; returns the new item, or None when the condition failed."""
         values = {**self._values(task, status, now), **(extra or {})}
-        same = (values[":body"], values[":status"]) if same_is_written else None
-        return await self._conditional(task.key, self._update_expression(values), condition, values, same)
+        return await self._conditional(task.key, self._update_expression(values), condition, values)
 
-    async def _conditional(self, task_id: str, update: str, condition: str, values: Item,
-                           same: tuple[Any, Any] | None = None) -> Item | None:
+    async def _conditional(self, task_id: str, update: str, condition: str, values: Item) -> Item | None:
         try:
             response = await self.client.update_item(
                 TableName=self.table, Key={"id": s(task_id)}, UpdateExpression=update,
                 ConditionExpression=condition, ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
         except Exception as exc:
             if is_condition_failure(exc):
-                old: Item = getattr(exc, "response", {}).get("Item") or {}
-                return old if same is not None and (old.get("body"), old.get("status")) == same else None
+                return None
             raise
         item: Item = response["Attributes"]
         return item
@@ -122,7 +116,7 @@ class DynamoDbAdapter:
             self._body(task)
 
         async def put(task: Task) -> Task | None:
-            item = await self._update(task, task.status, "attribute_not_exists(id)", same_is_written=True)
+            item = await self._update(task, task.status, "attribute_not_exists(id)")
             return task if item is not None else None
 
         return [t for t in await bounded_gather(tasks, put) if t is not None]
@@ -144,7 +138,7 @@ class DynamoDbAdapter:
                      "OR (retry_count = :rc AND deferrals < :d)))")
 
         async def retry(task: Task) -> Task | None:
-            return task if await self._update(task, task.status, condition, _TERMINAL, same_is_written=True) else None
+            return task if await self._update(task, task.status, condition, _TERMINAL) else None
 
         return [t for t in await bounded_gather(tasks, retry) if t is not None]
 

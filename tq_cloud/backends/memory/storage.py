@@ -17,6 +17,9 @@ DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 class InMemoryAdapter:
     def __init__(self, *, max_item_bytes: int = DYNAMODB_MAX_ITEM_BYTES) -> None:
         self._rows: dict[str, Task] = {}
+        self._open: set[str] = set()
+        """Keys of scheduled and processing rows, the only ones sweeps look at (as the sparse
+        due and running indexes of the DynamoDB backend)."""
         self._max = max_item_bytes
         self.fail_next_writes = 0
 
@@ -34,25 +37,27 @@ class InMemoryAdapter:
                 raise PayloadTooLargeError(task.id, size, self._max, "the task store")
 
     def _put(self, task: Task, **update: object) -> Task:
-        row = task.model_copy(update=update, deep=True)
+        row = _copy(task.model_copy(update=update) if update else task)
         self._rows[row.key] = row
+        if row.status.is_terminal:
+            self._open.discard(row.key)
+        else:
+            self._open.add(row.key)
         return row
 
     async def insert(self, tasks: Sequence[Task]) -> list[Task]:
-        """Set-if-absent; a row identical to the one given counts as inserted (the same call,
-        retried after its response was lost), as on DynamoDB."""
         self._write_gate(tasks)
-        return [self._put(t).model_copy() for t in tasks if self._rows.get(t.key, t) == t]
+        return [self._put(t).model_copy() for t in tasks if t.key not in self._rows]
 
     async def get(self, ids: Sequence[str]) -> list[Task]:
-        return [self._rows[i].model_copy(deep=True) for i in ids if i in self._rows]
+        return [_copy(self._rows[i]) for i in ids if i in self._rows]
 
     async def schedule_retry(self, tasks: Sequence[Task]) -> list[Task]:
         self._write_gate(tasks)
         written = []
         for task in tasks:
             row = self._rows.get(task.key)
-            if row is not None and row != task and (row.status.is_terminal or _attempt(row) >= _attempt(task)):
+            if row is not None and (row.status.is_terminal or _attempt(row) >= _attempt(task)):
                 continue
             self._put(task)
             written.append(task)
@@ -90,8 +95,9 @@ class InMemoryAdapter:
                 self._put(row, status=TaskStatus.SCHEDULED)
 
     async def claim_mature(self, now: datetime, limit: int) -> list[Task]:
+        rows = [self._rows[k] for k in self._open]
         due = sorted(
-            (r for r in self._rows.values()
+            (r for r in rows
              if r.status is TaskStatus.SCHEDULED and r.execute_at is not None and r.execute_at <= now),
             key=lambda r: (r.execute_at or now, r.key),
         )[:limit]
@@ -99,23 +105,33 @@ class InMemoryAdapter:
                 for r in due]
 
     async def recover_stale(self, processing_before: datetime) -> int:
-        stale = [r for r in self._rows.values() if r.status is TaskStatus.PROCESSING
+        stale = [r for r in (self._rows[k] for k in self._open) if r.status is TaskStatus.PROCESSING
                  and (r.processing_started_at or r.updated_at or processing_before) < processing_before]
         for row in stale:
             self._put(row, status=TaskStatus.SCHEDULED)
         return len(stale)
 
     def next_due(self) -> datetime | None:
-        dues = [r.execute_at for r in self._rows.values()
+        dues = [r.execute_at for r in (self._rows[k] for k in self._open)
                 if r.status is TaskStatus.SCHEDULED and r.execute_at is not None]
         return min(dues) if dues else None
 
     def snapshot(self) -> dict[str, Task]:
         """All rows, as copies (for tests, demos and the local dashboard)."""
-        return {k: v.model_copy(deep=True) for k, v in self._rows.items()}
+        return {k: _copy(v) for k, v in self._rows.items()}
 
     def by_status(self, status: TaskStatus) -> list[Task]:
-        return [r.model_copy(deep=True) for r in self._rows.values() if r.status is status]
+        return [_copy(r) for r in self._rows.values() if r.status is status]
+
+    def open_rows(self) -> list[Task]:
+        """Scheduled and processing rows (copies)."""
+        return [_copy(self._rows[k]) for k in sorted(self._open)]
+
+
+def _copy(task: Task) -> Task:
+    """A copy that shares nothing with `task`: through JSON, as the real store keeps it (and
+    much faster than a deep copy of a large payload)."""
+    return Task.model_validate_json(task.model_dump_json())
 
 
 def _attempt(task: Task) -> tuple[int, int]:
