@@ -28,7 +28,6 @@ from typing import Any
 from tq_cloud.core.commit import CommitBatch
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.outcomes import Verdict
-from tq_cloud.simulation.loop import EPOCH
 from tq_cloud.simulation.stream import Key, Record, attempt_key
 
 
@@ -79,6 +78,13 @@ class Tracker:
     def reported_written(self, tasks: list[Task]) -> None:
         self.reported.update(attempt_key(t) for t in tasks if t.force_store)
 
+    def resetting(self, rows: list[Task]) -> None:
+        """Rows about to go back to `scheduled` (their send failed): a row whose send was
+        reported written must not, or the sweeper sends it a second time."""
+        for row in rows:
+            if row.status is TaskStatus.PROCESSING and attempt_key(row) in self.reported:
+                self.violate(f"task {row.key} reset to scheduled though its send was reported written")
+
     def recovered(self, task_id: str) -> None:
         self.reported = {k for k in self.reported if k[0] != task_id}
 
@@ -102,8 +108,10 @@ class Tracker:
         meta = task.flow_meta
         assert meta is not None
         results = task.payload["flow_results"]
-        if results["timed_out"] and meta.timeout_at is not None and self.now() < (meta.timeout_at - EPOCH).total_seconds():
-            self.violate(f"flow {meta.flow_id} timed out before its deadline")
+        closed_at = task.created_at  # the join is created when the barrier closes
+        if results["timed_out"] and meta.timeout_at is not None and closed_at is not None and closed_at < meta.timeout_at:
+            self.violate(f"flow {meta.flow_id} timed out before its deadline "
+                         f"({(meta.timeout_at - closed_at).total_seconds():.3f} s early)")
         self.joins.setdefault(meta.flow_id, []).append(results)
 
     # -- commits -----------------------------------------------------------------------------

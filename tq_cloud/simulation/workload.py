@@ -97,6 +97,7 @@ async def _perform(task: Task, actions: ExecutorActions) -> None:
         actions.success(task)
     elif kind == "slow":
         await asyncio.sleep(plan["d"])
+        actions.add_tasks([Task(type="seq", queue_id=Q, payload={"k": "ok", "v": "after slow"})])
         actions.success(task, {"v": "late"})
     else:
         actions.fail(task, f"unknown plan {kind!r}", retry=False)
@@ -142,6 +143,8 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
             pass
         elif roll < 0.55:
             payload = {"k": "flaky", "f": rng.randrange(1, 4)}
+            if rng.random() < 0.3:  # retried at once: the retry lands in the stream beside its attempt
+                extra = {"force_store": True, "retry_after": 0}
         elif roll < 0.60:
             payload = {"k": rng.choice(["doomed", "final"])}
         elif roll < 0.65:
@@ -156,12 +159,14 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
         elif roll < 0.80:
             retries_type = "slow"
             payload = {"k": "slow", "d": rng.uniform(10.5, 19.5)}  # handed off; within its 20 s limit
+            count = 2
+            extra = {"force_store": rng.random() < 0.5}  # its late commit then writes
         elif roll < 0.85 or not edge_inputs:
             n = max(1, min(max_flow_steps, int(rng.paretovariate(1.2)) if rng.random() < 0.9 else max_flow_steps))
             payload = {"k": "flow", "n": n, "seed": rng.getrandbits(32), "p": rng.choice(["continue", "abort"]),
                        "e": rng.random() < 0.3}
             if rng.random() < 0.3:
-                payload["timeout"] = rng.randrange(5_000, 120_000)
+                payload["timeout"] = rng.choice([rng.randrange(200, 3_000), rng.randrange(5_000, 120_000)])
             retries_type, count = "seq", n + 2
         else:
             _edge(rng, work, new_id)

@@ -114,7 +114,7 @@ class SimContext:
 
 class SimTimer:
     """EventBridge Scheduler as it behaves: a one-time `at()` schedule (whole seconds, as
-    `_at` writes it) fires once, some time in the minute after its time, onto the stream."""
+    `_at` writes it) fires once, at its time or some time in the minute after, onto the stream."""
 
     def __init__(self, stream: SimStream, rng: random.Random) -> None:
         self.stream = stream
@@ -126,7 +126,8 @@ class SimTimer:
         if name in self.pending:
             return
         at = _at(task.execute_at or EPOCH)[3:-1]
-        when = (EPOCH.fromisoformat(at + "+00:00") - EPOCH).total_seconds() + self.rng.uniform(0, 60)
+        jitter = 0.0 if self.rng.random() < 0.5 else self.rng.uniform(0, 60)
+        when = (EPOCH.fromisoformat(at + "+00:00") - EPOCH).total_seconds() + jitter
         self.pending[name] = (when, task)
         self.wake.set()
 
@@ -153,6 +154,16 @@ class SimTimer:
                 continue
             del self.pending[name]
             await self.stream.publish([task])
+
+
+class TrackedStorage(InMemoryAdapter):
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    async def reset_to_scheduled(self, ids: Any) -> None:
+        self.tracker.resetting([self._rows[i] for i in ids if i in self._rows])
+        await super().reset_to_scheduled(ids)
 
 
 class TrackedProjections(InMemoryProjectionProvider):
@@ -213,8 +224,8 @@ class Simulation:
         rngs = {name: random.Random(seeds.getrandbits(64)) for name in ("work", "faults", "yields", "timer")}
         loop = asyncio.get_running_loop()
         clock = LoopClock()
-        self.storage = storage = InMemoryAdapter()
         tracker = Tracker(peek_row=lambda key: storage._rows.get(key), now=loop.time)  # noqa: SLF001
+        self.storage = storage = TrackedStorage(tracker)
         self.tracker = tracker
         plan = FaultPlan(rngs["faults"], cfg.fault_rate, on_fault=lambda kind, where: tracker.note("fault", kind, where))
         stream = SimStream(cfg.shards, cfg.parallelization, tracker.written)
@@ -348,13 +359,14 @@ class Simulation:
             invocation.crashed = True
             job.cancel()
         try:
-            return await job
+            result = await job
         except (InvocationCrash, asyncio.CancelledError):
             invocation.crashed = True
             return None
         except Exception as exc:  # noqa: BLE001 - a handler that raises is a failed invocation
             self.tracker.note("invocation error", name, type(exc).__name__)
             return None
+        return None if invocation.crashed else result  # it died in a task of its own (a late commit)
 
     def _final_checks(self, tracker: Tracker, raw: list[tuple[bytes, str]], flows: dict[str, StartedFlow],
                       mapping: EventSourceMapping) -> None:

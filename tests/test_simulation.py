@@ -1,0 +1,157 @@
+"""The deterministic simulator: fixed seeds hold every invariant, a seed replays exactly, and the
+checker fails when a known bug class is put back (a checker that cannot fail proves nothing)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tq_cloud.core.commit import CommitBatch
+from tq_cloud.core.models import Task
+from tq_cloud.core.outcomes import Verdict
+from tq_cloud.simulation import SimConfig, Simulation
+
+FIXED_SEEDS = [1, 2, 3, 4, 5]
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    logger = logging.getLogger("tq_cloud")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
+
+
+@pytest.mark.parametrize("seed", FIXED_SEEDS)
+def test_fixed_seeds_hold_every_invariant_under_faults(seed: int) -> None:
+    report = Simulation(SimConfig(tasks=2500, fault_rate=0.2, seed=seed)).run()
+    assert report.violations == [], "\n".join(report.violations[:10])
+    assert report.tasks >= 2300 and sum(report.faults.values()) > 500
+    assert report.faults["crash_before"] + report.faults["crash_after"] > 0 and report.faults["partial_publish"] > 0
+
+
+def test_a_seed_replays_the_same_trace() -> None:
+    first = Simulation(SimConfig(tasks=600, fault_rate=0.2, seed=42)).run()
+    second = Simulation(SimConfig(tasks=600, fault_rate=0.2, seed=42)).run()
+    other = Simulation(SimConfig(tasks=600, fault_rate=0.2, seed=43)).run()
+    assert first.trace == second.trace and first.faults == second.faults
+    assert other.trace != first.trace
+
+
+def violations_within(seeds: range, tasks: int = 1500, fault_rate: float = 0.2, about: str = "") -> list[str]:
+    """The violations of the first seed that has some (mentioning `about`, if given)."""
+    for seed in seeds:
+        report = Simulation(SimConfig(tasks=tasks, fault_rate=fault_rate, seed=seed)).run()
+        found = [v for v in report.violations if about in v]
+        if found:
+            return found
+    return []
+
+
+def test_mutation_resetting_every_task_of_a_partial_publish_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.core.routing import TaskRouter
+
+    async def reset_all(self: TaskRouter, tasks: list[Task]) -> dict[str, str]:
+        try:
+            await self.queue.publish(tasks)
+        except Exception:
+            await self._reset([t.key for t in tasks])
+            raise
+        return {}
+
+    monkeypatch.setattr(TaskRouter, "_publish_or_reset", reset_all)
+    found = violations_within(range(1, 6))
+    assert any("reported written" in v for v in found), found[:5]
+
+
+def test_mutation_keeping_the_first_copy_of_a_task_in_a_batch_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tq_cloud.core.runner as runner
+
+    def keep_first(tasks: list[Task], superseded: list[Task]) -> dict[str, Task]:
+        unique: dict[str, Task] = {}
+        for task in tasks:
+            if task.key in unique:
+                superseded.append(task)
+            else:
+                unique[task.key] = task
+        return unique
+
+    monkeypatch.setattr(runner, "_most_advanced", keep_first)
+    found = violations_within(range(1, 9))
+    assert any("left its batch without an outcome" in v or "ended retry" in v for v in found), found[:5]
+
+
+def test_mutation_swallowing_a_failed_late_async_commit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.core.handler import TaskHandler
+    from tq_cloud.core.runner import TaskRunner
+
+    original = TaskRunner._finish_async
+
+    async def swallow(self: TaskRunner, *args: Any) -> None:
+        self.on_async_uncommitted = None
+        await original(self, *args)
+
+    async def commit_once(self: TaskHandler, result: Any, consumer_id: str) -> None:
+        await self.pipeline.commit(result, consumer_id)
+
+    monkeypatch.setattr(TaskRunner, "_finish_async", swallow)
+    monkeypatch.setattr(TaskHandler, "_commit_async", commit_once)  # as the old code: one try, then swallowed
+    found = violations_within(range(1, 9), fault_rate=0.6, about="without an outcome")  # late commits fail often
+    assert any("without an outcome" in v for v in found), found[:5]
+
+
+def test_at_a_high_fault_rate_no_record_leaves_a_batch_without_an_outcome() -> None:
+    report = Simulation(SimConfig(tasks=1500, fault_rate=0.6, seed=1)).run()
+    assert sum(report.faults.values()) > 10_000
+    assert not [v for v in report.violations if "without an outcome" in v or "sent again" in v]
+
+
+def test_mutation_letting_an_ignored_flow_step_skip_the_barrier_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.flows.commit_steps import FlowBarrierStep
+
+    original = FlowBarrierStep.__call__
+
+    async def skip_ignored(self: FlowBarrierStep, batch: CommitBatch) -> None:
+        kept = [o for o in batch.outcomes if not (o.verdict is Verdict.IGNORED and o.task.flow_meta)]
+        await original(self, dataclasses.replace(batch, outcomes=kept))
+
+    monkeypatch.setattr(FlowBarrierStep, "__call__", skip_ignored)
+    found = violations_within(range(1, 6))
+    assert any("has no executed join" in v for v in found), found[:5]
+
+
+def test_mutation_firing_a_timeout_early_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tq_cloud.simulation.world as world
+    from tq_cloud.core.executors import SingleTaskExecutor
+    from tq_cloud.core.runner import TaskRunner
+    from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE
+
+    def truncated(when: datetime) -> str:
+        return f"at({when.strftime('%Y-%m-%dT%H:%M:%S')})"
+
+    async def acknowledge(task: Task, actions: Any) -> None:
+        actions.success(task)
+
+    monkeypatch.setattr(world, "_at", truncated)
+    monkeypatch.setattr(TaskRunner, "_builtin",
+                        lambda self, t: SingleTaskExecutor(fn=acknowledge) if t == FLOW_TIMEOUT_TYPE else None)
+    found = violations_within(range(1, 9), tasks=2500)
+    assert any("timed out before its deadline" in v for v in found), found[:5]
+
+
+def test_the_benchmark_runs_and_prints_its_last_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from simulate import main  # type: ignore[import-not-found]
+
+    assert main(["--tasks", "200", "--fault-rate", "0.2", "--seeds", "7..8"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("simulated ") and " 0 violations, " in last and ", trace " in last
