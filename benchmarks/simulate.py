@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tq_cloud.simulation import SimConfig, SimReport, Simulation  # noqa: E402
+from tq_cloud.simulation import SimConfig, SimReport, Simulation
 
 
 def seeds_of(text: str) -> list[int]:

@@ -127,7 +127,7 @@ def test_mutation_letting_an_ignored_flow_step_skip_the_barrier_is_caught(monkey
 
 
 def test_mutation_firing_a_timeout_early_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tq_cloud.simulation.world as world
+    import tq_cloud.simulation.timer as world
     from tq_cloud.core.executors import SingleTaskExecutor
     from tq_cloud.core.runner import TaskRunner
     from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE

@@ -109,7 +109,8 @@ class Tracker:
         assert meta is not None
         results = task.payload["flow_results"]
         closed_at = task.created_at  # the join is created when the barrier closes
-        if results["timed_out"] and meta.timeout_at is not None and closed_at is not None and closed_at < meta.timeout_at:
+        early = meta.timeout_at is not None and closed_at is not None and closed_at < meta.timeout_at
+        if results["timed_out"] and early and meta.timeout_at is not None and closed_at is not None:
             self.violate(f"flow {meta.flow_id} timed out before its deadline "
                          f"({(meta.timeout_at - closed_at).total_seconds():.3f} s early)")
         self.joins.setdefault(meta.flow_id, []).append(results)

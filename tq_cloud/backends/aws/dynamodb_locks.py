@@ -25,7 +25,8 @@ class DynamoDbLockProvider:
         async def claim(key: str) -> str | None:
             try:
                 await self.client.put_item(
-                    TableName=self.table, ConditionExpression="attribute_not_exists(lock_key) OR expires_ms <= :now OR #o = :owner",
+                    TableName=self.table,
+                    ConditionExpression="attribute_not_exists(lock_key) OR expires_ms <= :now OR #o = :owner",
                     ExpressionAttributeNames={"#o": "owner"},
                     Item={"lock_key": s(key), "owner": s(owner), "expires_ms": n(int(until.timestamp() * 1000)),
                           "expires_at": n(int(until.timestamp()) + 1)},

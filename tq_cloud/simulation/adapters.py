@@ -1,0 +1,101 @@
+"""The simulation's stand-ins at the edges of the engine: the Lambda runtime and context the
+real handlers are given, and the backends with the checker's eyes on them (what a publish
+reported written, rows reset, projections stored)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tq_cloud.backends.memory import InMemoryAdapter, InMemoryProjectionProvider
+from tq_cloud.core.handler import TaskHandler
+from tq_cloud.core.models import Task
+from tq_cloud.errors import QueueWriteError
+from tq_cloud.simulation.checks import Tracker
+from tq_cloud.simulation.stream import attempt_key
+
+
+class SimRuntime:
+    """What the Lambda handlers need of their runtime: the stack, and no metrics. Its handler
+    counts each record it is given as a delivery (the worker handler gives a record again,
+    itself, when its batch did not commit)."""
+
+    def __init__(self, handler: TaskHandler, tracker: Tracker) -> None:
+        self.handler = _Counting(handler, tracker)
+        self.metrics = None
+
+    async def stack(self) -> SimRuntime:
+        return self
+
+    def observability(self) -> None:
+        return None
+
+    def run(self, coro: Any) -> Any:
+        raise RuntimeError("the simulation awaits handle() on its own loop")
+
+
+class _Counting:
+    def __init__(self, handler: TaskHandler, tracker: Tracker) -> None:
+        self._handler = handler
+        self._tracker = tracker
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._handler, attr)
+
+    async def process_records(self, records: list[Any], *args: Any) -> Any:
+        for record in records:
+            if isinstance(record, Task):
+                self._tracker.delivered(attempt_key(record))
+        return await self._handler.process_records(records, *args)
+
+
+class SimContext:
+    def __init__(self, request_id: str, deadline: float) -> None:
+        self.aws_request_id = request_id
+        self.deadline = deadline
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - asyncio.get_running_loop().time()) * 1000)
+
+
+class TrackedStorage(InMemoryAdapter):
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    async def reset_to_scheduled(self, ids: Any) -> None:
+        self.tracker.resetting([self._rows[i] for i in ids if i in self._rows])
+        await super().reset_to_scheduled(ids)
+
+
+class TrackedProjections(InMemoryProjectionProvider):
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    async def upsert_projections(self, entries: Any) -> None:
+        await super().upsert_projections(entries)
+        for entry in entries:
+            stored = self.get(entry.task_id)
+            if stored is not None:
+                self.tracker.projected(entry.task_id, stored.status.rank)
+
+
+class ReportingQueue:
+    """Tells the checker which tasks each publish reported as written to its caller."""
+
+    def __init__(self, inner: Any, tracker: Tracker) -> None:
+        self.inner = inner
+        self.tracker = tracker
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    async def publish(self, tasks: list[Task]) -> None:
+        try:
+            await self.inner.publish(tasks)
+        except QueueWriteError as exc:
+            refused = set(exc.task_ids) | set(exc.rejected)
+            self.tracker.reported_written([t for t in tasks if t.key not in refused])
+            raise
+        self.tracker.reported_written(list(tasks))
