@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from tq_cloud.flows.starter import FlowStarter
 
 log = logging.getLogger("tq_cloud.actions")
+_TASK_LOG = logging.getLogger("tq_cloud.task")
 
 TaskCheck = Callable[[Task], Task]
 """Returns the routed copy of a task, or raises TaskRejectedError naming the broken limit."""
@@ -106,7 +107,7 @@ class ExecutorActions:
         self._flow_starter = flow_starter
         self._log_context = dict(log_context) if log_context else None
         self._children = 0
-        self.log = logging.LoggerAdapter(logging.getLogger("tq_cloud.task"), self._log_context or {})
+        self.log = logging.LoggerAdapter(_TASK_LOG, self._log_context or {})
 
     @property
     def _parent_key(self) -> str:

@@ -49,7 +49,7 @@ class NewTasksStep:
             return
 
         async def dispatch(tasks: list[Task]) -> dict[str, str]:
-            return (await self.router.dispatch(tasks, strict=False))[1]
+            return (await self.router.dispatch(tasks, strict=False, prepared=True))[1]
 
         rejected = await batch.isolate(batch.new_tasks, dispatch)
         if not rejected:

@@ -153,16 +153,18 @@ class TaskRouter:
             delay > timedelta(0) and not self.queue.honours_execute_at
         )
 
-    async def dispatch(self, tasks: Sequence[Task], *, strict: bool = True) -> tuple[list[Task], Rejected]:
+    async def dispatch(self, tasks: Sequence[Task], *, strict: bool = True,
+                       prepared: bool = False) -> tuple[list[Task], Rejected]:
         """Route tasks. `strict` (add_tasks): a task that breaks a limit raises before anything
         is written. Otherwise (the commit path) such tasks come back as rejected and the rest
-        are dispatched. Transient failures (throttling) raise in both modes."""
+        are dispatched. Transient failures (throttling) raise in both modes. `prepared`: the
+        tasks are `check`'s copies already (children checked in the executor's call)."""
         if not tasks:
             return [], {}
         now = self.clock.now()
-        routed: list[Task] = []
+        routed: list[Task] = list(tasks) if prepared else []
         rejected: Rejected = {}
-        for task in tasks:
+        for task in () if prepared else tasks:
             try:
                 routed.append(self.prepare(task, now))
             except TaskRejectedError as exc:

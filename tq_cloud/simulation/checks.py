@@ -49,7 +49,7 @@ class Tracker:
     violations: list[str] = field(default_factory=list)
     deliveries: Counter[Key] = field(default_factory=Counter)
     runs: Counter[Key] = field(default_factory=Counter)
-    reported: set[Key] = field(default_factory=set)
+    reported: dict[str, set[tuple[int, int]]] = field(default_factory=dict)
     seen: dict[str, Seen] = field(default_factory=dict)
     joins: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     exhausted_events: Counter[str] = field(default_factory=Counter)
@@ -72,21 +72,24 @@ class Tracker:
             return
         seen = self.seen.setdefault(task.key, Seen())
         seen.task = seen.task or task
-        if record.stored and record.key in self.reported:
+        if record.stored and record.key is not None and record.key[1:] in self.reported.get(record.key[0], ()):
             self.violate(f"stored task {task.key} attempt {record.key[1:]} sent again after a write reported done")
 
     def reported_written(self, tasks: list[Task]) -> None:
-        self.reported.update(attempt_key(t) for t in tasks if t.force_store)
+        for task in tasks:
+            if task.force_store:
+                key = attempt_key(task)
+                self.reported.setdefault(key[0], set()).add(key[1:])
 
     def resetting(self, rows: list[Task]) -> None:
         """Rows about to go back to `scheduled` (their send failed): a row whose send was
         reported written must not, or the sweeper sends it a second time."""
         for row in rows:
-            if row.status is TaskStatus.PROCESSING and attempt_key(row) in self.reported:
+            if row.status is TaskStatus.PROCESSING and attempt_key(row)[1:] in self.reported.get(row.key, ()):
                 self.violate(f"task {row.key} reset to scheduled though its send was reported written")
 
     def recovered(self, task_id: str) -> None:
-        self.reported = {k for k in self.reported if k[0] != task_id}
+        self.reported.pop(task_id, None)
 
     def delivered(self, key: Key) -> None:
         self.deliveries[key] += 1

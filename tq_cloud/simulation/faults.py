@@ -1,10 +1,11 @@
 """Seeded faults at every port call, and the invocation a call belongs to.
 
-A call may fail before its effect (throttled, timed out), after it (the write happened, the
-response was lost), or crash the whole invocation there (`InvocationCrash`, a BaseException so
-that no handler code can swallow it). Once an invocation crashed, every later call it makes
-fails without effect: a dead process writes nothing, whatever its `finally` blocks try. A queue
-publish may also be partial (some records written, the rest throttled), as PutRecords is.
+A call may fail before its effect (throttled, timed out) or after it (the write happened, the
+response was lost); an invocation may die at one of its calls, before or after its effect
+(`InvocationCrash`, a BaseException that no handler code can swallow). Once an
+invocation crashed, every later call it makes fails without effect: a dead process writes
+nothing, whatever its `finally` blocks try. A queue publish may also be partial (some records
+written, the rest throttled), as PutRecords is.
 Conditional writes on one flow's barrier that overlap in time cancel each other, as DynamoDB
 transactions on one item do.
 """
@@ -41,8 +42,12 @@ class TransactionConflict(TransientError):
 
 @dataclass(eq=False)
 class Invocation:
+    """One invocation: it dies at its `crash_at`-th port call, if it has that many."""
+
     name: str
     crashed: bool = False
+    crash_at: int | None = None
+    calls: int = 0
 
 
 CURRENT: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("tq_sim_invocation", default=None)
@@ -50,25 +55,35 @@ CURRENT: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("tq_
 
 @dataclass
 class FaultPlan:
+    """`rate`: the probability that a port call fails (before or after its effect), and, with
+    `crash_share` of it, that an invocation dies, at a port call drawn among its first 32."""
+
     rng: random.Random
     rate: float
-    crash_share: float = 0.05
+    crash_share: float = 0.25
     counts: Counter[str] = field(default_factory=Counter)
     conflicts: int = 0
     on_fault: Callable[[str, str], None] | None = None
 
+    def invocation(self, name: str) -> Invocation:
+        crashes = self.rate > 0 and self.rng.random() < self.rate * self.crash_share
+        return Invocation(name, crash_at=self.rng.randrange(1, 33) if crashes else None)
+
     def draw(self, where: str, writes: bool) -> str | None:
         """None, or the kind of fault for this call."""
+        invocation = CURRENT.get()
+        if invocation is not None and invocation.crash_at is not None:
+            invocation.calls += 1
+            if invocation.calls == invocation.crash_at:
+                return self._count("crash_after" if writes and self.rng.random() < 0.5 else "crash_before", where)
         if self.rate <= 0 or self.rng.random() >= self.rate:
             return None
-        invocation = CURRENT.get()
         roll = self.rng.random()
-        if invocation is not None and roll < self.crash_share:
-            kind = "crash_after" if writes and self.rng.random() < 0.5 else "crash_before"
-        elif writes and roll < 0.5:
-            kind = "lost_after"
-        else:
-            kind = "throttled" if roll < 0.75 else "timeout_before"
+        if writes and roll < 0.5:
+            return self._count("lost_after", where)
+        return self._count("throttled" if roll < 0.75 else "timeout_before", where)
+
+    def _count(self, kind: str, where: str) -> str:
         self.counts[kind] += 1
         if self.on_fault is not None:
             self.on_fault(kind, where)

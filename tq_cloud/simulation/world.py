@@ -151,7 +151,7 @@ class Deployment:
         context = SimContext(f"req-{next(self._names)}", self.loop.time() + self.cfg.invocation_timeout)
         event = {"Records": [r.as_lambda_record() for r in batch]}
         response = await invocation(KinesisBatchHandler(SimRuntime(handler, self.tracker)).handle(event, context),
-                                    f"{lane.name}#{batch[0].seq}", self.cfg.invocation_timeout)
+                                    self.plan.invocation(f"{lane.name}#{batch[0].seq}"), self.cfg.invocation_timeout)
         if response is None:
             self.containers.pop(lane.name, None)  # a crashed container is not reused
             self.tracker.note("crashed", lane.name)
@@ -184,7 +184,7 @@ class Deployment:
             now = self.clock.now()
             chunk = [t.model_copy(update={"execute_at": now + timedelta(seconds=d)}) if d else t
                      for t, d in work.roots[start:start + wave]]
-            while await invocation(producer.add_tasks(chunk), "producer", 60.0) is None:  # noqa: ASYNC110
+            while await invocation(producer.add_tasks(chunk), self.plan.invocation("producer"), 60.0) is None:  # noqa: ASYNC110
                 await asyncio.sleep(1.0)  # the producer tries again a second later
             await asyncio.sleep(0.05)
         self.produced.set()
@@ -199,7 +199,8 @@ class Deployment:
                 row = self.storage._rows[key]
                 if row.status is TaskStatus.PROCESSING and (row.processing_started_at or cutoff) < cutoff:
                     self.tracker.recovered(key)
-            if await invocation(SweeperHandler(SimRuntime(handler, self.tracker)).handle(), "sweeper", 60.0) is None:
+            sweeper = SweeperHandler(SimRuntime(handler, self.tracker))
+            if await invocation(sweeper.handle(), self.plan.invocation("sweeper"), 60.0) is None:
                 handler = self.container()
 
     def settled(self) -> bool:
@@ -228,10 +229,9 @@ class Deployment:
         report.trace = self.tracker.trace.hexdigest()
 
 
-async def invocation(work: Any, name: str, limit: float) -> Any:
+async def invocation(work: Any, current: Invocation, limit: float) -> Any:
     """Run one invocation in its own context; None if it crashed or ran past `limit` seconds
     (then it is dead: whatever it still runs can no longer write)."""
-    current = Invocation(name)
     token = CURRENT.set(current)
     job = asyncio.ensure_future(work)
     CURRENT.reset(token)

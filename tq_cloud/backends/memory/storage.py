@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from tq_cloud.core.codec import encode_task
 from tq_cloud.core.limits import failure_row
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError, TqError
@@ -32,7 +33,7 @@ class InMemoryAdapter:
             self.fail_next_writes -= 1
             raise TqError("injected storage failure")
         for task in tasks:
-            size = len(task.model_dump_json(exclude_defaults=True))
+            size = len(encode_task(task))
             if size > self._max:
                 raise PayloadTooLargeError(task.id, size, self._max, "the task store")
 
