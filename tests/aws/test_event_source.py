@@ -61,3 +61,36 @@ async def test_a_raising_batch_is_bisected_down_to_the_poison_record(stream: tup
     delivered_ok = {r for batch in handler.batches if "r3" not in batch for r in batch}
     assert delivered_ok == {f"r{i}" for i in range(8)} - {"r3"}
     assert esm.stats.sent_to_on_failure and esm.stats.sent_to_on_failure[0]["count"] == 1
+
+
+async def test_shards_and_lanes_are_delivered_concurrently_each_to_its_own_container(moto_endpoint: str) -> None:
+    import threading
+
+    settings = fresh_settings(moto_endpoint)
+    meeting = threading.Barrier(2, timeout=10)
+    made: list[object] = []
+    keys_seen: dict[str, list[str]] = {}
+
+    def container() -> Any:
+        def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+            meeting.wait()  # returns only if another slot is inside its invocation at the same time
+            for record in event["Records"]:
+                keys_seen.setdefault(record["kinesis"]["partitionKey"], []).append(
+                    base64.b64decode(record["kinesis"]["data"]).decode())
+            return {"batchItemFailures": []}
+
+        made.append(handler)
+        return handler
+
+    async with aws_resources(settings) as clients:
+        arn = (await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name))[
+            "StreamDescriptionSummary"]["StreamARN"]
+        for i in range(6):
+            await clients.kinesis.put_record(StreamName=settings.stream_name, Data=f"{i}".encode(),
+                                             PartitionKey="a" if i % 2 else "b")
+        esm = EmulatedEventSourceMapping(clients.kinesis, settings.stream_name, arn, container(), batch_size=100,
+                                         parallelization=2, containers=container)
+        made.clear()
+        await esm.poll_once()
+    assert len(made) == 2, "each concurrent slot has its own container"
+    assert keys_seen == {"a": ["1", "3", "5"], "b": ["0", "2", "4"]}, "one key's records stay in order"

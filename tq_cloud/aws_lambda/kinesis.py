@@ -57,6 +57,20 @@ class KinesisBatchHandler:
             if self.runtime.metrics is not None:
                 self.runtime.metrics.flush_metrics()
 
+    def new_container(self) -> KinesisBatchHandler:
+        """The same handler in a fresh container (its own runtime, clients and async manager),
+        as Lambda runs concurrent batches in separate containers."""
+        runtime = self.runtime
+        if not isinstance(runtime, LambdaRuntime):
+            raise TypeError("only a LambdaRuntime handler can be cloned into a new container")
+        options = dict(runtime.handler_options)
+        manager = options.get("async_manager")
+        if manager is not None:
+            options["async_manager"] = type(manager)(manager.options, clock=manager.clock)
+        return KinesisBatchHandler(LambdaRuntime(runtime.app, runtime.aws, **options),
+                                   safety_margin_ms=self.safety_margin_ms, chunk_size=self.chunk_size,
+                                   commit_retries=self.commit_retries)
+
     def _time_left_ms(self, context: Any) -> float:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         return float(remaining()) if callable(remaining) else float("inf")

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from tq_cloud.asynctasks.manager import AsyncTaskManager, AsyncTaskManagerOptions
 from tq_cloud.core.actions import ExecutorActions
@@ -192,10 +192,23 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     manager = AsyncTaskManager(AsyncTaskManagerOptions(max_tasks=50, default_max_duration=5))
     worker = kinesis_handler(app, aws, settings=quick, async_manager=manager)
     sweeper = sweeper_handler(app, aws, settings=quick)
+    containers: list[Any] = []
+
+    def container() -> Any:
+        """A worker container for one slot of the event source mapping, with the faults on its
+        clients (called in the slot's thread: the container's runtime runs its own loop)."""
+        handler = cast(Any, worker).new_container()
+        handler.runtime.run(handler.runtime.stack())
+        clients = handler.runtime._stack.clients
+        for client in (clients.kinesis, clients.dynamodb, clients.scheduler):
+            faults.attach(client)
+        containers.append(handler)
+        return faults.crashing(handler)
+
     options = DevOptions(endpoint_url=endpoint, template=template or Path.cwd() / "template.yaml",
                          worker=faults.crashing(worker), sweeper=sweeper, sweep_interval=sweep_interval,
                          batching_window=0.1, view_interval=view_interval, until_settled=True, max_seconds=max_seconds,
-                         aws=aws, max_retries=1000)
+                         aws=aws, max_retries=1000, worker_containers=container)
     runtime = LocalRuntime(options, out or io.StringIO())
 
     from tq_cloud.backends.aws.stack import open_clients
@@ -215,9 +228,9 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
                                        _waves(runtime, design.tasks[size:], size))
     finally:
         faults.enabled = False
-        for handler in (worker, sweeper):
-            if not handler.runtime.loop.is_closed():  # type: ignore[attr-defined]
-                await asyncio.to_thread(handler.runtime.shutdown)  # type: ignore[attr-defined]
+        for lambda_runtime in [cast(Any, h).runtime for h in (worker, sweeper, *containers)]:
+            if not lambda_runtime.loop.is_closed():
+                await asyncio.to_thread(lambda_runtime.shutdown)
     violations = await _check(aws, design, truth)
     if final_view is None or not final_view.settled:
         violations.insert(0, f"the run did not settle within {max_seconds:.0f}s: the checks below describe "

@@ -5,6 +5,12 @@ event ids, the stream ARN), and invokes the worker handler in a thread, as Lambd
 function in its own process. Its semantics follow the mapping in template.yaml:
 ReportBatchItemFailures (resume from the first reported record), BisectBatchOnFunctionError
 (split a batch whose invocation raised), MaximumRetryAttempts, then the on-failure destination.
+
+Shards are delivered concurrently, and within a shard up to ParallelizationFactor batches at
+once, split by a hash of the partition key so that one key's records stay in order, as Lambda
+does. Each concurrent slot invokes its own container (`containers()` makes one: a handler with
+its own runtime, as a separate Lambda container); without a factory, invocations of the one
+handler given are serialised.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +63,8 @@ class MappingStats:
 class EmulatedEventSourceMapping:
     def __init__(self, kinesis: Any, stream_name: str, stream_arn: str, handler: Handler, *,
                  batch_size: int = 100, batching_window: float = 1.0, max_retries: int = 10,
-                 function_timeout_ms: int = 300_000) -> None:
+                 function_timeout_ms: int = 300_000, parallelization: int = 1,
+                 containers: Callable[[], Handler] | None = None) -> None:
         self.kinesis = kinesis
         self.stream_name = stream_name
         self.stream_arn = stream_arn
@@ -64,9 +73,31 @@ class EmulatedEventSourceMapping:
         self.batching_window = batching_window
         self.max_retries = max_retries
         self.function_timeout_ms = function_timeout_ms
+        self.parallelization = parallelization
+        self.containers = containers
         self.stats = MappingStats()
         self._polled = asyncio.Condition()
         self._iterators: dict[str, str | None] = {}
+        self._slots: dict[str, Handler] = {}
+        self._slots_lock = threading.Lock()
+        self._serial = threading.Lock()
+
+    def _call(self, slot: str, event: Mapping[str, Any], context: Any) -> Any:
+        """In a worker thread: the slot's own container, made on first use (in this thread,
+        since a container's runtime runs its own event loop)."""
+        if self.containers is None:
+            with self._serial:
+                return self.handler(event, context)
+        with self._slots_lock:
+            handler = self._slots.get(slot)
+            if handler is None:
+                handler = self._slots[slot] = self.containers()
+        return handler(event, context)
+
+    def slot_handlers(self) -> list[Handler]:
+        """The containers made so far (to shut down with the runtime)."""
+        with self._slots_lock:
+            return list(self._slots.values())
 
     async def _iterator(self, shard: str) -> str | None:
         if shard not in self._iterators:
@@ -84,12 +115,12 @@ class EmulatedEventSourceMapping:
             "eventName": "aws:kinesis:record", "eventSourceARN": self.stream_arn, "awsRegion": "us-east-1",
         } for r in records]}
 
-    async def _invoke(self, shard: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _invoke(self, shard: str, records: list[dict[str, Any]], slot: str) -> list[dict[str, Any]]:
         """Invoke once; return the records to retry (from the first reported failure on)."""
         self.stats.invocations += 1
         self.stats.records += len(records)
         context = InvocationContext(self.function_timeout_ms)
-        response = await asyncio.to_thread(self.handler, self._event(shard, records), context)
+        response = await asyncio.to_thread(self._call, slot, self._event(shard, records), context)
         failures = [f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])]
         if not failures:
             return []
@@ -97,13 +128,13 @@ class EmulatedEventSourceMapping:
         first = min(i for i, r in enumerate(records) if r["SequenceNumber"] in set(failures))
         return records[first:]
 
-    async def _deliver(self, shard: str, records: list[dict[str, Any]]) -> None:
+    async def _deliver(self, shard: str, records: list[dict[str, Any]], slot: str) -> None:
         """Deliver with retries and bisection, as Lambda does for one batch."""
         queue: list[tuple[list[dict[str, Any]], int]] = [(records, 0)]
         while queue:
             batch, attempt = queue.pop(0)
             try:
-                retry = await self._invoke(shard, batch)
+                retry = await self._invoke(shard, batch, slot)
             except Exception:
                 self.stats.errors += 1
                 log.exception("worker invocation raised on %d records", len(batch))
@@ -127,29 +158,34 @@ class EmulatedEventSourceMapping:
                                               "count": len(records)})
 
     async def poll_once(self) -> int:
-        """One GetRecords per shard, each non-empty result delivered as one batch."""
-        delivered = 0
+        """One GetRecords per shard, all shards at once; each shard's records delivered in up to
+        ParallelizationFactor ordered lanes at once."""
         self.stats.polls += 1
         shards = [s["ShardId"] for s in (await self.kinesis.list_shards(StreamName=self.stream_name))["Shards"]]
-        for shard in shards:
-            iterator = await self._iterator(shard)
-            if iterator is None:  # a closed shard, read to its end
-                self.stats.behind_ms[shard] = 0
-                continue
-            response = await self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)
-            self._iterators[shard] = response.get("NextShardIterator")
-            records = list(response["Records"])
-            self.stats.behind_ms[shard] = response.get("MillisBehindLatest", 0) if records else 0
-            if records:
-                oldest = min(r["ApproximateArrivalTimestamp"].timestamp() for r in records)
-                self.stats.iterator_age_ms = max((time.time() - oldest) * 1000, 0.0)
-                self.stats.max_iterator_age_ms = max(self.stats.max_iterator_age_ms, self.stats.iterator_age_ms)
-            for start in range(0, len(records), self.batch_size):
-                await self._deliver(shard, records[start:start + self.batch_size])
-                delivered += len(records[start:start + self.batch_size])
+        delivered = sum(await asyncio.gather(*(self._poll_shard(shard) for shard in shards)))
         async with self._polled:
             self._polled.notify_all()
         return delivered
+
+    async def _poll_shard(self, shard: str) -> int:
+        iterator = await self._iterator(shard)
+        if iterator is None:  # a closed shard, read to its end
+            self.stats.behind_ms[shard] = 0
+            return 0
+        response = await self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)
+        self._iterators[shard] = response.get("NextShardIterator")
+        records = list(response["Records"])
+        self.stats.behind_ms[shard] = response.get("MillisBehindLatest", 0) if records else 0
+        if records:
+            oldest = min(r["ApproximateArrivalTimestamp"].timestamp() for r in records)
+            self.stats.iterator_age_ms = max((time.time() - oldest) * 1000, 0.0)
+            self.stats.max_iterator_age_ms = max(self.stats.max_iterator_age_ms, self.stats.iterator_age_ms)
+        lanes: dict[int, list[dict[str, Any]]] = {}
+        for record in records:
+            lane = zlib.crc32(record["PartitionKey"].encode()) % self.parallelization
+            lanes.setdefault(lane, []).append(record)
+        await asyncio.gather(*(self._deliver(shard, batch, f"{shard}/{lane}") for lane, batch in lanes.items()))
+        return len(records)
 
     async def caught_up(self) -> None:
         """Return once a poll that began after this call has found every shard at its tip."""

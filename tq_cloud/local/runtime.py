@@ -51,6 +51,11 @@ class DevOptions:
     max_seconds: float | None = None
     aws: AwsSettings | None = None
     max_retries: int = 10
+    parallelization: int = 2
+    """Concurrent batches per shard (the template's ParallelizationFactor); shards always run
+    concurrently, each slot in a container of its own."""
+    worker_containers: Callable[[], Callable[..., Any]] | None = None
+    """Makes a worker container for a slot (default: the worker's `new_container`)."""
 
 
 def settings_for(endpoint: str) -> AwsSettings:
@@ -95,7 +100,9 @@ class LocalRuntime:
             "StreamDescriptionSummary"]["StreamARN"]
         self.esm = EmulatedEventSourceMapping(
             clients.kinesis, settings.stream_name, arn, worker, batch_size=self.options.batch_size,
-            batching_window=self.options.batching_window, max_retries=self.options.max_retries)
+            batching_window=self.options.batching_window, max_retries=self.options.max_retries,
+            parallelization=self.options.parallelization,
+            containers=self.options.worker_containers or getattr(worker, "new_container", None))
         if seed:
             await self._enqueue(settings, seed)
         feeding = asyncio.ensure_future(self._feed(settings, feed))
@@ -110,7 +117,7 @@ class LocalRuntime:
             stop.set()
             feeding.cancel()  # a feed may be waiting on the mapping, which has just stopped
             await asyncio.gather(*jobs, return_exceptions=True)
-            for handler in (worker, sweeper):
+            for handler in (worker, sweeper, *self.esm.slot_handlers()):
                 runtime = getattr(handler, "runtime", None)
                 if runtime is not None and runtime.loop.is_closed() is False:
                     await asyncio.to_thread(runtime.shutdown)
