@@ -55,9 +55,9 @@ log = logging.getLogger("tq_cloud.handler")
 
 @dataclass(slots=True)
 class BatchReport:
-    """`not_committed` must be redelivered: the runner deferred them (claimed elsewhere) or
-    committing their effects failed (transiently: a write that can never succeed fails its one
-    task instead). Executor failures are committed (as retries or final failures)."""
+    """`not_committed` must be redelivered: committing their effects failed (transiently: a
+    write that can never succeed fails its one task instead). Executor failures are committed
+    (as retries or final failures), and so are tasks claimed elsewhere (deferred)."""
 
     processed: int = 0
     succeeded: int = 0
@@ -187,7 +187,6 @@ class TaskHandler:
             report.not_committed = list(tasks)
             await self.stats.error(exc, "process_batch")
         else:
-            report.not_committed = result.deferred
             ran = [o for o in batch.outcomes if o.verdict is not Verdict.IGNORED]
             report.succeeded = sum(1 for o in ran if o.succeeded)
             report.failed = len(ran) - report.succeeded

@@ -68,7 +68,6 @@ class RunResult:
 
     outcomes: list[Outcome] = field(default_factory=list)
     new_tasks: list[Task] = field(default_factory=list)
-    deferred: list[Task] = field(default_factory=list)
     handed_off: list[Task] = field(default_factory=list)
     superseded: list[Task] = field(default_factory=list)
     committed_rows: list[Task] = field(default_factory=list)

@@ -1,7 +1,12 @@
 """Runs one batch: claims each task, groups by (queue, type), drives each executor kind, and
-records every task's outcome. Every record leaves with an outcome (ignored included), is handed
-off, is returned as deferred, or is superseded by a more advanced copy of the same task (in the
-batch, or already committed in the store); none is forgotten.
+records every task's outcome. Every record leaves with an outcome (ignored, and deferred when
+another worker holds its claim, included), is handed off, or is superseded by a more advanced
+copy of the same task (in the batch, or already committed in the store); none is forgotten.
+
+A task claimed elsewhere is deferred through the store (run again after CLAIM_DEFERRAL seconds,
+using no attempt), not handed back to the stream: a claim left by a killed invocation lasts
+minutes, and redelivering the record meanwhile would burn the event source's retries until
+the batch went to the on-failure destination.
 
 Executors get a copy of each task with its payload validated into their model; outcomes keep
 the task as delivered, so whatever the commit writes carries the payload as it was sent."""
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tq_cloud.runner")
 
 FULL_MANAGER_RETRY_DELAY = 30.0
+CLAIM_DEFERRAL = 30.0
+CLAIMED_ELSEWHERE = "claimed by another worker; deferred without using an attempt"
 FORGOTTEN = "executor returned without calling success() or fail()"
 AsyncCommit = Callable[[RunResult, str], Awaitable[None]]
 UncommittedHook = Callable[[Task], None]
@@ -81,13 +88,15 @@ class TaskRunner:
         result = RunResult()
         unique = _most_advanced(tasks, result.superseded)
         claimed = await self.locks.acquire(list(unique), runner_id, claim_ttl or self.lock_ttl)
-        result.deferred = [t for k, t in unique.items() if k not in claimed]
+        recorder = RunRecorder(self.clock)
+        for key, task in unique.items():
+            if key not in claimed:
+                recorder.record(task, error=CLAIMED_ELSEWHERE, retry_delay=CLAIM_DEFERRAL, consume_attempt=False)
         keep_locked: set[str] = set()
         try:
             mine = await self._not_yet_committed([t for k, t in unique.items() if k in claimed], result)
             if self.on_processing is not None:
                 await self.on_processing([t for t in mine if t.entity and not t.retry_count])
-            recorder = RunRecorder(self.clock)
             for (queue_id, task_type), group in _group(mine).items():
                 executor = self.registry.get_executor(queue_id, task_type) or self._builtin(task_type)
                 if executor is None:
@@ -111,7 +120,14 @@ class TaskRunner:
             result.flows = recorder.flows
             return result
         finally:
-            await self.locks.release([k for k in claimed if k not in keep_locked], runner_id)
+            await self._release([k for k in claimed if k not in keep_locked], runner_id)
+
+    async def _release(self, keys: list[str], owner: str) -> None:
+        """A claim that could not be released expires with its TTL; the batch's outcomes stand."""
+        try:
+            await self.locks.release(keys, owner)
+        except Exception:
+            log.exception("could not release %d claims; they expire with their TTL", len(keys))
 
     async def _not_yet_committed(self, tasks: list[Task], result: RunResult) -> list[Task]:
         """Drop stored tasks whose row shows this attempt already committed (final, or a later
@@ -266,7 +282,7 @@ class TaskRunner:
             if self.on_async_uncommitted is not None:
                 self.on_async_uncommitted(task)
         finally:
-            await self.locks.release([task.key], consumer_id)
+            await self._release([task.key], consumer_id)
 
     def _builtin(self, task_type: str) -> Executor | None:
         """Executors the framework ships: the flow-timeout sentinel needs no user code (the
