@@ -142,7 +142,7 @@ async def test_poller_rereads_uncommitted_records(env: tuple[Any, AwsSettings]) 
     poller = KinesisShardPoller(clients.kinesis, settings.stream_name, stack.handler)
     from tests.aws_support import CallFaults
 
-    CallFaults(clients.dynamodb, "dynamodb.UpdateItem", "ThrottlingException")
+    CallFaults(clients.dynamodb, "dynamodb.UpdateItem", "ThrottlingException", times=4)  # every try of one call
     assert await poller.poll_once() == 1
     assert poller.committed == 0 and poller.checkpoints == {}, "the commit failed: no checkpoint"
     assert await poller.poll_once() == 1
