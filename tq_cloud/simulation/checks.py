@@ -31,11 +31,15 @@ from tq_cloud.core.outcomes import Verdict
 from tq_cloud.simulation.stream import Key, Record, attempt_key
 
 
-@dataclass
+@dataclass(slots=True)
 class Seen:
-    """What the checker knows of one task id."""
+    """What the checker knows of one task id: what its plan implies (kept instead of the task,
+    so that a million tasks fit in memory) and how it ended so far."""
 
-    task: Task | None = None
+    want: Verdict | None = None
+    label: str = ""
+    has_row: bool = False
+    bound: bool = False
     verdict: Verdict | None = None
     attempt: tuple[int, int] = (-1, -1)
     result: Any = None
@@ -46,6 +50,7 @@ class Seen:
 class Tracker:
     peek_row: Callable[[str], Task | None]
     now: Callable[[], float]
+    describe: Callable[[Task], Seen]
     violations: list[str] = field(default_factory=list)
     deliveries: Counter[Key] = field(default_factory=Counter)
     runs: Counter[Key] = field(default_factory=Counter)
@@ -70,8 +75,7 @@ class Tracker:
         self.note("w", record.seq, record.key)
         if task is None:
             return
-        seen = self.seen.setdefault(task.key, Seen())
-        seen.task = seen.task or task
+        self._see(task)
         if record.stored and record.key is not None and record.key[1:] in self.reported.get(record.key[0], ()):
             self.violate(f"stored task {task.key} attempt {record.key[1:]} sent again after a write reported done")
 
@@ -123,16 +127,17 @@ class Tracker:
         for row in batch.committed_rows:  # redelivered after its commit: the row says how it ended
             self._final(row, Verdict(row.status.value), row.execution_result, row.execution_stats.last_error)
         for outcome in batch.outcomes:
-            task = outcome.task
-            seen = self.seen.setdefault(task.key, Seen(task=task))
-            attempt = _attempt(task)
-            if attempt >= seen.attempt:
-                seen.attempt, seen.verdict = attempt, outcome.verdict
-                seen.result, seen.error = outcome.result, outcome.error
-                seen.task = seen.task or task
+            assert outcome.verdict is not None
+            self._final(outcome.task, outcome.verdict, outcome.result, outcome.error)
+
+    def _see(self, task: Task) -> Seen:
+        seen = self.seen.get(task.key)
+        if seen is None:
+            seen = self.seen[task.key] = self.describe(task)
+        return seen
 
     def _final(self, task: Task, verdict: Verdict, result: Any, error: str | None) -> None:
-        seen = self.seen.setdefault(task.key, Seen(task=task))
+        seen = self._see(task)
         if _attempt(task) >= seen.attempt:
             seen.attempt, seen.verdict, seen.result, seen.error = _attempt(task), verdict, result, error
 

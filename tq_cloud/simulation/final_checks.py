@@ -5,12 +5,21 @@ from __future__ import annotations
 from tq_cloud.backends.memory import InMemoryAdapter, InMemoryProjectionProvider
 from tq_cloud.core.models import TaskStatus
 from tq_cloud.core.outcomes import Verdict
-from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE, StartedFlow
+from tq_cloud.flows.models import StartedFlow
 from tq_cloud.ids import derived_id
 from tq_cloud.ports.projections import ProjectionStatus
 from tq_cloud.simulation.checks import Tracker, rows_left_open
 from tq_cloud.simulation.stream import EventSourceMapping, Record, SimStream
-from tq_cloud.simulation.workload import expected
+
+
+class FlowShape:
+    """What the checker keeps of a started flow: its steps' ids by index."""
+
+    __slots__ = ("step_ids",)
+
+    def __init__(self, flow: StartedFlow) -> None:
+        by_index = {t.flow_meta.step_index: t.key for t in flow.tasks if t.flow_meta and t.flow_meta.step_index >= 0}
+        self.step_ids = [by_index[i] for i in range(flow.total_steps)]
 
 
 class FinalChecks:
@@ -21,7 +30,7 @@ class FinalChecks:
         self.projections = projections
         self.stream = stream
 
-    def run(self, raw: list[tuple[bytes, str]], flows: dict[str, StartedFlow], mapping: EventSourceMapping) -> None:
+    def run(self, flows: dict[str, FlowShape], mapping: EventSourceMapping) -> None:
         tracker = self.tracker
         for problem in rows_left_open(self.storage._rows):
             tracker.violate(problem)
@@ -29,36 +38,31 @@ class FinalChecks:
             tracker.violate(f"{len(mapping.on_failure)} batches reached the on-failure destination: "
                             f"{mapping.on_failure[:3]}")
         self._tasks()
-        self._foreign(raw)
+        self._foreign()
         for flow_id, flow in flows.items():
             self._flow(flow_id, flow)
 
     def _tasks(self) -> None:
         tracker, rows = self.tracker, self.storage._rows
         for key, seen in tracker.seen.items():
-            if seen.task is None:
-                continue
-            want = expected(seen.task)
+            want = seen.want
             if seen.verdict is not want:
-                kind = seen.task.payload.get("k") if isinstance(seen.task.payload, dict) else None
-                tracker.violate(f"task {key} ({seen.task.type}, {kind}) ended {seen.verdict}, expected {want}")
+                tracker.violate(f"task {key} ({seen.label}) ended {seen.verdict}, expected {want}")
                 continue
             row = rows.get(key)
             if want is Verdict.DISCARDED and not tracker.exhausted_events[key]:
                 tracker.violate(f"discarded task {key} was never announced")
             if want in (Verdict.FAILED, Verdict.IGNORED) and (row is None or row.status.value != want.value):
                 tracker.violate(f"task {key} should have a {want.value} row, has {row.status if row else None}")
-            has_row = seen.task.force_store and seen.task.type != FLOW_TIMEOUT_TYPE  # sentinels live in the timer
-            if has_row and want is Verdict.EXECUTED and (row is None or row.status is not TaskStatus.EXECUTED):
+            if seen.has_row and want is Verdict.EXECUTED and (row is None or row.status is not TaskStatus.EXECUTED):
                 tracker.violate(f"stored task {key} should have an executed row, has {row.status if row else None}")
-            if seen.task.entity is not None and seen.task.force_store:
+            if seen.bound and want is not None:
                 self._projection(key, want)
 
-    def _foreign(self, raw: list[tuple[bytes, str]]) -> None:
+    def _foreign(self) -> None:
         """Records of other producers: each ran under its derived id, or is a recorded poison."""
         tracker, rows = self.tracker, self.storage._rows
-        datas = {id(data) for data, _ in raw}
-        for record in (r for lane in self.stream.lanes for r in lane.records if id(r.data) in datas):
+        for record in self.stream.foreign:
             seen = tracker.seen.get(raw_key(record)[0])
             undecodable = rows.get(derived_id("undecodable", f"{record.seq:020d}"))
             ok = (seen is not None and seen.verdict is Verdict.EXECUTED) or (
@@ -72,7 +76,7 @@ class FinalChecks:
         if entry is None or entry.status is not final:
             self.tracker.violate(f"projection of {key} is {entry.status if entry else None}, expected {final.value}")
 
-    def _flow(self, flow_id: str, flow: StartedFlow) -> None:
+    def _flow(self, flow_id: str, flow: FlowShape) -> None:
         tracker = self.tracker
         join = tracker.seen.get(derived_id(flow_id, "join"))
         runs = tracker.joins.get(flow_id, [])
@@ -85,12 +89,11 @@ class FinalChecks:
         if len(indices) != len(set(indices)):
             tracker.violate(f"flow {flow_id}: a step counted twice in the join")
         complete = not results["aborted"] and not results["timed_out"] and not results.get("truncated")
-        if complete and sorted(indices) != list(range(flow.total_steps)):
-            tracker.violate(f"flow {flow_id}: join has steps {len(indices)} of {flow.total_steps}")
-        by_index = {t.flow_meta.step_index: t for t in flow.tasks if t.flow_meta and t.flow_meta.step_index >= 0}
+        if complete and sorted(indices) != list(range(len(flow.step_ids))):
+            tracker.violate(f"flow {flow_id}: join has steps {len(indices)} of {len(flow.step_ids)}")
         for step in steps:
-            task = by_index.get(step["step_index"])
-            seen = tracker.seen.get(task.key) if task else None
+            index = step["step_index"]
+            seen = tracker.seen.get(flow.step_ids[index]) if 0 <= index < len(flow.step_ids) else None
             if seen is None or seen.verdict is None:
                 tracker.violate(f"flow {flow_id}: step {step['step_index']} in the join never finished")
                 continue

@@ -68,6 +68,8 @@ class SimStream:
         self.shards = shards
         self.parallelization = parallelization
         self.on_written = on_written
+        self.foreign: list[Record] = []
+        """Records written without a task (other producers'), kept for the final checks."""
         self._seq = 0
 
     @property
@@ -90,6 +92,8 @@ class SimStream:
                         asyncio.get_running_loop().time(), bool(task and task.force_store))
         lane.records.append(record)
         lane.wake.set()
+        if task is None:
+            self.foreign.append(record)
         self.on_written(record, task)
         return record
 
@@ -168,6 +172,9 @@ class EventSourceMapping:
                 lane.checkpoint += len(batch)
                 lane.retries = 0
                 lane.size = cfg.batch_size
+            if lane.checkpoint > 1000:  # nothing before the checkpoint is ever read again
+                del lane.records[:lane.checkpoint]
+                lane.checkpoint = 0
             if lane.retries > cfg.maximum_retry_attempts:
                 batch = lane.records[lane.checkpoint:lane.checkpoint + min(cfg.batch_size, lane.size)]
                 self.on_failure.append((lane.name, batch[0].seq, batch[-1].seq))

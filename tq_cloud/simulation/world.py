@@ -10,10 +10,12 @@ the backends (the in-memory ones, behind the fault plan), as functions share Dyn
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import resource
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
@@ -28,7 +30,6 @@ from tq_cloud.core.models import TaskStatus
 from tq_cloud.core.resilience import RetryPolicy
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.errors import TaskRejectedError
-from tq_cloud.flows.models import StartedFlow
 from tq_cloud.ids import derived_id
 from tq_cloud.simulation.adapters import (
     ReportingQueue,
@@ -40,11 +41,11 @@ from tq_cloud.simulation.adapters import (
 from tq_cloud.simulation.checks import Announcements, Tracker, TrackerStep
 from tq_cloud.simulation.config import SimConfig
 from tq_cloud.simulation.faults import CURRENT, FaultPlan, Faulty, Invocation, InvocationCrash
-from tq_cloud.simulation.final_checks import FinalChecks, raw_key
+from tq_cloud.simulation.final_checks import FinalChecks, FlowShape, raw_key
 from tq_cloud.simulation.loop import LoopClock, run_virtual
 from tq_cloud.simulation.stream import EventSourceMapping, Lane, MappingConfig, Record, SimStream
 from tq_cloud.simulation.timer import SimTimer
-from tq_cloud.simulation.workload import Workload, build_app, generate
+from tq_cloud.simulation.workload import Workload, build_app, describe, generate
 
 
 @dataclass
@@ -81,12 +82,15 @@ class Simulation:
 
     def run(self) -> SimReport:
         report = SimReport(self.config)
-        started = time.perf_counter()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(200_000, 50, 1000)  # the checker keeps every task it saw: rescanning that
+        started = time.perf_counter()          # heap at the default thresholds costs a third of a run
         try:
             run_virtual(_simulate(self.config, report))
         finally:
             report.wall_seconds = time.perf_counter() - started
             report.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            gc.set_threshold(*thresholds)
         return report
 
 
@@ -103,7 +107,8 @@ class Deployment:
         self.rngs = {name: random.Random(seeds.getrandbits(64)) for name in ("work", "faults", "yields", "timer")}
         self.loop = asyncio.get_running_loop()
         self.clock = LoopClock()
-        self.tracker = tracker = Tracker(peek_row=lambda key: self.storage._rows.get(key), now=self.loop.time)
+        self.tracker = tracker = Tracker(peek_row=lambda key: self.storage._rows.get(key), now=self.loop.time,
+                                         describe=describe)
         self.storage = TrackedStorage(tracker)
         self.plan = FaultPlan(self.rngs["faults"], cfg.fault_rate,
                               on_fault=lambda kind, where: tracker.note("fault", kind, where))
@@ -111,7 +116,7 @@ class Deployment:
         self.timer = SimTimer(self.stream, self.rngs["timer"])
         self.projections = TrackedProjections(tracker)
         self.app = build_app(tracker)
-        self.flows: dict[str, StartedFlow] = {}
+        self.flows: dict[str, FlowShape] = {}
         self.shared = {"storage": self._faulty(self.storage, "storage"),
                        "flow_barriers": self._faulty(InMemoryFlowBarrierProvider(), "barriers"),
                        "projections": self._faulty(self.projections, "projections"),
@@ -119,8 +124,9 @@ class Deployment:
         self.containers: dict[str, TaskHandler] = {}
         self.mapping = EventSourceMapping(self.stream, MappingConfig(
             cfg.batch_size, cfg.batching_window, cfg.maximum_retry_attempts), self.invoke)
-        self.work: Workload = generate(self.rngs["work"], cfg.tasks, cfg.max_flow_steps, cfg.edge_inputs,
-                                       lambda: f"task-{self.rngs['work'].getrandbits(48):012x}")
+        self.waves: Iterator[Workload] = generate(
+            self.rngs["work"], cfg.tasks, cfg.max_flow_steps, cfg.edge_inputs,
+            lambda: f"task-{self.rngs['work'].getrandbits(48):012x}")
         self.produced = asyncio.Event()
         self._names = iter(range(1, 1 << 62))
 
@@ -133,7 +139,8 @@ class Deployment:
         class FlowsStarted:
             async def __call__(self, batch: CommitBatch) -> None:
                 for flow in batch.flows:
-                    flows.setdefault(flow.flow_id, flow)
+                    if flow.flow_id not in flows:
+                        flows[flow.flow_id] = FlowShape(flow)
 
         return TaskHandler(
             registry=self.app, clock=self.clock, timer=self.timer,
@@ -170,21 +177,20 @@ class Deployment:
     async def produce(self) -> None:
         """Add the workload in waves through a producer of its own; a failed call is retried
         with the same tasks (the same ids)."""
-        producer, work = self.container(), self.work
-        for task in work.rejected_at_add:
-            try:
-                await producer.add_tasks([task])
-                self.tracker.violate(f"task {task.key!r} over a limit was accepted by add_tasks")
-            except TaskRejectedError:
-                pass
-        for data, key in work.raw:
-            self.stream.append(data, key)
-        wave = max(1, len(work.roots) // 200)
-        for start in range(0, len(work.roots), wave):
+        producer = self.container()
+        for work in self.waves:
+            for task in work.rejected_at_add:
+                try:
+                    await producer.add_tasks([task])
+                    self.tracker.violate(f"task {task.key!r} over a limit was accepted by add_tasks")
+                except TaskRejectedError:
+                    pass
+            for data, key in work.raw:
+                self.stream.append(data, key)
             now = self.clock.now()
-            chunk = [t.model_copy(update={"execute_at": now + timedelta(seconds=d)}) if d else t
-                     for t, d in work.roots[start:start + wave]]
-            while await invocation(producer.add_tasks(chunk), self.plan.invocation("producer"), 60.0) is None:  # noqa: ASYNC110
+            chunk = [t.model_copy(update={"execute_at": now + timedelta(seconds=d)}) if d else t for t, d in work.roots]
+            while chunk and await invocation(producer.add_tasks(chunk), self.plan.invocation("producer"),  # noqa: ASYNC110
+                                             60.0) is None:
                 await asyncio.sleep(1.0)  # the producer tries again a second later
             await asyncio.sleep(0.05)
         self.produced.set()
@@ -218,8 +224,7 @@ class Deployment:
         await asyncio.gather(*actors, return_exceptions=True)
         if not self.settled():
             self.tracker.violate(f"did not settle within {self.cfg.max_virtual_seconds:.0f} virtual seconds")
-        FinalChecks(self.tracker, self.storage, self.projections, self.stream).run(
-            self.work.raw, self.flows, self.mapping)
+        FinalChecks(self.tracker, self.storage, self.projections, self.stream).run(self.flows, self.mapping)
         report.tasks = sum(1 for s in self.tracker.seen.values() if s.verdict is not None)
         report.faults = self.plan.counts
         report.invocations = self.mapping.invocations
