@@ -243,3 +243,37 @@ async def test_the_sweeper_runs_on_the_clock() -> None:
     await stack.clock.advance(1.0)
     await manager.wait_idle()
     assert not manager.is_handed_off("s") and manager.get_metrics().total_timed_out == 1
+
+
+async def test_a_handed_off_task_is_retried_with_its_payload_exactly_as_sent() -> None:
+    from pydantic import BaseModel, Field, SecretStr
+
+    from tq_cloud.asynctasks.manager import AsyncTaskManager
+    from tq_cloud.testing import InMemoryStack
+
+    class Mail(BaseModel):
+        address: str = Field(alias="emailAddress")
+        token: SecretStr
+
+    manager = AsyncTaskManager()
+    stack = InMemoryStack.create(async_manager=manager)
+    release = asyncio.Event()
+    attempts: list[str] = []
+
+    @stack.registry.task("q", "mail", retries=1, store_on_failure=True, handoff_timeout=0.01, payload_model=Mail)
+    async def send(task: Task[Mail], actions: ExecutorActions) -> None:
+        attempts.append(task.payload.token.get_secret_value())
+        if len(attempts) == 1:
+            await release.wait()
+            actions.fail(task, "smtp down")
+        else:
+            actions.success(task)
+
+    sent = {"emailAddress": "a@b.c", "token": "s3cret"}
+    [added] = await stack.handler.add_tasks([Task(type="mail", queue_id="q", payload=sent, force_store=True)])
+    await stack.process_ready()
+    release.set()
+    await manager.wait_idle()
+    assert stack.storage.snapshot()[added.key].payload == sent, "aliases kept, secrets not masked"
+    await stack.run_until_idle()
+    assert attempts == ["s3cret", "s3cret"] and stack.storage.snapshot()[added.key].status is TaskStatus.EXECUTED

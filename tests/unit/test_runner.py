@@ -275,3 +275,21 @@ async def test_payloads_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -
         await stack.run_until_idle()
     assert caplog.records, "the failures were logged"
     assert secret not in caplog.text
+
+
+async def test_a_producer_log_context_can_neither_break_nor_forge_log_records(
+        stack: InMemoryStack, caplog: pytest.LogCaptureFixture) -> None:
+    @stack.registry.task("q", "t")
+    async def ex(t: Task, actions: ExecutorActions) -> None:
+        actions.log.info("working")
+        actions.success(t)
+
+    hostile = {"name": "x", "message": "forged", "process": "1", "evil\n[task_id:forged]": "v]\n[x:y"}
+    logging.getLogger("tq_cloud.task").addFilter(LogContextFilter())
+    with caplog.at_level(logging.INFO, logger="tq_cloud.task"):
+        result = await stack.handler.runner.run("c", [task(1, metadata=TaskMetadata(log_context=hostile))])
+    assert [o.succeeded for o in result.outcomes] == [True], "a key named like a record field breaks nothing"
+    [record] = [r for r in caplog.records if r.getMessage() == "working"]
+    assert record.name == "tq_cloud.task" and record.tq_context["task_id"] == "t-1"  # type: ignore[attr-defined]
+    text = record.tq_context_text  # type: ignore[attr-defined]
+    assert "\n" not in text and text.count("[task_id:") == 1 and "[task_id:t-1]" in text

@@ -107,7 +107,9 @@ class ExecutorActions:
         self._flow_starter = flow_starter
         self._log_context = dict(log_context) if log_context else None
         self._children = 0
-        self.log = logging.LoggerAdapter(_TASK_LOG, self._log_context or {})
+        # the task's context reaches records through LogContextFilter (bound by the runner); as
+        # `extra`, a producer's key named like a record field ("name", "message") would raise
+        self.log = logging.LoggerAdapter(_TASK_LOG, {})
 
     @property
     def _parent_key(self) -> str:

@@ -62,15 +62,17 @@ def limit_log_context(values: Mapping[str, str] | None, task_ref: str) -> dict[s
 
 
 class LogContextFilter(logging.Filter):
-    """Adds the bound context to each record as `record.tq_context` (a dict) and
-    `record.tq_context_text` (`[k:v]...`, keys sorted, `]` and control characters escaped)."""
+    """Adds the bound context to each record as `record.tq_context` (a dict, in a namespace of its
+    own: a producer's key can never overwrite a record field) and `record.tq_context_text`
+    (`[k:v]...`, keys sorted, `]`, `:` and control characters escaped in keys and values alike,
+    so no key or value can break the line or forge an entry)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = dict(_current.get())
         record.tq_context = ctx
-        record.tq_context_text = "".join(f"[{k}:{_sanitise(v)}]" for k, v in sorted(ctx.items()))
+        record.tq_context_text = "".join(f"[{_sanitise(k)}:{_sanitise(v)}]" for k, v in sorted(ctx.items()))
         return True
 
 
 def _sanitise(value: str) -> str:
-    return "".join("_" if (c == "]" or ord(c) < 32 or ord(c) == 127) else c for c in str(value))
+    return "".join("_" if (c in "[]:" or ord(c) < 32 or ord(c) == 127) else c for c in str(value))
