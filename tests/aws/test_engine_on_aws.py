@@ -284,3 +284,27 @@ async def test_timeout_schedule_shape(env: Env) -> None:
     await env.stack.timer.cancel("flow-timeout-x")
     await env.stack.timer.cancel("flow-timeout-x")
     assert await env.stack.timer.pending() == []
+
+
+async def test_a_stored_row_this_version_cannot_decode_is_failed_and_the_sweep_goes_on(
+        env: Env, registry: TaskQueuesManager) -> None:
+    runs: list[str] = []
+
+    @registry.task("q", "t")
+    async def ok(task: Task, actions: ExecutorActions) -> None:
+        runs.append(task.key)
+        actions.success(task)
+
+    due = env.clock.now()
+    await env.stack.storage.insert([Task(id=i, type="t", queue_id="q", payload={}, execute_at=due, force_store=True)
+                                    for i in ("good", "newer")])
+    newer = '{"id":"newer","type":"t","queue_id":"q","payload":{},"a_field_of_a_newer_version":1}'
+    await env.stack.clients.dynamodb.update_item(
+        TableName=env.stack.settings.tasks_table, Key={"id": {"S": "newer"}}, UpdateExpression="SET body = :b",
+        ExpressionAttributeValues={":b": {"S": newer}})
+    await env.drain()
+    assert runs == ["good"]
+    item = (await env.stack.clients.dynamodb.get_item(TableName=env.stack.settings.tasks_table,
+                                                      Key={"id": {"S": "newer"}}))["Item"]
+    assert item["status"]["S"] == "failed" and "cannot decode" in item["decode_error"]["S"]
+    assert "due_bucket" not in item and "running_bucket" not in item, "never claimed again"

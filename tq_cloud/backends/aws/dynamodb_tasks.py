@@ -12,6 +12,7 @@ explicit condition expressions does the job instead.
 
 from __future__ import annotations
 
+import logging
 import random
 import zlib
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 _ITEM_OVERHEAD = 1024
 _TERMINAL = {":executed": s("executed"), ":failed": s("failed"), ":ignored": s("ignored")}
 _NOT_TERMINAL = "NOT (#s IN (:executed, :failed, :ignored))"
+log = logging.getLogger("tq_cloud.dynamodb")
 DUE_INDEX = "due"
 RUNNING_INDEX = "running"
 
@@ -200,8 +202,29 @@ class DynamoDbAdapter:
             items = await tolerant_gather(wave, lambda i: self._move(
                 i, TaskStatus.SCHEDULED, TaskStatus.PROCESSING, now, " AND execute_at_ms <= :now",
                 {":now": n(_ms(now))}), "claim")
-            claimed += [self._decode(item) for item in items if item is not None]
+            for item in items:
+                if item is None:
+                    continue
+                task = await self._decoded_or_failed(item)
+                if task is not None:
+                    claimed.append(task)
         return claimed
+
+    async def _decoded_or_failed(self, item: Item) -> Task | None:
+        """A claimed row as a task; one this version cannot decode (written by a newer producer
+        in a rolling deploy, or before a rollback) is recorded as failed with the reason, and
+        the rest of the sweep goes on."""
+        try:
+            return self._decode(item)
+        except ValueError as exc:
+            reason = f"this version cannot decode the stored task: {str(exc)[:500]}"
+            log.error("task %s: %s; recorded as failed", item["id"]["S"], reason)
+            await self._conditional(
+                item["id"]["S"], "SET #s = :failed, decode_error = :e, expires_at = :exp "
+                "REMOVE due_bucket, running_bucket", "#s = :processing",
+                {":failed": s("failed"), ":processing": s("processing"), ":e": s(reason),
+                 ":exp": n(int((datetime.now(UTC) + self.finished_ttl).timestamp()))})
+            return None
 
     async def recover_stale(self, processing_before: datetime) -> int:
         buckets = [f"b{i}" for i in range(self.buckets)]
