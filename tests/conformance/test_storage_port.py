@@ -110,3 +110,31 @@ async def test_a_failure_row_is_always_written_bounded(storage: Any, clock: Manu
     [row] = await storage.get(["huge"])
     assert row.status is TaskStatus.FAILED and len(row.execution_stats.last_error or "") <= MAX_ERROR_CHARS
     assert "payload not kept" in str(row.payload)
+
+
+async def test_run_leases_are_exclusive_until_they_expire(storage: Any, clock: ManualClock) -> None:
+    now = clock.now()
+    task = Task(id="l", type="t", queue_id="q", payload={}, force_store=True)
+    [row] = await storage.insert([task.model_copy(update={"status": TaskStatus.PROCESSING,
+                                                          "processing_started_at": now - timedelta(hours=2)})])
+    expired = now - timedelta(minutes=30)
+    assert await storage.take_leases([task], "a", now, expired) == {"l"}
+    [leased] = await storage.get(["l"])
+    assert leased.processing_started_at == now, "stale recovery counts from the start of the run"
+    assert await storage.recover_stale(now - timedelta(minutes=30)) == 0, "a queued hour is not a stale run"
+    assert await storage.take_leases([task], "b", now, expired) == set(), "another live run holds it"
+    assert await storage.take_leases([task], "a", now, expired) == {"l"}, "the owner's retry keeps it"
+    later = now + timedelta(minutes=31)
+    assert await storage.take_leases([task], "b", later, later - timedelta(minutes=30)) == {"l"}, "expired"
+    retry = task.model_copy(update={"execution_stats": task.execution_stats.model_copy(update={"retry_count": 1})})
+    assert await storage.take_leases([retry], "c", later, later - timedelta(minutes=30)) == set(), "another attempt"
+    await storage.mark_executed([task], later)
+    assert await storage.take_leases([task], "c", later, later) == set(), "final"
+
+
+async def test_a_lease_moves_a_reset_row_back_to_processing(storage: Any, clock: ManualClock) -> None:
+    task = Task(id="r", type="t", queue_id="q", payload={}, force_store=True, execute_at=clock.now())
+    await storage.insert([task.model_copy(update={"status": TaskStatus.PROCESSING, "processing_started_at": clock.now()})])
+    await storage.reset_to_scheduled(["r"])
+    assert await storage.take_leases([task], "a", clock.now(), clock.now()) == {"r"}
+    assert await storage.claim_mature(clock.now(), 10) == [], "the sweeper will not send it again"

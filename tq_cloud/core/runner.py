@@ -70,6 +70,7 @@ class TaskRunner:
         on_processing: ProcessingHook | None = None,
         lock_ttl: timedelta = timedelta(minutes=30),
         storage: TaskStorage | None = None,
+        stale_after: timedelta = timedelta(minutes=30),
     ) -> None:
         self.registry = registry
         self.locks = locks
@@ -81,6 +82,7 @@ class TaskRunner:
         self.on_processing = on_processing
         self.lock_ttl = lock_ttl
         self.storage = storage
+        self.stale_after = stale_after
         self.commit_async: AsyncCommit | None = None
         self.on_async_uncommitted: UncommittedHook | None = None
 
@@ -94,7 +96,8 @@ class TaskRunner:
                 recorder.record(task, error=CLAIMED_ELSEWHERE, retry_delay=CLAIM_DEFERRAL, consume_attempt=False)
         keep_locked: set[str] = set()
         try:
-            mine = await self._not_yet_committed([t for k, t in unique.items() if k in claimed], result)
+            mine = await self._not_yet_committed([t for k, t in unique.items() if k in claimed], result,
+                                                 runner_id, recorder)
             if self.on_processing is not None:
                 await self.on_processing([t for t in mine if t.entity and not t.retry_count])
             for (queue_id, task_type), group in _group(mine).items():
@@ -129,9 +132,11 @@ class TaskRunner:
         except Exception:
             log.exception("could not release %d claims; they expire with their TTL", len(keys))
 
-    async def _not_yet_committed(self, tasks: list[Task], result: RunResult) -> list[Task]:
+    async def _not_yet_committed(self, tasks: list[Task], result: RunResult, owner: str,
+                                 recorder: RunRecorder) -> list[Task]:
         """Drop stored tasks whose row shows this attempt already committed (final, or a later
-        attempt recorded): a redelivered batch never runs a committed attempt again."""
+        attempt recorded): a redelivered batch never runs a committed attempt again. Take the
+        run lease of the rest; one whose lease another live run holds is deferred."""
         stored = [t for t in tasks if t.force_store]
         if self.storage is None or not stored:
             return tasks
@@ -140,7 +145,15 @@ class TaskRunner:
             row.status.is_terminal or _attempt(row) > _attempt(t))}
         result.superseded += [t for t in tasks if t.key in done]
         result.committed_rows += [rows[k] for k in done if rows[k].status.is_terminal]
-        return [t for t in tasks if t.key not in done]
+        to_lease = [t for t in stored if t.key in rows and t.key not in done]
+        now = self.clock.now()
+        leased = await self.storage.take_leases(to_lease, owner, now, now - self.stale_after) if to_lease else set()
+        for task in to_lease:  # a live run holds it: look again once that run must have ended
+            if task.key not in leased:
+                recorder.record(task, error=CLAIMED_ELSEWHERE, retry_delay=self.stale_after.total_seconds(),
+                                consume_attempt=False)
+        refused = {t.key for t in to_lease} - leased
+        return [t for t in tasks if t.key not in done and t.key not in refused]
 
     def _validated(self, executor: Executor, group: list[Task], recorder: RunRecorder) -> list[Pair]:
         """A pair for each task whose payload fits the executor's model; the rest fail for good

@@ -45,6 +45,15 @@ class TaskStorage(Protocol):
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
         ...
 
+    async def take_leases(self, tasks: Sequence[Task], owner: str, now: datetime,
+                          expired_before: datetime) -> set[str]:
+        """Take the run lease of each stored task about to run; return the ids leased. The row
+        moves to (or stays) `processing` with `processing_started_at = now`, so stale recovery
+        counts from the start of the run, never from when the record was queued. Refused while
+        another owner's lease is live (started at or after `expired_before`), or when the row
+        holds another attempt, is final or is missing. Any other write of the row ends the lease."""
+        ...
+
     async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
         """Undo a claim whose queue write failed, so the sweeper offers the task again."""
         ...

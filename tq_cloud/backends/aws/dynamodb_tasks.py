@@ -79,7 +79,7 @@ class DynamoDbAdapter:
     @staticmethod
     def _update_expression(values: Item) -> str:
         sets = ["#s = :status", "body = :body", "retry_count = :rc", "deferrals = :d", "execute_at_ms = :at"]
-        removes: list[str] = []
+        removes: list[str] = ["lease_owner"]  # a new state of the task: no run holds it yet
         for attr, key in (("due_bucket", ":due"), ("running_bucket", ":run"), ("expires_at", ":exp")):
             (sets if key in values else removes).append(f"{attr} = {key}" if key in values else attr)
         if ":pms" in values:
@@ -171,10 +171,30 @@ class DynamoDbAdapter:
                         **(extra_values or {})}
         if to is TaskStatus.PROCESSING:
             values[":pms"] = n(_ms(now))
-            update = "SET #s = :to, running_bucket = :bucket, processing_ms = :pms REMOVE due_bucket"
+            update = "SET #s = :to, running_bucket = :bucket, processing_ms = :pms REMOVE due_bucket, lease_owner"
         else:
-            update = "SET #s = :to, due_bucket = :bucket REMOVE running_bucket, processing_ms"
+            update = "SET #s = :to, due_bucket = :bucket REMOVE running_bucket, processing_ms, lease_owner"
         return await self._conditional(task_id, update, "#s = :expect" + extra_condition, values)
+
+    async def take_leases(self, tasks: Sequence[Task], owner: str, now: datetime,
+                          expired_before: datetime) -> set[str]:
+        """Each stored task's run lease: its row moves to (or stays) `processing` with
+        `processing_ms` now, so stale recovery counts from the start of the run, not from when
+        the record was queued. Refused while another owner's lease is live (younger than
+        `expired_before`), or when the row holds another attempt or is final."""
+        condition = ("#s IN (:processing, :scheduled) AND retry_count = :rc AND deferrals = :d AND "
+                     "(attribute_not_exists(lease_owner) OR lease_owner = :owner OR processing_ms < :expired)")
+
+        async def lease(task: Task) -> str | None:
+            stats = task.execution_stats
+            values: Item = {":processing": s("processing"), ":scheduled": s("scheduled"), ":rc": n(stats.retry_count),
+                            ":d": n(stats.deferrals), ":owner": s(owner), ":expired": n(_ms(expired_before)),
+                            ":pms": n(_ms(now)), ":bucket": s(self._bucket(task.key))}
+            update = ("SET #s = :processing, processing_ms = :pms, running_bucket = :bucket, lease_owner = :owner "
+                      "REMOVE due_bucket")
+            return task.key if await self._conditional(task.key, update, condition, values) else None
+
+        return {k for k in await bounded_gather(tasks, lease) if k is not None}
 
     async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
         now = datetime.now(UTC)

@@ -19,6 +19,7 @@ class InMemoryAdapter:
     def __init__(self, *, max_item_bytes: int = DYNAMODB_MAX_ITEM_BYTES) -> None:
         self._rows: dict[str, Task] = {}
         self._open: set[str] = set()
+        self._leases: dict[str, str] = {}
         """Keys of scheduled and processing rows, the only ones sweeps look at (as the sparse
         due and running indexes of the DynamoDB backend)."""
         self._max = max_item_bytes
@@ -38,8 +39,10 @@ class InMemoryAdapter:
                 raise PayloadTooLargeError(task.id, size, self._max, "the task store")
 
     def _put(self, task: Task, **update: object) -> Task:
+        """Every write is a new state of the task: no run holds it yet (take_leases sets one)."""
         row = _copy(task.model_copy(update=update) if update else task)
         self._rows[row.key] = row
+        self._leases.pop(row.key, None)
         if row.status.is_terminal:
             self._open.discard(row.key)
         else:
@@ -88,6 +91,23 @@ class InMemoryAdapter:
             current = self._rows.get(row.key)
             if current is None or not current.status.is_terminal:
                 self._put(row)
+
+    async def take_leases(self, tasks: Sequence[Task], owner: str, now: datetime,
+                          expired_before: datetime) -> set[str]:
+        leased = set()
+        for task in tasks:
+            row = self._rows.get(task.key)
+            if row is None or row.status not in (TaskStatus.PROCESSING, TaskStatus.SCHEDULED):
+                continue
+            holder = self._leases.get(task.key)
+            since = row.processing_started_at
+            live = holder is not None and holder != owner and since is not None and since >= expired_before
+            if _attempt(row) != _attempt(task) or live:
+                continue
+            self._put(row, status=TaskStatus.PROCESSING, processing_started_at=now)
+            self._leases[task.key] = owner
+            leased.add(task.key)
+        return leased
 
     async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
         for key in ids:
