@@ -308,3 +308,35 @@ async def test_a_stored_row_this_version_cannot_decode_is_failed_and_the_sweep_g
                                                       Key={"id": {"S": "newer"}}))["Item"]
     assert item["status"]["S"] == "failed" and "cannot decode" in item["decode_error"]["S"]
     assert "due_bucket" not in item and "running_bucket" not in item, "never claimed again"
+
+
+async def test_flow_items_are_kept_for_the_flows_life_and_then_expire(env: Env) -> None:
+    from datetime import timedelta
+
+    from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider, DynamoDbProjectionProvider
+    from tq_cloud.flows.models import FlowStepResult
+    from tq_cloud.ports.barrier import BarrierState
+    from tq_cloud.ports.projections import EntityTaskProjection, ProjectionStatus
+
+    ddb, settings = env.stack.clients.dynamodb, env.stack.settings
+    barriers = DynamoDbFlowBarrierProvider(ddb, settings.barriers_table, ttl=timedelta(days=14))
+    started = env.clock.now()
+    await barriers.init_barrier("f", 2, started, deadline=started + timedelta(days=30))
+
+    async def item(sk: str) -> dict[str, Any]:
+        response = await ddb.get_item(TableName=settings.barriers_table, Key={"pk": {"S": "flow#f"}, "sk": {"S": sk}})
+        return dict(response["Item"])
+
+    assert "expires_at" not in await item("meta"), "an active flow's barrier never expires"
+    await barriers.batch_decrement_and_check("f", [FlowStepResult(step_index=0, status="success")])
+    step_expiry = int((await item("step#0000000"))["expires_at"]["N"])
+    assert step_expiry == int((started + timedelta(days=44)).timestamp()), "the deadline plus the retention"
+    assert await barriers.close("f", BarrierState.TIMED_OUT)
+    assert "expires_at" in await item("meta"), "a closed flow's barrier expires after the retention"
+
+    projections = DynamoDbProjectionProvider(ddb, settings.projections_table, ttl=timedelta(days=30))
+    await projections.upsert_projections([EntityTaskProjection(
+        task_id="p", entity_id="e", entity_type="t", task_type="k", queue_id="q",
+        status=ProjectionStatus.EXECUTED, created_at=started, updated_at=started)])
+    row = (await ddb.get_item(TableName=settings.projections_table, Key={"task_id": {"S": "p"}}))["Item"]
+    assert int(row["expires_at"]["N"]) == int((started + timedelta(days=30)).timestamp())

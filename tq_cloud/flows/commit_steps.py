@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from tq_cloud.clock import Clock
@@ -48,7 +49,9 @@ class FlowInitStep:
 
     async def __call__(self, batch: CommitBatch) -> None:
         for flow in batch.flows:
-            await self.barriers.init_barrier(flow.flow_id, flow.total_steps, flow.started_at)
+            timeout = flow.config.timeout_ms
+            deadline = flow.started_at + timedelta(milliseconds=timeout) if timeout else None
+            await self.barriers.init_barrier(flow.flow_id, flow.total_steps, flow.started_at, deadline)
             await self.lifecycle.flow("on_flow_started", FlowStarted(
                 flow_id=flow.flow_id, total_steps=flow.total_steps, join=flow.config.join,
                 failure_policy=flow.config.failure_policy, entity=flow.config.entity,

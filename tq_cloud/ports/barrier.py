@@ -46,8 +46,10 @@ class BarrierSnapshot:
 
 
 class FlowBarrierProvider(Protocol):
-    async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime) -> None:
-        """Create the barrier if absent; a second call changes nothing."""
+    async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime,
+                           deadline: datetime | None = None) -> None:
+        """Create the barrier if absent; a second call changes nothing. `deadline` (the flow's
+        timeout) bounds how long its items must be kept."""
         ...
 
     async def batch_decrement_and_check(

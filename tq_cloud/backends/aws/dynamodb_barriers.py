@@ -5,12 +5,16 @@ as the decrement of `remaining`, so a step can never be recorded without being c
 counted twice. Closing (complete, aborted, timed out) is a conditional update from `active`,
 so exactly one caller closes a flow. A transaction holds at most 100 items, so a batch with
 more new steps is committed in several transactions, each atomic.
+
+Retention follows the flow's life: an active flow's meta item never expires; once closed, it
+expires `ttl` after the close. Step items expire `ttl` after the later of the flow's start and
+its deadline (its timeout), so a flow with a 30-day timeout keeps its steps 30 days + `ttl`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tq_cloud.backends.aws.dynamo import Item, error_code, is_condition_failure, n, s
@@ -36,15 +40,17 @@ class DynamoDbFlowBarrierProvider:
         self.ttl = ttl
         self.calls = 0
 
-    async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime) -> None:
+    async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime,
+                           deadline: datetime | None = None) -> None:
         self.calls += 1
+        steps_expire = int((max(started_at, deadline or started_at) + self.ttl).timestamp())
         try:
             await self.client.put_item(
                 TableName=self.table, ConditionExpression="attribute_not_exists(pk)",
                 Item={"pk": _flow_key(flow_id), "sk": s(_META), "total": n(total_steps),
                       "remaining": n(total_steps), "state": s(BarrierState.ACTIVE.value),
                       "started_at": s(started_at.isoformat()), "join_dispatched": {"BOOL": False},
-                      "expires_at": n(int((started_at + self.ttl).timestamp()))})
+                      "steps_expire_at": n(steps_expire)})
         except Exception as exc:
             if not is_condition_failure(exc):
                 raise
@@ -57,15 +63,17 @@ class DynamoDbFlowBarrierProvider:
     ) -> BarrierDecrementResult:
         self.calls += 1
         for _ in range(5):
-            snapshot = await self.get(flow_id)
-            if snapshot is None or snapshot.state is not BarrierState.ACTIVE:
+            item = await self._meta(flow_id)
+            snapshot = _snapshot(flow_id, item) if item is not None else None
+            if item is None or snapshot is None or snapshot.state is not BarrierState.ACTIVE:
                 return _closed_before(snapshot)
+            expires = item.get("steps_expire_at") or n(int((snapshot.started_at + self.ttl).timestamp()))
             known = await self._recorded(flow_id)
             fresh = [r for r in {r.step_index: r for r in results}.values()
                      if r.step_index not in known and 0 <= r.step_index < snapshot.total_steps]
             try:
                 for start in range(0, len(fresh), _TRANSACTION_STEPS):
-                    await self._record(flow_id, fresh[start:start + _TRANSACTION_STEPS], abort_on_failure)
+                    await self._record(flow_id, fresh[start:start + _TRANSACTION_STEPS], expires)
             except Exception as exc:
                 if error_code(exc) == "TransactionCanceledException":
                     continue  # a concurrent duplicate won a step or closed the flow: look again
@@ -76,10 +84,11 @@ class DynamoDbFlowBarrierProvider:
             return await self._settle(flow_id, abort_on_failure and failed)
         raise RuntimeError(f"flow {flow_id}: barrier update kept conflicting; the batch will be redelivered")
 
-    async def _record(self, flow_id: str, fresh: list[FlowStepResult], abort_on_failure: bool) -> None:
+    async def _record(self, flow_id: str, fresh: list[FlowStepResult], expires: dict[str, str]) -> None:
         items: list[dict[str, Any]] = [{"Put": {
             "TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
-            "Item": {"pk": _flow_key(flow_id), "sk": _step_key(r.step_index), "result": s(r.model_dump_json())},
+            "Item": {"pk": _flow_key(flow_id), "sk": _step_key(r.step_index), "result": s(r.model_dump_json()),
+                     "expires_at": expires},
         }} for r in fresh]
         items.append({"Update": {
             "TableName": self.table, "Key": {"pk": _flow_key(flow_id), "sk": s(_META)},
@@ -120,25 +129,25 @@ class DynamoDbFlowBarrierProvider:
         try:
             await self.client.update_item(
                 TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": s(_META)},
-                UpdateExpression="SET #st = :to", ConditionExpression="#st = :active",
+                UpdateExpression="SET #st = :to, expires_at = :exp", ConditionExpression="#st = :active",
                 ExpressionAttributeNames={"#st": "state"},
-                ExpressionAttributeValues={":to": s(state.value), ":active": s(BarrierState.ACTIVE.value)})
+                ExpressionAttributeValues={":to": s(state.value), ":active": s(BarrierState.ACTIVE.value),
+                                           ":exp": n(int((datetime.now(UTC) + self.ttl).timestamp()))})
         except Exception as exc:
             if is_condition_failure(exc):
                 return False
             raise
         return True
 
-    async def get(self, flow_id: str) -> BarrierSnapshot | None:
+    async def _meta(self, flow_id: str) -> Item | None:
         response = await self.client.get_item(
             TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": s(_META)}, ConsistentRead=True)
         item: Item | None = response.get("Item")
-        if item is None:
-            return None
-        return BarrierSnapshot(
-            flow_id=flow_id, total_steps=int(item["total"]["N"]), remaining=int(item["remaining"]["N"]),
-            state=BarrierState(item["state"]["S"]), started_at=datetime.fromisoformat(item["started_at"]["S"]),
-            join_dispatched=bool(item["join_dispatched"]["BOOL"]))
+        return item
+
+    async def get(self, flow_id: str) -> BarrierSnapshot | None:
+        item = await self._meta(flow_id)
+        return _snapshot(flow_id, item) if item is not None else None
 
     async def mark_join_dispatched(self, flow_id: str) -> None:
         try:
@@ -149,6 +158,13 @@ class DynamoDbFlowBarrierProvider:
         except Exception as exc:
             if not is_condition_failure(exc):
                 raise
+
+
+def _snapshot(flow_id: str, item: Item) -> BarrierSnapshot:
+    return BarrierSnapshot(
+        flow_id=flow_id, total_steps=int(item["total"]["N"]), remaining=int(item["remaining"]["N"]),
+        state=BarrierState(item["state"]["S"]), started_at=datetime.fromisoformat(item["started_at"]["S"]),
+        join_dispatched=bool(item["join_dispatched"]["BOOL"]))
 
 
 def _closed_before(snapshot: BarrierSnapshot | None) -> BarrierDecrementResult:

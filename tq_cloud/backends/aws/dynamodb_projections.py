@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from tq_cloud.backends.aws.dynamo import bounded_gather, is_condition_failure, n, s
@@ -24,9 +25,11 @@ def entity_key(entity_type: str, entity_id: str) -> str:
 
 
 class DynamoDbProjectionProvider:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: Any, table: str, *, ttl: timedelta = timedelta(days=30)) -> None:
+        """`ttl`: a projection expires this long after its last update (DynamoDB TTL)."""
         self.client = client
         self.table = table
+        self.ttl = ttl
 
     async def upsert_projections(self, entries: Sequence[EntityTaskProjection]) -> None:
         """Tasks in parallel; one task's entries in order, so the first final status wins."""
@@ -45,7 +48,7 @@ class DynamoDbProjectionProvider:
             await self.client.update_item(
                 TableName=self.table, Key={"task_id": s(entry.task_id)},
                 UpdateExpression=("SET entity_key = :e, created_sort = :c, #st = :st, #rk = :rk, "
-                                  "body = :b, updated_at = :u, updated_ms = :ums"),
+                                  "body = :b, updated_at = :u, updated_ms = :ums, expires_at = :exp"),
                 ConditionExpression=("attribute_not_exists(task_id) OR #rk < :rk OR "
                                      "(#st = :st AND (attribute_not_exists(updated_ms) OR updated_ms <= :ums))"),
                 ExpressionAttributeNames={"#st": "status", "#rk": "rank"},
@@ -54,7 +57,8 @@ class DynamoDbProjectionProvider:
                     ":c": s(f"{entry.created_at.isoformat()}#{entry.task_id}"),
                     ":st": s(entry.status.value), ":rk": n(entry.status.rank),
                     ":b": s(entry.model_dump_json()), ":u": s(entry.updated_at.isoformat()),
-                    ":ums": n(int(entry.updated_at.timestamp() * 1000))})
+                    ":ums": n(int(entry.updated_at.timestamp() * 1000)),
+                    ":exp": n(int((entry.updated_at + self.ttl).timestamp()))})
         except Exception as exc:
             if not is_condition_failure(exc):
                 raise

@@ -21,7 +21,8 @@ class InMemoryFlowBarrierProvider:
         self._flows: dict[str, _Barrier] = {}
         self.calls = 0
 
-    async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime) -> None:
+    async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime,
+                           deadline: datetime | None = None) -> None:
         self.calls += 1
         self._flows.setdefault(flow_id, _Barrier(BarrierSnapshot(
             flow_id=flow_id, total_steps=total_steps, remaining=total_steps,
