@@ -340,3 +340,15 @@ async def test_flow_items_are_kept_for_the_flows_life_and_then_expire(env: Env) 
         status=ProjectionStatus.EXECUTED, created_at=started, updated_at=started)])
     row = (await ddb.get_item(TableName=settings.projections_table, Key={"task_id": {"S": "p"}}))["Item"]
     assert int(row["expires_at"]["N"]) == int((started + timedelta(days=30)).timestamp())
+
+
+async def test_lowering_the_due_buckets_between_deploys_strands_no_row(env: Env) -> None:
+    from tq_cloud.backends.aws import DynamoDbAdapter
+
+    ddb, table = env.stack.clients.dynamodb, env.stack.settings.tasks_table
+    before, after = DynamoDbAdapter(ddb, table, buckets=16), DynamoDbAdapter(ddb, table, buckets=2)
+    due = env.clock.now()
+    await before.insert([Task(id=f"t{i}", type="t", queue_id="q", payload={}, execute_at=due, force_store=True)
+                         for i in range(40)])
+    claimed = await after.claim_mature(due, 100)
+    assert len(claimed) == 40, "the sweeper of the new deploy sweeps every bucket a writer used"

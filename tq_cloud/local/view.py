@@ -53,6 +53,8 @@ async def snapshot(dynamodb: Any, settings: AwsSettings, *, by_type: bool = Fals
 
     view = Snapshot()
     for item in await _scan(dynamodb, settings.tasks_table, *(() if by_type else ("status",))):
+        if "status" not in item:  # the table's own bookkeeping (the bucket count)
+            continue
         status = item["status"]["S"]
         view.tasks[status] += 1
         if by_type:

@@ -31,6 +31,8 @@ _TERMINAL = {":executed": s("executed"), ":failed": s("failed"), ":ignored": s("
 _NOT_TERMINAL = "NOT (#s IN (:executed, :failed, :ignored))"
 log = logging.getLogger("tq_cloud.dynamodb")
 DUE_INDEX = "due"
+BUCKETS_ITEM = "_tq#meta#buckets"
+"""A reserved id in the tasks table: the largest TQ_DUE_BUCKETS any writer used."""
 RUNNING_INDEX = "running"
 
 
@@ -45,6 +47,7 @@ class DynamoDbAdapter:
         self.table = table
         self.buckets = buckets
         self.finished_ttl = finished_ttl
+        self._buckets_recorded = False
 
     @property
     def max_item_bytes(self) -> int:
@@ -52,6 +55,27 @@ class DynamoDbAdapter:
 
     def _bucket(self, task_id: str) -> str:
         return f"b{zlib.crc32(task_id.encode()) % self.buckets}"
+
+    async def _remember_buckets(self) -> None:
+        """Record, once per process, the largest bucket count any writer used, so that a sweeper
+        configured with fewer (TQ_DUE_BUCKETS lowered between deploys) still sweeps every bucket
+        that holds rows."""
+        if self._buckets_recorded:
+            return
+        try:
+            await self.client.update_item(
+                TableName=self.table, Key={"id": s(BUCKETS_ITEM)}, UpdateExpression="SET buckets = :b",
+                ConditionExpression="attribute_not_exists(buckets) OR buckets < :b",
+                ExpressionAttributeValues={":b": n(self.buckets)})
+        except Exception as exc:
+            if not is_condition_failure(exc):
+                raise
+        self._buckets_recorded = True
+
+    async def _swept_buckets(self) -> list[str]:
+        response = await self.client.get_item(TableName=self.table, Key={"id": s(BUCKETS_ITEM)}, ConsistentRead=True)
+        recorded = int(response.get("Item", {}).get("buckets", {}).get("N", 0))
+        return [f"b{i}" for i in range(max(self.buckets, recorded))]
 
     def _body(self, task: Task) -> str:
         body = encode_task(task)
@@ -93,6 +117,7 @@ class DynamoDbAdapter:
         return await self._conditional(task.key, self._update_expression(values), condition, values)
 
     async def _conditional(self, task_id: str, update: str, condition: str, values: Item) -> Item | None:
+        await self._remember_buckets()
         try:
             response = await self.client.update_item(
                 TableName=self.table, Key={"id": s(task_id)}, UpdateExpression=update,
@@ -131,7 +156,8 @@ class DynamoDbAdapter:
             while request:
                 response = await self.client.batch_get_item(RequestItems=request)
                 for item in response["Responses"].get(self.table, []):
-                    found[item["id"]["S"]] = self._decode(item)
+                    if "body" in item:  # not the table's own bookkeeping
+                        found[item["id"]["S"]] = self._decode(item)
                 request = response.get("UnprocessedKeys") or {}
         return [found[i] for i in ids if i in found]
 
@@ -211,7 +237,7 @@ class DynamoDbAdapter:
     async def claim_mature(self, now: datetime, limit: int) -> list[Task]:
         """Query every bucket, then claim candidates in random order until `limit` are won, so
         concurrent sweepers spread over the due tasks instead of all fighting for the first."""
-        buckets = [f"b{i}" for i in range(self.buckets)]
+        buckets = await self._swept_buckets()
         found = await tolerant_gather(buckets, lambda b: self._query_keys(
             DUE_INDEX, "due_bucket", "execute_at_ms", b, _ms(now), limit), "due query")
         candidates = [i for batch in found if batch for i in batch]
@@ -247,7 +273,7 @@ class DynamoDbAdapter:
             return None
 
     async def recover_stale(self, processing_before: datetime) -> int:
-        buckets = [f"b{i}" for i in range(self.buckets)]
+        buckets = await self._swept_buckets()
         cutoff = _ms(processing_before)
         found = await tolerant_gather(buckets, lambda b: self._query_keys(
             RUNNING_INDEX, "running_bucket", "processing_ms", b, cutoff, 1000), "stale query")
