@@ -115,8 +115,8 @@ async def test_a_failure_row_is_always_written_bounded(storage: Any, clock: Manu
 async def test_run_leases_are_exclusive_until_they_expire(storage: Any, clock: ManualClock) -> None:
     now = clock.now()
     task = Task(id="l", type="t", queue_id="q", payload={}, force_store=True)
-    [row] = await storage.insert([task.model_copy(update={"status": TaskStatus.PROCESSING,
-                                                          "processing_started_at": now - timedelta(hours=2)})])
+    await storage.insert([task.model_copy(update={"status": TaskStatus.PROCESSING,
+                                                  "processing_started_at": now - timedelta(hours=2)})])
     expired = now - timedelta(minutes=30)
     assert await storage.take_leases([task], "a", now, expired) == {"l"}
     [leased] = await storage.get(["l"])
