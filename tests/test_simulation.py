@@ -83,8 +83,9 @@ def test_mutation_keeping_the_first_copy_of_a_task_in_a_batch_is_caught(monkeypa
         return unique
 
     monkeypatch.setattr(runner, "_most_advanced", keep_first)
-    found = violations_within(range(1, 9))
-    assert any("left its batch without an outcome" in v or "ended retry" in v for v in found), found[:5]
+    # crashes after a commit put an attempt and its own retry in one batch; a high rate makes it common
+    found = violations_within(range(1, 9), fault_rate=0.5, about="left its batch without an outcome")
+    assert found, "the checker missed a batch that dropped a task's most advanced attempt"
 
 
 def test_mutation_swallowing_a_failed_late_async_commit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,6 +50,7 @@ class MappingStats:
     reported_failures: int = 0
     errors: int = 0
     sent_to_on_failure: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
     iterator_age_ms: float = 0.0
     max_iterator_age_ms: float = 0.0
     behind_ms: dict[str, int] = field(default_factory=dict)  # each shard's last MillisBehindLatest
@@ -120,7 +121,11 @@ class EmulatedEventSourceMapping:
         self.stats.invocations += 1
         self.stats.records += len(records)
         context = InvocationContext(self.function_timeout_ms)
-        response = await asyncio.to_thread(self._call, slot, self._event(shard, records), context)
+        self.stats.in_flight += 1
+        try:
+            response = await asyncio.to_thread(self._call, slot, self._event(shard, records), context)
+        finally:
+            self.stats.in_flight -= 1
         failures = [f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])]
         if not failures:
             return []

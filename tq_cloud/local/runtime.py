@@ -148,8 +148,9 @@ class LocalRuntime:
 
     async def _watch(self, clients: Any, settings: AwsSettings, stop: asyncio.Event,
                      feeding: asyncio.Future[None]) -> None:
-        """Print the live view; with `until_settled`, stop once nothing is pending and the
-        worker has not been invoked for two views in a row."""
+        """Print the live view; with `until_settled`, stop once nothing is pending, no invocation
+        is running (one may still publish children) and the worker has not been invoked for two
+        views in a row."""
         quiet_rounds, seen = 0, -1
         while not stop.is_set():
             await _pause(stop, self.options.view_interval)
@@ -157,7 +158,8 @@ class LocalRuntime:
             self.last_view = view
             print(view.line(), file=self.out, flush=True)
             invocations = self.esm.stats.invocations if self.esm else 0
-            quiet = view.settled and invocations == seen and feeding.done()
+            running = self.esm.stats.in_flight if self.esm else 0
+            quiet = view.settled and invocations == seen and not running and feeding.done()
             quiet_rounds = quiet_rounds + 1 if quiet else 0
             seen = invocations
             if self.options.until_settled and quiet_rounds >= 2:
