@@ -12,6 +12,7 @@ from tq_cloud.local.chaos import run_chaos
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.timeout(300)  # each run is capped at 150 s by max_seconds, and settles well before
 @pytest.mark.parametrize(("seed", "rate", "wave"), [(11, 0.05, None), (12, 0.2, 40)])
 async def test_invariants_hold_under_faults(moto_endpoint: str, seed: int, rate: float, wave: int | None) -> None:
     """The second run enqueues its workload in two waves, as the full-size run does."""

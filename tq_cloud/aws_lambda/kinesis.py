@@ -31,6 +31,7 @@ from tq_cloud.backends.aws.kinesis import decode_lambda_record
 from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.models import Task
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.errors import ConfigurationError
 from tq_cloud.ids import new_id
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class KinesisBatchHandler:
         decoded = [(str(r.get("kinesis", {}).get("sequenceNumber", "?")), decode_lambda_record(r)) for r in records]
         owner = f"lambda:{getattr(context, 'aws_request_id', None) or new_id()}"
         left = self._time_left_ms(context)
+        _check_stale_after(handler.settings.stale_after, left)
         claim_ttl = None if left == float("inf") else timedelta(milliseconds=left)
         failed: list[str] = []
         for start in range(0, len(decoded), self.chunk_size):
@@ -139,6 +141,15 @@ class KinesisBatchHandler:
         metrics.add_metric(name="TasksFailed", unit=MetricUnit.Count, value=report.failed)
         metrics.add_metric(name="RecordsNotCommitted", unit=MetricUnit.Count,
                            value=len(report.not_committed) + len(report.unrecorded))
+
+
+def _check_stale_after(stale_after: timedelta, left_ms: float) -> None:
+    """A run may last as long as the invocation: stale recovery must wait longer than that,
+    or it would re-send a task whose run still holds its lease."""
+    if left_ms != float("inf") and stale_after.total_seconds() * 1000 <= left_ms:
+        raise ConfigurationError(
+            f"stale_after ({stale_after}) must be longer than the function's timeout "
+            f"({left_ms / 1000:.0f} s left in this invocation): raise HandlerSettings.stale_after or lower Timeout")
 
 
 def _key(sequence: str, record: Task | UndecodableRecord) -> str:

@@ -160,7 +160,7 @@ class ChaosReport:
 
 
 async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_seconds: float = 170,
-                    template: Any = None, wave: int | None = None, stale_after: float = 3.0,
+                    template: Any = None, wave: int | None = None, stale_after: float = 30.0,
                     sweep_interval: float = 0.5, view_interval: float = 1.0, due_buckets: int = 8,
                     out: TextIO | None = None) -> ChaosReport:
     """`wave` enqueues the workload that many tasks at a time, each wave once the event source
@@ -190,7 +190,7 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     quick = HandlerSettings(lock_ttl=timedelta(seconds=stale_after), stale_after=timedelta(seconds=stale_after),
                             mature_interval=0.5)
     manager = AsyncTaskManager(AsyncTaskManagerOptions(max_tasks=50, default_max_duration=5))
-    worker = kinesis_handler(app, aws, settings=quick, async_manager=manager)
+    worker = kinesis_handler(app, aws, settings=quick, async_manager=manager, safety_margin_ms=5_000)
     sweeper = sweeper_handler(app, aws, settings=quick)
     containers: list[Any] = []
 
@@ -208,7 +208,8 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     options = DevOptions(endpoint_url=endpoint, template=template or Path.cwd() / "template.yaml",
                          worker=faults.crashing(worker), sweeper=sweeper, sweep_interval=sweep_interval,
                          batching_window=0.1, view_interval=view_interval, until_settled=True, max_seconds=max_seconds,
-                         aws=aws, max_retries=1000, worker_containers=container)
+                         aws=aws, max_retries=1000, worker_containers=container,
+                         function_timeout_ms=int(stale_after * 1000 * 2 / 3))  # runs end before they go stale
     runtime = LocalRuntime(options, out or io.StringIO())
 
     from tq_cloud.backends.aws.stack import open_clients

@@ -54,6 +54,8 @@ class DevOptions:
     parallelization: int = 2
     """Concurrent batches per shard (the template's ParallelizationFactor); shards always run
     concurrently, each slot in a container of its own."""
+    function_timeout_ms: int = 300_000
+    """The worker's Timeout (template.yaml), as the invocations' context reports it."""
     worker_containers: Callable[[], Callable[..., Any]] | None = None
     """Makes a worker container for a slot (default: the worker's `new_container`)."""
 
@@ -101,7 +103,7 @@ class LocalRuntime:
         self.esm = EmulatedEventSourceMapping(
             clients.kinesis, settings.stream_name, arn, worker, batch_size=self.options.batch_size,
             batching_window=self.options.batching_window, max_retries=self.options.max_retries,
-            parallelization=self.options.parallelization,
+            parallelization=self.options.parallelization, function_timeout_ms=self.options.function_timeout_ms,
             containers=self.options.worker_containers or getattr(worker, "new_container", None))
         if seed:
             await self._enqueue(settings, seed)
