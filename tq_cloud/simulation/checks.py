@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +179,6 @@ class Announcements:
         self.tracker.exhausted_events[event.task_id] += 1
 
 
-def rows_left_open(rows: dict[str, Task]) -> list[str]:
+def rows_left_open(rows: Mapping[str, Task]) -> list[str]:
     return [f"{k} left {r.status.value}" for k, r in rows.items()
             if r.status in (TaskStatus.SCHEDULED, TaskStatus.PROCESSING)]

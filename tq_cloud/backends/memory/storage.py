@@ -4,7 +4,7 @@ never share objects with it (a bug class of the reference implementation)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from datetime import datetime
 
 from tq_cloud.core.codec import encode_task
@@ -15,9 +15,44 @@ from tq_cloud.errors import PayloadTooLargeError, TqError
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 
 
+class _Rows(MutableMapping[str, Task]):
+    """Rows by id: open ones as objects (sweeps read them often), final ones as their JSON,
+    read rarely and many times smaller (a long run keeps millions of them)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Task] = {}
+        self._final: dict[str, bytes] = {}
+
+    def __getitem__(self, key: str) -> Task:
+        row = self._open.get(key)
+        return row if row is not None else Task.model_validate_json(self._final[key])
+
+    def __setitem__(self, key: str, row: Task) -> None:
+        if row.status.is_terminal:
+            self._final[key] = row.model_dump_json().encode()
+            self._open.pop(key, None)
+        else:
+            self._open[key] = row
+            self._final.pop(key, None)
+
+    def __delitem__(self, key: str) -> None:
+        if self._open.pop(key, None) is None:
+            del self._final[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._open or key in self._final
+
+    def __iter__(self) -> Iterator[str]:
+        yield from list(self._open)
+        yield from list(self._final)
+
+    def __len__(self) -> int:
+        return len(self._open) + len(self._final)
+
+
 class InMemoryAdapter:
     def __init__(self, *, max_item_bytes: int = DYNAMODB_MAX_ITEM_BYTES) -> None:
-        self._rows: dict[str, Task] = {}
+        self._rows = _Rows()
         self._open: set[str] = set()
         self._leases: dict[str, str] = {}
         """Keys of scheduled and processing rows, the only ones sweeps look at (as the sparse
