@@ -142,6 +142,9 @@ class EventSourceMapping:
     def idle(self) -> bool:
         return all(lane.pending == 0 for lane in self.stream.lanes)
 
+    def backlog(self) -> int:
+        return sum(lane.pending for lane in self.stream.lanes)
+
     async def consume(self, lane: Lane) -> None:
         cfg = self.config
         lane.size = cfg.batch_size

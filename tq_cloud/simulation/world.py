@@ -47,6 +47,10 @@ from tq_cloud.simulation.stream import EventSourceMapping, Lane, MappingConfig, 
 from tq_cloud.simulation.timer import SimTimer
 from tq_cloud.simulation.workload import Workload, build_app, describe, generate
 
+BACKLOG_LIMIT = 20_000
+"""Records waiting in the stream before the producer holds its next wave: a deployment sized
+for its load keeps its backlog bounded, and so does the simulation's memory."""
+
 
 @dataclass
 class SimReport:
@@ -179,6 +183,8 @@ class Deployment:
         with the same tasks (the same ids)."""
         producer = self.container()
         for work in self.waves:
+            while self.mapping.backlog() > BACKLOG_LIMIT:  # noqa: ASYNC110 - paced as a sized deployment is
+                await asyncio.sleep(1.0)
             for task in work.rejected_at_add:
                 try:
                     await producer.add_tasks([task])
