@@ -142,7 +142,8 @@ async def test_poller_rereads_uncommitted_records(env: tuple[Any, AwsSettings]) 
     poller = KinesisShardPoller(clients.kinesis, settings.stream_name, stack.handler)
     from tests.aws_support import CallFaults
 
-    CallFaults(clients.dynamodb, "dynamodb.UpdateItem", "ThrottlingException", times=4)  # every try of one call
+    CallFaults(clients.dynamodb, "dynamodb.UpdateItem", "ThrottlingException", times=4,  # every try of the mark
+               match=lambda p: ":body" in p.get("ExpressionAttributeValues", {}))
     assert await poller.poll_once() == 1
     assert poller.committed == 0 and poller.checkpoints == {}, "the commit failed: no checkpoint"
     assert await poller.poll_once() == 1

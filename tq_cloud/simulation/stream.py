@@ -20,10 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tq_cloud.backends.aws.kinesis import MAX_RECORD_BYTES, partition_key
-from tq_cloud.core.codec import encode_task
+from tq_cloud.backends.aws.kinesis import MAX_RECORD_BYTES, kinesis_record
 from tq_cloud.core.models import Task
-from tq_cloud.errors import ConfigurationError, PayloadTooLargeError, QueueWriteError, TaskRejectedError
+from tq_cloud.errors import ConfigurationError, QueueWriteError, TaskRejectedError
 
 Key = tuple[str, int, int]
 
@@ -101,10 +100,7 @@ class SimStream:
         rejected: dict[str, str] = {}
         for task in tasks:
             try:
-                data = encode_task(task)
-                key = partition_key(task)
-                if len(data) + len(key) > MAX_RECORD_BYTES:
-                    raise PayloadTooLargeError(task.id, len(data), MAX_RECORD_BYTES, "a Kinesis record")
+                data, key = kinesis_record(task)
             except TaskRejectedError as exc:
                 rejected[task.key] = str(exc)
                 continue

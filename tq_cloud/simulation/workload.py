@@ -144,6 +144,7 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
     """The workload in about `waves` waves, made as they are needed (a million tasks are never
     all in memory at once)."""
     per_wave, done = max(1, tasks // waves), 0
+    max_flow_steps = min(max_flow_steps, max(1, tasks // 4))  # one flow never is the whole run
     work = Workload()
     while done + work.expected_tasks < tasks:
         if work.expected_tasks >= per_wave:
@@ -178,7 +179,7 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
             count = 2
             extra = {"force_store": rng.random() < 0.5}  # its late commit then writes
         elif roll < 0.85 or not edge_inputs:
-            n = max(1, min(max_flow_steps, int(rng.paretovariate(1.2)) if rng.random() < 0.9 else max_flow_steps))
+            n = max(1, min(max_flow_steps, int(rng.paretovariate(1.2)) if rng.random() < 0.99 else max_flow_steps))
             payload = {"k": "flow", "n": n, "seed": rng.getrandbits(32), "p": rng.choice(["continue", "abort"]),
                        "e": rng.random() < 0.3}
             if rng.random() < 0.3:
@@ -198,11 +199,14 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
 def flow_steps(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """A flow's step plans, from its seed (so the root's payload stays small)."""
     rng = random.Random(plan["seed"])
-    return [_step(rng) for _ in range(plan["n"])]
+    return [_step(rng, plan.get("depth", 0)) for _ in range(plan["n"])]
 
 
-def _step(rng: random.Random) -> dict[str, Any]:
+def _step(rng: random.Random, depth: int) -> dict[str, Any]:
     roll = rng.random()
+    if depth < 2 and roll < 0.01:  # a step that starts a flow of its own
+        return {"k": "flow", "n": rng.randrange(1, 6), "seed": rng.getrandbits(32), "depth": depth + 1,
+                "p": rng.choice(["continue", "abort"]), "e": False}
     if roll < 0.8:
         return {"k": "ok", "v": rng.randrange(100)}
     if roll < 0.9:

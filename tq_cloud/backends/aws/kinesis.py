@@ -35,6 +35,16 @@ def partition_key(task: Task) -> str:
     return task.partition_key or task.key
 
 
+def kinesis_record(task: Task) -> tuple[bytes, str]:
+    """A task's record data and partition key, or TaskRejectedError if it can never be written."""
+    data = encode_task(task)
+    key = partition_key(task)
+    size = len(data) + len(key.encode())
+    if size > MAX_RECORD_BYTES:
+        raise PayloadTooLargeError(task.id, size, MAX_RECORD_BYTES, "a Kinesis record")
+    return data, key
+
+
 def _chunks(records: list[tuple[Task, dict[str, Any]]]) -> Iterable[list[tuple[Task, dict[str, Any]]]]:
     chunk: list[tuple[Task, dict[str, Any]]] = []
     size = 0
@@ -70,11 +80,7 @@ class KinesisQueue:
         return False
 
     def _record(self, task: Task) -> dict[str, Any]:
-        data = encode_task(task)
-        key = partition_key(task)
-        size = len(data) + len(key.encode())
-        if size > MAX_RECORD_BYTES:
-            raise PayloadTooLargeError(task.id, size, MAX_RECORD_BYTES, "a Kinesis record")
+        data, key = kinesis_record(task)
         return {"Data": data, "PartitionKey": key}
 
     async def publish(self, tasks: Sequence[Task]) -> None:
