@@ -40,6 +40,8 @@ class Seen:
     label: str = ""
     has_row: bool = False
     bound: bool = False
+    step: bool = False
+    """A flow step: its result is kept, to compare with its join's."""
     verdict: Verdict | None = None
     attempt: tuple[int, int] = (-1, -1)
     result: Any = None
@@ -52,14 +54,13 @@ class Tracker:
     now: Callable[[], float]
     describe: Callable[[Task], Seen]
     violations: list[str] = field(default_factory=list)
-    deliveries: Counter[Key] = field(default_factory=Counter)
-    runs: Counter[Key] = field(default_factory=Counter)
+    attempts: dict[Key, list[int]] = field(default_factory=dict)
+    """Per attempt: [records of it delivered, runs of it]."""
     reported: dict[str, set[tuple[int, int]]] = field(default_factory=dict)
     seen: dict[str, Seen] = field(default_factory=dict)
     joins: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     exhausted_events: Counter[str] = field(default_factory=Counter)
     projection_rank: dict[str, int] = field(default_factory=dict)
-    first_run_at: dict[str, float] = field(default_factory=dict)
     trace: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
 
     def violate(self, message: str) -> None:
@@ -96,17 +97,20 @@ class Tracker:
         self.reported.pop(task_id, None)
 
     def delivered(self, key: Key) -> None:
-        self.deliveries[key] += 1
+        counts = self.attempts.get(key)
+        if counts is None:
+            self.attempts[key] = [1, 0]
+        else:
+            counts[0] += 1
 
     # -- executors ---------------------------------------------------------------------------
     def ran(self, task: Task) -> None:
         key = attempt_key(task)
-        self.runs[key] += 1
+        counts = self.attempts.setdefault(key, [0, 0])
+        counts[1] += 1
         self.note("run", *key)
-        self.first_run_at.setdefault(task.key, self.now())
-        if self.runs[key] > self.deliveries[key]:
-            self.violate(f"task {task.key} attempt {key[1:]} ran {self.runs[key]} times for "
-                         f"{self.deliveries[key]} deliveries")
+        if counts[1] > counts[0]:
+            self.violate(f"task {task.key} attempt {key[1:]} ran {counts[1]} times for {counts[0]} deliveries")
         row = self.peek_row(task.key) if task.force_store else None
         if row is not None and (row.status.is_terminal or _attempt(row) > key[1:]):
             self.violate(f"task {task.key} attempt {key[1:]} ran again after it committed ({row.status})")
@@ -139,7 +143,8 @@ class Tracker:
     def _final(self, task: Task, verdict: Verdict, result: Any, error: str | None) -> None:
         seen = self._see(task)
         if _attempt(task) >= seen.attempt:
-            seen.attempt, seen.verdict, seen.result, seen.error = _attempt(task), verdict, result, error
+            seen.attempt, seen.verdict, seen.error = _attempt(task), verdict, error
+            seen.result = result if seen.step else None
 
     def accounted(self, record: Record, key: Key) -> bool:
         seen = self.seen.get(key[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,9 +124,11 @@ def describe(task: Task) -> Seen:
     """What the checker keeps of a task: its expected verdict, a label, whether it has a row
     and a projection."""
     kind = task.payload.get("k") if isinstance(task.payload, dict) else None
-    return Seen(want=expected(task), label=f"{task.type}, {kind}",
+    meta = task.flow_meta
+    return Seen(want=expected(task), label=sys.intern(f"{task.type}, {kind}"),
                 has_row=task.force_store and task.type != FLOW_TIMEOUT_TYPE,  # sentinels live in the timer
-                bound=task.entity is not None and task.force_store)
+                bound=task.entity is not None and task.force_store,
+                step=meta is not None and meta.step_index >= 0)
 
 
 @dataclass
