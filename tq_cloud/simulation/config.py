@@ -20,7 +20,7 @@ class SimConfig:
     maximum_retry_attempts: int = 10
     invocation_timeout: float = 300.0
     sweep_interval: float = 60.0
-    max_flow_steps: int = 5000
+    max_flow_steps: int = 200
     """The largest flow (capped at a quarter of the tasks); one flow in a hundred is that large."""
     edge_inputs: bool = True
     max_virtual_seconds: float = 6 * 3600.0
