@@ -61,7 +61,7 @@ def test_mutation_resetting_every_task_of_a_partial_publish_is_caught(monkeypatc
         try:
             await self.queue.publish(tasks)
         except Exception:
-            await self._reset([t.key for t in tasks])
+            await self._reset(tasks)
             raise
         return {}
 

@@ -83,9 +83,9 @@ async def test_schedule_retry_only_moves_forward(storage: Any, clock: ManualCloc
 
 
 async def test_reset_and_stale_recovery(storage: Any, clock: ManualClock) -> None:
-    await storage.insert([t("a", clock, status=TaskStatus.PROCESSING),
-                          t("b", clock, status=TaskStatus.PROCESSING)])
-    await storage.reset_to_scheduled(["a"])
+    a = t("a", clock, status=TaskStatus.PROCESSING)
+    await storage.insert([a, t("b", clock, status=TaskStatus.PROCESSING)])
+    await storage.reset_to_scheduled([a])
     clock._now += timedelta(minutes=10)
     assert await storage.recover_stale(clock.now() - timedelta(minutes=20)) == 0
     assert await storage.recover_stale(clock.now() - timedelta(minutes=5)) == 1
@@ -135,6 +135,16 @@ async def test_run_leases_are_exclusive_until_they_expire(storage: Any, clock: M
 async def test_a_lease_moves_a_reset_row_back_to_processing(storage: Any, clock: ManualClock) -> None:
     task = Task(id="r", type="t", queue_id="q", payload={}, force_store=True, execute_at=clock.now())
     await storage.insert([task.model_copy(update={"status": TaskStatus.PROCESSING, "processing_started_at": clock.now()})])
-    await storage.reset_to_scheduled(["r"])
+    await storage.reset_to_scheduled([task])
     assert await storage.take_leases([task], "a", clock.now(), clock.now()) == {"r"}
     assert await storage.claim_mature(clock.now(), 10) == [], "the sweeper will not send it again"
+
+
+async def test_a_reset_never_touches_a_later_attempt(storage: Any, clock: ManualClock) -> None:
+    first = t("x", clock, status=TaskStatus.PROCESSING)
+    await storage.insert([first])
+    later = first.model_copy(update={"execution_stats": first.execution_stats.model_copy(update={"retry_count": 1})})
+    assert await storage.schedule_retry([later]) == [later]  # the next attempt, written (and sent) meanwhile
+    await storage.reset_to_scheduled([first])  # a late reset of the first attempt's failed send
+    [row] = await storage.get(["x"])
+    assert row.status is TaskStatus.PROCESSING and row.retry_count == 1, "the later attempt is not sent twice"

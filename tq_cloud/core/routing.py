@@ -219,23 +219,23 @@ class TaskRouter:
             return {}
         except QueueWriteError as exc:
             unwritten = set(exc.task_ids)
-            await self._reset([t.key for t in tasks if t.key in unwritten])
+            await self._reset([t for t in tasks if t.key in unwritten])
             if exc.rejected:
                 await self._fail_rejected([t for t in tasks if t.key in exc.rejected], exc.rejected)
             if unwritten:
                 raise
             return exc.rejected
         except Exception:
-            await self._reset([t.key for t in tasks])
+            await self._reset(tasks)
             raise
 
-    async def _reset(self, ids: list[str]) -> None:
-        if not ids:
+    async def _reset(self, tasks: list[Task]) -> None:
+        if not tasks:
             return
         try:
-            await self.storage.reset_to_scheduled(ids)
+            await self.storage.reset_to_scheduled(tasks)
         except Exception:
-            log.exception("could not reset %d tasks to scheduled; stale recovery will", len(ids))
+            log.exception("could not reset %d tasks to scheduled; stale recovery will", len(tasks))
 
     async def _fail_rejected(self, tasks: list[Task], rejected: Rejected) -> None:
         rows = [t.model_copy(update={"execution_stats": t.execution_stats.model_copy(update={

@@ -54,8 +54,10 @@ class TaskStorage(Protocol):
         holds another attempt, is final or is missing. Any other write of the row ends the lease."""
         ...
 
-    async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
-        """Undo a claim whose queue write failed, so the sweeper offers the task again."""
+    async def reset_to_scheduled(self, tasks: Sequence[Task]) -> None:
+        """Undo a claim whose queue write failed, so the sweeper offers the task again: only
+        while the row still holds the attempt that was being sent (a later attempt may have
+        been written, and sent, meanwhile)."""
         ...
 
     async def claim_mature(self, now: datetime, limit: int) -> list[Task]:

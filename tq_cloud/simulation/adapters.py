@@ -63,9 +63,10 @@ class TrackedStorage(InMemoryAdapter):
         super().__init__()
         self.tracker = tracker
 
-    async def reset_to_scheduled(self, ids: Any) -> None:
-        self.tracker.resetting([self._rows[i] for i in ids if i in self._rows])
-        await super().reset_to_scheduled(ids)
+    async def reset_to_scheduled(self, tasks: Any) -> None:
+        current = [row for t in tasks if t.key in self._rows and _same_attempt(row := self._rows[t.key], t)]
+        self.tracker.resetting(current)
+        await super().reset_to_scheduled(tasks)
 
 
 class TrackedProjections(InMemoryProjectionProvider):
@@ -99,3 +100,8 @@ class ReportingQueue:
             self.tracker.reported_written([t for t in tasks if t.key not in refused])
             raise
         self.tracker.reported_written(list(tasks))
+
+
+def _same_attempt(row: Task, task: Task) -> bool:
+    return (row.execution_stats.retry_count, row.execution_stats.deferrals) == (
+        task.execution_stats.retry_count, task.execution_stats.deferrals)

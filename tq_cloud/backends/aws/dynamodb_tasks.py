@@ -222,9 +222,11 @@ class DynamoDbAdapter:
 
         return {k for k in await bounded_gather(tasks, lease) if k is not None}
 
-    async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
+    async def reset_to_scheduled(self, tasks: Sequence[Task]) -> None:
         now = datetime.now(UTC)
-        await bounded_gather(ids, lambda i: self._move(i, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, now))
+        await bounded_gather(tasks, lambda t: self._move(
+            t.key, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, now, " AND retry_count = :rc AND deferrals = :d",
+            {":rc": n(t.execution_stats.retry_count), ":d": n(t.execution_stats.deferrals)}))
 
     async def _query_keys(self, index: str, bucket_attr: str, sort_attr: str, bucket: str,
                           before_ms: int, limit: int) -> list[str]:

@@ -144,10 +144,10 @@ class InMemoryAdapter:
             leased.add(task.key)
         return leased
 
-    async def reset_to_scheduled(self, ids: Sequence[str]) -> None:
-        for key in ids:
-            row = self._rows.get(key)
-            if row is not None and row.status is TaskStatus.PROCESSING:
+    async def reset_to_scheduled(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            row = self._rows.get(task.key)
+            if row is not None and row.status is TaskStatus.PROCESSING and _attempt(row) == _attempt(task):
                 self._put(row, status=TaskStatus.SCHEDULED)
 
     async def claim_mature(self, now: datetime, limit: int) -> list[Task]:
