@@ -8,11 +8,16 @@ import asyncio
 import io
 import json
 import sys
+import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tq_cloud import ExecutorActions, Task, TaskQueuesManager
+from tq_cloud.aws_lambda import kinesis_handler, sweeper_handler
 from tq_cloud.backends.aws import AwsSettings, open_clients
+from tq_cloud.local.checkpoints import ShardCheckpoints
 from tq_cloud.local.runtime import DevOptions, LocalRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +103,80 @@ def test_enqueue_and_status_commands(moto_endpoint: str) -> None:
     status = subprocess.run([cli, "status", "--entity", "user:u1"], env=env, capture_output=True, text=True,
                             timeout=60, check=True)
     assert "scheduled=1" in status.stdout and task_id in status.stdout
+
+
+def _counting_app(runs: Counter[str], *types: str) -> TaskQueuesManager:
+    """An app whose executors count each run of a task (by id)."""
+    app = TaskQueuesManager()
+    for task_type in types:
+        @app.task("q", task_type)
+        async def count(task: Task, actions: ExecutorActions) -> None:
+            runs[task.key] += 1
+            actions.success(task)
+    return app
+
+
+def _dev_options(endpoint: str, app: TaskQueuesManager, settings: AwsSettings) -> DevOptions:
+    return DevOptions(endpoint_url=endpoint, template=ROOT / "template.yaml", aws=settings,
+                      worker=kinesis_handler(app, settings), sweeper=sweeper_handler(app, settings),
+                      sweep_interval=0.5, batching_window=0.1, view_interval=0.3, until_settled=True, max_seconds=60)
+
+
+def _tasks(task_type: str, n: int) -> list[Task]:
+    return [Task(id=f"{task_type}-{i}", type=task_type, queue_id="q", payload={}) for i in range(n)]
+
+
+async def test_a_restarted_dev_resumes_after_its_checkpoints(moto_endpoint: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lambda's mapping keeps a checkpoint per shard; so does the local one, on the endpoint: a
+    second run against the same endpoint delivers nothing the first one finished. Without the
+    checkpoints (the bug, reintroduced) the restart runs every task in the stream again."""
+    runs: Counter[str] = Counter()
+    app = _counting_app(runs, "count")
+    settings = AwsSettings(endpoint_url=moto_endpoint, app_name="resume", emulate_scheduler=True)
+    first = await LocalRuntime(_dev_options(moto_endpoint, app, settings), io.StringIO()).run(
+        asyncio.Event(), _tasks("count", 6))
+    assert first is not None and first.settled and runs == Counter({f"count-{i}": 1 for i in range(6)})
+
+    restarted = LocalRuntime(_dev_options(moto_endpoint, app, settings), io.StringIO())
+    await restarted.run(asyncio.Event())
+    assert restarted.esm is not None and restarted.esm.stats.records == 0
+    assert runs == Counter({f"count-{i}": 1 for i in range(6)})
+
+    async def no_checkpoint(self: ShardCheckpoints, stream_arn: str, shard: str) -> None:
+        return None
+
+    monkeypatch.setattr(ShardCheckpoints, "get", no_checkpoint)
+    await LocalRuntime(_dev_options(moto_endpoint, app, settings), io.StringIO()).run(asyncio.Event())
+    assert runs == Counter({f"count-{i}": 2 for i in range(6)}), "the check cannot see a restart from the start"
+
+
+@pytest.mark.parametrize("names", ["per app", "shared (the bug)"])
+async def test_two_apps_on_one_endpoint_keep_apart(moto_endpoint: str, names: str) -> None:
+    """Each app's local resources are named after it, so two apps run side by side on one
+    endpoint; with shared names each marks the other's tasks ignored."""
+    runs: Counter[str] = Counter()
+    apps = {kind: _counting_app(runs, kind) for kind in ("shop", "mail")}
+    suffix = uuid.uuid4().hex[:6]
+    settings = {kind: AwsSettings(endpoint_url=moto_endpoint, emulate_scheduler=True,
+                                  app_name=f"{kind}-{suffix}" if names == "per app" else f"both-{suffix}")
+                for kind in apps}
+    runtimes = {kind: LocalRuntime(_dev_options(moto_endpoint, apps[kind], settings[kind]), io.StringIO())
+                for kind in apps}
+    views = await asyncio.gather(*(runtimes[kind].run(asyncio.Event(), _tasks(kind, 5)) for kind in apps))
+    ignored = sum(n for view in views if view for (_, status), n in view.by_type.items() if status == "ignored")
+    if names == "per app":
+        assert ignored == 0 and runs == Counter({f"{kind}-{i}": 1 for kind in apps for i in range(5)})
+    else:
+        assert ignored > 0
+
+
+def test_app_names_come_from_the_folder(tmp_path: Path) -> None:
+    from tq_cloud.cli import folder_app_name
+
+    assert folder_app_name(tmp_path / "My Shop!") == "My-Shop"
+    assert folder_app_name(tmp_path / "...") == "tq"
+    names = AwsSettings(app_name=folder_app_name(tmp_path / "shop"))
+    assert (names.stream_name, names.tasks_table, names.barriers_table) == (
+        "shop-tasks", "shop-tasks", "shop-flow-barriers")
+    assert AwsSettings(app_name="shop", tasks_table="given").tasks_table == "given"

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import re
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -29,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="enqueue the example workload (functions/example_workload.py) and sweep every second")
     dev.add_argument("--until-settled", action="store_true", help="stop once nothing is left to do")
     dev.add_argument("--max-seconds", type=float)
+    _app_name_option(dev)
     for name, text in (("enqueue", "add a task"), ("status", "show tasks, flows and an entity's tasks")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--endpoint-url", help="AWS endpoint (default: TQ_ENDPOINT_URL or AWS)")
+        _app_name_option(sub)
         if name == "enqueue":
             sub.add_argument("--queue", required=True)
             sub.add_argument("--type", required=True)
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "app_name", None):
+        os.environ["TQ_APP_NAME"] = args.app_name
     if args.command == "demo":
         from tq_cloud.demo import main as demo
 
@@ -52,6 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dev":
         return _dev(args)
     return asyncio.run(_enqueue(args) if args.command == "enqueue" else _status(args))
+
+
+def _app_name_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app-name", default=os.environ.get("TQ_APP_NAME") or folder_app_name(Path.cwd()),
+                        help="names the resources that TQ_* variables do not name one by one: "
+                             "APP-tasks, APP-flow-barriers, ... (default: TQ_APP_NAME, else this folder's name)")
+
+
+def folder_app_name(folder: Path) -> str:
+    """An app name from a folder's name: what resource names allow, at most 40 characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip("-.")[:40] or "tq"
 
 
 def _dev(args: argparse.Namespace) -> int:

@@ -87,10 +87,27 @@ async def test_reset_and_stale_recovery(storage: Any, clock: ManualClock) -> Non
     await storage.insert([a, t("b", clock, status=TaskStatus.PROCESSING)])
     await storage.reset_to_scheduled([a])
     clock._now += timedelta(minutes=10)
-    assert await storage.recover_stale(clock.now() - timedelta(minutes=20)) == 0
-    assert await storage.recover_stale(clock.now() - timedelta(minutes=5)) == 1
+    assert await storage.recover_stale(clock.now() - timedelta(minutes=20), clock.now()) == 0
+    assert await storage.recover_stale(clock.now() - timedelta(minutes=5), clock.now()) == 1
     rows = await storage.get(["a", "b"])
     assert {r.status for r in rows} == {TaskStatus.SCHEDULED}
+
+
+async def test_an_unstamped_row_is_stamped_by_the_sweeper_then_recovered(storage: Any, clock: ManualClock) -> None:
+    """A row stored as it is sent carries no producer time: the first sweep that sees it stamps
+    it with the sweeper's clock, and recovery counts from that stamp."""
+    from tq_cloud.ports.storage import NOT_STAMPED
+
+    row = t("u", clock, status=TaskStatus.PROCESSING).model_copy(update={"processing_started_at": NOT_STAMPED})
+    await storage.insert([row])
+    now = clock.now()
+    assert await storage.recover_stale(now - timedelta(minutes=30), now) == 0
+    [stamped] = await storage.get(["u"])
+    assert stamped.status is TaskStatus.PROCESSING and stamped.processing_started_at == now
+    later = now + timedelta(minutes=31)
+    assert await storage.recover_stale(later - timedelta(minutes=30), later) == 1
+    [recovered] = await storage.get(["u"])
+    assert recovered.status is TaskStatus.SCHEDULED
 
 
 async def test_items_over_the_limit_are_rejected(storage: Any, clock: ManualClock) -> None:
@@ -121,7 +138,7 @@ async def test_run_leases_are_exclusive_until_they_expire(storage: Any, clock: M
     assert await storage.take_leases([task], "a", now, expired) == {"l"}
     [leased] = await storage.get(["l"])
     assert leased.processing_started_at == now, "stale recovery counts from the start of the run"
-    assert await storage.recover_stale(now - timedelta(minutes=30)) == 0, "a queued hour is not a stale run"
+    assert await storage.recover_stale(now - timedelta(minutes=30), now) == 0, "a queued hour is not a stale run"
     assert await storage.take_leases([task], "b", now, expired) == set(), "another live run holds it"
     assert await storage.take_leases([task], "a", now, expired) == {"l"}, "the owner's retry keeps it"
     later = now + timedelta(minutes=31)

@@ -245,7 +245,8 @@ class TaskHandler:
 
     async def process_mature_tasks(self) -> int:
         """Recover stale `processing` rows, then send every due `scheduled` task to the queue."""
-        recovered = await self.storage.recover_stale(self.clock.now() - self.settings.stale_after)
+        now = self.clock.now()
+        recovered = await self.storage.recover_stale(now - self.settings.stale_after, now)
         if recovered:
             log.warning("recovered %d stale processing tasks", recovered)
         sent = await self.timer.fire_due(self.clock.now()) if self.timer is not None else 0

@@ -33,7 +33,7 @@ from tq_cloud.flows.models import timeout_timer_name
 from tq_cloud.ids import new_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
 from tq_cloud.ports.queue import MessageQueue
-from tq_cloud.ports.storage import TaskStorage
+from tq_cloud.ports.storage import NOT_STAMPED, TaskStorage
 from tq_cloud.ports.timer import Timer
 
 log = logging.getLogger("tq_cloud.routing")
@@ -204,7 +204,7 @@ class TaskRouter:
         return {}
 
     async def _store_and_publish(self, tasks: list[Task], now: datetime) -> Rejected:
-        rows = [t.model_copy(update={"status": TaskStatus.PROCESSING, "processing_started_at": now})
+        rows = [t.model_copy(update={"status": TaskStatus.PROCESSING, "processing_started_at": NOT_STAMPED})
                 for t in tasks]
         inserted = {t.key for t in await self.storage.insert(rows)}
         fresh = [t for t in tasks if t.key in inserted]

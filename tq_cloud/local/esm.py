@@ -11,6 +11,10 @@ once, split by a hash of the partition key so that one key's records stay in ord
 does. Each concurrent slot invokes its own container (`containers()` makes one: a handler with
 its own runtime, as a separate Lambda container); without a factory, invocations of the one
 handler given are serialised.
+
+With `checkpoints`, each shard is read on from where the last finished poll of it ended (kept on
+the endpoint, see checkpoints.py), as Lambda's mapping resumes after a restart; without, from the
+stream's start (TRIM_HORIZON).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from tq_cloud.local.checkpoints import ShardCheckpoints
 
 log = logging.getLogger("tq_cloud.local.esm")
 
@@ -65,7 +71,8 @@ class EmulatedEventSourceMapping:
     def __init__(self, kinesis: Any, stream_name: str, stream_arn: str, handler: Handler, *,
                  batch_size: int = 100, batching_window: float = 1.0, max_retries: int = 10,
                  function_timeout_ms: int = 300_000, parallelization: int = 1,
-                 containers: Callable[[], Handler] | None = None) -> None:
+                 containers: Callable[[], Handler] | None = None,
+                 checkpoints: ShardCheckpoints | None = None) -> None:
         self.kinesis = kinesis
         self.stream_name = stream_name
         self.stream_arn = stream_arn
@@ -76,6 +83,7 @@ class EmulatedEventSourceMapping:
         self.function_timeout_ms = function_timeout_ms
         self.parallelization = parallelization
         self.containers = containers
+        self.checkpoints = checkpoints
         self.stats = MappingStats()
         self._polled = asyncio.Condition()
         self._iterators: dict[str, str | None] = {}
@@ -102,8 +110,11 @@ class EmulatedEventSourceMapping:
 
     async def _iterator(self, shard: str) -> str | None:
         if shard not in self._iterators:
+            after = await self.checkpoints.get(self.stream_arn, shard) if self.checkpoints else None
+            start = ({"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": after} if after
+                     else {"ShardIteratorType": "TRIM_HORIZON"})
             self._iterators[shard] = (await self.kinesis.get_shard_iterator(
-                StreamName=self.stream_name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
+                StreamName=self.stream_name, ShardId=shard, **start))["ShardIterator"]
         return self._iterators[shard]
 
     def _event(self, shard: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,6 +201,8 @@ class EmulatedEventSourceMapping:
             lane = zlib.crc32(record["PartitionKey"].encode()) % self.parallelization
             lanes.setdefault(lane, []).append(record)
         await asyncio.gather(*(self._deliver(shard, batch, f"{shard}/{lane}") for lane, batch in lanes.items()))
+        if records and self.checkpoints:  # every lane of the poll is done (or sent to on-failure)
+            await self.checkpoints.put(self.stream_arn, shard, records[-1]["SequenceNumber"])
         return len(records)
 
     async def caught_up(self) -> None:

@@ -22,6 +22,7 @@ from tq_cloud.backends.aws.settings import AwsSettings
 from tq_cloud.backends.aws.stack import open_clients
 from tq_cloud.backends.aws.tables import create_resources
 from tq_cloud.core.models import Task
+from tq_cloud.local.checkpoints import ShardCheckpoints
 from tq_cloud.local.esm import EmulatedEventSourceMapping
 from tq_cloud.local.view import Snapshot, snapshot
 
@@ -64,7 +65,6 @@ def settings_for(endpoint: str) -> AwsSettings:
     """Settings for the local runtime, exported to the environment so that the handlers, which
     read TQ_* variables like deployed Lambdas do, find the same resources."""
     settings = AwsSettings(endpoint_url=endpoint, emulate_scheduler=True)
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines in the live view
     for name, value in settings.model_dump().items():
         if value is not None:
             os.environ[f"TQ_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
@@ -88,8 +88,10 @@ class LocalRuntime:
                 from tq_cloud.local.moto import moto_server
 
                 endpoint = exits.enter_context(moto_server())
-            print(f"tq-cloud dev: AWS at {endpoint}", file=self.out, flush=True)
+            os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines in the live view
             settings = self.options.aws or settings_for(endpoint)
+            print(f"tq-cloud dev: AWS at {endpoint}, app {settings.app_name} (stream {settings.stream_name}, "
+                  f"table {settings.tasks_table})", file=self.out, flush=True)
             async with open_clients(settings) as clients:
                 await create_resources(clients, settings, self.options.template)
                 await self._serve(clients, settings, stop, seed, feed)
@@ -100,11 +102,14 @@ class LocalRuntime:
         worker, sweeper = load_handler(self.options.worker), load_handler(self.options.sweeper)
         arn = (await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name))[
             "StreamDescriptionSummary"]["StreamARN"]
+        checkpoints = ShardCheckpoints(clients.dynamodb, f"{settings.stream_name}-checkpoints", consumer="tq-worker")
+        await checkpoints.ensure_table()
         self.esm = EmulatedEventSourceMapping(
             clients.kinesis, settings.stream_name, arn, worker, batch_size=self.options.batch_size,
             batching_window=self.options.batching_window, max_retries=self.options.max_retries,
             parallelization=self.options.parallelization, function_timeout_ms=self.options.function_timeout_ms,
-            containers=self.options.worker_containers or getattr(worker, "new_container", None))
+            containers=self.options.worker_containers or getattr(worker, "new_container", None),
+            checkpoints=checkpoints)
         if seed:
             await self._enqueue(settings, seed)
         feeding = asyncio.ensure_future(self._feed(settings, feed))

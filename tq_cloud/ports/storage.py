@@ -7,10 +7,16 @@ inserts are set-if-absent, terminal transitions happen once, retries only move f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from tq_cloud.core.models import Task
+
+NOT_STAMPED = datetime(1970, 1, 1, tzinfo=UTC)
+"""The `processing_started_at` of a row stored as it is sent (force_store): the clock of
+whoever added the task (a producer anywhere, perhaps far behind or ahead) is not one recovery
+may trust, so the row carries no time until a sweeper stamps it with its own (see
+`recover_stale`) or a run takes its lease."""
 
 
 class TaskStorage(Protocol):
@@ -65,6 +71,8 @@ class TaskStorage(Protocol):
         exactly one caller."""
         ...
 
-    async def recover_stale(self, processing_before: datetime) -> int:
-        """Return `processing` tasks older than the threshold to `scheduled`; count them."""
+    async def recover_stale(self, processing_before: datetime, now: datetime) -> int:
+        """Return `processing` tasks stamped before `processing_before` to `scheduled`; count
+        them. A row still `NOT_STAMPED` is stamped `now` instead: its recovery counts from when a
+        sweeper first saw it, on the sweeper's clock, never from a producer's."""
         ...

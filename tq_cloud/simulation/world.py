@@ -31,6 +31,7 @@ from tq_cloud.core.resilience import RetryPolicy
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.errors import TaskRejectedError
 from tq_cloud.ids import derived_id
+from tq_cloud.ports.storage import NOT_STAMPED
 from tq_cloud.simulation.adapters import (
     ReportingQueue,
     SimContext,
@@ -209,7 +210,8 @@ class Deployment:
             cutoff = self.clock.now() - stale_after
             for key in list(self.storage._open):
                 row = self.storage._rows[key]
-                if row.status is TaskStatus.PROCESSING and (row.processing_started_at or cutoff) < cutoff:
+                since = row.processing_started_at or cutoff
+                if row.status is TaskStatus.PROCESSING and since != NOT_STAMPED and since < cutoff:
                     self.tracker.recovered(key)
             sweeper = SweeperHandler(SimRuntime(handler, self.tracker))
             if await invocation(sweeper.handle(), self.plan.invocation("sweeper"), 60.0) is None:

@@ -24,6 +24,7 @@ from tq_cloud.core.codec import encode_task
 from tq_cloud.core.limits import failure_row
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError
+from tq_cloud.ports.storage import NOT_STAMPED
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 _ITEM_OVERHEAD = 1024
@@ -228,21 +229,22 @@ class DynamoDbAdapter:
             t.key, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, now, " AND retry_count = :rc AND deferrals = :d",
             {":rc": n(t.execution_stats.retry_count), ":d": n(t.execution_stats.deferrals)}))
 
-    async def _query_keys(self, index: str, bucket_attr: str, sort_attr: str, bucket: str,
-                          before_ms: int, limit: int) -> list[str]:
+    async def _query_index(self, index: str, bucket_attr: str, sort_attr: str, bucket: str,
+                          before_ms: int, limit: int) -> list[tuple[str, int]]:
+        """The ids in one bucket of a sparse index up to `before_ms`, each with its sort value."""
         response = await self.client.query(
             TableName=self.table, IndexName=index, Limit=limit,
             KeyConditionExpression=f"{bucket_attr} = :b AND {sort_attr} <= :t",
             ExpressionAttributeValues={":b": s(bucket), ":t": n(before_ms)})
-        return [item["id"]["S"] for item in response.get("Items", [])]
+        return [(item["id"]["S"], int(item[sort_attr]["N"])) for item in response.get("Items", [])]
 
     async def claim_mature(self, now: datetime, limit: int) -> list[Task]:
         """Query every bucket, then claim candidates in random order until `limit` are won, so
         concurrent sweepers spread over the due tasks instead of all fighting for the first."""
         buckets = await self._swept_buckets()
-        found = await tolerant_gather(buckets, lambda b: self._query_keys(
+        found = await tolerant_gather(buckets, lambda b: self._query_index(
             DUE_INDEX, "due_bucket", "execute_at_ms", b, _ms(now), limit), "due query")
-        candidates = [i for batch in found if batch for i in batch]
+        candidates = [i for batch in found if batch for i, _ in batch]
         random.shuffle(candidates)
         claimed: list[Task] = []
         while candidates and len(claimed) < limit:
@@ -274,13 +276,18 @@ class DynamoDbAdapter:
                  ":exp": n(int((datetime.now(UTC) + self.finished_ttl).timestamp()))})
             return None
 
-    async def recover_stale(self, processing_before: datetime) -> int:
+    async def recover_stale(self, processing_before: datetime, now: datetime) -> int:
         buckets = await self._swept_buckets()
         cutoff = _ms(processing_before)
-        found = await tolerant_gather(buckets, lambda b: self._query_keys(
+        found = await tolerant_gather(buckets, lambda b: self._query_index(
             RUNNING_INDEX, "running_bucket", "processing_ms", b, cutoff, 1000), "stale query")
-        ids = [i for batch in found if batch for i in batch]
-        moved = await tolerant_gather(ids, lambda i: self._move(
+        rows = [row for batch in found if batch for row in batch]
+        unstamped = [i for i, ms in rows if ms == _ms(NOT_STAMPED)]
+        await tolerant_gather(unstamped, lambda i: self._conditional(
+            i, "SET processing_ms = :now", "#s = :processing AND processing_ms = :unstamped",
+            {":now": n(_ms(now)), ":processing": s("processing"), ":unstamped": n(_ms(NOT_STAMPED))}), "stamp")
+        moved = await tolerant_gather([i for i, ms in rows if ms != _ms(NOT_STAMPED)], lambda i: self._move(
             i, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, processing_before,
-            " AND processing_ms <= :cut", {":cut": n(cutoff)}), "stale recovery")
+            " AND processing_ms <= :cut AND processing_ms > :unstamped",
+            {":cut": n(cutoff), ":unstamped": n(_ms(NOT_STAMPED))}), "stale recovery")
         return sum(1 for item in moved if item is not None)

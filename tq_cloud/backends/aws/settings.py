@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RESOURCE_SUFFIXES = {"stream_name": "tasks", "tasks_table": "tasks", "barriers_table": "flow-barriers",
+                     "projections_table": "entity-projections", "locks_table": "locks",
+                     "schedule_group": "flow-timeouts"}
+"""Each resource's name, when not given, is `{app_name}-{suffix}` (with the default app name,
+`tq-tasks`, `tq-flow-barriers`, ...)."""
 
 
 class AwsSettings(BaseSettings):
@@ -11,12 +19,16 @@ class AwsSettings(BaseSettings):
 
     region: str = "us-east-1"
     endpoint_url: str | None = Field(default=None, description="moto or LocalStack; None for AWS")
-    stream_name: str = "tq-tasks"
-    tasks_table: str = "tq-tasks"
-    barriers_table: str = "tq-flow-barriers"
-    projections_table: str = "tq-entity-projections"
-    locks_table: str = "tq-locks"
-    schedule_group: str = "tq-flow-timeouts"
+    app_name: str = Field(
+        default="tq", pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        description="names the resources not named one by one; `tq-cloud` commands default it to "
+                    "the current folder's name, so that two apps on one local endpoint stay apart")
+    stream_name: str = ""
+    tasks_table: str = ""
+    barriers_table: str = ""
+    projections_table: str = ""
+    locks_table: str = ""
+    schedule_group: str = ""
     scheduler_role_arn: str = "arn:aws:iam::123456789012:role/tq-scheduler"
     due_buckets: int = Field(default=8, ge=1, le=256)
     finished_ttl_days: float = Field(default=7, gt=0)
@@ -26,3 +38,10 @@ class AwsSettings(BaseSettings):
                     "partition key to one consumer at a time, so this is off by default")
     emulate_scheduler: bool = Field(default=False, description="fire due schedules ourselves (moto)")
     max_attempts: int = Field(default=8, ge=1, description="botocore retries for throttling")
+
+    @model_validator(mode="after")
+    def _name_resources(self) -> Self:
+        for name, suffix in RESOURCE_SUFFIXES.items():
+            if not getattr(self, name):
+                setattr(self, name, f"{self.app_name}-{suffix}")
+        return self

@@ -11,6 +11,7 @@ from tq_cloud.core.codec import encode_task
 from tq_cloud.core.limits import failure_row
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError, TqError
+from tq_cloud.ports.storage import NOT_STAMPED
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 
@@ -160,12 +161,17 @@ class InMemoryAdapter:
         return [self._put(r, status=TaskStatus.PROCESSING, processing_started_at=now).model_copy()
                 for r in due]
 
-    async def recover_stale(self, processing_before: datetime) -> int:
+    async def recover_stale(self, processing_before: datetime, now: datetime) -> int:
         stale = [r for r in (self._rows[k] for k in self._open) if r.status is TaskStatus.PROCESSING
                  and (r.processing_started_at or r.updated_at or processing_before) < processing_before]
+        recovered = 0
         for row in stale:
-            self._put(row, status=TaskStatus.SCHEDULED)
-        return len(stale)
+            if row.processing_started_at == NOT_STAMPED:
+                self._put(row, processing_started_at=now)
+            else:
+                self._put(row, status=TaskStatus.SCHEDULED)
+                recovered += 1
+        return recovered
 
     def next_due(self) -> datetime | None:
         dues = [r.execute_at for r in (self._rows[k] for k in self._open)
