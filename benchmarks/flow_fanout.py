@@ -1,46 +1,153 @@
-"""Flows of many steps through the in-memory pipeline.
+"""One flow of many steps through the pipeline: what its barrier costs per step, and how soon
+the join follows the last step.
 
-    python benchmarks/flow_fanout.py --flows 3 --steps 1000 --batch-size 100
+    python benchmarks/flow_fanout.py --backend aws --steps 1000
+    python benchmarks/flow_fanout.py --backend aws --steps 10000
+    python benchmarks/flow_fanout.py --backend memory --steps 100000     # peak RSS of a huge flow
 
-Prints, per flow, the wall time from the last step's completion to the join's dispatch, and
-the barrier calls made against the target of one per flow per processed batch.
+The engine runs on the in-memory stack (queue, clock) with its task store and flow barriers on
+DynamoDB on moto's server (`--backend aws`), or in memory. Steps are delivered in batches of
+`--batch-size` in a shuffled order, as a Kinesis shard's batches hold steps spread over the
+flow by their partition keys. Every DynamoDB call is counted; moto reports fixed capacity
+units, so read and write units are estimated from each item's size by DynamoDB's rules (a
+write: 1 unit per KB of the item, a conditional write that fails included; a strongly
+consistent read: 1 unit per 4 KB read). The join reads every step's result, and that is
+counted too. Last line:
+`steps N: X calls/step, Y RRU/step, Z WRU/step, join after W ms`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
+import random
+import resource
+import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from tq_cloud import ExecutorActions, FlowConfig, JoinTarget, LifecycleConfig, Task, TaskLifecycleProvider
-from tq_cloud.lifecycle.events import TaskContext
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tq_cloud import ExecutorActions, FlowConfig, JoinTarget, Task, TaskHandler
+from tq_cloud.backends.memory import InMemoryQueue
 from tq_cloud.testing import InMemoryStack
 
 
 @dataclass
-class FlowFigures:
+class Meter:
+    """Counts calls and estimates capacity units of a DynamoDB client's calls."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    rru: float = 0.0
+    wru: float = 0.0
+
+    def read(self, items: list[dict[str, Any]]) -> None:
+        self.rru += max(math.ceil(sum(map(item_bytes, items)) / 4096), 1)
+
+    def write(self, item: dict[str, Any] | None) -> None:
+        self.wru += max(math.ceil(item_bytes(item or {}) / 1024), 1)
+
+
+def item_bytes(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it: names plus values (numbers about half their digits)."""
+    def size(value: dict[str, Any]) -> int:
+        (kind, v), = value.items()
+        if kind == "S":
+            return len(v.encode())
+        if kind == "N":
+            return len(v) // 2 + 1
+        if kind in ("NS", "SS"):
+            return sum(len(x) // 2 + 1 if kind == "NS" else len(x.encode()) for x in v)
+        return 1
+    return sum(len(name.encode()) + size(value) for name, value in item.items())
+
+
+class MeteredDynamoDb:
+    def __init__(self, client: Any, meter: Meter) -> None:
+        self._client = client
+        self._meter = meter
+        self.exceptions = client.exceptions
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._client, name)
+        meter = self._meter
+
+        async def call(**kwargs: Any) -> Any:
+            meter.calls[name] += 1
+            try:
+                response = await target(**kwargs)
+            except Exception as exc:
+                if name in ("put_item", "update_item"):
+                    meter.write(kwargs.get("Item") or getattr(exc, "response", {}).get("Item"))
+                raise
+            if name == "put_item":
+                meter.write(kwargs["Item"])
+            elif name == "update_item":
+                meter.write(response.get("Attributes"))
+            elif name == "get_item":
+                meter.read([response["Item"]] if "Item" in response else [])
+            elif name == "query":
+                meter.read(response.get("Items", []))
+            elif name == "batch_get_item":
+                meter.read([i for items in response.get("Responses", {}).values() for i in items])
+            elif name in ("batch_write_item", "delete_item"):
+                meter.write(None)
+            return response
+
+        return call
+
+
+class SpreadQueue(InMemoryQueue):
+    """Delivers what is due in a shuffled order, as steps spread over shards arrive."""
+
+    def __init__(self, *args: Any, rng: random.Random, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seq = iter(lambda: rng.random(), None)  # type: ignore[assignment]
+
+
+@dataclass
+class Figures:
     steps: int
-    batches_with_steps: int
-    barrier_calls: int
-    last_step_to_join_ms: float
+    meter: Meter
+    join_after_ms: float
+    last_batch_ms: float
+    peak_mb: float
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.meter.calls.values())
+
+    def line(self) -> str:
+        n = self.steps
+        return (f"steps {n}: {self.total_calls / n:.2f} calls/step, {self.meter.rru / n:.2f} RRU/step, "
+                f"{self.meter.wru / n:.2f} WRU/step, join after {self.join_after_ms:.0f} ms")
 
 
-class JoinWatch(TaskLifecycleProvider):
-    def __init__(self) -> None:
-        self.dispatched_at: dict[str, float] = {}
+async def one_flow(steps: int, batch_size: int, seed: int, ports: dict[str, Any]) -> tuple[float, float, int]:
+    """Run the flow: the ms from the commit of the last step (the barrier report that closed
+    the flow) to the join's dispatch, the ms from the last step's run to that dispatch (the
+    whole commit of the last batch), and how many results the join read."""
+    stack = InMemoryStack.create()
+    stack.queue = SpreadQueue(stack.clock, rng=random.Random(seed))
+    barriers = ports.get("barriers", stack.barriers)
+    stack.handler = TaskHandler(queue=stack.queue, registry=stack.registry, clock=stack.clock, locks=stack.locks,
+                                storage=ports.get("storage", stack.storage), flow_barriers=barriers, timer=stack.timer)
+    last_step, closed_at, dispatched, read = 0.0, 0.0, 0.0, 0
+    report = barriers.batch_decrement_and_check
 
-    def on_task_scheduled(self, event: TaskContext) -> None:
-        if event.task_type == "join":
-            self.dispatched_at[event.task_id] = time.perf_counter()
+    async def timed_report(*args: Any, **kwargs: Any) -> Any:
+        nonlocal closed_at
+        outcome = await report(*args, **kwargs)
+        if outcome.closed:
+            closed_at = time.perf_counter()
+        return outcome
 
-
-async def one_flow(steps: int, batch_size: int) -> FlowFigures:
-    watch = JoinWatch()
-    stack = InMemoryStack.create(task_lifecycle=watch, lifecycle_config=LifecycleConfig(mode="sync"))
-    last_step = 0.0
-    joined: list[int] = []
+    barriers.batch_decrement_and_check = timed_report
 
     @stack.registry.task("f", "parent")
     async def parent(task: Task, actions: ExecutorActions) -> None:
@@ -51,37 +158,67 @@ async def one_flow(steps: int, batch_size: int) -> FlowFigures:
     @stack.registry.task("f", "step", parallel=True, chunk_size=50)
     async def step(task: Task, actions: ExecutorActions) -> None:
         nonlocal last_step
-        actions.success(task, task.payload)
+        actions.success(task, {"i": task.payload})
         last_step = time.perf_counter()
 
-    @stack.registry.task("f", "join")
+    @stack.registry.task("f", "join", store_on_failure=True)
     async def join(task: Task, actions: ExecutorActions) -> None:
-        joined.append(len(task.payload["flow_results"]["steps"]))
+        nonlocal read
+        read = sum([1 async for _ in actions.flow_results(task).steps(page_size=1000)])
         actions.success(task)
 
+    original_publish = stack.queue.publish
+
+    async def publish(tasks: Any) -> None:  # the join's dispatch is its publish
+        nonlocal dispatched
+        if any(t.type == "join" for t in tasks):
+            dispatched = time.perf_counter()
+        await original_publish(tasks)
+
+    stack.queue.publish = publish  # type: ignore[method-assign]
     await stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)])
     await stack.run_until_idle(batch_size=batch_size)
-    if joined != [steps]:
-        raise SystemExit(f"expected one join with {steps} results, got {joined}")
-    assert stack.handler.flows is not None
-    [dispatched] = watch.dispatched_at.values()
-    return FlowFigures(steps, math.ceil(steps / batch_size), stack.handler.flows.barrier_calls,
-                       (dispatched - last_step) * 1000)
+    return (dispatched - closed_at) * 1000, (dispatched - last_step) * 1000, read
 
 
-def main(argv: list[str] | None = None) -> list[FlowFigures]:
+async def run(backend: str, steps: int, batch_size: int, seed: int) -> Figures:
+    meter = Meter()
+    if backend == "memory":
+        join_ms, batch_ms, read = await one_flow(steps, batch_size, seed, {})
+    else:
+        from tests.aws_support import aws_resources, fresh_settings
+        from tq_cloud.backends.aws import DynamoDbAdapter, DynamoDbFlowBarrierProvider
+        from tq_cloud.local.moto import moto_server
+
+        with moto_server(own_process=True) as endpoint:
+            settings = fresh_settings(endpoint)
+            async with aws_resources(settings) as clients:
+                dynamodb = MeteredDynamoDb(clients.dynamodb, meter)
+                ports = {"storage": DynamoDbAdapter(dynamodb, settings.tasks_table),
+                         "barriers": DynamoDbFlowBarrierProvider(dynamodb, settings.barriers_table)}
+                join_ms, batch_ms, read = await one_flow(steps, batch_size, seed, ports)
+    if read != steps:
+        raise SystemExit(f"the join read {read} results of {steps} steps")
+    return Figures(steps, meter, join_ms, batch_ms, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def main(argv: list[str] | None = None) -> Figures:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flows", type=int, default=3)
+    parser.add_argument("--backend", choices=("memory", "aws"), default="memory")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    results = [asyncio.run(one_flow(args.steps, args.batch_size)) for _ in range(args.flows)]
-    print(f"{args.flows} flows of {args.steps} steps, batches of {args.batch_size}")
-    print(f"{'flow':<6}{'last step -> join (ms)':>24}{'barrier calls':>15}{'batches':>9}  one per batch")
-    for n, f in enumerate(results, 1):
-        ok = "yes" if f.barrier_calls == f.batches_with_steps else "NO"
-        print(f"{n:<6}{f.last_step_to_join_ms:>24.2f}{f.barrier_calls:>15}{f.batches_with_steps:>9}  {ok}")
-    return results
+    logging.getLogger("tq_cloud").setLevel(logging.ERROR)
+    started = time.perf_counter()
+    figures = asyncio.run(run(args.backend, args.steps, args.batch_size, args.seed))
+    print(f"backend {args.backend}, {args.steps} steps in batches of {args.batch_size}, "
+          f"{time.perf_counter() - started:.1f} s, peak RSS {figures.peak_mb:.0f} MB")
+    print(f"the last batch, from its steps' run to the join's dispatch: {figures.last_batch_ms:.0f} ms")
+    if figures.meter.calls:
+        print("DynamoDB calls: " + ", ".join(f"{k} {v}" for k, v in sorted(figures.meter.calls.items())))
+    print(figures.line())
+    return figures
 
 
 if __name__ == "__main__":

@@ -63,9 +63,9 @@ async def reserve(task: Task, actions: ExecutorActions) -> None:
 
 @app.task("orders", "ship", store_on_failure=True)
 async def ship(task: Task, actions: ExecutorActions) -> None:
-    results = task.payload["flow_results"]
-    shipped = [s["result"]["sku"] for s in results["steps"] if s["status"] == "success"]
-    actions.success(task, {"shipped": shipped, "aborted": results["aborted"], "timed_out": results["timed_out"]})
+    results = actions.flow_results(task)  # the steps' results, read a page at a time
+    shipped = [step.result["sku"] async for step in results.steps() if step.status == "success"]
+    actions.success(task, {"shipped": shipped, "aborted": results.aborted, "timed_out": results.timed_out})
 
 
 @app.task("billing", "invoice", store_on_failure=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,14 +44,15 @@ def test_runner_throughput_benchmark_runs_on_tiny_input() -> None:
 
 
 def test_flow_fanout_benchmark_runs_on_tiny_input() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import flow_fanout
-    finally:
-        sys.path.pop(0)
-    [figures] = flow_fanout.main(["--flows", "1", "--steps", "40", "--batch-size", "10"])
-    assert figures.barrier_calls == figures.batches_with_steps == 4
-    assert figures.last_step_to_join_ms >= 0
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "flow_fanout.py"), "--backend", "aws",
+                             "--steps", "250", "--batch-size", "50"], capture_output=True, text=True, timeout=300,
+                            check=True)
+    last = result.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"steps 250: ([\d.]+) calls/step, ([\d.]+) RRU/step, ([\d.]+) WRU/step, join after \d+ ms",
+                         last)
+    assert match, last
+    calls, rru, wru = map(float, match.groups())
+    assert 1 <= calls <= 2 and 0 < rru <= 2 and 1 <= wru <= 2
 
 
 def test_aws_calls_benchmark_runs_on_tiny_input() -> None:

@@ -127,6 +127,17 @@ def test_mutation_letting_an_ignored_flow_step_skip_the_barrier_is_caught(monkey
     assert any("has no executed join" in v for v in found), found[:5]
 
 
+def test_mutation_ignoring_a_steps_own_failure_policy_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.core.models import FlowMeta
+    from tq_cloud.flows import commit_steps
+
+    def flow_policy_only(meta: FlowMeta) -> str:
+        return meta.failure_policy
+
+    monkeypatch.setattr(commit_steps, "_step_policy", flow_policy_only)
+    assert violations_within(range(1, 8), about="abort"), "a flow aborted or completed against a step's policy"
+
+
 def test_mutation_firing_a_timeout_early_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     import tq_cloud.simulation.timer as world
     from tq_cloud.core.executors import SingleTaskExecutor

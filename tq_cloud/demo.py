@@ -87,8 +87,8 @@ def build_app() -> TaskQueuesManager:
 
     @app.task("orders", "ship", store_on_failure=True)
     async def ship(task: Task, actions: ExecutorActions) -> None:
-        steps = task.payload["flow_results"]["steps"]
-        actions.success(task, {"shipped": [s["result"]["sku"] for s in steps]})
+        steps = actions.flow_results(task).steps()
+        actions.success(task, {"shipped": [s.result["sku"] async for s in steps]})
 
     @app.task("billing", "charge", retries=1, store_on_failure=True)
     async def charge(task: Task, actions: ExecutorActions) -> None:

@@ -197,8 +197,8 @@ async def test_duplicate_step_records_do_not_double_count(env: Env, registry: Ta
     steps = [t for t in await _stream_tasks(env) if t.type == "step"]
     await env.stack.handler.process_batch([steps[0], steps[0].model_copy(deep=True)])
     await env.stack.handler.process_batch([steps[0].model_copy(deep=True)])
-    snapshot = await env.stack.barriers.get(steps[0].flow_meta.flow_id)  # type: ignore[union-attr]
-    assert snapshot is not None and snapshot.remaining == 1
+    counts = await env.stack.barriers.step_counts(steps[0].flow_meta.flow_id)  # type: ignore[union-attr]
+    assert (counts.succeeded, counts.failed) == (1, 0)
     await env.stack.handler.process_batch([steps[1]])
     await env.stack.handler.process_batch([steps[1].model_copy(deep=True)])
     joins_in_stream = [t for t in await _stream_tasks(env) if t.type == "join"]
@@ -328,9 +328,11 @@ async def test_flow_items_are_kept_for_the_flows_life_and_then_expire(env: Env) 
         return dict(response["Item"])
 
     assert "expires_at" not in await item("meta"), "an active flow's barrier never expires"
-    await barriers.batch_decrement_and_check("f", [FlowStepResult(step_index=0, status="success")])
-    step_expiry = int((await item("step#0000000"))["expires_at"]["N"])
-    assert step_expiry == int((started + timedelta(days=44)).timestamp()), "the deadline plus the retention"
+    await barriers.batch_decrement_and_check("f", [FlowStepResult(step_index=0, status="success")],
+                                             keep_until=started + timedelta(days=30))
+    for sk in ("step#0000000", "count#00000"):
+        expiry = int((await item(sk))["expires_at"]["N"])
+        assert expiry == int((started + timedelta(days=44)).timestamp()), "the deadline plus the retention"
     assert await barriers.close("f", BarrierState.TIMED_OUT)
     assert "expires_at" in await item("meta"), "a closed flow's barrier expires after the retention"
 

@@ -48,8 +48,9 @@ async def test_close_once_and_abort_on_failure(barriers: Any, clock: ManualClock
 
 
 async def test_join_dispatch_flag_and_unknown_flows(barriers: Any, clock: ManualClock) -> None:
-    assert (await barriers.batch_decrement_and_check("nope", [ok(0)])).remaining == -1
     assert await barriers.get_step_results("nope") == []
+    assert await barriers.step_results_page("nope") == []
+    assert (await barriers.batch_decrement_and_check("nope", [ok(0)])).remaining == -1
     assert await barriers.get("nope") is None
     assert not await barriers.close("nope", BarrierState.ABORTED)
     await barriers.init_barrier("f", 1, clock.now())
@@ -58,3 +59,70 @@ async def test_join_dispatch_flag_and_unknown_flows(barriers: Any, clock: Manual
     snap = await barriers.get("f")
     assert snap.join_dispatched and snap.started_at == clock.now() and snap.total_steps == 1
     assert (await barriers.batch_decrement_and_check("f", [ok(0)])).join_dispatched
+
+
+async def test_a_large_flow_counts_each_step_once_whatever_the_order(barriers: Any, clock: ManualClock) -> None:
+    """250 steps over three shards of the DynamoDB barrier, reported in a shuffled order, in
+    batches that repeat steps: exactly the report with the last new step closes the flow."""
+    import random
+
+    await barriers.init_barrier("big", 250, clock.now())
+    order = list(range(250))
+    random.Random(7).shuffle(order)
+    closes = []
+    for start in range(0, 250, 20):
+        batch = [ok(i) for i in order[start:start + 20]] + [ok(i) for i in order[max(start - 5, 0):start]]
+        outcome = await barriers.batch_decrement_and_check("big", batch)
+        closes.append(outcome.closed)
+        assert outcome.remaining > 0 or start + 20 >= 250
+    assert closes == [False] * 12 + [True]
+    assert (await barriers.get("big")).state is BarrierState.COMPLETE
+    assert (await barriers.step_counts("big")).succeeded == 250
+
+
+async def test_results_are_read_a_page_at_a_time(barriers: Any, clock: ManualClock) -> None:
+    await barriers.init_barrier("p", 250, clock.now())
+    await barriers.batch_decrement_and_check("p", [ok(i) for i in range(0, 250, 2)])
+    first = await barriers.step_results_page("p", -1, 50)
+    assert [r.step_index for r in first] == list(range(0, 100, 2))
+    rest = await barriers.step_results_page("p", first[-1].step_index, 1000)
+    assert [r.step_index for r in rest] == list(range(100, 250, 2)) and rest[0].result == 100
+    assert await barriers.step_results_page("p", 248) == []
+
+
+async def test_a_replayed_failure_still_aborts(barriers: Any, clock: ManualClock) -> None:
+    """A crash between recording a failure and closing the flow: the replay of the same report
+    finds the failure recorded (first write wins, even if the replay's own result differs)
+    and closes the flow."""
+    await barriers.init_barrier("r", 3, clock.now())
+    assert not (await barriers.batch_decrement_and_check("r", [bad(1)])).closed  # recorded; the closer died
+    replay = await barriers.batch_decrement_and_check("r", [ok(1)], abort_steps={1})
+    assert (replay.state, replay.closed) == (BarrierState.ABORTED, True)
+
+
+async def test_counts_by_status(barriers: Any, clock: ManualClock) -> None:
+    await barriers.init_barrier("c", 4, clock.now())
+    ignored = FlowStepResult(step_index=3, status="ignored", error="not needed")
+    outcome = await barriers.batch_decrement_and_check("c", [ok(0), ok(1), bad(2), ignored])
+    assert outcome.closed and outcome.state is BarrierState.COMPLETE
+    counts = await barriers.step_counts("c")
+    assert (counts.succeeded, counts.failed, counts.ignored) == (2, 1, 1)
+
+
+async def test_concurrent_reports_of_one_flow_close_it_once(barriers: Any, clock: ManualClock) -> None:
+    """Twelve workers report overlapping batches of one flow at once: none is refused for
+    contention, every step counts once, and exactly one report closes the flow."""
+    import asyncio
+
+    await barriers.init_barrier("hot", 300, clock.now())
+
+    async def worker(w: int) -> list[bool]:
+        closed = []
+        for start in range(w * 25, w * 25 + 50, 10):  # each batch overlaps the next worker's
+            outcome = await barriers.batch_decrement_and_check("hot", [ok(i % 300) for i in range(start, start + 10)])
+            closed.append(outcome.closed)
+        return closed
+
+    closed = [c for run in await asyncio.gather(*(worker(w) for w in range(12))) for c in run]
+    assert closed.count(True) == 1
+    assert (await barriers.step_counts("hot")).succeeded == 300

@@ -156,8 +156,10 @@ async def test_a_child_whose_partition_key_raises_fails_only_its_parent(stack: I
     assert rows[good.key].status is TaskStatus.EXECUTED
 
 
-async def test_a_join_over_the_limit_is_dispatched_with_what_fits(stack: InMemoryStack) -> None:
-    joined: list[dict[str, Any]] = []
+async def test_a_join_whose_results_exceed_a_record_reads_them_by_reference(stack: InMemoryStack) -> None:
+    """Six results of 200 KB add up past a queue record: the join's payload stays small and
+    carries none inline, and the join reads every result, whole, through the barrier."""
+    joined: list[tuple[int, list[Any]]] = []
 
     @stack.registry.task("q", "step")
     async def step(task: Task, actions: ExecutorActions) -> None:
@@ -165,7 +167,8 @@ async def test_a_join_over_the_limit_is_dispatched_with_what_fits(stack: InMemor
 
     @stack.registry.task("q", "join")
     async def join(task: Task, actions: ExecutorActions) -> None:
-        joined.append(task.payload["flow_results"])
+        steps = await actions.flow_results(task).all()
+        joined.append((len(task.model_dump_json()), steps))
         actions.success(task)
 
     @stack.registry.task("q", "start")
@@ -176,11 +179,10 @@ async def test_a_join_over_the_limit_is_dispatched_with_what_fits(stack: InMemor
 
     await stack.handler.add_tasks([Task(type="start", queue_id="q", payload={})])
     await stack.run_until_idle()
-    [results] = joined
-    assert len(results["steps"]) == 6 and all(s["status"] == "success" for s in results["steps"])
-    dropped = [s for s in results["steps"] if s["result_dropped"]]
-    assert dropped and all(s["result"] is None for s in dropped)
-    assert any(s["result"] for s in results["steps"]), "what fits is kept"
+    [(size, steps)] = joined
+    assert size < 2 * KB, "the join's payload holds no results"
+    assert [s.step_index for s in steps] == list(range(6))
+    assert all(s.status == "success" and s.result == "r" * (200 * KB) for s in steps)
 
 
 async def test_one_task_the_queue_always_rejects_does_not_hold_back_the_sweep() -> None:

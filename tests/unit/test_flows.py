@@ -27,7 +27,8 @@ JOIN = JoinTarget(type="join", queue_id="flows")
 class FlowApp:
     """A parent that starts a flow of `n` steps; steps succeed unless told to fail."""
 
-    def __init__(self, stack: InMemoryStack, n: int = 3, **config: Any) -> None:
+    def __init__(self, stack: InMemoryStack, n: int = 3, step_policies: dict[int, str] | None = None,
+                 **config: Any) -> None:
         self.stack = stack
         self.joins: list[dict[str, Any]] = []
         self.flow_ids: list[str] = []
@@ -37,7 +38,9 @@ class FlowApp:
 
         @reg.task("flows", "parent")
         async def parent(task: Task, actions: ExecutorActions) -> None:
-            steps = [{"type": "step", "queue_id": "flows", "payload": {"i": i}} for i in range(n)]
+            policies = step_policies or {}
+            steps = [{"type": "step", "queue_id": "flows", "payload": {"i": i}, "on_failure": policies.get(i)}
+                     for i in range(n)]
             self.flow_ids.append(actions.start_flow(steps, FlowConfig(join=JOIN, **config)))
             actions.success(task)
 
@@ -71,6 +74,25 @@ async def test_fan_out_and_join_with_every_result(stack: InMemoryStack) -> None:
         (i, "success", {"value": i * 10}) for i in range(4)]
     assert [r for r in stack.storage.snapshot().values() if r.type == "step"] == [], \
         "steps are not stored: the barrier records their results"
+
+
+@pytest.mark.parametrize(("flow_policy", "step_policy", "aborted", "status"), [
+    ("continue", "abort", True, "fail"),
+    ("abort", "continue", False, "fail"),
+    ("abort", "ignore", False, "ignored"),
+    ("abort", None, True, "fail"),
+])
+async def test_a_step_failure_policy_overrides_the_flows(stack: InMemoryStack, flow_policy: str,
+                                                         step_policy: str | None, aborted: bool, status: str) -> None:
+    app = FlowApp(stack, n=3, step_policies={0: step_policy} if step_policy else {}, failure_policy=flow_policy)
+    app.fail_steps = {0}
+    await app.start()
+    await stack.run_until_idle()
+    [join] = app.joins
+    assert join["aborted"] is aborted
+    assert join["steps"][0]["status"] == status and join["steps"][0]["error"] == "step 0 broke"
+    assert join["counts"] == ({"succeeded": 2, "failed": 0, "ignored": 1} if status == "ignored" else
+                              {"succeeded": len(join["steps"]) - 1, "failed": 1, "ignored": 0})
 
 
 async def test_one_barrier_call_per_flow_per_batch(stack: InMemoryStack) -> None:
@@ -377,3 +399,33 @@ async def test_a_timeout_sentinel_delivered_early_waits_for_its_deadline(stack: 
     await stack.run_until_idle()
     [results] = joins
     assert results["timed_out"] and stack.clock.now() >= deadline
+
+
+async def test_a_join_of_more_steps_than_fit_inline_pages_through_the_barrier(stack: InMemoryStack) -> None:
+    from tq_cloud.flows.join_payload import INLINE_STEPS
+
+    n = INLINE_STEPS * 3 + 7
+    read: list[Any] = []
+
+    @stack.registry.task("flows", "parent")
+    async def parent(task: Task, actions: ExecutorActions) -> None:
+        actions.start_flow([{"type": "step", "queue_id": "flows", "payload": {}} for _ in range(n)],
+                           FlowConfig(join=JOIN))
+        actions.success(task)
+
+    @stack.registry.task("flows", "step")
+    async def step(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task, task.flow_meta.step_index if task.flow_meta else None)
+
+    @stack.registry.task("flows", "join", store_on_failure=True)
+    async def join(task: Task, actions: ExecutorActions) -> None:
+        results = actions.flow_results(task)
+        read.append((task.payload["flow_results"], [s.result async for s in results.steps(page_size=64)]))
+        actions.success(task)
+
+    await stack.handler.add_tasks([Task(type="parent", queue_id="flows", payload={})])
+    await stack.run_until_idle(batch_size=100)
+    [(payload, results)] = read
+    assert payload["steps_inline"] is False and payload["steps"] == []
+    assert payload["counts"] == {"succeeded": n, "failed": 0, "ignored": 0} and payload["total_steps"] == n
+    assert results == list(range(n))

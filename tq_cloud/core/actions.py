@@ -22,7 +22,9 @@ from tq_cloud.ids import derived_id
 
 if TYPE_CHECKING:
     from tq_cloud.flows.models import FlowConfig, FlowStep, StartedFlow
+    from tq_cloud.flows.results import FlowResultsReader
     from tq_cloud.flows.starter import FlowStarter
+    from tq_cloud.ports.barrier import FlowBarrierProvider
 
 log = logging.getLogger("tq_cloud.actions")
 _TASK_LOG = logging.getLogger("tq_cloud.task")
@@ -99,12 +101,14 @@ class ExecutorActions:
         check_task: TaskCheck,
         flow_starter: FlowStarter | None,
         log_context: Mapping[str, str] | None = None,
+        barriers: FlowBarrierProvider | None = None,
     ) -> None:
         self._recorder = recorder
         self._scope = scope
         self._parent_key_source = parent_key
         self._check_task = check_task
         self._flow_starter = flow_starter
+        self._barriers = barriers
         self._log_context = dict(log_context) if log_context else None
         self._children = 0
         # the task's context reaches records through LogContextFilter (bound by the runner); as
@@ -174,8 +178,16 @@ class ExecutorActions:
             update["metadata"] = task.metadata.model_copy(update={"log_context": merged})
         return task.model_copy(update=update) if update else task.model_copy()
 
+    def flow_results(self, task: Task) -> FlowResultsReader:
+        """A join task's view of its flow: how it ended, its counts, and its steps' results
+        read a page at a time (`async for step in actions.flow_results(task).steps()`)."""
+        from tq_cloud.flows.results import FlowResultsReader
+
+        return FlowResultsReader.of(task.payload, self._barriers)
+
     def start_flow(self, steps: Sequence[FlowStep | Mapping[str, Any]], config: FlowConfig) -> str:
-        """Fan out `steps`; when all are final, a join task gets every step's result."""
+        """Fan out `steps`; when all are final, a join task is dispatched; it reads the steps'
+        results with `flow_results`."""
         if self._flow_starter is None:
             raise FlowsNotConfiguredError()
         self._children += 1

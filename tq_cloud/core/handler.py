@@ -129,7 +129,7 @@ class TaskHandler:
             registry, locks, self.clock, self.lifecycle, check_task=self.router.check,
             flow_starter=FlowStarter(self.clock) if self.flows else None, async_manager=async_manager,
             on_processing=sink.processing if sink else None, lock_ttl=self.settings.lock_ttl,
-            storage=storage, stale_after=self.settings.stale_after,
+            storage=storage, stale_after=self.settings.stale_after, barriers=flow_barriers,
         )
         self.pipeline = CommitPipeline(Decider(registry, self.clock), self.clock, [
             RetriesStep(self.router),

@@ -34,6 +34,10 @@ class TaskStatus(StrEnum):
 _TERMINAL = frozenset({TaskStatus.EXECUTED, TaskStatus.FAILED, TaskStatus.IGNORED})
 
 FailurePolicy = Literal["continue", "abort"]
+StepFailurePolicy = Literal["continue", "abort", "ignore"]
+"""A step's own failure policy, over its flow's: `abort` closes the flow on this step's failure
+(even under `continue`), `continue` never does (even under `abort`) and the join sees the step
+failed, `ignore` never does and the join sees the step `ignored`."""
 
 
 class EntityRef(BaseModel):
@@ -59,6 +63,7 @@ class FlowMeta(BaseModel):
     total_steps: int = Field(ge=1)
     join: JoinTarget
     failure_policy: FailurePolicy = "continue"
+    step_failure_policy: StepFailurePolicy | None = None
     is_join: bool = False
     is_timeout: bool = False
     entity: EntityRef | None = None

@@ -42,6 +42,7 @@ from tq_cloud.ports.storage import TaskStorage
 if TYPE_CHECKING:
     from tq_cloud.asynctasks.manager import AsyncTaskManager
     from tq_cloud.flows.starter import FlowStarter
+    from tq_cloud.ports.barrier import FlowBarrierProvider
 
 log = logging.getLogger("tq_cloud.runner")
 
@@ -71,6 +72,7 @@ class TaskRunner:
         lock_ttl: timedelta = timedelta(minutes=30),
         storage: TaskStorage | None = None,
         stale_after: timedelta = timedelta(minutes=30),
+        barriers: FlowBarrierProvider | None = None,
     ) -> None:
         self.registry = registry
         self.locks = locks
@@ -83,6 +85,7 @@ class TaskRunner:
         self.lock_ttl = lock_ttl
         self.storage = storage
         self.stale_after = stale_after
+        self.barriers = barriers
         self.commit_async: AsyncCommit | None = None
         self.on_async_uncommitted: UncommittedHook | None = None
 
@@ -176,7 +179,7 @@ class TaskRunner:
         log_context: Mapping[str, str] | None,
     ) -> ExecutorActions:
         return ExecutorActions(recorder, scope, parent_key, check_task=self.check_task,
-                               flow_starter=self.flow_starter, log_context=log_context)
+                               flow_starter=self.flow_starter, log_context=log_context, barriers=self.barriers)
 
     async def _started(self, task: Task, recorder: RunRecorder, consumer_id: str) -> None:
         now = self.clock.now()

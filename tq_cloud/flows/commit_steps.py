@@ -95,7 +95,8 @@ class FlowBarrierStep:
             meta = task.flow_meta
             if meta is not None and meta.step_index >= 0 and not meta.is_join and not meta.is_timeout:
                 steps[meta.flow_id].append((meta, FlowStepResult(
-                    step_index=meta.step_index, status="fail", error=f"step could never be sent: {reason}")))
+                    step_index=meta.step_index, status="ignored" if meta.step_failure_policy == "ignore" else "fail",
+                    error=f"step could never be sent: {reason}")))
         for group in steps.values():
             await self._steps_finished(group)
 
@@ -103,10 +104,12 @@ class FlowBarrierStep:
         meta = group[0][0]
         self.barrier_calls += 1
         results = [r for _, r in group]
+        aborting = [m.step_index for m, _ in group if _step_policy(m) == "abort"]
+        keep_until = max(meta.started_at, meta.timeout_at or meta.started_at) if meta.started_at else None
         outcome = await self.barriers.batch_decrement_and_check(
-            meta.flow_id, results, abort_on_failure=meta.failure_policy == "abort")
+            meta.flow_id, results, abort_steps=aborting, keep_until=keep_until)
         if outcome.closed and outcome.state is not None:
-            trigger = next((r.step_index for r in results if r.status == "fail"), None)
+            trigger = next((r.step_index for r in results if r.status == "fail" and r.step_index in aborting), None)
             await self._dispatch_join(meta, outcome.state, trigger)
         elif outcome.remaining < 0 and outcome.state is not None and not outcome.join_dispatched:
             log.warning("flow %s closed without a dispatched join; dispatching it now", meta.flow_id)
@@ -126,7 +129,11 @@ class FlowBarrierStep:
             await self._dispatch_join(meta, snapshot.state)
 
     async def _dispatch_join(self, meta: FlowMeta, state: BarrierState, trigger: int | None = None) -> None:
-        results = await self.barriers.get_step_results(meta.flow_id)
+        """The join, with the flow's times as the barrier keeps them: a step of a flow started
+        again by a parent run later carries later ones."""
+        snapshot = await self.barriers.get(meta.flow_id)
+        if snapshot is not None:
+            meta = meta.model_copy(update={"started_at": snapshot.started_at, "timeout_at": snapshot.deadline})
         now = self.clock.now()
         join = Task(
             id=derived_id(meta.flow_id, "join"), type=meta.join.type, queue_id=meta.join.queue_id,
@@ -134,7 +141,8 @@ class FlowBarrierStep:
             metadata=TaskMetadata(flow_meta=meta.model_copy(update={
                 "is_join": True, "is_timeout": False, "step_index": -1})))
         limit = min(self.router.queue.max_message_bytes, self.router.storage.max_item_bytes)
-        join = join.model_copy(update={"payload": join_payload(join, meta.flow_id, results, state, limit)})
+        payload, counts = await join_payload(join, meta.flow_id, meta.total_steps, state, self.barriers, limit)
+        join = join.model_copy(update={"payload": payload})
         _, rejected = await self.router.dispatch([join], strict=False)
         if rejected:
             raise RuntimeError(f"flow {meta.flow_id}: its join could not be written: {rejected}")
@@ -148,8 +156,7 @@ class FlowBarrierStep:
         await self.lifecycle.flow("on_flow_completed", FlowCompleted(
             flow_id=meta.flow_id, total_steps=meta.total_steps, join=meta.join,
             outcome=_OUTCOME[state], duration_ms=duration,  # type: ignore[arg-type]
-            steps_succeeded=sum(r.status == "success" for r in results),
-            steps_failed=sum(r.status == "fail" for r in results), trigger_step_index=trigger))
+            steps_succeeded=counts.succeeded, steps_failed=counts.failed, trigger_step_index=trigger))
 
     async def _join_finished(self, meta: FlowMeta, outcome: Outcome) -> None:
         if self.projections is not None:
@@ -159,10 +166,17 @@ class FlowBarrierStep:
                 error=None if ok else (outcome.error or "join task failed"))
 
 
+def _step_policy(meta: FlowMeta) -> str:
+    """What a failure of this step does: its own policy, else its flow's."""
+    return meta.step_failure_policy or meta.failure_policy
+
+
 def _step_result(meta: FlowMeta, outcome: Outcome) -> FlowStepResult:
     if outcome.verdict is Verdict.EXECUTED:
         return FlowStepResult(step_index=meta.step_index, status="success", result=outcome.result)
     reason = outcome.error or "step failed"
     if outcome.verdict is Verdict.IGNORED:
         reason = f"ignored: {reason}"
+    if meta.step_failure_policy == "ignore":
+        return FlowStepResult(step_index=meta.step_index, status="ignored", error=reason)
     return FlowStepResult(step_index=meta.step_index, status="fail", error=reason)

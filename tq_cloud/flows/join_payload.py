@@ -1,9 +1,9 @@
-"""The join's payload, bounded: a join is always dispatched, however large its steps' results.
+"""The join's payload: always small, whatever the number and size of its steps' results.
 
-`payload["flow_results"]` carries every step's index, status, result or error. If they do not
-fit the queue record and the store item (with room for the join's own failure record), the
-largest results are dropped first (each drop said on its step as `result_dropped`), then, if
-the steps alone are still too many, the list is cut and `truncated` says how many are left out.
+`payload["flow_results"]` says how the flow ended, with its counts. A flow of at most
+`INLINE_STEPS` steps whose results fit the queue record and the store item (with room for the
+join's own failure record) also carries them inline; any other join reads them by reference
+through `FlowResultsReader` (`actions.flow_results(task)`), which pages through the barrier.
 """
 
 from __future__ import annotations
@@ -14,40 +14,30 @@ from pydantic_core import to_json
 
 from tq_cloud.core.limits import ROW_HEADROOM_BYTES
 from tq_cloud.core.models import Task
-from tq_cloud.flows.models import FlowResults, FlowStepResult
-from tq_cloud.ports.barrier import BarrierState
+from tq_cloud.flows.models import FlowResults, FlowStepResult, StepCounts
+from tq_cloud.ports.barrier import BarrierState, FlowBarrierProvider
+
+INLINE_STEPS = 100
 
 
-def join_payload(join: Task, flow_id: str, steps: list[FlowStepResult], state: BarrierState,
-                 limit: int) -> dict[str, Any]:
-    flow_results = FlowResults(flow_id=flow_id, steps=steps, aborted=state is BarrierState.ABORTED,
-                               timed_out=state is BarrierState.TIMED_OUT)
-    budget = limit - ROW_HEADROOM_BYTES - len(join.model_dump_json(exclude_defaults=True))
+async def join_payload(join: Task, flow_id: str, total_steps: int, state: BarrierState,
+                       barriers: FlowBarrierProvider, limit: int) -> tuple[dict[str, Any], StepCounts]:
+    """The join's payload and the flow's step counts (at most one page of reads)."""
+    summary = FlowResults(flow_id=flow_id, total_steps=total_steps, aborted=state is BarrierState.ABORTED,
+                          timed_out=state is BarrierState.TIMED_OUT, steps_inline=False)
+    if total_steps <= INLINE_STEPS:
+        steps = await barriers.step_results_page(flow_id, -1, INLINE_STEPS)
+        summary.counts = _counts(steps)
+        inline = summary.model_copy(update={"steps": steps, "steps_inline": True})
+        budget = limit - ROW_HEADROOM_BYTES - len(join.model_dump_json(exclude_defaults=True))
+        if len(to_json(inline.model_dump(mode="json"))) <= budget:
+            summary = inline
+    else:
+        summary.counts = await barriers.step_counts(flow_id)
+    return {"flow_results": summary.model_dump(mode="json")}, summary.counts
 
-    def size(results: FlowResults) -> int:
-        return len(to_json(results.model_dump(mode="json")))
 
-    if size(flow_results) > budget:
-        flow_results = _fit(flow_results, budget, size)
-    return {"flow_results": flow_results.model_dump(mode="json")}
-
-
-def _fit(results: FlowResults, budget: int, size: Any) -> FlowResults:
-    steps = list(results.steps)
-    by_size = sorted(range(len(steps)), key=lambda i: -len(to_json(steps[i].result)))
-    total = size(results)
-    for i in by_size:
-        if total <= budget:
-            break
-        before = len(to_json(steps[i].result))
-        if steps[i].result is None:
-            continue
-        steps[i] = steps[i].model_copy(update={
-            "result": None, "result_dropped": f"result of {before} bytes left out: the join's payload is limited"})
-        total -= before
-    fitted = results.model_copy(update={"steps": steps})
-    while steps and size(fitted) > budget:
-        keep = min(max(len(steps) * budget // max(size(fitted), 1) - 1, 0), len(steps) - 1)
-        steps = steps[:keep]
-        fitted = results.model_copy(update={"steps": steps, "truncated": len(results.steps) - len(steps)})
-    return fitted
+def _counts(steps: list[FlowStepResult]) -> StepCounts:
+    statuses = [s.status for s in steps]
+    return StepCounts(succeeded=statuses.count("success"), failed=statuses.count("fail"),
+                      ignored=statuses.count("ignored"))

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tq_cloud.core.models import EntityRef, FailurePolicy, JoinTarget, Task
+from tq_cloud.core.models import EntityRef, FailurePolicy, JoinTarget, StepFailurePolicy, Task
 
 FLOW_TIMEOUT_TYPE = "_flow.timeout"
 
@@ -25,6 +25,8 @@ class FlowStep(BaseModel):
     entity: EntityRef | None = None
     retries: int | None = Field(default=None, ge=0)
     retry_after: int | None = Field(default=None, ge=0)
+    on_failure: StepFailurePolicy | None = None
+    """This step's failure policy, over the flow's (see `StepFailurePolicy`)."""
 
 
 class FlowConfig(BaseModel):
@@ -37,21 +39,31 @@ class FlowConfig(BaseModel):
 
 class FlowStepResult(BaseModel):
     step_index: int = Field(ge=0)
-    status: Literal["success", "fail"]
+    status: Literal["success", "fail", "ignored"]
     result: Any = None
     error: str | None = None
     result_dropped: str | None = None
 
 
+class StepCounts(BaseModel):
+    succeeded: int = 0
+    failed: int = 0
+    ignored: int = 0
+
+
 class FlowResults(BaseModel):
-    """`payload["flow_results"]` of a join task. `truncated`: how many steps were left out
-    because the results did not fit one record (see flows/join_payload.py)."""
+    """`payload["flow_results"]` of a join task: how the flow ended and its counts, with the
+    steps' results inline only for a small flow (`steps_inline`); read them, for a flow of any
+    size, through `actions.flow_results(task)` (see flows/results.py), which pages through the
+    results the barrier keeps."""
 
     flow_id: str
-    steps: list[FlowStepResult]
+    total_steps: int = 0
     aborted: bool = False
     timed_out: bool = False
-    truncated: int = 0
+    counts: StepCounts = Field(default_factory=StepCounts)
+    steps_inline: bool = True
+    steps: list[FlowStepResult] = Field(default_factory=list)
 
 
 @dataclass(slots=True)

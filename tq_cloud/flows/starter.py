@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.models import FlowMeta, Task, TaskMetadata
+from tq_cloud.core.models import FlowMeta, StepFailurePolicy, Task, TaskMetadata
 from tq_cloud.errors import InvalidFlowError
 from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE, FlowConfig, FlowStep, StartedFlow
 from tq_cloud.ids import derived_id
@@ -39,11 +39,12 @@ class FlowStarter:
 
         deadline = now + timedelta(milliseconds=config.timeout_ms) if config.timeout_ms else None
 
-        def meta(index: int, *, is_timeout: bool = False) -> TaskMetadata:
+        def meta(index: int, *, is_timeout: bool = False, on_failure: StepFailurePolicy | None = None
+                 ) -> TaskMetadata:
             return TaskMetadata(log_context=ctx, flow_meta=FlowMeta(
                 flow_id=flow_id, step_index=index, total_steps=total, join=config.join,
-                failure_policy=config.failure_policy, is_timeout=is_timeout, entity=config.entity,
-                started_at=now, timeout_at=deadline))
+                failure_policy=config.failure_policy, step_failure_policy=on_failure, is_timeout=is_timeout,
+                entity=config.entity, started_at=now, timeout_at=deadline))
 
         started = StartedFlow(flow_id=flow_id, total_steps=total, started_at=now, config=config)
         for index, step in enumerate(parsed):
@@ -51,7 +52,7 @@ class FlowStarter:
                 id=derived_id(flow_id, "step", index), type=step.type, queue_id=step.queue_id,
                 payload=step.payload, entity=step.entity, retries=step.retries, retry_after=step.retry_after,
                 execute_at=now, created_at=now,
-                metadata=meta(index)))
+                metadata=meta(index, on_failure=step.on_failure)))
         if deadline is not None:
             started.tasks.append(Task(
                 id=derived_id(flow_id, "timeout"), type=FLOW_TIMEOUT_TYPE,

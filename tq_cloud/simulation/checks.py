@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tq_cloud.core.commit import CommitBatch
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.outcomes import Verdict
+from tq_cloud.flows.models import FlowResults
 from tq_cloud.simulation.stream import Key, Record, attempt_key
 
 
@@ -48,6 +49,15 @@ class Seen:
     error: str | None = None
 
 
+@dataclass(slots=True)
+class Joined:
+    """What a run of a join read of its flow."""
+
+    aborted: bool
+    timed_out: bool
+    steps: list[tuple[int, str, Any]]
+
+
 @dataclass
 class Tracker:
     peek_row: Callable[[str], Task | None]
@@ -58,7 +68,7 @@ class Tracker:
     """Per attempt: [records of it delivered, runs of it]."""
     reported: dict[str, set[tuple[int, int]]] = field(default_factory=dict)
     seen: dict[str, Seen] = field(default_factory=dict)
-    joins: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    joins: dict[str, list[Joined]] = field(default_factory=dict)
     exhausted_events: Counter[str] = field(default_factory=Counter)
     projection_rank: dict[str, int] = field(default_factory=dict)
     trace: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
@@ -115,16 +125,16 @@ class Tracker:
         if row is not None and (row.status.is_terminal or _attempt(row) > key[1:]):
             self.violate(f"task {task.key} attempt {key[1:]} ran again after it committed ({row.status})")
 
-    def joined(self, task: Task) -> None:
+    def joined(self, task: Task, summary: FlowResults, steps: Sequence[tuple[int, str, Any]]) -> None:
+        """A join ran and read its flow's results (`steps`: index, status, result)."""
         meta = task.flow_meta
         assert meta is not None
-        results = task.payload["flow_results"]
         closed_at = task.created_at  # the join is created when the barrier closes
         early = meta.timeout_at is not None and closed_at is not None and closed_at < meta.timeout_at
-        if results["timed_out"] and early and meta.timeout_at is not None and closed_at is not None:
+        if summary.timed_out and early and meta.timeout_at is not None and closed_at is not None:
             self.violate(f"flow {meta.flow_id} timed out before its deadline "
                          f"({(meta.timeout_at - closed_at).total_seconds():.3f} s early)")
-        self.joins.setdefault(meta.flow_id, []).append(results)
+        self.joins.setdefault(meta.flow_id, []).append(Joined(summary.aborted, summary.timed_out, list(steps)))
 
     # -- commits -----------------------------------------------------------------------------
     def committed(self, batch: CommitBatch) -> None:
@@ -142,8 +152,11 @@ class Tracker:
 
     def _final(self, task: Task, verdict: Verdict, result: Any, error: str | None) -> None:
         seen = self._see(task)
-        if _attempt(task) >= seen.attempt:
-            seen.attempt, seen.verdict, seen.error = _attempt(task), verdict, error
+        attempt = _attempt(task)
+        if attempt == seen.attempt and verdict is Verdict.RETRY and seen.verdict is not Verdict.RETRY:
+            return  # a copy of an attempt that committed, deferred afterwards: the deferral writes nothing
+        if attempt >= seen.attempt:
+            seen.attempt, seen.verdict, seen.error = attempt, verdict, error
             seen.result = result if seen.step else None
 
     def accounted(self, record: Record, key: Key) -> bool:

@@ -13,13 +13,16 @@ from tq_cloud.simulation.stream import EventSourceMapping, Record, SimStream
 
 
 class FlowShape:
-    """What the checker keeps of a started flow: its steps' ids by index."""
+    """What the checker keeps of a started flow: its steps' ids by index, and which steps'
+    failures abort it (their own policy, else the flow's)."""
 
-    __slots__ = ("step_ids",)
+    __slots__ = ("aborting", "step_ids")
 
     def __init__(self, flow: StartedFlow) -> None:
-        by_index = {t.flow_meta.step_index: t.key for t in flow.tasks if t.flow_meta and t.flow_meta.step_index >= 0}
-        self.step_ids = [by_index[i] for i in range(flow.total_steps)]
+        steps = {t.flow_meta.step_index: t for t in flow.tasks if t.flow_meta and t.flow_meta.step_index >= 0}
+        self.step_ids = [steps[i].key for i in range(flow.total_steps)]
+        self.aborting = {i for i, t in steps.items() if t.flow_meta and (
+            t.flow_meta.step_failure_policy or t.flow_meta.failure_policy) == "abort"}
 
 
 class FinalChecks:
@@ -83,25 +86,25 @@ class FinalChecks:
         if join is None or join.verdict is not Verdict.EXECUTED or not runs:
             tracker.violate(f"flow {flow_id} has no executed join")
             return
-        results = runs[-1]
-        steps = results["steps"]
-        indices = [s["step_index"] for s in steps]
+        joined = runs[-1]
+        indices = [index for index, _, _ in joined.steps]
         if len(indices) != len(set(indices)):
             tracker.violate(f"flow {flow_id}: a step counted twice in the join")
-        complete = not results["aborted"] and not results["timed_out"] and not results.get("truncated")
-        if complete and sorted(indices) != list(range(len(flow.step_ids))):
+        if not joined.aborted and not joined.timed_out and sorted(indices) != list(range(len(flow.step_ids))):
             tracker.violate(f"flow {flow_id}: join has steps {len(indices)} of {len(flow.step_ids)}")
-        for step in steps:
-            index = step["step_index"]
+        aborting_failures = [i for i, status, _ in joined.steps if status == "fail" and i in flow.aborting]
+        if joined.aborted and not aborting_failures:
+            tracker.violate(f"flow {flow_id} was aborted without a failed step whose policy aborts")
+        if not joined.aborted and not joined.timed_out and aborting_failures:
+            tracker.violate(f"flow {flow_id} completed though step {aborting_failures[0]}'s failure aborts it")
+        for index, status, result in joined.steps:
             seen = tracker.seen.get(flow.step_ids[index]) if 0 <= index < len(flow.step_ids) else None
             if seen is None or seen.verdict is None:
-                tracker.violate(f"flow {flow_id}: step {step['step_index']} in the join never finished")
+                tracker.violate(f"flow {flow_id}: step {index} in the join never finished")
                 continue
             ok = seen.verdict is Verdict.EXECUTED
-            same = not ok or step["result"] == seen.result or step.get("result_dropped")
-            if (step["status"] == "success") != ok or not same:
-                tracker.violate(f"flow {flow_id}: step {step['step_index']} is {step['status']} in the join, "
-                                f"{seen.verdict} in fact")
+            if (status == "success") != ok or (ok and result != seen.result):
+                tracker.violate(f"flow {flow_id}: step {index} is {status} in the join, {seen.verdict} in fact")
 
 
 def raw_key(record: Record) -> tuple[str, int, int]:

@@ -50,8 +50,10 @@ def build_app(tracker: Tracker) -> TaskQueuesManager:
 
     async def join(task: Task, actions: ExecutorActions) -> None:
         tracker.ran(task)
-        tracker.joined(task)
-        actions.success(task, {"steps": len(task.payload["flow_results"]["steps"])})
+        reader = actions.flow_results(task)
+        steps = [(s.step_index, s.status, s.result) async for s in reader.steps()]
+        tracker.joined(task, reader.summary, steps)
+        actions.success(task, {"steps": len(steps)})
 
     app.task(Q, "seq", retries=RETRIES["seq"])(perform)
     app.task(Q, "seq_s", retries=RETRIES["seq_s"], store_on_failure=True)(perform)
@@ -91,7 +93,8 @@ async def _perform(task: Task, actions: ExecutorActions) -> None:
         actions.add_tasks([Task(type="seq", queue_id=Q, payload={"k": "ok", "v": i}) for i in range(plan["n"])])
         actions.success(task)
     elif kind == "flow":
-        steps = [{"type": s.pop("t", "step"), "queue_id": Q, "payload": s} for s in flow_steps(plan)]
+        steps = [{"type": s.pop("t", "step"), "queue_id": Q, "on_failure": s.pop("o", None), "payload": s}
+                 for s in flow_steps(plan)]
         actions.start_flow(steps, FlowConfig(join=JoinTarget(type="join", queue_id=Q), failure_policy=plan["p"],
                                              timeout_ms=plan.get("timeout"),
                                              entity=EntityRef(type="order", id=task.key) if plan.get("e") else None))
@@ -206,6 +209,14 @@ def flow_steps(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _step(rng: random.Random, depth: int) -> dict[str, Any]:
+    """A step's plan; one in ten has a failure policy of its own (`o`)."""
+    step = _step_kind(rng, depth)
+    if rng.random() < 0.1:
+        step["o"] = rng.choice(["abort", "continue", "ignore"])
+    return step
+
+
+def _step_kind(rng: random.Random, depth: int) -> dict[str, Any]:
     roll = rng.random()
     if depth < 2 and roll < 0.01:  # a step that starts a flow of its own
         return {"k": "flow", "n": rng.randrange(1, 6), "seed": rng.getrandbits(32), "depth": depth + 1,

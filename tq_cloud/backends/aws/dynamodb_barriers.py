@@ -1,28 +1,39 @@
-"""Flow barriers in DynamoDB: one `meta` item per flow and one item per recorded step.
+"""Flow barriers in DynamoDB: a `meta` item per flow, a `count` item per shard of 100 steps,
+and an item per recorded step. No transactions, and no report reads what others recorded.
 
-A step result is recorded with a conditional put (first write wins) in the same transaction
-as the decrement of `remaining`, so a step can never be recorded without being counted or
-counted twice. Closing (complete, aborted, timed out) is a conditional update from `active`,
-so exactly one caller closes a flow. A transaction holds at most 100 items, so a batch with
-more new steps is committed in several transactions, each atomic.
+- A step's result is a conditional put (first write wins), before it is counted, so a counted
+  step always has its result.
+- It is counted by adding its index to its shard's number sets (`done`, and `failed` or
+  `ignored`): adding to a set is idempotent, so a step reported twice, or replayed after a
+  crash, counts once. A shard item takes the reports of at most 100 steps, so no single item
+  is hot for a large flow; concurrent updates of one item are serialised by DynamoDB, never
+  cancelled as transactions are.
+- The report that finds its shard full adds the shard's number to the meta item's `full` set
+  (idempotent too); the one that finds every shard full closes the flow with a conditional
+  update from `active`, which exactly one caller wins. A failure that aborts closes it the
+  same way.
+A report therefore costs one put per step and one update per shard it touches (plus one meta
+update per 100 steps), whatever the size of the flow; the join reads the results a page at a
+time (`step_results_page`).
 
 Retention follows the flow's life: an active flow's meta item never expires; once closed, it
-expires `ttl` after the close. Step items expire `ttl` after the later of the flow's start and
-its deadline (its timeout), so a flow with a 30-day timeout keeps its steps 30 days + `ttl`.
+expires `ttl` after the close. Step and shard items expire `ttl` after the later of the flow's
+start and its deadline (its timeout), so a flow with a 30-day timeout keeps its steps 30 days + `ttl`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tq_cloud.backends.aws.dynamo import Item, error_code, is_condition_failure, n, s
-from tq_cloud.flows.models import FlowStepResult
+from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s
+from tq_cloud.flows.models import FlowStepResult, StepCounts
 from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState
 
 _META = "meta"
-_TRANSACTION_STEPS = 99
+SHARD_STEPS = 100
 
 
 def _flow_key(flow_id: str) -> dict[str, str]:
@@ -33,95 +44,193 @@ def _step_key(index: int) -> dict[str, str]:
     return s(f"step#{index:07d}")
 
 
+def _shard_key(shard: int) -> dict[str, str]:
+    return s(f"count#{shard:05d}")
+
+
+def _numbers(values: Collection[int]) -> dict[str, list[str]]:
+    return {"NS": [str(v) for v in values]}
+
+
+def _size(item: Item, attr: str) -> int:
+    return len(item.get(attr, {}).get("NS", []))
+
+
 class DynamoDbFlowBarrierProvider:
+    """Example:
+        barriers = DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
+        await barriers.init_barrier(flow_id, 10_000, started_at)
+        outcome = await barriers.batch_decrement_and_check(flow_id, results)
+        if outcome.closed:
+            ...  # this caller dispatches the join
+    """
+
     def __init__(self, client: Any, table: str, *, ttl: timedelta = timedelta(days=14)) -> None:
         self.client = client
         self.table = table
         self.ttl = ttl
         self.calls = 0
 
+    def _expiry(self, keep_until: datetime | None) -> dict[str, str]:
+        return n(int(((keep_until or datetime.now(UTC)) + self.ttl).timestamp()))
+
     async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime,
                            deadline: datetime | None = None) -> None:
-        self.calls += 1
-        steps_expire = int((max(started_at, deadline or started_at) + self.ttl).timestamp())
+        """The shard items first, then the meta item: a crash in between leaves a barrier that
+        a second call completes (each put is set-if-absent, so it never resets a count)."""
+        expires = self._expiry(max(started_at, deadline or started_at))
+        shards = -(-total_steps // SHARD_STEPS)
+
+        async def shard(k: int) -> None:
+            await self._put_if_absent({"pk": _flow_key(flow_id), "sk": _shard_key(k), "expires_at": expires,
+                                       "size": n(min(SHARD_STEPS, total_steps - k * SHARD_STEPS))})
+
+        self.calls += shards + 1
+        await bounded_gather(range(shards), shard)
+        await self._put_if_absent({
+            "pk": _flow_key(flow_id), "sk": s(_META), "total": n(total_steps), "shards": n(shards),
+            "state": s(BarrierState.ACTIVE.value), "started_at": s(started_at.isoformat()),
+            "join_dispatched": {"BOOL": False}, "steps_expire_at": expires, "failed_in": {"M": {}},
+            "ignored_in": {"M": {}},
+            **({"deadline": s(deadline.isoformat())} if deadline else {})})
+
+    async def _put_if_absent(self, item: Item) -> Item | None:
+        """Put `item` unless its key exists; the existing item if it did (None if written)."""
         try:
-            await self.client.put_item(
-                TableName=self.table, ConditionExpression="attribute_not_exists(pk)",
-                Item={"pk": _flow_key(flow_id), "sk": s(_META), "total": n(total_steps),
-                      "remaining": n(total_steps), "state": s(BarrierState.ACTIVE.value),
-                      "started_at": s(started_at.isoformat()), "join_dispatched": {"BOOL": False},
-                      "steps_expire_at": n(steps_expire)})
+            await self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)",
+                                       ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except Exception as exc:
             if not is_condition_failure(exc):
                 raise
-
-    async def _recorded(self, flow_id: str) -> dict[int, FlowStepResult]:
-        return {r.step_index: r for r in await self.get_step_results(flow_id)}
+            old: Item | None = getattr(exc, "response", {}).get("Item")
+            if old is None:  # an endpoint that does not return it (older moto): read it
+                old = (await self.client.get_item(TableName=self.table, Key={"pk": item["pk"], "sk": item["sk"]},
+                                                  ConsistentRead=True)).get("Item")
+            return old or item
+        return None
 
     async def batch_decrement_and_check(
-        self, flow_id: str, results: Sequence[FlowStepResult], *, abort_on_failure: bool = False
+        self, flow_id: str, results: Sequence[FlowStepResult], *, abort_on_failure: bool = False,
+        abort_steps: Collection[int] = (), keep_until: datetime | None = None,
     ) -> BarrierDecrementResult:
+        unique = list({r.step_index: r for r in reversed(results)}.values())
+        self.calls += len(unique)
+        expires = self._expiry(keep_until)
+
+        async def record(result: FlowStepResult) -> FlowStepResult:
+            old = await self._put_if_absent({"pk": _flow_key(flow_id), "sk": _step_key(result.step_index),
+                                             "result": s(result.model_dump_json()), "expires_at": expires})
+            return FlowStepResult.model_validate_json(old["result"]["S"]) if old else result
+
+        recorded = await bounded_gather(unique, record)
+        by_shard: dict[int, list[FlowStepResult]] = defaultdict(list)
+        for result in recorded:
+            by_shard[result.step_index // SHARD_STEPS].append(result)
+        counted = await bounded_gather(list(by_shard.items()), lambda kv: self._count(flow_id, *kv))
+        if any(item is None for item in counted):
+            return BarrierDecrementResult(-1)  # an unknown flow (never started, or expired)
+        meta = None
+        for k, item in zip(by_shard, counted, strict=True):
+            if item and _size(item, "done") >= int(item["size"]["N"]):
+                meta = await self._mark_full(flow_id, k, item)
+        complete = meta is not None and _size(meta, "full") >= int(meta["shards"]["N"])
+        pending = 0 if complete else max(max(int(i["size"]["N"]) - _size(i, "done") for i in counted if i), 1)
+        if any(r.status == "fail" and (abort_on_failure or r.step_index in abort_steps) for r in recorded):
+            return await self._close_reporting(flow_id, BarrierState.ABORTED, pending)
+        if meta is not None:
+            state = BarrierState(meta["state"]["S"])
+            if state is not BarrierState.ACTIVE:
+                return BarrierDecrementResult(-1, state, bool(meta["join_dispatched"]["BOOL"]))
+            if complete:
+                return await self._close_reporting(flow_id, BarrierState.COMPLETE, 0)
+        return BarrierDecrementResult(pending, BarrierState.ACTIVE)
+
+    async def _count(self, flow_id: str, shard: int, results: list[FlowStepResult]) -> Item | None:
+        """Add the steps to their shard's sets; the shard item after, None for an unknown flow."""
         self.calls += 1
-        for _ in range(5):
-            item = await self._meta(flow_id)
-            snapshot = _snapshot(flow_id, item) if item is not None else None
-            if item is None or snapshot is None or snapshot.state is not BarrierState.ACTIVE:
-                return _closed_before(snapshot)
-            expires = item.get("steps_expire_at") or n(int((snapshot.started_at + self.ttl).timestamp()))
-            known = await self._recorded(flow_id)
-            fresh = [r for r in {r.step_index: r for r in results}.values()
-                     if r.step_index not in known and 0 <= r.step_index < snapshot.total_steps]
-            try:
-                for start in range(0, len(fresh), _TRANSACTION_STEPS):
-                    await self._record(flow_id, fresh[start:start + _TRANSACTION_STEPS], expires)
-            except Exception as exc:
-                if error_code(exc) == "TransactionCanceledException":
-                    continue  # a concurrent duplicate won a step or closed the flow: look again
-                raise
-            recorded = {**known, **{r.step_index: r for r in fresh}}
-            # a replay after a crash between recording and closing must still abort
-            failed = any(recorded[r.step_index].status == "fail" for r in results if r.step_index in recorded)
-            return await self._settle(flow_id, abort_on_failure and failed)
-        raise RuntimeError(f"flow {flow_id}: barrier update kept conflicting; the batch will be redelivered")
+        adds = {":done": _numbers([r.step_index for r in results])}
+        for status, attr in (("fail", "failed"), ("ignored", "ignored")):
+            indices = [r.step_index for r in results if r.status == status]
+            if indices:
+                adds[f":{attr}"] = _numbers(indices)
+        try:
+            response = await self.client.update_item(
+                TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": _shard_key(shard)},
+                UpdateExpression="ADD " + ", ".join(f"{key[1:]} {key}" for key in adds),
+                ConditionExpression="attribute_exists(pk)", ExpressionAttributeValues=adds, ReturnValues="ALL_NEW")
+        except Exception as exc:
+            if is_condition_failure(exc):
+                return None
+            raise
+        item: Item = response["Attributes"]
+        return item
 
-    async def _record(self, flow_id: str, fresh: list[FlowStepResult], expires: dict[str, str]) -> None:
-        items: list[dict[str, Any]] = [{"Put": {
-            "TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
-            "Item": {"pk": _flow_key(flow_id), "sk": _step_key(r.step_index), "result": s(r.model_dump_json()),
-                     "expires_at": expires},
-        }} for r in fresh]
-        items.append({"Update": {
-            "TableName": self.table, "Key": {"pk": _flow_key(flow_id), "sk": s(_META)},
-            "UpdateExpression": "SET remaining = remaining - :n",
-            "ConditionExpression": "#st = :active",
-            "ExpressionAttributeNames": {"#st": "state"},
-            "ExpressionAttributeValues": {":n": n(len(fresh)), ":active": s(BarrierState.ACTIVE.value)},
-        }})
-        await self.client.transact_write_items(TransactItems=items)
+    async def _mark_full(self, flow_id: str, shard: int, counted: Item) -> Item | None:
+        """Add a full shard to the meta item's `full` set, with its failure counts (setting a
+        count is idempotent like the set), so a complete flow's counts need no other read."""
+        self.calls += 1
+        try:
+            response = await self.client.update_item(
+                TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": s(_META)},
+                UpdateExpression="ADD #f :k SET failed_in.#s = :failed, ignored_in.#s = :ignored",
+                ConditionExpression="attribute_exists(pk)", ExpressionAttributeNames={"#f": "full", "#s": str(shard)},
+                ExpressionAttributeValues={":k": _numbers([shard]), ":failed": n(_size(counted, "failed")),
+                                           ":ignored": n(_size(counted, "ignored"))}, ReturnValues="ALL_NEW")
+        except Exception as exc:
+            if is_condition_failure(exc):
+                return None
+            raise
+        item: Item = response["Attributes"]
+        return item
 
-    async def _settle(self, flow_id: str, failed: bool) -> BarrierDecrementResult:
-        """After recording: close the flow if it is met, or aborted by a failure."""
+    async def _close_reporting(self, flow_id: str, state: BarrierState, pending: int) -> BarrierDecrementResult:
+        if await self.close(flow_id, state):
+            return BarrierDecrementResult(pending, state, closed=True)
         snapshot = await self.get(flow_id)
-        if snapshot is None or snapshot.state is not BarrierState.ACTIVE:
-            return _closed_before(snapshot)
-        target = BarrierState.ABORTED if failed else (
-            BarrierState.COMPLETE if snapshot.remaining <= 0 else None)
-        if target is None:
-            return BarrierDecrementResult(snapshot.remaining, BarrierState.ACTIVE)
-        closed = await self.close(flow_id, target)
-        return BarrierDecrementResult(max(snapshot.remaining, 0), target if closed else None, closed=closed)
+        if snapshot is None:
+            return BarrierDecrementResult(-1)
+        return BarrierDecrementResult(-1, snapshot.state, snapshot.join_dispatched)
+
+    async def step_results_page(self, flow_id: str, after: int = -1, limit: int = 100) -> list[FlowStepResult]:
+        self.calls += 1
+        response = await self.client.query(
+            TableName=self.table, ConsistentRead=True, Limit=limit,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
+            ExpressionAttributeValues={":pk": _flow_key(flow_id), ":from": _step_key(after + 1),
+                                       ":to": s("step#9999999")})
+        return [FlowStepResult.model_validate_json(i["result"]["S"]) for i in response["Items"]]
 
     async def get_step_results(self, flow_id: str) -> list[FlowStepResult]:
         results: list[FlowStepResult] = []
+        while page := await self.step_results_page(flow_id, results[-1].step_index if results else -1, 1000):
+            results += page
+        return results
+
+    async def step_counts(self, flow_id: str) -> StepCounts:
+        """From the meta item alone once every shard is full (a complete flow); else from the
+        shard items (a flow closed early: one query of a hundredth of its steps)."""
+        self.calls += 1
+        meta = (await self.client.get_item(TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": s(_META)},
+                                           ConsistentRead=True)).get("Item")
+        if meta is not None and _size(meta, "full") >= int(meta["shards"]["N"]):
+            failed = sum(int(v["N"]) for v in meta["failed_in"]["M"].values())
+            ignored = sum(int(v["N"]) for v in meta["ignored_in"]["M"].values())
+            return StepCounts(succeeded=int(meta["total"]["N"]) - failed - ignored, failed=failed, ignored=ignored)
+        counts = StepCounts()
         request: dict[str, Any] = {
             "TableName": self.table, "ConsistentRead": True,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :step)",
-            "ExpressionAttributeValues": {":pk": _flow_key(flow_id), ":step": s("step#")}}
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :count)",
+            "ExpressionAttributeValues": {":pk": _flow_key(flow_id), ":count": s("count#")}}
         while True:
+            self.calls += 1
             response = await self.client.query(**request)
-            results += [FlowStepResult.model_validate_json(i["result"]["S"]) for i in response["Items"]]
+            for item in response["Items"]:
+                failed, ignored = _size(item, "failed"), _size(item, "ignored")
+                counts.failed += failed
+                counts.ignored += ignored
+                counts.succeeded += _size(item, "done") - failed - ignored
             if "LastEvaluatedKey" not in response:
-                return sorted(results, key=lambda r: r.step_index)
+                return counts
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     async def close(self, flow_id: str, state: BarrierState) -> bool:
@@ -132,24 +241,22 @@ class DynamoDbFlowBarrierProvider:
                 UpdateExpression="SET #st = :to, expires_at = :exp", ConditionExpression="#st = :active",
                 ExpressionAttributeNames={"#st": "state"},
                 ExpressionAttributeValues={":to": s(state.value), ":active": s(BarrierState.ACTIVE.value),
-                                           ":exp": n(int((datetime.now(UTC) + self.ttl).timestamp()))})
+                                           ":exp": self._expiry(None)})
         except Exception as exc:
             if is_condition_failure(exc):
                 return False
             raise
         return True
 
-    async def _meta(self, flow_id: str) -> Item | None:
+    async def get(self, flow_id: str) -> BarrierSnapshot | None:
+        self.calls += 1
         response = await self.client.get_item(
             TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": s(_META)}, ConsistentRead=True)
         item: Item | None = response.get("Item")
-        return item
-
-    async def get(self, flow_id: str) -> BarrierSnapshot | None:
-        item = await self._meta(flow_id)
         return _snapshot(flow_id, item) if item is not None else None
 
     async def mark_join_dispatched(self, flow_id: str) -> None:
+        self.calls += 1
         try:
             await self.client.update_item(
                 TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": s(_META)},
@@ -161,13 +268,11 @@ class DynamoDbFlowBarrierProvider:
 
 
 def _snapshot(flow_id: str, item: Item) -> BarrierSnapshot:
+    total = int(item["total"]["N"])
+    full = [int(k) for k in item.get("full", {}).get("NS", [])]
+    counted = sum(min(SHARD_STEPS, total - k * SHARD_STEPS) for k in full)
     return BarrierSnapshot(
-        flow_id=flow_id, total_steps=int(item["total"]["N"]), remaining=int(item["remaining"]["N"]),
+        flow_id=flow_id, total_steps=total, remaining=total - counted,
         state=BarrierState(item["state"]["S"]), started_at=datetime.fromisoformat(item["started_at"]["S"]),
-        join_dispatched=bool(item["join_dispatched"]["BOOL"]))
-
-
-def _closed_before(snapshot: BarrierSnapshot | None) -> BarrierDecrementResult:
-    if snapshot is None:
-        return BarrierDecrementResult(-1)
-    return BarrierDecrementResult(-1, snapshot.state, snapshot.join_dispatched)
+        join_dispatched=bool(item["join_dispatched"]["BOOL"]),
+        deadline=datetime.fromisoformat(item["deadline"]["S"]) if "deadline" in item else None)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from tq_cloud.flows.models import FlowStepResult
+from tq_cloud.flows.models import FlowStepResult, StepCounts
 from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState
 
 
@@ -14,6 +15,13 @@ from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, Barr
 class _Barrier:
     snapshot: BarrierSnapshot
     results: dict[int, FlowStepResult] = field(default_factory=dict)
+    order: list[int] | None = None
+    """The recorded indices, sorted when a page is first read after a change."""
+
+    def sorted_indices(self) -> list[int]:
+        if self.order is None:
+            self.order = sorted(self.results)
+        return self.order
 
 
 class InMemoryFlowBarrierProvider:
@@ -26,10 +34,11 @@ class InMemoryFlowBarrierProvider:
         self.calls += 1
         self._flows.setdefault(flow_id, _Barrier(BarrierSnapshot(
             flow_id=flow_id, total_steps=total_steps, remaining=total_steps,
-            state=BarrierState.ACTIVE, started_at=started_at, join_dispatched=False)))
+            state=BarrierState.ACTIVE, started_at=started_at, join_dispatched=False, deadline=deadline)))
 
     async def batch_decrement_and_check(
-        self, flow_id: str, results: Sequence[FlowStepResult], *, abort_on_failure: bool = False
+        self, flow_id: str, results: Sequence[FlowStepResult], *, abort_on_failure: bool = False,
+        abort_steps: Collection[int] = (), keep_until: datetime | None = None,
     ) -> BarrierDecrementResult:
         self.calls += 1
         barrier = self._flows.get(flow_id)
@@ -38,20 +47,36 @@ class InMemoryFlowBarrierProvider:
         snap = barrier.snapshot
         if snap.state is not BarrierState.ACTIVE:
             return BarrierDecrementResult(-1, snap.state, snap.join_dispatched)
-        fresh = [r for r in {r.step_index: r for r in results}.values()
+        fresh = [r for r in {r.step_index: r for r in reversed(results)}.values()
                  if r.step_index not in barrier.results and 0 <= r.step_index < snap.total_steps]
         for result in fresh:
             barrier.results[result.step_index] = result
+            barrier.order = None
         remaining = snap.remaining - len(fresh)
         state = BarrierState.COMPLETE if remaining == 0 else BarrierState.ACTIVE
-        if abort_on_failure and any(r.status == "fail" for r in fresh):
+        recorded = [barrier.results[r.step_index] for r in results if r.step_index in barrier.results]
+        if any(r.status == "fail" and (abort_on_failure or r.step_index in abort_steps) for r in recorded):
             state = BarrierState.ABORTED
         barrier.snapshot = replace(snap, remaining=remaining, state=state)
         return BarrierDecrementResult(remaining, state, closed=state is not BarrierState.ACTIVE)
 
+    async def step_results_page(self, flow_id: str, after: int = -1, limit: int = 100) -> list[FlowStepResult]:
+        barrier = self._flows.get(flow_id)
+        if barrier is None:
+            return []
+        order = barrier.sorted_indices()
+        start = bisect.bisect_right(order, after)
+        return [barrier.results[i] for i in order[start:start + limit]]
+
     async def get_step_results(self, flow_id: str) -> list[FlowStepResult]:
         barrier = self._flows.get(flow_id)
-        return [barrier.results[i] for i in sorted(barrier.results)] if barrier else []
+        return [barrier.results[i] for i in barrier.sorted_indices()] if barrier else []
+
+    async def step_counts(self, flow_id: str) -> StepCounts:
+        barrier = self._flows.get(flow_id)
+        statuses = [r.status for r in barrier.results.values()] if barrier else []
+        return StepCounts(succeeded=statuses.count("success"), failed=statuses.count("fail"),
+                          ignored=statuses.count("ignored"))
 
     async def close(self, flow_id: str, state: BarrierState) -> bool:
         self.calls += 1
