@@ -7,8 +7,9 @@ the join follows the last step.
 
 The engine runs on the in-memory stack (queue, clock) with its task store and flow barriers on
 DynamoDB on moto's server (`--backend aws`), or in memory. Steps are delivered in batches of
-`--batch-size` in a shuffled order, as a Kinesis shard's batches hold steps spread over the
-flow by their partition keys. Every DynamoDB call is counted; moto reports fixed capacity
+`--batch-size` from `--lanes` lanes (4 shards x ParallelizationFactor 10 by default), each step
+in a lane by a hash of its key, as Lambda's batches of a fan-out hold steps spread over the
+flow. Every DynamoDB call is counted; moto reports fixed capacity
 units, so read and write units are estimated from each item's size by DynamoDB's rules (a
 write: 1 unit per KB of the item, a conditional write that fails included; a strongly
 consistent read: 1 unit per 4 KB read). The join reads every step's result, and that is
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import math
-import random
 import resource
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,12 +104,22 @@ class MeteredDynamoDb:
         return call
 
 
-class SpreadQueue(InMemoryQueue):
-    """Delivers what is due in a shuffled order, as steps spread over shards arrive."""
+class LaneQueue(InMemoryQueue):
+    """Delivers records as Kinesis lanes do: each task goes to a lane by a hash of its key
+    (Kinesis shards x ParallelizationFactor), and a batch holds one lane's records in the order
+    they were published, so a batch of a large fan-out holds every `lanes`-th step or so."""
 
-    def __init__(self, *args: Any, rng: random.Random, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lanes: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._seq = iter(lambda: rng.random(), None)  # type: ignore[assignment]
+        self._lanes = lanes
+        self._lane = 0
+        order = itertools.count()
+        self._seq = iter(lambda: (self._lane, next(order)), None)  # type: ignore[assignment]
+
+    async def publish(self, tasks: Any) -> None:
+        for task in tasks:
+            self._lane = zlib.crc32(task.key.encode()) % self._lanes
+            await super().publish([task])
 
 
 @dataclass
@@ -128,12 +140,12 @@ class Figures:
                 f"{self.meter.wru / n:.2f} WRU/step, join after {self.join_after_ms:.0f} ms")
 
 
-async def one_flow(steps: int, batch_size: int, seed: int, ports: dict[str, Any]) -> tuple[float, float, int]:
+async def one_flow(steps: int, batch_size: int, lanes: int, ports: dict[str, Any]) -> tuple[float, float, int]:
     """Run the flow: the ms from the commit of the last step (the barrier report that closed
     the flow) to the join's dispatch, the ms from the last step's run to that dispatch (the
     whole commit of the last batch), and how many results the join read."""
     stack = InMemoryStack.create()
-    stack.queue = SpreadQueue(stack.clock, rng=random.Random(seed))
+    stack.queue = LaneQueue(stack.clock, lanes=lanes)
     barriers = ports.get("barriers", stack.barriers)
     stack.handler = TaskHandler(queue=stack.queue, registry=stack.registry, clock=stack.clock, locks=stack.locks,
                                 storage=ports.get("storage", stack.storage), flow_barriers=barriers, timer=stack.timer)
@@ -181,10 +193,10 @@ async def one_flow(steps: int, batch_size: int, seed: int, ports: dict[str, Any]
     return (dispatched - closed_at) * 1000, (dispatched - last_step) * 1000, read
 
 
-async def run(backend: str, steps: int, batch_size: int, seed: int) -> Figures:
+async def run(backend: str, steps: int, batch_size: int, lanes: int) -> Figures:
     meter = Meter()
     if backend == "memory":
-        join_ms, batch_ms, read = await one_flow(steps, batch_size, seed, {})
+        join_ms, batch_ms, read = await one_flow(steps, batch_size, lanes, {})
     else:
         from tests.aws_support import aws_resources, fresh_settings
         from tq_cloud.backends.aws import DynamoDbAdapter, DynamoDbFlowBarrierProvider
@@ -196,7 +208,7 @@ async def run(backend: str, steps: int, batch_size: int, seed: int) -> Figures:
                 dynamodb = MeteredDynamoDb(clients.dynamodb, meter)
                 ports = {"storage": DynamoDbAdapter(dynamodb, settings.tasks_table),
                          "barriers": DynamoDbFlowBarrierProvider(dynamodb, settings.barriers_table)}
-                join_ms, batch_ms, read = await one_flow(steps, batch_size, seed, ports)
+                join_ms, batch_ms, read = await one_flow(steps, batch_size, lanes, ports)
     if read != steps:
         raise SystemExit(f"the join read {read} results of {steps} steps")
     return Figures(steps, meter, join_ms, batch_ms, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -207,12 +219,12 @@ def main(argv: list[str] | None = None) -> Figures:
     parser.add_argument("--backend", choices=("memory", "aws"), default="memory")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lanes", type=int, default=40, help="Kinesis shards x ParallelizationFactor")
     args = parser.parse_args(argv)
     logging.getLogger("tq_cloud").setLevel(logging.ERROR)
     started = time.perf_counter()
-    figures = asyncio.run(run(args.backend, args.steps, args.batch_size, args.seed))
-    print(f"backend {args.backend}, {args.steps} steps in batches of {args.batch_size}, "
+    figures = asyncio.run(run(args.backend, args.steps, args.batch_size, args.lanes))
+    print(f"backend {args.backend}, {args.steps} steps in batches of {args.batch_size} over {args.lanes} lanes, "
           f"{time.perf_counter() - started:.1f} s, peak RSS {figures.peak_mb:.0f} MB")
     print(f"the last batch, from its steps' run to the join's dispatch: {figures.last_batch_ms:.0f} ms")
     if figures.meter.calls:

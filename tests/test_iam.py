@@ -175,6 +175,6 @@ def test_the_functions_make_no_call_beyond_the_list(settings: AwsSettings) -> No
         batch = asyncio.run(unread(settings, seen))
     assert worker_log.calls <= listed("WorkerFunction", ("code",)), worker_log.calls - listed("WorkerFunction")
     assert sweeper_log.calls <= listed("SweeperFunction", ("code",)), sweeper_log.calls - listed("SweeperFunction")
-    assert {("dynamodb:TransactWriteItems", "BarriersTable"), ("scheduler:CreateSchedule", "FlowTimeoutScheduleGroup/*"),
+    assert {("dynamodb:PutItem", "BarriersTable"), ("scheduler:CreateSchedule", "FlowTimeoutScheduleGroup/*"),
             ("dynamodb:BatchGetItem", "TasksTable"), ("dynamodb:PutItem", "LocksTable")} <= worker_log.calls
     assert ("dynamodb:Query", "TasksTable/index/*") in sweeper_log.calls

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
+def _own_tq_environment() -> Iterator[None]:
+    """The local runtime exports TQ_* settings for the handlers it runs in this process, as
+    `tq-cloud dev` does; each test starts without them and leaves none behind."""
+    saved = {k: os.environ.pop(k) for k in [k for k in os.environ if k.startswith("TQ_")]}
+    yield
+    for name in [k for k in os.environ if k.startswith("TQ_")]:
+        del os.environ[name]
+    os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def _project_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT))
     for name in list(sys.modules):
@@ -32,8 +45,6 @@ def _project_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_example_app_reaches_every_terminal_state(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in [v for v in __import__("os").environ if v.startswith("TQ_")]:
-        monkeypatch.delenv(var)
     from functions.example_workload import tasks
 
     out = io.StringIO()

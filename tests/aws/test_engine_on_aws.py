@@ -354,3 +354,23 @@ async def test_lowering_the_due_buckets_between_deploys_strands_no_row(env: Env)
                          for i in range(40)])
     claimed = await after.claim_mature(due, 100)
     assert len(claimed) == 40, "the sweeper of the new deploy sweeps every bucket a writer used"
+
+
+async def test_a_large_fan_out_is_published_in_full_chunks_over_many_keys(env: Env, registry: TaskQueuesManager
+                                                                          ) -> None:
+    """start_flow of 1,200 steps from one executor: the barrier is initialised once (a meta
+    item and one count item per 100 steps), the steps go out in full PutRecords chunks of 500,
+    each step under its own partition key."""
+    register_flow(registry, steps=1200)
+    chunks: list[list[str]] = []
+    env.stack.clients.kinesis.meta.events.register(
+        "before-parameter-build.kinesis.PutRecords",
+        lambda params, **_: chunks.append([r["PartitionKey"] for r in params["Records"]]))
+    await env.stack.handler.add_tasks([Task(id="p", type="parent", queue_id="f", payload=None)])
+    [parent_task] = [t for t in await _stream_tasks(env) if t.type == "parent"]
+    chunks.clear()
+    await env.stack.handler.process_batch([parent_task])
+    assert [len(c) for c in chunks] == [500, 500, 200]
+    assert len({key for chunk in chunks for key in chunk}) == 1200
+    items = (await env.stack.clients.dynamodb.scan(TableName=env.stack.settings.barriers_table))["Items"]
+    assert sorted(i["sk"]["S"][:5] for i in items) == ["count"] * 12 + ["meta"]
