@@ -92,16 +92,20 @@ def test_stream_and_tables_are_encrypted_at_rest() -> None:
     assert resources["WorkerFailureQueue"]["Properties"]["KmsMasterKeyId"] == "alias/aws/sqs"
 
 
-def test_the_event_source_mapping_reports_partial_failures(stack: dict[str, Any]) -> None:
+def test_the_event_source_mappings_report_partial_failures(stack: dict[str, Any]) -> None:
     lam = boto3.client("lambda", region_name="us-east-1")
-    [mapping] = lam.list_event_source_mappings()["EventSourceMappings"]
-    assert mapping["EventSourceArn"] == stack["StreamArn"]
+    mappings = {m["EventSourceArn"]: m for m in lam.list_event_source_mappings()["EventSourceMappings"]}
+    lane = next(m for arn, m in mappings.items() if arn.startswith("arn:aws:sqs:"))
+    assert lane["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and lane["BatchSize"] == 10
+    assert lane["FunctionArn"] == mappings[stack["StreamArn"]]["FunctionArn"], "the worker takes both sources"
+    mapping = mappings[stack["StreamArn"]]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BisectBatchOnFunctionError"] is True and mapping["MaximumRetryAttempts"] == 10
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"].endswith(stack["WorkerFailureQueueUrl"].rsplit("/", 1)[1])
     worker = lam.get_function(FunctionName=mapping["FunctionArn"])["Configuration"]
     env = worker["Environment"]["Variables"]
     assert env["TQ_TASKS_TABLE"] == stack["TasksTableName"] and env["TQ_STREAM_NAME"] == stack["StreamName"]
+    assert env["TQ_DELAY_QUEUE_URL"] == stack["DelayQueueUrl"]
     assert worker["Handler"] == "functions/worker/app.handler"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from tq_cloud.asynctasks.manager import AsyncTaskManager
 from tq_cloud.backends.memory import (
     InMemoryAdapter,
+    InMemoryDelayLane,
     InMemoryFlowBarrierProvider,
     InMemoryLockProvider,
     InMemoryProjectionProvider,
@@ -44,6 +45,7 @@ class InMemoryStack:
         honours_execute_at: bool = True,
         async_manager: AsyncTaskManager | None = None,
         projections: InMemoryProjectionProvider | None = None,
+        delay_lane: bool = False,
         **handler_options: Any,
     ) -> InMemoryStack:
         registry = registry or TaskQueuesManager()
@@ -57,7 +59,8 @@ class InMemoryStack:
         handler = TaskHandler(
             queue=queue, registry=registry, storage=storage, locks=locks, clock=clock,
             flow_barriers=barriers, projections=projections, timer=timer,
-            async_manager=async_manager, **handler_options,
+            async_manager=async_manager, delay_lane=InMemoryDelayLane(queue) if delay_lane else None,
+            **handler_options,
         )
         return cls(registry, clock, queue, storage, locks, barriers, projections, timer, handler)
 

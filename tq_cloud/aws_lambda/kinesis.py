@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from tq_cloud.aws_lambda.delay_forwarder import forward_due, is_sqs_event
 from tq_cloud.aws_lambda.runtime import LambdaRuntime, Runtime
 from tq_cloud.backends.aws.kinesis import decode_lambda_record
 from tq_cloud.core.codec import UndecodableRecord
@@ -77,9 +78,14 @@ class KinesisBatchHandler:
         return float(remaining()) if callable(remaining) else float("inf")
 
     async def handle(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        """A batch of the stream, or of the delay lane (SQS) whose due tasks go to the stream."""
         stack = await self.runtime.stack()
         handler = stack.handler
         records = list(event.get("Records", []))
+        if is_sqs_event(event):
+            failed_messages = await forward_due(handler, records)
+            await self._drain(handler, context)
+            return {"batchItemFailures": [{"itemIdentifier": m} for m in failed_messages]}
         decoded = [(str(r.get("kinesis", {}).get("sequenceNumber", "?")), decode_lambda_record(r)) for r in records]
         owner = f"lambda:{getattr(context, 'aws_request_id', None) or new_id()}"
         left = self._time_left_ms(context)

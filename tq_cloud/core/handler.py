@@ -47,6 +47,7 @@ from tq_cloud.projections.sink import ProjectionConfig, ProjectionSink, Projecti
 if TYPE_CHECKING:
     from tq_cloud.asynctasks.manager import AsyncTaskManager
     from tq_cloud.ports.barrier import FlowBarrierProvider
+    from tq_cloud.ports.delay import DelayLane
     from tq_cloud.ports.projections import EntityProjectionProvider
     from tq_cloud.ports.timer import Timer
 
@@ -90,6 +91,7 @@ class TaskHandler:
         worker_id: str | None = None,
         extra_commit_steps: Sequence[CommitStep] = (),
         retry_policy: RetryPolicy | None = None,
+        delay_lane: DelayLane | None = None,
     ) -> None:
         """Example:
             handler = TaskHandler(queue=InMemoryQueue(), registry=app, storage=InMemoryAdapter(),
@@ -101,6 +103,7 @@ class TaskHandler:
         flow_barriers = retrying(flow_barriers, policy) if flow_barriers is not None else None
         projections = retrying(projections, policy) if projections is not None else None
         timer = retrying(timer, policy) if timer is not None else None
+        delay_lane = retrying(delay_lane, policy) if delay_lane is not None else None
         self.queue = queue
         self.registry = registry
         self.storage = storage
@@ -120,7 +123,7 @@ class TaskHandler:
         self.router = TaskRouter(
             queue, storage, registry, self.clock, self.lifecycle,
             immediate_window=self.settings.immediate_window,
-            on_scheduled=sink.scheduled if sink else None, timer=timer,
+            on_scheduled=sink.scheduled if sink else None, timer=timer, delay_lane=delay_lane,
         )
         self.timer = timer
         self.flows = None if flow_barriers is None else FlowBarrierStep(

@@ -1,7 +1,9 @@
 """Where a task goes when it is added: the queue now, the store for later, or both.
 
 - due later than the immediate window (2 min), or due later at all on a queue that cannot
-  delay (Kinesis): stored as `scheduled`; the sweeper enqueues it when due;
+  delay (Kinesis): given to the delay lane (SQS, to the second) when there is one and the task
+  is due within its 15 minutes, fits it and has no row; otherwise stored as `scheduled`, and the
+  sweeper enqueues it when due;
 - `force_store` and due: stored as `processing` and enqueued; a failed queue write resets the
   row to `scheduled`, so the sweeper sends it instead;
 - otherwise: enqueued only, the cheapest path (no store write at all).
@@ -32,6 +34,7 @@ from tq_cloud.errors import InvalidTaskError, PayloadTooLargeError, QueueWriteEr
 from tq_cloud.flows.models import timeout_timer_name
 from tq_cloud.ids import new_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
+from tq_cloud.ports.delay import DelayLane
 from tq_cloud.ports.queue import MessageQueue
 from tq_cloud.ports.storage import NOT_STAMPED, TaskStorage
 from tq_cloud.ports.timer import Timer
@@ -56,6 +59,7 @@ class TaskRouter:
         immediate_window: timedelta = IMMEDIATE_WINDOW,
         on_scheduled: TasksHook | None = None,
         timer: Timer | None = None,
+        delay_lane: DelayLane | None = None,
     ) -> None:
         self.queue = queue
         self.storage = storage
@@ -65,6 +69,7 @@ class TaskRouter:
         self.immediate_window = immediate_window
         self.on_scheduled = on_scheduled
         self.timer = timer
+        self.delay_lane = delay_lane
         self._cached_limits: tuple[int, int, bool] | None = None
 
     def check(self, task: Task) -> Task:
@@ -171,12 +176,15 @@ class TaskRouter:
                 if strict:
                     raise
                 rejected[task.id or "?"] = str(exc)
-        later, stored_now, now_only, timed = [], [], [], []
+        later, delayed, stored_now, now_only, timed = [], [], [], [], []
         for task in routed:
             if self.timer is not None and task.flow_meta is not None and task.flow_meta.is_timeout:
                 timed.append(task)
             elif self._due_later(task):
-                later.append(task.model_copy(update={"force_store": True}))
+                if self._lane_takes(task, now):
+                    delayed.append(task)
+                else:
+                    later.append(task.model_copy(update={"force_store": True}))
             elif task.force_store:
                 stored_now.append(task)
             else:
@@ -190,13 +198,24 @@ class TaskRouter:
             rejected |= await self._store_and_publish(stored_now, now)
         if now_only:
             rejected |= await self._publish(now_only, strict)
+        if delayed:
+            assert self.delay_lane is not None
+            rejected |= await self._publish(delayed, strict, self.delay_lane.send)
         sent = [t for t in routed if t.key not in rejected]
         await self._scheduled(sent, now)
         return sent, rejected
 
-    async def _publish(self, tasks: list[Task], strict: bool) -> Rejected:
+    def _lane_takes(self, task: Task, now: datetime) -> bool:
+        """The delay lane takes a task without a row, due within its reach, that fits it."""
+        lane = self.delay_lane
+        if lane is None or task.force_store or task.execute_at is None or task.execute_at - now > lane.max_delay:
+            return False
+        return len(encode_task(task)) <= lane.max_message_bytes
+
+    async def _publish(self, tasks: list[Task], strict: bool,
+                       send: Callable[[Sequence[Task]], Awaitable[None]] | None = None) -> Rejected:
         try:
-            await self.queue.publish(tasks)
+            await (send or self.queue.publish)(tasks)
         except QueueWriteError as exc:
             if strict or exc.task_ids:
                 raise
@@ -221,7 +240,7 @@ class TaskRouter:
             unwritten = set(exc.task_ids)
             await self._reset([t for t in tasks if t.key in unwritten])
             if exc.rejected:
-                await self._fail_rejected([t for t in tasks if t.key in exc.rejected], exc.rejected)
+                await self.fail_rejected([t for t in tasks if t.key in exc.rejected], exc.rejected)
             if unwritten:
                 raise
             return exc.rejected
@@ -237,7 +256,8 @@ class TaskRouter:
         except Exception:
             log.exception("could not reset %d tasks to scheduled; stale recovery will", len(tasks))
 
-    async def _fail_rejected(self, tasks: list[Task], rejected: Rejected) -> None:
+    async def fail_rejected(self, tasks: list[Task], rejected: Rejected) -> None:
+        """Record tasks that can never be written to the queue as failed, with the reason."""
         rows = [t.model_copy(update={"execution_stats": t.execution_stats.model_copy(update={
             "last_error": rejected[t.key], "last_error_type": "TaskRejectedError"})}) for t in tasks]
         await self.storage.mark_failed(rows, self.clock.now())

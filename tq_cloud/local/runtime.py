@@ -20,10 +20,11 @@ from typing import Any, TextIO
 
 from tq_cloud.backends.aws.settings import AwsSettings
 from tq_cloud.backends.aws.stack import open_clients
-from tq_cloud.backends.aws.tables import create_resources
+from tq_cloud.backends.aws.tables import create_delay_queue, create_resources
 from tq_cloud.core.models import Task
 from tq_cloud.local.checkpoints import ShardCheckpoints
 from tq_cloud.local.esm import EmulatedEventSourceMapping
+from tq_cloud.local.sqs_esm import EmulatedSqsEventSourceMapping
 from tq_cloud.local.view import Snapshot, snapshot
 
 log = logging.getLogger("tq_cloud.local")
@@ -77,6 +78,7 @@ class LocalRuntime:
         self.out = out
         self.last_view: Snapshot | None = None
         self.esm: EmulatedEventSourceMapping | None = None
+        self.lane_esm: EmulatedSqsEventSourceMapping | None = None
 
     async def run(self, stop: asyncio.Event, seed: Sequence[Task] = (),
                   feed: AsyncIterator[Sequence[Task]] | None = None) -> Snapshot | None:
@@ -94,6 +96,10 @@ class LocalRuntime:
                   f"table {settings.tasks_table})", file=self.out, flush=True)
             async with open_clients(settings) as clients:
                 await create_resources(clients, settings, self.options.template)
+                if self.options.aws is None:  # the handlers read TQ_*: give them the delay lane too
+                    url = await create_delay_queue(clients, f"{settings.stream_name}-delays")
+                    os.environ["TQ_DELAY_QUEUE_URL"] = url
+                    settings = settings.model_copy(update={"delay_queue_url": url})
                 await self._serve(clients, settings, stop, seed, feed)
         return self.last_view
 
@@ -110,10 +116,16 @@ class LocalRuntime:
             parallelization=self.options.parallelization, function_timeout_ms=self.options.function_timeout_ms,
             containers=self.options.worker_containers or getattr(worker, "new_container", None),
             checkpoints=checkpoints)
+        if settings.delay_queue_url:
+            lane_arn = (await clients.sqs.get_queue_attributes(
+                QueueUrl=settings.delay_queue_url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
+            self.lane_esm = EmulatedSqsEventSourceMapping(clients.sqs, settings.delay_queue_url, lane_arn, worker,
+                                                          function_timeout_ms=self.options.function_timeout_ms)
         if seed:
             await self._enqueue(settings, seed)
         feeding = asyncio.ensure_future(self._feed(settings, feed))
         jobs = [asyncio.ensure_future(self.esm.run(stop)), feeding,
+                *([asyncio.ensure_future(self.lane_esm.run(stop))] if self.lane_esm else []),
                 asyncio.ensure_future(self._sweep(sweeper, stop)),
                 asyncio.ensure_future(self._watch(clients, settings, stop, feeding))]
         if self.options.max_seconds is not None:
@@ -164,9 +176,12 @@ class LocalRuntime:
             view = await snapshot(clients.dynamodb, settings)
             self.last_view = view
             print(view.line(), file=self.out, flush=True)
-            invocations = self.esm.stats.invocations if self.esm else 0
-            running = self.esm.stats.in_flight if self.esm else 0
-            quiet = view.settled and invocations == seen and not running and feeding.done()
+            invocations = (self.esm.stats.invocations if self.esm else 0) + (
+                self.lane_esm.stats.invocations if self.lane_esm else 0)
+            running = (self.esm.stats.in_flight if self.esm else 0) + (
+                self.lane_esm.stats.in_flight if self.lane_esm else 0)
+            waiting = await _lane_depth(clients, settings)
+            quiet = view.settled and invocations == seen and not running and not waiting and feeding.done()
             quiet_rounds = quiet_rounds + 1 if quiet else 0
             seen = invocations
             if self.options.until_settled and quiet_rounds >= 2:
@@ -175,6 +190,17 @@ class LocalRuntime:
     async def _stop_after(self, stop: asyncio.Event, seconds: float) -> None:
         await _pause(stop, seconds)
         stop.set()
+
+
+async def _lane_depth(clients: Any, settings: AwsSettings) -> int:
+    """Messages in the delay lane: waiting for their time, ready, or being forwarded."""
+    if not settings.delay_queue_url:
+        return 0
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+             "ApproximateNumberOfMessagesDelayed"]
+    attributes = (await clients.sqs.get_queue_attributes(QueueUrl=settings.delay_queue_url,
+                                                         AttributeNames=names))["Attributes"]
+    return sum(int(attributes.get(name, 0)) for name in names)
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

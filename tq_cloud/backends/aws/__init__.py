@@ -1,5 +1,5 @@
-"""AWS backends: Kinesis (queue), DynamoDB (tasks, barriers, projections, locks) and
-EventBridge Scheduler (timers). Needs the `aws` extra: pip install 'tq-cloud[aws]'."""
+"""AWS backends: Kinesis (queue), DynamoDB (tasks, barriers, projections, locks), SQS (the
+delay lane) and EventBridge Scheduler (timers). Needs the `aws` extra: pip install 'tq-cloud[aws]'."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ _EXPORTS = {
     "EventBridgeTimer": "tq_cloud.backends.aws.scheduler",
     "KinesisQueue": "tq_cloud.backends.aws.kinesis",
     "KinesisShardPoller": "tq_cloud.backends.aws.poller",
+    "SqsDelayLane": "tq_cloud.backends.aws.sqs_delay",
     "aws_stack": "tq_cloud.backends.aws.stack",
     "build_stack": "tq_cloud.backends.aws.stack",
     "create_resources": "tq_cloud.backends.aws.tables",
@@ -33,6 +34,7 @@ __all__ = [
     "EventBridgeTimer",
     "KinesisQueue",
     "KinesisShardPoller",
+    "SqsDelayLane",
     "aws_stack",
     "build_stack",
     "create_resources",
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from tq_cloud.backends.aws.poller import KinesisShardPoller
     from tq_cloud.backends.aws.scheduler import EventBridgeTimer
     from tq_cloud.backends.aws.settings import AwsSettings
+    from tq_cloud.backends.aws.sqs_delay import SqsDelayLane
     from tq_cloud.backends.aws.stack import AwsStack, aws_stack, build_stack, open_clients
     from tq_cloud.backends.aws.tables import create_resources
 

@@ -36,6 +36,9 @@ class AwsSettings(BaseSettings):
         default=False,
         description="claim tasks in DynamoDB before running them; Kinesis already delivers one "
                     "partition key to one consumer at a time, so this is off by default")
+    delay_queue_url: str | None = Field(
+        default=None, description="the SQS delay lane (template.yaml's DelayQueue): tasks due within 15 "
+                                  "minutes, retries included, wait there to the second instead of in the table")
     emulate_scheduler: bool = Field(default=False, description="fire due schedules ourselves (moto)")
     max_attempts: int = Field(default=8, ge=1, description="botocore retries for throttling")
 

@@ -19,6 +19,7 @@ from tq_cloud.backends.aws.dynamodb_tasks import DynamoDbAdapter
 from tq_cloud.backends.aws.kinesis import KinesisQueue
 from tq_cloud.backends.aws.scheduler import EventBridgeTimer
 from tq_cloud.backends.aws.settings import AwsSettings
+from tq_cloud.backends.aws.sqs_delay import SqsDelayLane
 from tq_cloud.backends.aws.tables import create_resources
 from tq_cloud.backends.memory.locks import InMemoryLockProvider
 from tq_cloud.clock import Clock, SystemClock
@@ -32,6 +33,7 @@ class AwsClients:
     kinesis: Any
     dynamodb: Any
     scheduler: Any
+    sqs: Any
 
 
 @asynccontextmanager
@@ -46,7 +48,8 @@ async def open_clients(settings: AwsSettings, session: Any = None) -> AsyncItera
             return exits.enter_async_context(session.client(
                 name, endpoint_url=settings.endpoint_url, region_name=settings.region, config=config))
 
-        yield AwsClients(await client("kinesis"), await client("dynamodb"), await client("scheduler"))
+        yield AwsClients(await client("kinesis"), await client("dynamodb"), await client("scheduler"),
+                         await client("sqs"))
 
 
 @dataclass
@@ -81,8 +84,10 @@ async def build_stack(
                              stream_arn=summary["StreamDescriptionSummary"]["StreamARN"],
                              role_arn=settings.scheduler_role_arn, queue=queue,
                              emulate_firing=settings.emulate_scheduler)
+    lane = SqsDelayLane(clients.sqs, settings.delay_queue_url, clock) if settings.delay_queue_url else None
     handler = TaskHandler(queue=queue, registry=registry, storage=storage, locks=locks, clock=clock,
-                          flow_barriers=barriers, projections=projections, timer=timer, **handler_options)
+                          flow_barriers=barriers, projections=projections, timer=timer, delay_lane=lane,
+                          **handler_options)
     return AwsStack(settings, clients, queue, storage, barriers, projections, locks, timer, handler)
 
 

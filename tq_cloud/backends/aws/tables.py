@@ -35,3 +35,10 @@ async def create_resources(clients: Any, settings: AwsSettings, template: Path |
     except Exception as exc:
         if error_code(exc) != "ConflictException":
             raise
+
+
+async def create_delay_queue(clients: Any, name: str) -> str:
+    """The SQS delay lane's queue (template.yaml's DelayQueue) if absent; its URL."""
+    response = await clients.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})
+    url: str = response["QueueUrl"]
+    return url

@@ -1,0 +1,56 @@
+"""The worker's second source: due tasks from the SQS delay lane, forwarded to the stream.
+
+Each message body is a task as it was sent; it goes to Kinesis under the task's partition key
+(which the router set when the task was added), so it keeps the ordering of its key and runs
+through the one execution path. A message that is not a task is recorded as a failed task,
+once (its id derives from the message id), and deleted. A message not written to the stream
+is reported in `batchItemFailures`, so SQS delivers it again; after the queue's receive limit
+it goes to the dead-letter queue, never silently away.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tq_cloud.core.codec import UndecodableRecord, decode_task
+from tq_cloud.core.models import Task
+from tq_cloud.errors import QueueWriteError
+
+if TYPE_CHECKING:
+    from tq_cloud.core.handler import TaskHandler
+
+log = logging.getLogger("tq_cloud.lambda")
+
+
+def is_sqs_event(event: Mapping[str, Any]) -> bool:
+    records = event.get("Records") or []
+    return bool(records) and records[0].get("eventSource") == "aws:sqs"
+
+
+async def forward_due(handler: TaskHandler, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Forward the messages' tasks to the queue; the message ids to deliver again."""
+    tasks: dict[str, Task] = {}
+    undecodable: list[UndecodableRecord] = []
+    for record in records:
+        message_id = str(record.get("messageId", "?"))
+        decoded = decode_task(str(record.get("body", "")).encode(), f"sqs:{message_id}")
+        if isinstance(decoded, UndecodableRecord):
+            undecodable.append(decoded)
+        else:
+            tasks[message_id] = decoded
+    failed: set[str] = set()
+    if undecodable:
+        await handler.storage.mark_failed([u.as_failed_task(handler.clock.now()) for u in undecodable],
+                                          handler.clock.now())
+        log.error("%d delay-lane messages were not tasks; recorded as failed tasks", len(undecodable))
+    if tasks:
+        try:
+            await handler.router.queue.publish(list(tasks.values()))
+        except QueueWriteError as exc:
+            unwritten = set(exc.task_ids)
+            failed = {m for m, t in tasks.items() if t.key in unwritten}
+            if exc.rejected:
+                await handler.router.fail_rejected([t for t in tasks.values() if t.key in exc.rejected], exc.rejected)
+    return sorted(failed)

@@ -1,0 +1,109 @@
+"""The delay lane on SQS: each task a message with its own `DelaySeconds` (up to 15 minutes).
+
+An SQS event source mapping gives the messages, once due, to the worker, which forwards them
+to the stream under the task's partition key (aws_lambda/delay_forwarder.py): the task then
+runs like any other. SQS delivers at least once; a message forwarded twice is two records of
+the same task attempt, which replay into the same state (as a Kinesis record delivered twice).
+Delays are rounded up to the second, so a task never arrives before it is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+from tq_cloud.clock import Clock
+from tq_cloud.core.codec import encode_task
+from tq_cloud.core.models import Task
+from tq_cloud.errors import PayloadTooLargeError, QueueWriteError, TaskRejectedError
+
+MAX_DELAY = timedelta(minutes=15)
+MAX_MESSAGE_BYTES = 256 * 1024
+_BATCH = 10
+
+
+class SqsDelayLane:
+    """Example:
+        lane = SqsDelayLane(clients.sqs, settings.delay_queue_url, clock)
+        handler = TaskHandler(..., delay_lane=lane)   # build_stack does this when the URL is set
+    """
+
+    def __init__(self, client: Any, queue_url: str, clock: Clock, *, attempts: int = 4,
+                 base_delay: float = 0.05) -> None:
+        self.client = client
+        self.queue_url = queue_url
+        self.clock = clock
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.send_calls = 0
+
+    @property
+    def max_delay(self) -> timedelta:
+        return MAX_DELAY
+
+    @property
+    def max_message_bytes(self) -> int:
+        return MAX_MESSAGE_BYTES
+
+    def _entry(self, index: int, task: Task) -> dict[str, Any]:
+        body = encode_task(task)
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise PayloadTooLargeError(task.id, len(body), MAX_MESSAGE_BYTES, "the SQS delay lane")
+        wait = (task.execute_at - self.clock.now()).total_seconds() if task.execute_at else 0.0
+        delay = min(max(math.ceil(wait), 0), int(MAX_DELAY.total_seconds()))
+        return {"Id": str(index), "MessageBody": body.decode(), "DelaySeconds": delay}
+
+    async def send(self, tasks: Sequence[Task]) -> None:
+        entries: list[tuple[Task, dict[str, Any]]] = []
+        rejected: dict[str, str] = {}
+        for index, task in enumerate(tasks):
+            try:
+                entries.append((task, self._entry(index, task)))
+            except TaskRejectedError as exc:
+                rejected[task.key] = str(exc)
+        unwritten: list[str] = []
+        for batch in _batches(entries):
+            failed, refused = await self._send_with_retries(batch)
+            unwritten += failed
+            rejected |= refused
+        if unwritten or rejected:
+            raise QueueWriteError("the SQS delay lane did not take every task", unwritten, rejected)
+
+    async def _send_with_retries(self, batch: list[tuple[Task, dict[str, Any]]]) -> tuple[list[str], dict[str, str]]:
+        pending, refused = batch, {}
+        for attempt in range(self.attempts):
+            self.send_calls += 1
+            response = await self.client.send_message_batch(QueueUrl=self.queue_url, Entries=[e for _, e in pending])
+            by_id = {e["Id"]: (task, e) for task, e in pending}
+            retry = []
+            for failure in response.get("Failed", []):
+                task, entry = by_id[failure["Id"]]
+                if failure.get("SenderFault"):
+                    refused[task.key] = f"SQS refused the message: {failure.get('Code')}: {failure.get('Message')}"
+                else:
+                    retry.append((task, entry))
+            if not retry:
+                return [], refused
+            pending = retry
+            if attempt + 1 < self.attempts:
+                await asyncio.sleep(self.base_delay * 2 ** attempt * random.uniform(0.5, 1.0))
+        return [task.key for task, _ in pending], refused
+
+
+def _batches(entries: list[tuple[Task, dict[str, Any]]]) -> Iterator[list[tuple[Task, dict[str, Any]]]]:
+    """At most 10 messages and 256 KB a request."""
+    batch: list[tuple[Task, dict[str, Any]]] = []
+    size = 0
+    for entry in entries:
+        length = len(entry[1]["MessageBody"].encode())
+        if batch and (len(batch) == _BATCH or size + length > MAX_MESSAGE_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += length
+    if batch:
+        yield batch

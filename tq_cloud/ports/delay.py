@@ -1,0 +1,35 @@
+"""The delay lane port: tasks due within minutes, delivered at their time, to the second.
+
+Kinesis cannot delay a record, so without a lane every task due later (retries with back-off
+included) waits as a store row until a sweep, up to a minute late and three writes dear. A
+lane holds each task for its own delay (SQS `DelaySeconds`, up to 15 minutes) and then hands
+it to the queue; whatever is due later, or too large for the lane, or has a row anyway
+(force_store), stays with the store and the sweeper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Protocol
+
+from tq_cloud.core.models import Task
+
+
+class DelayLane(Protocol):
+    @property
+    def max_delay(self) -> timedelta:
+        """The longest delay the lane holds (SQS: 15 minutes)."""
+        ...
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest serialised task the lane takes (SQS: 256 KB)."""
+        ...
+
+    async def send(self, tasks: Sequence[Task]) -> None:
+        """Hold each task until its `execute_at` (never less, at most a second more), then
+        deliver it to the queue under its partition key. Like a queue publish: every task that
+        can be written is; the others are named in QueueWriteError (`task_ids` to try again,
+        `rejected` never)."""
+        ...
