@@ -44,6 +44,10 @@ def show(report: SimReport) -> None:
           f"({report.tasks_per_second:.0f} tasks/s; {report.virtual_seconds:.0f} s simulated), "
           f"{report.invocations} invocations, {report.redelivered} records redelivered, peak RSS {report.peak_mb:.0f} MB")
     print(f"  faults injected: {faults}")
+    if report.lateness:
+        late = sorted(report.lateness)
+        print(f"  delay lane: {report.lane_messages} messages; lateness of delayed runs p50 "
+              f"{late[len(late) // 2]:.2f} s, p99 {late[int(len(late) * 0.99)]:.2f} s over {len(late)}")
     if report.violations:
         print(f"  {len(report.violations)} violations:")
         for violation in report.violations[:20]:

@@ -138,6 +138,26 @@ def test_mutation_ignoring_a_steps_own_failure_policy_is_caught(monkeypatch: pyt
     assert violations_within(range(1, 8), about="abort"), "a flow aborted or completed against a step's policy"
 
 
+def test_the_delay_lane_runs_nothing_early_and_little_late() -> None:
+    report = Simulation(SimConfig(tasks=1500, fault_rate=0.1, seed=3, workload="delays")).run()
+    assert report.violations == [], "\n".join(report.violations[:10])
+    assert report.lane_messages >= 1500 and len(report.lateness) >= 1500
+    assert sorted(report.lateness)[len(report.lateness) // 2] < 2.0
+
+
+def test_mutation_running_a_task_that_arrived_early_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane hands tasks over up to a second early; a worker that ran them at once would run
+    them before they are due."""
+    from tq_cloud.core.runner import TaskRunner
+
+    async def run_at_once(self: TaskRunner, tasks: list[Task], recorder: Any) -> list[Task]:
+        return tasks
+
+    monkeypatch.setattr(TaskRunner, "_hold_until_due", run_at_once)
+    report = Simulation(SimConfig(tasks=400, seed=1, workload="delays")).run()
+    assert any("before it was due" in v for v in report.violations)
+
+
 def test_mutation_firing_a_timeout_early_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     import tq_cloud.simulation.timer as world
     from tq_cloud.core.executors import SingleTaskExecutor
@@ -150,11 +170,15 @@ def test_mutation_firing_a_timeout_early_is_caught(monkeypatch: pytest.MonkeyPat
     async def acknowledge(task: Task, actions: Any) -> None:
         actions.success(task)
 
+    async def run_at_once(self: TaskRunner, tasks: list[Task], recorder: Any) -> list[Task]:
+        return tasks
+
     monkeypatch.setattr(world, "_at", truncated)
     monkeypatch.setattr(TaskRunner, "_builtin",
                         lambda self, t: SingleTaskExecutor(fn=acknowledge) if t == FLOW_TIMEOUT_TYPE else None)
-    found = violations_within(range(1, 9), tasks=2500)
-    assert any("timed out before its deadline" in v for v in found), found[:5]
+    monkeypatch.setattr(TaskRunner, "_hold_until_due", run_at_once)  # the other guard against early runs
+    found = violations_within(range(1, 9), tasks=2500, about="timed out before its deadline")
+    assert found, "an early timeout went unnoticed"
 
 
 def test_the_benchmark_runs_and_prints_its_last_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -119,7 +119,7 @@ async def test_a_kinesis_event_still_runs_tasks(lane: AwsStack) -> None:
     assert await worker.handle(event, FakeContext()) == {"batchItemFailures": []}
 
 
-def test_a_delay_is_rounded_up_to_the_second_never_down() -> None:
+def test_a_delay_is_rounded_down_to_the_second_the_worker_holds_the_rest() -> None:
     from tq_cloud.backends.aws import SqsDelayLane
     from tq_cloud.clock import ManualClock
 
@@ -128,4 +128,4 @@ def test_a_delay_is_rounded_up_to_the_second_never_down() -> None:
     delays = [lane._entry(0, Task(id="d", type="t", queue_id="q", payload={},
                                   execute_at=clock.now() + timedelta(seconds=s)))["DelaySeconds"]
               for s in (-3, 0, 0.001, 1.2, 899.5, 2000)]
-    assert delays == [0, 0, 1, 2, 900, 900]
+    assert delays == [0, 0, 0, 1, 899, 900]

@@ -48,6 +48,11 @@ log = logging.getLogger("tq_cloud.runner")
 
 FULL_MANAGER_RETRY_DELAY = 30.0
 CLAIM_DEFERRAL = 30.0
+MAX_HOLD = timedelta(seconds=2)
+"""How long a task that arrived before it was due is held before it runs: the delay lane hands
+tasks over up to a second early (SQS delays are whole seconds, rounded down so that a task is
+not a second late). One due later still is deferred, never run early."""
+ARRIVED_EARLY = "arrived before it was due; deferred without using an attempt"
 CLAIMED_ELSEWHERE = "claimed by another worker; deferred without using an attempt"
 FORGOTTEN = "executor returned without calling success() or fail()"
 AsyncCommit = Callable[[RunResult, str], Awaitable[None]]
@@ -101,6 +106,7 @@ class TaskRunner:
         try:
             mine = await self._not_yet_committed([t for k, t in unique.items() if k in claimed], result,
                                                  runner_id, recorder)
+            mine = await self._hold_until_due(mine, recorder)
             if self.on_processing is not None:
                 await self.on_processing([t for t in mine if t.entity and not t.retry_count])
             for (queue_id, task_type), group in _group(mine).items():
@@ -127,6 +133,24 @@ class TaskRunner:
             return result
         finally:
             await self._release([k for k in claimed if k not in keep_locked], runner_id)
+
+    async def _hold_until_due(self, tasks: list[Task], recorder: RunRecorder) -> list[Task]:
+        """Tasks meant to wait (due after they were created) never run before they are due: one
+        due within MAX_HOLD is waited for, one due later is deferred until then. A task due at
+        its creation runs as it comes, whatever the clock of the producer that added it."""
+        now = self.clock.now()
+        early = {t.key: (t.execute_at - now).total_seconds() for t in tasks
+                 if t.execute_at and t.created_at and t.execute_at > max(now, t.created_at)}
+        if not early:
+            return tasks
+        for task in tasks:
+            wait = early.get(task.key, 0.0)
+            if wait > MAX_HOLD.total_seconds():
+                recorder.record(task, error=ARRIVED_EARLY, retry_delay=wait, consume_attempt=False)
+        held = [wait for wait in early.values() if wait <= MAX_HOLD.total_seconds()]
+        if held:
+            await self.clock.sleep(max(held))
+        return [t for t in tasks if early.get(t.key, 0.0) <= MAX_HOLD.total_seconds()]
 
     async def _release(self, keys: list[str], owner: str) -> None:
         """A claim that could not be released expires with its TTL; the batch's outcomes stand."""

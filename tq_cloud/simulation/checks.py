@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tq_cloud.clock import Clock
 from tq_cloud.core.commit import CommitBatch
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.outcomes import Verdict
@@ -63,6 +64,7 @@ class Tracker:
     peek_row: Callable[[str], Task | None]
     now: Callable[[], float]
     describe: Callable[[Task], Seen]
+    clock: Clock
     violations: list[str] = field(default_factory=list)
     attempts: dict[Key, list[int]] = field(default_factory=dict)
     """Per attempt: [records of it delivered, runs of it]."""
@@ -71,6 +73,8 @@ class Tracker:
     joins: dict[str, list[Joined]] = field(default_factory=dict)
     exhausted_events: Counter[str] = field(default_factory=Counter)
     projection_rank: dict[str, int] = field(default_factory=dict)
+    lateness: list[float] = field(default_factory=list)
+    """Start less due time of each delayed run (see SimReport.lateness)."""
     trace: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
 
     def violate(self, message: str) -> None:
@@ -119,6 +123,12 @@ class Tracker:
         counts = self.attempts.setdefault(key, [0, 0])
         counts[1] += 1
         self.note("run", *key)
+        if task.execute_at is not None:
+            late = (self.clock.now() - task.execute_at).total_seconds()
+            if late < 0:
+                self.violate(f"task {task.key} attempt {key[1:]} ran {-late:.3f} s before it was due")
+            elif task.created_at is not None and task.execute_at > task.created_at:
+                self.lateness.append(late)
         if counts[1] > counts[0]:
             self.violate(f"task {task.key} attempt {key[1:]} ran {counts[1]} times for {counts[0]} deliveries")
         row = self.peek_row(task.key) if task.force_store else None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,9 +21,13 @@ class SimConfig:
     maximum_retry_attempts: int = 10
     invocation_timeout: float = 300.0
     sweep_interval: float = 60.0
+    delay_lane: bool = True
+    """Tasks due within 15 minutes (retries included) wait in the SQS delay lane, as deployed."""
     max_flow_steps: int = 200
     """The largest flow (capped at a quarter of the tasks); one flow in a hundred is that large."""
     edge_inputs: bool = True
+    workload: Literal["mixed", "delays"] = "mixed"
+    """`delays`: only tasks that wait, for the lateness benchmark (see workload.generate_delays)."""
     max_virtual_seconds: float = 6 * 3600.0
 
     def __post_init__(self) -> None:

@@ -61,6 +61,28 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._virtual += max(seconds, 0.0)
 
 
+RESOLUTION = 0.001
+"""Times within a millisecond of now count as now: a wait shorter than the loop's clock
+resolution would fire at once without moving virtual time, and a loop that waits for a time a
+hair ahead of now would spin for ever."""
+
+
+async def wait_until(event: asyncio.Event, when: float) -> None:
+    """Until `event` is set or the loop's time reaches `when` (the event is cleared first)."""
+    delay = when - asyncio.get_running_loop().time()
+    if delay <= RESOLUTION:
+        return
+    event.clear()
+    try:
+        await asyncio.wait_for(event.wait(), delay)
+    except TimeoutError:
+        pass
+
+
+def due(when: float) -> bool:
+    return when <= asyncio.get_running_loop().time() + RESOLUTION
+
+
 class LoopClock:
     """The engine's Clock on the running loop's (virtual) time."""
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from tq_cloud.backends.aws.scheduler import _at
 from tq_cloud.core.models import Task
-from tq_cloud.simulation.loop import EPOCH
+from tq_cloud.simulation.loop import EPOCH, due, wait_until
 from tq_cloud.simulation.stream import SimStream
 
 
@@ -38,19 +38,14 @@ class SimTimer:
         return 0
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self.pending:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
             name, (when, task) = min(self.pending.items(), key=lambda item: (item[1][0], item[0]))
-            if when > loop.time():
-                self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), when - loop.time())
-                except TimeoutError:
-                    pass
+            if not due(when):
+                await wait_until(self.wake, when)
                 continue
             del self.pending[name]
             await self.stream.publish([task])

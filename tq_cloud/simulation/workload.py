@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import sys
 from collections.abc import Callable, Iterator
@@ -107,8 +108,9 @@ async def _perform(task: Task, actions: ExecutorActions) -> None:
         actions.fail(task, f"unknown plan {kind!r}", retry=False)
 
 
-def expected(task: Task) -> Verdict:
-    """The final verdict a task's plan implies."""
+def expected(task: Task, *, lane: bool) -> Verdict:
+    """The final verdict a task's plan implies (`lane`: retries of tasks without a row wait in
+    the delay lane, not in the store)."""
     if task.type == FLOW_TIMEOUT_TYPE or task.type == "join":
         return Verdict.EXECUTED
     if task.type not in RETRIES:
@@ -119,16 +121,16 @@ def expected(task: Task) -> Verdict:
     failing = kind in ("doomed", "final", "hugeerror", "badmeta") or (kind == "flaky" and plan["f"] > retries)
     if not failing:
         return Verdict.EXECUTED
-    retried = kind != "final" and retries > 0  # a retry on Kinesis waits in the store: the task has a row
+    retried = kind != "final" and retries > 0 and not lane  # a retry on Kinesis alone waits in the store
     return Verdict.FAILED if task.force_store or task.type in STORED_TYPES or retried else Verdict.DISCARDED
 
 
-def describe(task: Task) -> Seen:
+def describe(task: Task, *, lane: bool) -> Seen:
     """What the checker keeps of a task: its expected verdict, a label, whether it has a row
     and a projection."""
     kind = task.payload.get("k") if isinstance(task.payload, dict) else None
     meta = task.flow_meta
-    return Seen(want=expected(task), label=sys.intern(f"{task.type}, {kind}"),
+    return Seen(want=expected(task, lane=lane), label=sys.intern(f"{task.type}, {kind}"),
                 has_row=task.force_store and task.type != FLOW_TIMEOUT_TYPE,  # sentinels live in the timer
                 bound=task.entity is not None and task.force_store,
                 step=meta is not None and meta.step_index >= 0)
@@ -200,6 +202,24 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
         work.roots.append((Task(id=new_id(), type=retries_type, queue_id=Q, payload=payload, **extra), delay))
         work.expected_tasks += count
     yield work
+
+
+def generate_delays(rng: random.Random, tasks: int, new_id: Callable[[], str], waves: int = 300
+                    ) -> Iterator[Workload]:
+    """Tasks that wait: four in five due 1 s to 15 minutes after they are added (log-uniform),
+    one in five failing once and retried after a back-off of 1 to 60 s (the lateness benchmark)."""
+    per_wave = max(1, tasks // waves)
+    for start in range(0, tasks, per_wave):
+        work = Workload()
+        for _ in range(min(per_wave, tasks - start)):
+            if rng.random() < 0.8:
+                work.roots.append((Task(id=new_id(), type="seq", queue_id=Q, payload={"k": "ok"}),
+                                   math.exp(rng.uniform(0.0, math.log(900.0)))))
+            else:
+                work.roots.append((Task(id=new_id(), type="seq", queue_id=Q, payload={"k": "flaky", "f": 1},
+                                        retry_after=rng.randrange(1000, 60_000)), 0.0))
+            work.expected_tasks += 1
+        yield work
 
 
 def flow_steps(plan: dict[str, Any]) -> list[dict[str, Any]]:

@@ -41,12 +41,13 @@ from tq_cloud.simulation.adapters import (
 )
 from tq_cloud.simulation.checks import Announcements, Tracker, TrackerStep
 from tq_cloud.simulation.config import SimConfig
+from tq_cloud.simulation.delay_queue import Message, SimDelayQueue, SqsLaneMapping
 from tq_cloud.simulation.faults import CURRENT, FaultPlan, Faulty, Invocation, InvocationCrash
 from tq_cloud.simulation.final_checks import FinalChecks, FlowShape, raw_key
 from tq_cloud.simulation.loop import LoopClock, run_virtual
 from tq_cloud.simulation.stream import EventSourceMapping, Lane, MappingConfig, Record, SimStream
 from tq_cloud.simulation.timer import SimTimer
-from tq_cloud.simulation.workload import Workload, build_app, describe, generate
+from tq_cloud.simulation.workload import Workload, build_app, describe, generate, generate_delays
 
 BACKLOG_LIMIT = 20_000
 """Records waiting in the stream before the producer holds its next wave: a deployment sized
@@ -66,6 +67,11 @@ class SimReport:
     trace: str = ""
     peak_mb: float = 0.0
     """The process's peak resident set size (MB)."""
+    lane_messages: int = 0
+    """Tasks sent through the delay lane (retries and short delays)."""
+    lateness: list[float] = field(default_factory=list)
+    """Of each delayed run (a task with an `execute_at` in the future when it was added): its
+    start less its due time, in seconds."""
 
     @property
     def tasks_per_second(self) -> float:
@@ -109,11 +115,13 @@ class Deployment:
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
         seeds = random.Random(cfg.seed)
-        self.rngs = {name: random.Random(seeds.getrandbits(64)) for name in ("work", "faults", "yields", "timer")}
+        self.rngs = {name: random.Random(seeds.getrandbits(64))
+                     for name in ("work", "faults", "yields", "timer", "lane")}
         self.loop = asyncio.get_running_loop()
         self.clock = LoopClock()
         self.tracker = tracker = Tracker(peek_row=lambda key: self.storage._rows.get(key), now=self.loop.time,
-                                         describe=describe)
+                                         describe=lambda task: describe(task, lane=cfg.delay_lane),
+                                         clock=self.clock)
         self.storage = TrackedStorage(tracker)
         self.plan = FaultPlan(self.rngs["faults"], cfg.fault_rate,
                               on_fault=lambda kind, where: tracker.note("fault", kind, where))
@@ -126,12 +134,17 @@ class Deployment:
                        "flow_barriers": self._faulty(InMemoryFlowBarrierProvider(), "barriers"),
                        "projections": self._faulty(self.projections, "projections"),
                        "queue": ReportingQueue(self._faulty(self.stream, "queue"), tracker)}
+        self.lane = SimDelayQueue(self.clock) if cfg.delay_lane else None
+        if self.lane is not None:
+            self.shared["delay_lane"] = self._faulty(self.lane, "lane")
+            self.lane_mapping = SqsLaneMapping(self.lane, self.invoke_lane, self.rngs["lane"])
         self.containers: dict[str, TaskHandler] = {}
         self.mapping = EventSourceMapping(self.stream, MappingConfig(
             cfg.batch_size, cfg.batching_window, cfg.maximum_retry_attempts), self.invoke)
-        self.waves: Iterator[Workload] = generate(
-            self.rngs["work"], cfg.tasks, cfg.max_flow_steps, cfg.edge_inputs,
-            lambda: f"task-{self.rngs['work'].getrandbits(48):012x}")
+        new_id = lambda: f"task-{self.rngs['work'].getrandbits(48):012x}"  # noqa: E731
+        self.waves: Iterator[Workload] = (
+            generate(self.rngs["work"], cfg.tasks, cfg.max_flow_steps, cfg.edge_inputs, new_id)
+            if cfg.workload == "mixed" else generate_delays(self.rngs["work"], cfg.tasks, new_id))
         self.produced = asyncio.Event()
         self._names = iter(range(1, 1 << 62))
 
@@ -179,6 +192,21 @@ class Deployment:
         self.tracker.note("response", lane.name, failed)
         return failed
 
+    async def invoke_lane(self, poller: str, batch: list[Message]) -> set[str] | None:
+        """The worker Lambda on a batch of the delay lane: the message ids to deliver again, or
+        None if it died."""
+        handler = self.containers.get(poller) or self.containers.setdefault(poller, self.container())
+        self.tracker.note("invoke-lane", poller, batch[0].message_id, len(batch))
+        context = SimContext(f"req-{next(self._names)}", self.loop.time() + self.cfg.invocation_timeout)
+        event = {"Records": [m.as_lambda_record() for m in batch]}
+        work = KinesisBatchHandler(SimRuntime(handler, self.tracker)).handle(event, context)
+        response = await invocation(work, self.plan.invocation(f"{poller}#{batch[0].message_id}"),
+                                    self.cfg.invocation_timeout)
+        if response is None:
+            self.containers.pop(poller, None)
+            return None
+        return {f["itemIdentifier"] for f in response["batchItemFailures"]}
+
     async def produce(self) -> None:
         """Add the workload in waves through a producer of its own; a failed call is retried
         with the same tasks (the same ids)."""
@@ -219,12 +247,15 @@ class Deployment:
 
     def settled(self) -> bool:
         return (self.produced.is_set() and self.mapping.idle() and not self.timer.pending
-                and not self.storage._open
+                and not self.storage._open and (self.lane is None or not self.lane.pending())
                 and all(not c.async_manager or not c.async_manager._entries for c in self.containers.values()))
 
     async def run(self, report: SimReport) -> None:
         actors = [asyncio.ensure_future(self.mapping.consume(lane)) for lane in self.stream.lanes]
         actors += [asyncio.ensure_future(a) for a in (self.produce(), self.sweep(), self.timer.run())]
+        if self.lane is not None:
+            actors += [asyncio.ensure_future(self.lane_mapping.poll(f"lane-poller{p}"))
+                       for p in range(self.lane_mapping.pollers)]
         while not self.settled() and self.loop.time() < self.cfg.max_virtual_seconds:  # noqa: ASYNC110
             await asyncio.sleep(5.0)  # a look every 5 virtual seconds costs nothing
         for actor in actors:
@@ -233,6 +264,9 @@ class Deployment:
         if not self.settled():
             self.tracker.violate(f"did not settle within {self.cfg.max_virtual_seconds:.0f} virtual seconds")
         FinalChecks(self.tracker, self.storage, self.projections, self.stream).run(self.flows, self.mapping)
+        if self.lane is not None and self.lane.dead_letters:
+            self.tracker.violate(f"{len(self.lane.dead_letters)} delay-lane messages reached the dead-letter "
+                                 f"queue: {self.lane.dead_letters[:3]}")
         report.tasks = sum(1 for s in self.tracker.seen.values() if s.verdict is not None)
         report.faults = self.plan.counts
         report.invocations = self.mapping.invocations
@@ -240,6 +274,8 @@ class Deployment:
         report.violations = self.tracker.violations
         report.virtual_seconds = self.loop.time()
         report.trace = self.tracker.trace.hexdigest()
+        report.lane_messages = self.lane.sent if self.lane is not None else 0
+        report.lateness = self.tracker.lateness
 
 
 async def invocation(work: Any, current: Invocation, limit: float) -> Any:

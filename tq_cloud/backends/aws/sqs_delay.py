@@ -4,7 +4,8 @@ An SQS event source mapping gives the messages, once due, to the worker, which f
 to the stream under the task's partition key (aws_lambda/delay_forwarder.py): the task then
 runs like any other. SQS delivers at least once; a message forwarded twice is two records of
 the same task attempt, which replay into the same state (as a Kinesis record delivered twice).
-Delays are rounded up to the second, so a task never arrives before it is due.
+Delays are whole seconds, rounded down: a task arrives up to a second early rather than a second
+late, and the worker holds it until it is due (core/runner.py, MAX_HOLD), so it never runs early.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class SqsDelayLane:
         if len(body) > MAX_MESSAGE_BYTES:
             raise PayloadTooLargeError(task.id, len(body), MAX_MESSAGE_BYTES, "the SQS delay lane")
         wait = (task.execute_at - self.clock.now()).total_seconds() if task.execute_at else 0.0
-        delay = min(max(math.ceil(wait), 0), int(MAX_DELAY.total_seconds()))
+        delay = min(max(math.floor(wait), 0), int(MAX_DELAY.total_seconds()))
         return {"Id": str(index), "MessageBody": body.decode(), "DelaySeconds": delay}
 
     async def send(self, tasks: Sequence[Task]) -> None:

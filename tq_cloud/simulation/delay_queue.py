@@ -1,0 +1,147 @@
+"""The SQS delay lane and its Lambda event source mapping, simulated.
+
+A message sent with `DelaySeconds` (the lane rounds each task's delay down to the second; the
+worker holds a task that arrives early) is invisible until then. Pollers (Lambda's SQS mapping
+starts five) receive up to 10 visible messages as soon as there are any (batching window 0;
+a long poll returns within a seeded 100 ms), invoke the worker with a real-shaped SQS event and
+delete the messages it did not name in `batchItemFailures`. A named message, or every message
+of an invocation that died, is received again after the visibility timeout, and after
+`max_receives` receives goes to the dead-letter queue (which the final checks require empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from tq_cloud.backends.aws.sqs_delay import MAX_DELAY, MAX_MESSAGE_BYTES
+from tq_cloud.clock import Clock
+from tq_cloud.core.codec import encode_task
+from tq_cloud.core.models import Task
+from tq_cloud.errors import PayloadTooLargeError, QueueWriteError
+from tq_cloud.simulation.loop import due, wait_until
+
+
+@dataclass(slots=True)
+class Message:
+    message_id: str
+    body: str
+    receives: int = 0
+    deleted: bool = False
+
+    def as_lambda_record(self) -> dict[str, Any]:
+        return {"messageId": self.message_id, "receiptHandle": f"rh-{self.message_id}-{self.receives}",
+                "body": self.body, "eventSource": "aws:sqs", "attributes": {
+                    "ApproximateReceiveCount": str(self.receives)}}
+
+
+class SimDelayQueue:
+    """The DelayLane port over the simulated queue."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._heap: list[tuple[float, int, Message]] = []
+        self._ids = itertools.count(1)
+        self.wake = asyncio.Event()
+        self.in_flight = 0
+        self.sent = 0
+        self.dead_letters: list[str] = []
+
+    @property
+    def max_delay(self) -> timedelta:
+        return MAX_DELAY
+
+    @property
+    def max_message_bytes(self) -> int:
+        return MAX_MESSAGE_BYTES
+
+    async def send(self, tasks: Sequence[Task]) -> None:
+        now, rejected = self.clock.now(), {}
+        for task in tasks:
+            body = encode_task(task)
+            if len(body) > MAX_MESSAGE_BYTES:
+                rejected[task.key] = str(PayloadTooLargeError(task.id, len(body), MAX_MESSAGE_BYTES, "the lane"))
+                continue
+            wait = (task.execute_at - now).total_seconds() if task.execute_at else 0.0
+            delay = min(max(math.floor(wait), 0), int(MAX_DELAY.total_seconds()))
+            self._push(asyncio.get_running_loop().time() + delay, Message(f"m{next(self._ids)}", body.decode()))
+            self.sent += 1
+        if rejected:
+            raise QueueWriteError("the lane refused messages", [], rejected)
+
+    def _push(self, visible_at: float, message: Message) -> None:
+        heapq.heappush(self._heap, (visible_at, int(message.message_id[1:]), message))
+        self.wake.set()
+
+    def pending(self) -> int:
+        return len(self._heap) + self.in_flight
+
+    def next_visible(self) -> float | None:
+        while self._heap and self._heap[0][2].deleted:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def receive(self, limit: int) -> list[Message]:
+        batch: list[Message] = []
+        while self._heap and len(batch) < limit and due(self._heap[0][0]):
+            _, _, message = heapq.heappop(self._heap)
+            if not message.deleted:
+                message.receives += 1
+                batch.append(message)
+        self.in_flight += len(batch)
+        return batch
+
+    def settle(self, batch: list[Message], failed: set[str] | None, visibility_timeout: float,
+               max_receives: int) -> None:
+        """After an invocation: delete what it took; the rest (all, if it died) comes back."""
+        self.in_flight -= len(batch)
+        again_at = asyncio.get_running_loop().time() + visibility_timeout
+        for message in batch:
+            if failed is not None and message.message_id not in failed:
+                message.deleted = True
+            elif message.receives >= max_receives:
+                self.dead_letters.append(message.message_id)
+            else:
+                self._push(again_at, message)
+
+
+InvokeLane = Callable[[str, list[Message]], Awaitable[set[str] | None]]
+"""Returns the message ids to deliver again, or None when the invocation died."""
+
+
+class SqsLaneMapping:
+    def __init__(self, queue: SimDelayQueue, invoke: InvokeLane, rng: random.Random, *, pollers: int = 5,
+                 batch_size: int = 10, visibility_timeout: float = 1800.0, max_receives: int = 10) -> None:
+        self.queue = queue
+        self.invoke = invoke
+        self.rng = rng
+        self.pollers = pollers
+        self.batch_size = batch_size
+        self.visibility_timeout = visibility_timeout
+        self.max_receives = max_receives
+        self.invocations = 0
+
+    async def poll(self, name: str) -> None:
+        while True:
+            visible = self.queue.next_visible()
+            if visible is None:
+                self.queue.wake.clear()
+                await self.queue.wake.wait()
+                continue
+            if not due(visible):
+                await wait_until(self.queue.wake, visible)
+                continue
+            await asyncio.sleep(self.rng.uniform(0.0, 0.1))  # a long poll returns
+            batch = self.queue.receive(self.batch_size)
+            if not batch:
+                continue
+            self.invocations += 1
+            failed = await self.invoke(name, batch)
+            self.queue.settle(batch, failed, self.visibility_timeout, self.max_receives)
