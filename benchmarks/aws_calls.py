@@ -5,9 +5,14 @@
 Workload: 80% immediate successes, 10% fail once then succeed, 5% delayed 10 minutes, 5% steps
 of flows of 50 steps with an entity. Every API call the engine makes is counted by operation
 through botocore's event hooks; the calls of the local event-source emulation (GetRecords,
-what Lambda's event source mapping does for free) are counted apart. Cost is estimated from
-US-East on-demand list prices (below); shard-hours and Lambda time are not per-call and not
-included.
+what Lambda's event source mapping does for free) are counted apart. The delay lane's event
+source mapping (ReceiveMessage, DeleteMessageBatch) is billed by SQS: it is counted as one
+receive and one delete per batch of up to 10 due messages, and the worker invocations it makes
+as Lambda requests; its idle long polls are a fixed cost (about 650,000 requests, $0.26, a
+month for five pollers), not a per-task one. moto holds SQS messages for their DelaySeconds in
+real time, so the benchmark sends them with no delay and forwards each when the engine's
+(manual) clock says it is due: the calls are the same. Cost is estimated from US-East on-demand
+list prices (below); shard-hours and Lambda time are not per-call and not included.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.aws_support import aws_resources, fresh_settings
 from tq_cloud import EntityRef, ExecutorActions, FlowConfig, JoinTarget, ManualClock, Task
-from tq_cloud.backends.aws import KinesisShardPoller, build_stack, open_clients
+from tq_cloud.aws_lambda.delay_forwarder import forward_due
+from tq_cloud.backends.aws import KinesisShardPoller, SqsDelayLane, build_stack, open_clients
+from tq_cloud.backends.aws.tables import create_delay_queue
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.local.moto import moto_server
 
@@ -37,6 +44,8 @@ PRICE_KINESIS_PUT_UNIT = 0.014 / 1e6  # per 25 KB PUT payload unit (provisioned 
 PRICE_DDB_WRITE = 0.625 / 1e6  # per on-demand write request unit (1 KB)
 PRICE_DDB_READ = 0.125 / 1e6  # per on-demand read request unit (4 KB, strongly consistent)
 PRICE_SCHEDULER = 1.00 / 1e6  # per EventBridge Scheduler invocation
+PRICE_SQS_REQUEST = 0.40 / 1e6  # per SQS request (each 64 KB chunk of a request counts as one)
+PRICE_LAMBDA_REQUEST = 0.20 / 1e6  # per Lambda invocation
 DDB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
 FLOW_SIZE = 50
 
@@ -46,6 +55,8 @@ class Tally:
     calls: Counter[str] = field(default_factory=Counter)
     kinesis_records: int = 0
     transact_items: int = 0
+    lane_batches: int = 0
+    """Batches of due messages the delay lane's mapping gave the worker."""
 
     def hook(self, service: str) -> Any:
         def count(model: Any, params: dict[str, Any], **_: Any) -> None:
@@ -84,7 +95,7 @@ def build_app(flaky_seen: set[str]) -> TaskQueuesManager:
 
     @app.task("w", "join")
     async def join(task: Task, actions: ExecutorActions) -> None:
-        actions.success(task, len(task.payload["flow_results"]["steps"]))
+        actions.success(task, len(await actions.flow_results(task).all()))
 
     return app
 
@@ -105,23 +116,60 @@ async def run(total: int, endpoint: str) -> tuple[Tally, Tally, dict[str, int], 
     clock = ManualClock()
     engine, source = Tally(), Tally()
     async with aws_resources(settings) as clients, open_clients(settings) as esm:
-        for service in ("kinesis", "dynamodb", "scheduler"):
+        settings = settings.model_copy(update={
+            "delay_queue_url": await create_delay_queue(clients, f"{settings.stream_name}-delays")})
+        for service in ("kinesis", "dynamodb", "scheduler", "sqs"):
             getattr(clients, service).meta.events.register("before-parameter-build.*.*", engine.hook(service))
         esm.kinesis.meta.events.register("before-parameter-build.*.*", source.hook("kinesis"))
         stack = await build_stack(build_app(set()), settings, clients, clock=clock)
         poller = KinesisShardPoller(esm.kinesis, settings.stream_name, stack.handler, batch_size=1000)
+        lane = DueMessages(esm.sqs, settings.delay_queue_url, stack.handler, source)
         tasks, shares = workload(total, clock.now())
         for start in range(0, len(tasks), 500):
             await stack.handler.add_tasks(tasks[start:start + 500])
         end = clock.now() + timedelta(minutes=12)
         while clock.now() < end:  # a minute at a time: the sweeper's schedule is rate(1 minute)
-            while await poller.poll_once():
+            while await poller.poll_once() + await lane.forward(clock.now()):
                 pass
             await stack.handler.process_mature_tasks()
-            while await poller.poll_once():
+            while await poller.poll_once() + await lane.forward(clock.now()):
                 pass
             await clock.advance(60)
         return engine, source, shares, poller.committed
+
+
+class DueMessages:
+    """The delay lane's event source mapping, on the engine's clock: each message is received
+    once, and given to the worker (in batches of 10) when its task is due."""
+
+    def __init__(self, sqs: Any, url: str, handler: Any, tally: Tally) -> None:
+        self.sqs, self.url, self.handler, self.tally = sqs, url, handler, tally
+        self.waiting: dict[str, tuple[Any, dict[str, Any]]] = {}
+
+    async def forward(self, now: Any) -> int:
+        while messages := (await self.sqs.receive_message(  # hidden until the benchmark deletes them
+                QueueUrl=self.url, MaxNumberOfMessages=10, VisibilityTimeout=43_200)).get("Messages"):
+            for m in messages:
+                self.waiting[m["MessageId"]] = (Task.model_validate_json(m["Body"]).execute_at, m)
+        due = [m for at, m in self.waiting.values() if at <= now]
+        for m in due:
+            del self.waiting[m["MessageId"]]
+        for start in range(0, len(due), 10):
+            batch = due[start:start + 10]
+            records = [{"messageId": m["MessageId"], "body": m["Body"], "eventSource": "aws:sqs"} for m in batch]
+            assert not await forward_due(self.handler, records)
+            await self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+            self.tally.lane_batches += 1
+        return len(due)
+
+
+def send_without_delay(lane: SqsDelayLane, index: int, task: Task) -> dict[str, Any]:
+    """moto would hold a message its DelaySeconds in real time: DueMessages keeps the time."""
+    return {**SEND_ENTRY(lane, index, task), "DelaySeconds": 0}
+
+
+SEND_ENTRY = SqsDelayLane._entry
 
 
 def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, committed: int) -> float:
@@ -142,10 +190,15 @@ def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, com
     print(f"{'event source (GetRecords etc.)':<34}{esm:>8}{esm / total:>10.4f}   (Lambda's own, not billed)")
     writes = sum(c for n, c in engine.calls.items() if n.split(".")[1] in DDB_WRITES) + 2 * engine.transact_items
     reads = sum(c for n, c in engine.calls.items() if n.split(".")[1] in {"GetItem", "Query", "BatchGetItem"})
+    dynamodb = by_service["dynamodb"]
+    print(f"{'DynamoDB calls':<34}{dynamodb:>8}{dynamodb / total:>10.4f}   (target <= 0.1)")
+    sqs_requests = by_service["sqs"] + 2 * source.lane_batches  # sends; the mapping's receives and deletes
     cost = (engine.kinesis_records * PRICE_KINESIS_PUT_UNIT + writes * PRICE_DDB_WRITE
-            + reads * PRICE_DDB_READ + engine.calls["scheduler.CreateSchedule"] * PRICE_SCHEDULER)
+            + reads * PRICE_DDB_READ + engine.calls["scheduler.CreateSchedule"] * PRICE_SCHEDULER
+            + sqs_requests * PRICE_SQS_REQUEST + source.lane_batches * PRICE_LAMBDA_REQUEST)
     print(f"\nestimated cost per million tasks: ${cost / total * 1e6:,.2f} "
-          f"({engine.kinesis_records} Kinesis records, ~{writes} DynamoDB write units, ~{reads} read units)")
+          f"({engine.kinesis_records} Kinesis records, ~{writes} DynamoDB write units, ~{reads} read units, "
+          f"{sqs_requests} SQS requests, {source.lane_batches} Lambda invocations for the delay lane)")
     return all_calls / total
 
 
@@ -175,6 +228,7 @@ def main(argv: list[str] | None = None) -> float:
     logging.disable(logging.WARNING)
     for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x")):
         os.environ.setdefault(name, value)
+    SqsDelayLane._entry = send_without_delay  # type: ignore[method-assign]
     with moto_server() as endpoint:
         started = time.perf_counter()
         engine, source, shares, committed = asyncio.run(run(args.tasks, endpoint))

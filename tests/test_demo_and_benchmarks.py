@@ -74,3 +74,10 @@ def test_cold_start_benchmark_runs_once() -> None:
                             capture_output=True, text=True, timeout=300, check=True)
     assert "handler + aiobotocore" in result.stdout and "the handler adds" in result.stdout
     assert "tq-cloud with the example app the other" in result.stdout
+
+
+def test_delay_latency_benchmark_runs_on_tiny_input() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "delay_latency.py"), "--tasks", "300"],
+                            capture_output=True, text=True, timeout=300, check=True)
+    last = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"lateness p50 [\d.]+ s, p99 [\d.]+ s, max [\d.]+ s over \d+ tasks", last), last

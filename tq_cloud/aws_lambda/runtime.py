@@ -1,8 +1,9 @@
 """What a Lambda container keeps between invocations: one event loop and the opened AWS stack.
 
 Handlers are thin sync wrappers: `run(coro)` drives the async core on the container's loop.
-Clients are opened on the first invocation (not at import, which keeps cold starts short) and
-reused by every later one.
+The loop and the clients are made on the first invocation (not at import: that keeps cold
+starts short, and keeps them out of a SnapStart snapshot, see snapstart.py) and reused by every
+later one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from tq_cloud.aws_lambda.snapstart import prepare_snapshot, snap_start_init
 from tq_cloud.core.registry import TaskQueuesManager
 
 if TYPE_CHECKING:
@@ -38,11 +40,19 @@ class LambdaRuntime:
         self.app = app
         self.aws = aws
         self.handler_options = handler_options
-        self.loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._exits = AsyncExitStack()
         self._stack: Any = None
         self.logger: Any = None
         self.metrics: Any = None
+        self.session = prepare_snapshot(app) if snap_start_init() else None
+        """The SDK session, its service models loaded at a SnapStart init; else made with the clients."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self.loop.is_closed():
@@ -56,7 +66,7 @@ class LambdaRuntime:
             from tq_cloud.backends.aws.stack import build_stack, open_clients
 
             aws = self.aws or AwsSettings()
-            clients = await self._exits.enter_async_context(open_clients(aws))
+            clients = await self._exits.enter_async_context(open_clients(aws, self.session))
             self._stack = await build_stack(self.app, aws, clients, **self.handler_options)
         return self._stack
 
