@@ -72,8 +72,8 @@ def test_soak_benchmark_runs_briefly() -> None:
 def test_cold_start_benchmark_runs_once() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cold_start.py"), "--runs", "1"],
                             capture_output=True, text=True, timeout=300, check=True)
-    assert "handler + aiobotocore" in result.stdout and "the handler adds" in result.stdout
-    assert "tq-cloud with the example app the other" in result.stdout
+    assert "handler + aiobotocore" in result.stdout and "tq-cloud's own share of a cold start" in result.stdout
+    assert "with SnapStart, init work done once before the snapshot" in result.stdout
 
 
 def test_delay_latency_benchmark_runs_on_tiny_input() -> None:

@@ -56,9 +56,10 @@ def prepare_snapshot(app: TaskQueuesManager) -> Any:
     import aioboto3
 
     session = aioboto3.Session()
-    core = session._session  # botocore's session: its loader caches the models it reads
+    loader = session._session.get_component("data_loader")  # caches what it reads, for the clients
     for service in SERVICES:
-        core.get_service_model(service)
+        loader.load_service_model(service, "service-2")
+    loader.load_data("endpoints")
     for queue_id in app.get_queues():
         for task_type in app.get_task_types_for_queue(queue_id):
             executor = app.get_executor(queue_id, task_type)

@@ -1,4 +1,5 @@
-"""Flow definitions and the results a join receives."""
+"""Flow definitions and the results a join receives. Their validators are built on first use
+(`defer_build`), so a worker whose app starts no flow never pays for them at a cold start."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def timeout_timer_name(flow_id: str) -> str:
 
 
 class FlowStep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     type: str = Field(min_length=1)
     queue_id: str = Field(min_length=1)
     payload: Any = None
@@ -30,7 +31,7 @@ class FlowStep(BaseModel):
 
 
 class FlowConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     join: JoinTarget
     failure_policy: FailurePolicy = "continue"
     timeout_ms: int | None = Field(default=None, gt=0)
@@ -38,6 +39,7 @@ class FlowConfig(BaseModel):
 
 
 class FlowStepResult(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     step_index: int = Field(ge=0)
     status: Literal["success", "fail", "ignored"]
     result: Any = None
@@ -46,6 +48,7 @@ class FlowStepResult(BaseModel):
 
 
 class StepCounts(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     succeeded: int = 0
     failed: int = 0
     ignored: int = 0
@@ -57,6 +60,7 @@ class FlowResults(BaseModel):
     size, through `actions.flow_results(task)` (see flows/results.py), which pages through the
     results the barrier keeps."""
 
+    model_config = ConfigDict(defer_build=True)
     flow_id: str
     total_steps: int = 0
     aborted: bool = False
