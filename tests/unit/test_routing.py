@@ -134,3 +134,34 @@ async def test_payload_not_matching_the_model_is_rejected_at_add(stack: InMemory
 async def test_non_json_payload_fails_at_add(stack: InMemoryStack) -> None:
     with pytest.raises(Exception, match="serialize"):
         await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"f": object()})])
+
+
+async def test_the_in_memory_delay_lane_takes_what_sqs_would() -> None:
+    """Due within 15 minutes, no row, fits a message: the lane (the queue holds it until due);
+    due later, force_store or too large: a scheduled row for the sweeper."""
+    from datetime import timedelta
+
+    from tq_cloud import ExecutorActions, Task, TaskStatus
+    from tq_cloud.testing import InMemoryStack
+
+    stack = InMemoryStack.create(delay_lane=True)
+    ran: list[tuple[str, float]] = []
+    start = stack.clock.now()
+
+    @stack.registry.task("q", "t")
+    async def t(task: Task, actions: ExecutorActions) -> None:
+        ran.append((task.key, (stack.clock.now() - start).total_seconds()))
+        actions.success(task)
+
+    def later(task_id: str, minutes: float, **extra: object) -> Task:
+        return Task(id=task_id, type="t", queue_id="q", payload=extra.pop("payload", {}),
+                    execute_at=start + timedelta(minutes=minutes), **extra)  # type: ignore[arg-type]
+
+    await stack.handler.add_tasks([later("lane", 10), later("row", 20), later("stored", 5, force_store=True),
+                                   later("large", 5, payload={"pad": "x" * 300_000})])
+    lane = stack.handler.router.delay_lane
+    assert lane is not None and set(stack.storage.snapshot()) == {"row", "stored", "large"}
+    assert {r.status for r in stack.storage.snapshot().values()} == {TaskStatus.SCHEDULED}
+    await stack.run_until_idle()
+    assert dict(ran)["lane"] == 600.0, "on time, to the second"
+    assert sorted(k for k, _ in ran) == ["lane", "large", "row", "stored"]
