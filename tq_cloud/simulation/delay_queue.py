@@ -14,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from tq_cloud.backends.aws.sqs_delay import MAX_DELAY, MAX_MESSAGE_BYTES
+from tq_cloud.backends.aws.sqs_delay import MAX_DELAY, MAX_MESSAGE_BYTES, lane_message
 from tq_cloud.clock import Clock
-from tq_cloud.core.codec import encode_task
 from tq_cloud.core.models import Task
-from tq_cloud.errors import PayloadTooLargeError, QueueWriteError
+from tq_cloud.errors import QueueWriteError, TaskRejectedError
 from tq_cloud.simulation.loop import due, wait_until
 
 
@@ -65,12 +63,11 @@ class SimDelayQueue:
     async def send(self, tasks: Sequence[Task]) -> None:
         now, rejected = self.clock.now(), {}
         for task in tasks:
-            body = encode_task(task)
-            if len(body) > MAX_MESSAGE_BYTES:
-                rejected[task.key] = str(PayloadTooLargeError(task.id, len(body), MAX_MESSAGE_BYTES, "the lane"))
+            try:
+                body, delay = lane_message(task, now)
+            except TaskRejectedError as exc:
+                rejected[task.key] = str(exc)
                 continue
-            wait = (task.execute_at - now).total_seconds() if task.execute_at else 0.0
-            delay = min(max(math.floor(wait), 0), int(MAX_DELAY.total_seconds()))
             self._push(asyncio.get_running_loop().time() + delay, Message(f"m{next(self._ids)}", body.decode()))
             self.sent += 1
         if rejected:

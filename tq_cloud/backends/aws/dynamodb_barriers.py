@@ -153,11 +153,17 @@ class DynamoDbFlowBarrierProvider:
             indices = [r.step_index for r in results if r.status == status]
             if indices:
                 adds[f":{attr}"] = _numbers(indices)
+        return await self._update_existing({"pk": _flow_key(flow_id), "sk": _shard_key(shard)},
+                                           "ADD " + ", ".join(f"{key[1:]} {key}" for key in adds), adds)
+
+    async def _update_existing(self, key: Item, update: str, values: Item,
+                               names: dict[str, str] | None = None) -> Item | None:
+        """One update of an item that must exist; the item after, or None if it does not."""
         try:
             response = await self.client.update_item(
-                TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": _shard_key(shard)},
-                UpdateExpression="ADD " + ", ".join(f"{key[1:]} {key}" for key in adds),
-                ConditionExpression="attribute_exists(pk)", ExpressionAttributeValues=adds, ReturnValues="ALL_NEW")
+                TableName=self.table, Key=key, UpdateExpression=update, ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=values, ReturnValues="ALL_NEW", **({"ExpressionAttributeNames": names}
+                                                                              if names else {}))
         except Exception as exc:
             if is_condition_failure(exc):
                 return None
@@ -169,19 +175,11 @@ class DynamoDbFlowBarrierProvider:
         """Add a full shard to the meta item's `full` set, with its failure counts (setting a
         count is idempotent like the set), so a complete flow's counts need no other read."""
         self.calls += 1
-        try:
-            response = await self.client.update_item(
-                TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": s(_META)},
-                UpdateExpression="ADD #f :k SET failed_in.#s = :failed, ignored_in.#s = :ignored",
-                ConditionExpression="attribute_exists(pk)", ExpressionAttributeNames={"#f": "full", "#s": str(shard)},
-                ExpressionAttributeValues={":k": _numbers([shard]), ":failed": n(_size(counted, "failed")),
-                                           ":ignored": n(_size(counted, "ignored"))}, ReturnValues="ALL_NEW")
-        except Exception as exc:
-            if is_condition_failure(exc):
-                return None
-            raise
-        item: Item = response["Attributes"]
-        return item
+        return await self._update_existing(
+            {"pk": _flow_key(flow_id), "sk": s(_META)},
+            "ADD #f :k SET failed_in.#s = :failed, ignored_in.#s = :ignored",
+            {":k": _numbers([shard]), ":failed": n(_size(counted, "failed")), ":ignored": n(_size(counted, "ignored"))},
+            {"#f": "full", "#s": str(shard)})
 
     async def _close_reporting(self, flow_id: str, state: BarrierState, pending: int) -> BarrierDecrementResult:
         if await self.close(flow_id, state):

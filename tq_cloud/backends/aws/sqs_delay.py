@@ -14,7 +14,7 @@ import asyncio
 import math
 import random
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tq_cloud.clock import Clock
@@ -51,11 +51,7 @@ class SqsDelayLane:
         return MAX_MESSAGE_BYTES
 
     def _entry(self, index: int, task: Task) -> dict[str, Any]:
-        body = encode_task(task)
-        if len(body) > MAX_MESSAGE_BYTES:
-            raise PayloadTooLargeError(task.id, len(body), MAX_MESSAGE_BYTES, "the SQS delay lane")
-        wait = (task.execute_at - self.clock.now()).total_seconds() if task.execute_at else 0.0
-        delay = min(max(math.floor(wait), 0), int(MAX_DELAY.total_seconds()))
+        body, delay = lane_message(task, self.clock.now())
         return {"Id": str(index), "MessageBody": body.decode(), "DelaySeconds": delay}
 
     async def send(self, tasks: Sequence[Task]) -> None:
@@ -93,6 +89,16 @@ class SqsDelayLane:
             if attempt + 1 < self.attempts:
                 await asyncio.sleep(self.base_delay * 2 ** attempt * random.uniform(0.5, 1.0))
         return [task.key for task, _ in pending], refused
+
+
+def lane_message(task: Task, now: datetime) -> tuple[bytes, int]:
+    """A task's message body and its DelaySeconds: whole seconds, rounded down (the worker
+    holds a task that arrives early), at most 15 minutes; PayloadTooLargeError over 256 KB."""
+    body = encode_task(task)
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise PayloadTooLargeError(task.id, len(body), MAX_MESSAGE_BYTES, "the SQS delay lane")
+    wait = (task.execute_at - now).total_seconds() if task.execute_at else 0.0
+    return body, min(max(math.floor(wait), 0), int(MAX_DELAY.total_seconds()))
 
 
 def _batches(entries: list[tuple[Task, dict[str, Any]]]) -> Iterator[list[tuple[Task, dict[str, Any]]]]:
