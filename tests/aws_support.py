@@ -84,3 +84,20 @@ class CallFaults:
             self.remaining -= 1
             self.raised += 1
             raise ClientError({"Error": {"Code": self.code, "Message": "injected"}}, model.name)
+
+
+def created_environment(endpoint: str) -> tuple[AwsSettings, dict[str, str]]:
+    """Fresh resources on `endpoint`, and a process environment whose TQ_* variables name them
+    (for a subprocess: the CLI, a Lambda handler)."""
+    import asyncio
+    import os
+
+    settings = fresh_settings(endpoint)
+
+    async def create() -> None:
+        async with aws_resources(settings):
+            pass
+
+    asyncio.run(create())
+    return settings, {**os.environ, **{f"TQ_{k.upper()}": str(v) for k, v in settings.model_dump().items()
+                                       if v is not None and not isinstance(v, bool)}}

@@ -93,20 +93,11 @@ def test_the_readme_dev_command_runs_to_a_settled_state() -> None:
 
 
 def test_enqueue_and_status_commands(moto_endpoint: str) -> None:
-    import os
     import subprocess
 
-    from tests.aws_support import aws_resources, fresh_settings
+    from tests.aws_support import created_environment
 
-    settings = fresh_settings(moto_endpoint)
-
-    async def create() -> None:
-        async with aws_resources(settings):
-            pass
-
-    asyncio.run(create())
-    env = {**os.environ, **{f"TQ_{k.upper()}": str(v) for k, v in settings.model_dump().items()
-                            if v is not None and not isinstance(v, bool)}}
+    _, env = created_environment(moto_endpoint)
     cli = str(Path(sys.executable).parent / "tq-cloud")
     added = subprocess.run([cli, "enqueue", "--queue", "q", "--type", "t", "--payload", '{"a": 1}', "--delay", "600",
                             "--entity", "user:u1"], env=env, capture_output=True, text=True, timeout=60, check=True)

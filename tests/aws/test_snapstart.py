@@ -4,9 +4,7 @@ clients (none may exist at init), then work against moto's server."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.aws.test_lambda_handlers import event_of
-from tests.aws_support import aws_resources, fresh_settings
+from tests.aws_support import created_environment
 from tq_cloud import Task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,16 +71,8 @@ print(json.dumps({"init": init, "copies": copies}))
 @pytest.mark.parametrize("variant", ["as built", "no reseed"])
 def test_each_copy_of_the_snapshot_has_its_own_ids_random_stream_and_clients(moto_endpoint: str,
                                                                              variant: str) -> None:
-    settings = fresh_settings(moto_endpoint)
-
-    async def create() -> None:
-        async with aws_resources(settings):
-            pass
-
-    asyncio.run(create())
-    env = {**os.environ, **{f"TQ_{k.upper()}": str(v) for k, v in settings.model_dump().items()
-                            if v is not None and not isinstance(v, bool)},
-           "POWERTOOLS_METRICS_DISABLED": "true"}
+    _, env = created_environment(moto_endpoint)
+    env["POWERTOOLS_METRICS_DISABLED"] = "true"
     event = json.dumps(event_of(Task(id="snap", type="t", queue_id="q", payload={})))
     run = subprocess.run([sys.executable, "-c", SCRIPT, event, variant], env=env, cwd=ROOT, capture_output=True,
                          text=True, timeout=120)

@@ -141,7 +141,7 @@ async def test_the_in_memory_delay_lane_takes_what_sqs_would() -> None:
     due later, force_store or too large: a scheduled row for the sweeper."""
     from datetime import timedelta
 
-    from tq_cloud import ExecutorActions, Task, TaskStatus
+    from tq_cloud import Task, TaskStatus
     from tq_cloud.testing import InMemoryStack
 
     stack = InMemoryStack.create(delay_lane=True)
