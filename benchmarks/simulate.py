@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", type=float, help="run fresh seeds for this many seconds")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--parallelization", type=int, default=10)
-    parser.add_argument("--max-flow-steps", type=int, default=200)
+    parser.add_argument("--max-flow-steps", type=int, default=5000)
     args = parser.parse_args(argv)
     logging.getLogger("tq_cloud").setLevel(logging.CRITICAL)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)

@@ -23,7 +23,7 @@ class SimConfig:
     sweep_interval: float = 60.0
     delay_lane: bool = True
     """Tasks due within 15 minutes (retries included) wait in the SQS delay lane, as deployed."""
-    max_flow_steps: int = 200
+    max_flow_steps: int = 5000
     """The largest flow (capped at a quarter of the tasks); one flow in a hundred is that large."""
     edge_inputs: bool = True
     workload: Literal["mixed", "delays"] = "mixed"
