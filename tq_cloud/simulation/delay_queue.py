@@ -115,7 +115,7 @@ InvokeLane = Callable[[str, list[Message]], Awaitable[set[str] | None]]
 
 class SqsLaneMapping:
     def __init__(self, queue: SimDelayQueue, invoke: InvokeLane, rng: random.Random, *, pollers: int = 5,
-                 batch_size: int = 10, visibility_timeout: float = 1800.0, max_receives: int = 10) -> None:
+                 batch_size: int = 10, visibility_timeout: float = 300.0, max_receives: int = 10) -> None:
         self.queue = queue
         self.invoke = invoke
         self.rng = rng
