@@ -183,3 +183,12 @@ def test_app_names_come_from_the_folder(tmp_path: Path) -> None:
     assert (names.stream_name, names.tasks_table, names.barriers_table) == (
         "shop-tasks", "shop-tasks", "shop-flow-barriers")
     assert AwsSettings(app_name="shop", tasks_table="given").tasks_table == "given"
+
+
+def test_a_bad_app_name_is_one_line_that_says_what_to_use() -> None:
+    import subprocess
+
+    result = subprocess.run([str(Path(sys.executable).parent / "tq-cloud"), "status", "--app-name", "my app"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("'my app': use 1 to 40 letters, digits, '-', '_' or '.'")

@@ -61,9 +61,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _app_name_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--app-name", default=os.environ.get("TQ_APP_NAME") or folder_app_name(Path.cwd()),
+    parser.add_argument("--app-name", type=_app_name,
+                        default=os.environ.get("TQ_APP_NAME") or folder_app_name(Path.cwd()),
                         help="names the resources that TQ_* variables do not name one by one: "
                              "APP-tasks, APP-flow-barriers, ... (default: TQ_APP_NAME, else this folder's name)")
+
+
+def _app_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", value):
+        raise argparse.ArgumentTypeError(f"{value!r}: use 1 to 40 letters, digits, '-', '_' or '.'")
+    return value
 
 
 def folder_app_name(folder: Path) -> str:

@@ -21,15 +21,12 @@ invocation, as before, which keeps that cold start short.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 from collections.abc import Callable
 from typing import Any
 
 from tq_cloud.core.registry import TaskQueuesManager
-
-log = logging.getLogger("tq_cloud.lambda")
 
 SERVICES = ("kinesis", "dynamodb", "sqs", "scheduler")
 
