@@ -192,3 +192,30 @@ def test_a_bad_app_name_is_one_line_that_says_what_to_use() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith("'my app': use 1 to 40 letters, digits, '-', '_' or '.'")
+
+
+@pytest.mark.parametrize("endpoint", ["closed port", "silent listener"])
+@pytest.mark.parametrize("command", ["status", "dev"])
+def test_an_endpoint_that_does_not_answer_is_reported_within_seconds(endpoint: str, command: str) -> None:
+    """One line that says what to do, within 5 s, not a traceback after the SDK's 45 s of retries
+    (and no credentials needed for a local endpoint)."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        if endpoint == "silent listener":
+            listener.listen()  # accepts connections, never answers
+        port = listener.getsockname()[1]
+        if endpoint == "closed port":
+            listener.close()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TQ_"))}
+        started = time.monotonic()
+        result = subprocess.run([str(Path(sys.executable).parent / "tq-cloud"), command, "--endpoint-url",
+                                 f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, env=env)
+    assert time.monotonic() - started < 8, "reported within seconds (5 s, and the interpreter's start)"
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"tq-cloud {command}: cannot reach http://127.0.0.1:{port}")
+    assert line.endswith("start moto or LocalStack there, or leave out --endpoint-url")

@@ -50,14 +50,23 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "app_name", None):
         os.environ["TQ_APP_NAME"] = args.app_name
+    if getattr(args, "endpoint_url", None) or os.environ.get("TQ_ENDPOINT_URL"):
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # a local AWS takes any credentials
+            os.environ.setdefault(name, "local")
     if args.command == "demo":
         from tq_cloud.demo import main as demo
 
         demo()
         return 0
-    if args.command == "dev":
-        return _dev(args)
-    return asyncio.run(_enqueue(args) if args.command == "enqueue" else _status(args))
+    from tq_cloud.errors import EndpointUnreachableError
+
+    try:
+        if args.command == "dev":
+            return _dev(args)
+        return asyncio.run(_enqueue(args) if args.command == "enqueue" else _status(args))
+    except EndpointUnreachableError as exc:
+        print(f"tq-cloud {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _app_name_option(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +122,7 @@ def _settings(args: argparse.Namespace) -> Any:
 async def _enqueue(args: argparse.Namespace) -> int:
     from tq_cloud import EntityRef, Task, TaskQueuesManager
     from tq_cloud.backends.aws import aws_stack
+    from tq_cloud.backends.aws.stack import check_reachable
 
     entity = None
     if args.entity:
@@ -120,7 +130,9 @@ async def _enqueue(args: argparse.Namespace) -> int:
         entity = EntityRef(type=kind, id=ident)
     task = Task(type=args.type, queue_id=args.queue, payload=json.loads(args.payload), entity=entity,
                 execute_at=datetime.now(UTC) + timedelta(seconds=args.delay))
-    async with aws_stack(TaskQueuesManager(), _settings(args)) as stack:
+    settings = _settings(args)
+    await check_reachable(settings)
+    async with aws_stack(TaskQueuesManager(), settings) as stack:
         [added] = await stack.handler.add_tasks([task])
     print(added.key)
     return 0
@@ -128,9 +140,11 @@ async def _enqueue(args: argparse.Namespace) -> int:
 
 async def _status(args: argparse.Namespace) -> int:
     from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider, DynamoDbProjectionProvider, open_clients
+    from tq_cloud.backends.aws.stack import check_reachable
     from tq_cloud.local.view import snapshot
 
     settings = _settings(args)
+    await check_reachable(settings)
     async with open_clients(settings) as clients:
         view = await snapshot(clients.dynamodb, settings, by_type=True)
         print(view.line())

@@ -20,6 +20,10 @@ class ConfigurationError(TqError):
     """An executor, handler or backend was set up with settings that cannot work."""
 
 
+class EndpointUnreachableError(ConfigurationError):
+    """The AWS endpoint given (moto, LocalStack) did not answer in time."""
+
+
 class DuplicateExecutorError(ConfigurationError):
     def __init__(self, queue_id: str, task_type: str) -> None:
         super().__init__(

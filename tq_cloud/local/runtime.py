@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tq_cloud.backends.aws.settings import AwsSettings
-from tq_cloud.backends.aws.stack import open_clients
+from tq_cloud.backends.aws.stack import check_reachable, open_clients
 from tq_cloud.backends.aws.tables import create_delay_queue, create_resources
 from tq_cloud.core.models import Task
 from tq_cloud.local.checkpoints import ShardCheckpoints
@@ -94,6 +94,7 @@ class LocalRuntime:
             settings = self.options.aws or settings_for(endpoint)
             print(f"tq-cloud dev: AWS at {endpoint}, app {settings.app_name} (stream {settings.stream_name}, "
                   f"table {settings.tasks_table})", file=self.out, flush=True)
+            await check_reachable(settings)
             async with open_clients(settings) as clients:
                 await create_resources(clients, settings, self.options.template)
                 if self.options.aws is None:  # the handlers read TQ_*: give them the delay lane too

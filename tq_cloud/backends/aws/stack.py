@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from tq_cloud.backends.memory.locks import InMemoryLockProvider
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.handler import TaskHandler
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.errors import EndpointUnreachableError
 from tq_cloud.ports.locks import LockProvider
 
 
@@ -102,3 +104,23 @@ async def aws_stack(
         if create_missing:
             await create_resources(clients, settings)
         yield await build_stack(registry, settings, clients, **options)
+
+
+async def check_reachable(settings: AwsSettings, within: float = 5.0) -> None:
+    """Fail within `within` seconds if `settings.endpoint_url` (a local AWS) does not answer,
+    rather than after the SDK's retries (about 45 s per call): EndpointUnreachableError says
+    what to do. Nothing is checked for AWS itself (no endpoint URL)."""
+    if not settings.endpoint_url:
+        return
+    import aioboto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 1})
+    try:
+        async with aioboto3.Session(region_name=settings.region).client(
+                "dynamodb", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config) as client:
+            await asyncio.wait_for(client.list_tables(Limit=1), within)
+    except Exception as exc:
+        raise EndpointUnreachableError(
+            f"cannot reach {settings.endpoint_url} ({type(exc).__name__}): start moto or LocalStack there, "
+            "or leave out --endpoint-url") from exc
