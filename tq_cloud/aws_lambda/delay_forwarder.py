@@ -10,7 +10,6 @@ it goes to the dead-letter queue, never silently away.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +20,6 @@ from tq_cloud.errors import QueueWriteError
 if TYPE_CHECKING:
     from tq_cloud.core.handler import TaskHandler
 
-log = logging.getLogger("tq_cloud.lambda")
-
-
 def is_sqs_event(event: Mapping[str, Any]) -> bool:
     records = event.get("Records") or []
     return bool(records) and records[0].get("eventSource") == "aws:sqs"
@@ -32,19 +28,17 @@ def is_sqs_event(event: Mapping[str, Any]) -> bool:
 async def forward_due(handler: TaskHandler, records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Forward the messages' tasks to the queue; the message ids to deliver again."""
     tasks: dict[str, Task] = {}
-    undecodable: list[UndecodableRecord] = []
+    undecodable: dict[str, UndecodableRecord] = {}
     for record in records:
         message_id = str(record.get("messageId", "?"))
         decoded = decode_task(str(record.get("body", "")).encode(), f"sqs:{message_id}")
         if isinstance(decoded, UndecodableRecord):
-            undecodable.append(decoded)
+            undecodable[message_id] = decoded
         else:
             tasks[message_id] = decoded
     failed: set[str] = set()
-    if undecodable:
-        await handler.storage.mark_failed([u.as_failed_task(handler.clock.now()) for u in undecodable],
-                                          handler.clock.now())
-        log.error("%d delay-lane messages were not tasks; recorded as failed tasks", len(undecodable))
+    if await handler.record_undecodable(list(undecodable.values())) is not None:
+        failed |= set(undecodable)  # not recorded: delivered again, never dropped
     if tasks:
         try:
             await handler.router.queue.publish(list(tasks.values()))

@@ -208,16 +208,25 @@ class TaskHandler:
         stored as failed tasks (reported back if even that fails), the rest are processed."""
         poison = [r for r in records if isinstance(r, UndecodableRecord)]
         report = await self.process_batch([r for r in records if isinstance(r, Task)], consumer_id, claim_ttl)
-        if poison:
-            now = self.clock.now()
-            log.error("%d undecodable records stored as failed tasks", len(poison))
-            try:
-                await self.storage.mark_failed([p.as_failed_task(now) for p in poison], now)
-            except Exception as exc:
-                log.exception("could not record %d undecodable records", len(poison))
-                report.unrecorded = poison
-                report.error = report.error or exc
+        error = await self.record_undecodable(poison)
+        if error is not None:
+            report.unrecorded = poison
+            report.error = report.error or error
         return report
+
+    async def record_undecodable(self, poison: Sequence[UndecodableRecord]) -> Exception | None:
+        """Store records that are not tasks as failed tasks (once each: their ids derive from
+        the records'); the error if even that failed, so that the caller has them delivered again."""
+        if not poison:
+            return None
+        now = self.clock.now()
+        log.error("%d undecodable records stored as failed tasks", len(poison))
+        try:
+            await self.storage.mark_failed([p.as_failed_task(now) for p in poison], now)
+        except Exception as exc:
+            log.exception("could not record %d undecodable records", len(poison))
+            return exc
+        return None
 
     def take_async_uncommitted(self) -> list[Task]:
         """Handed-off tasks whose late commit failed: the caller redelivers them (the Lambda

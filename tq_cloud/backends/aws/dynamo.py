@@ -54,3 +54,16 @@ async def bounded_gather(items: Iterable[T], work: Callable[[T], Awaitable[R]], 
             return await work(item)
 
     return list(await asyncio.gather(*(one(i) for i in items)))
+
+
+async def update_if(client: Any, **request: Any) -> Item | None:
+    """One conditional UpdateItem returning the item after it, or None when its condition
+    failed (the set-if-absent and move-forward-only writes every backend makes)."""
+    try:
+        response = await client.update_item(ReturnValues="ALL_NEW", **request)
+    except Exception as exc:
+        if is_condition_failure(exc):
+            return None
+        raise
+    item: Item = response["Attributes"]
+    return item

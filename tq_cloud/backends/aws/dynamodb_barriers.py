@@ -28,7 +28,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s
+from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s, update_if
 from tq_cloud.flows.models import FlowStepResult, StepCounts
 from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState
 
@@ -159,17 +159,9 @@ class DynamoDbFlowBarrierProvider:
     async def _update_existing(self, key: Item, update: str, values: Item,
                                names: dict[str, str] | None = None) -> Item | None:
         """One update of an item that must exist; the item after, or None if it does not."""
-        try:
-            response = await self.client.update_item(
-                TableName=self.table, Key=key, UpdateExpression=update, ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=values, ReturnValues="ALL_NEW", **({"ExpressionAttributeNames": names}
-                                                                              if names else {}))
-        except Exception as exc:
-            if is_condition_failure(exc):
-                return None
-            raise
-        item: Item = response["Attributes"]
-        return item
+        return await update_if(self.client, TableName=self.table, Key=key, UpdateExpression=update,
+                               ConditionExpression="attribute_exists(pk)", ExpressionAttributeValues=values,
+                               **({"ExpressionAttributeNames": names} if names else {}))
 
     async def _mark_full(self, flow_id: str, shard: int, counted: Item) -> Item | None:
         """Add a full shard to the meta item's `full` set, with its failure counts (setting a

@@ -19,7 +19,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s, tolerant_gather
+from tq_cloud.backends.aws.dynamo import (
+    Item,
+    bounded_gather,
+    is_condition_failure,
+    n,
+    s,
+    tolerant_gather,
+    update_if,
+)
 from tq_cloud.core.codec import encode_task
 from tq_cloud.core.limits import failure_row
 from tq_cloud.core.models import Task, TaskStatus
@@ -119,17 +127,9 @@ class DynamoDbAdapter:
 
     async def _conditional(self, task_id: str, update: str, condition: str, values: Item) -> Item | None:
         await self._remember_buckets()
-        try:
-            response = await self.client.update_item(
-                TableName=self.table, Key={"id": s(task_id)}, UpdateExpression=update,
-                ConditionExpression=condition, ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
-        except Exception as exc:
-            if is_condition_failure(exc):
-                return None
-            raise
-        item: Item = response["Attributes"]
-        return item
+        return await update_if(self.client, TableName=self.table, Key={"id": s(task_id)}, UpdateExpression=update,
+                               ConditionExpression=condition, ExpressionAttributeNames={"#s": "status"},
+                               ExpressionAttributeValues=values)
 
     @staticmethod
     def _decode(item: Item) -> Task:
