@@ -1,4 +1,5 @@
-# `sam build` runs build-<LogicalId> here with ARTIFACTS_DIR set (template.yaml: BuildMethod: makefile).
+# `sam build` runs build-<LogicalId> here with ARTIFACTS_DIR set (template.yaml: BuildMethod: makefile):
+# it installs REQUIREMENTS as wheels for the Lambda platform and copies PACKAGES, the app's own code.
 #
 # Why not SAM's default pip builder: it ships sources without bytecode, and /var/task is read-only,
 # so every cold start compiles every module it imports and throws the result away. Here the
@@ -10,10 +11,11 @@ PYTHON ?= python3.12
 PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 PLATFORM ?= manylinux2014_aarch64
 REQUIREMENTS ?= requirements.txt
+PACKAGES ?= tq_cloud
 
 build-WorkerFunction build-SweeperFunction:
 	$(PYTHON) -m pip install --quiet --no-compile --no-warn-conflicts --target "$(ARTIFACTS_DIR)" --platform $(PLATFORM) \
 		--implementation cp --python-version $(PY_VERSION) --only-binary=:all: -r $(REQUIREMENTS)
-	cp -r tq_cloud functions "$(ARTIFACTS_DIR)/"
+	cp -rL $(PACKAGES) "$(ARTIFACTS_DIR)/"
 	find "$(ARTIFACTS_DIR)" -name __pycache__ -prune -exec rm -rf {} +
 	$(PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"

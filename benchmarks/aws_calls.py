@@ -34,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.aws_support import aws_resources, fresh_settings
 from tq_cloud import EntityRef, ExecutorActions, FlowConfig, JoinTarget, ManualClock, Task
 from tq_cloud.aws_lambda.delay_forwarder import forward_due
-from tq_cloud.backends.aws import KinesisShardPoller, SqsDelayLane, build_stack, open_clients
-from tq_cloud.backends.aws.tables import create_delay_queue
+from tq_cloud.backends.aws import SqsDelayLane, build_stack, open_clients
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.local.moto import moto_server
+from tq_cloud.local.poller import KinesisShardPoller
+from tq_cloud.local.provision import create_delay_queue
 
 # US East (N. Virginia) list prices, USD
 PRICE_KINESIS_PUT_UNIT = 0.014 / 1e6  # per 25 KB PUT payload unit (provisioned mode)

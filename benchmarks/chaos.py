@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tq_cloud.local.chaos import ChaosReport, run_chaos  # noqa: E402
+from tests.chaos.harness import ChaosReport, run_chaos  # noqa: E402
 from tq_cloud.local.moto import moto_server  # noqa: E402
 
 

@@ -5,7 +5,8 @@
 
 Prints the median wall time of a fresh interpreter importing: nothing; `aiobotocore.session`;
 that plus pydantic with one constrained model (what any handler with typed payloads pays);
-`functions.worker.app` (which builds the handler); the handler with aiobotocore (a cold start
+the generic entry point's `worker` for the example app (`TQ_APP`: which imports the app and
+builds the handler); the handler with aiobotocore (a cold start
 pays both: the handler imports aiobotocore on its first invocation); and a SnapStart init (the
 handler module with `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`, which also loads the SDK's
 service models before the snapshot). Budget: tq-cloud's own share, the handler with aiobotocore
@@ -32,14 +33,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPED_APP = "from pydantic import BaseModel, Field\nclass Payload(BaseModel):\n    to: str = Field(min_length=1)\n"
+HANDLER = "from tq_cloud.aws_lambda.entry import worker"
 CASES = {
     "python alone": "pass",
     "aiobotocore.session": "import aiobotocore.session",
     "aiobotocore + pydantic model": "import aiobotocore.session\n" + TYPED_APP,
-    "worker handler module": "import functions.worker.app",
-    "handler + aiobotocore": "import functions.worker.app, aiobotocore.session",
-    "SnapStart init (snapshotted)": "import os\nos.environ['AWS_LAMBDA_INITIALIZATION_TYPE'] = 'snap-start'\n"
-                                    "import functions.worker.app",
+    "worker handler module": HANDLER,
+    "handler + aiobotocore": f"{HANDLER}\nimport aiobotocore.session",
+    "SnapStart init (snapshotted)": f"import os\nos.environ['AWS_LAMBDA_INITIALIZATION_TYPE'] = 'snap-start'\n{HANDLER}",
 }
 
 
@@ -49,7 +50,7 @@ def build_package(into: Path) -> None:
 
 
 def interpreter(package: Path | None, pycache: Path) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ)
+    env = dict(os.environ, TQ_APP="tq_cloud.examples.app:app")
     if package is not None:
         return [sys.executable, "-S"], env | {"PYTHONPATH": str(package), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -66,7 +67,7 @@ def median_ms(command: list[str], env: dict[str, str], cwd: Path, code: str, run
 
 
 SHARE = ("import time\nimport aiobotocore.session\n" + TYPED_APP
-         + "started = time.perf_counter()\nimport functions.worker.app\n"
+         + f"started = time.perf_counter()\n{HANDLER}\n"
          "print((time.perf_counter() - started) * 1000)")
 """tq-cloud's own share, timed inside one interpreter (a difference of two medians of whole
 runs would carry the noise of both)."""

@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from tq_cloud.backends.aws import AwsSettings, create_resources, open_clients
+from tq_cloud.backends.aws import AwsSettings, open_clients
 from tq_cloud.backends.aws.stack import AwsClients
+from tq_cloud.local.provision import create_resources
 
 
 def fresh_settings(endpoint: str, **overrides: object) -> AwsSettings:

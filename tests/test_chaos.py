@@ -1,5 +1,5 @@
 """The chaos run at CI size: faults at 5% and 20% of AWS calls and invocations, every invariant
-checked (see tq_cloud/local/chaos.py). The full size runs on demand: benchmarks/chaos.py."""
+checked (see tests/chaos/harness.py). The full size runs on demand: benchmarks/chaos.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tq_cloud.local.chaos import run_chaos
+from tests.chaos.harness import run_chaos
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -50,20 +50,24 @@ def _resource(expr: Any) -> str:
 
 
 def granted(template: dict[str, Any], function: str) -> set[Grant]:
+    """What a function's role grants, or a managed policy (ProducerPolicy)."""
     props = template["Resources"][function]["Properties"]
-    assert "Policies" not in props, "SAM policy templates grant more than the calls we make"
-    role = props["Role"]["Fn::GetAtt"][0]
+    if "PolicyDocument" in props:
+        documents = [props["PolicyDocument"]]
+    else:
+        assert "Policies" not in props, "SAM policy templates grant more than the calls we make"
+        role = props["Role"]["Fn::GetAtt"][0]
+        documents = [policy["PolicyDocument"] for policy in template["Resources"][role]["Properties"]["Policies"]]
     out = set()
-    for policy in template["Resources"][role]["Properties"]["Policies"]:
-        for statement in policy["PolicyDocument"]["Statement"]:
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            assert "*" not in resources, f"{function}: a grant on every resource"
-            out |= {(a, _resource(r)) for a in actions for r in resources}
+    for statement in (s for document in documents for s in document["Statement"]):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert "*" not in resources, f"{function}: a grant on every resource"
+        out |= {(a, _resource(r)) for a in actions for r in resources}
     return out
 
 
-@pytest.mark.parametrize("function", ["WorkerFunction", "SweeperFunction"])
+@pytest.mark.parametrize("function", ["WorkerFunction", "SweeperFunction", "ProducerPolicy"])
 def test_the_template_grants_exactly_the_listed_calls(function: str) -> None:
     assert granted(yaml_template(), function) == listed(function)
 
@@ -90,16 +94,19 @@ class CallLog:
     def __init__(self, settings: AwsSettings) -> None:
         self.names = {settings.tasks_table: "TasksTable", settings.barriers_table: "BarriersTable",
                       settings.projections_table: "ProjectionsTable", settings.locks_table: "LocksTable",
-                      settings.stream_name: "TasksStream"}
+                      settings.stream_name: "TasksStream", settings.delay_queue_url: "DelayQueue"}
         self.calls: set[Grant] = set()
 
     def attach(self, clients: Any) -> None:
-        for client in (clients.kinesis, clients.dynamodb, clients.scheduler):
+        for client in (clients.kinesis, clients.dynamodb, clients.scheduler, clients.sqs):
             client.meta.events.register("before-parameter-build.*.*", self._record)
 
     def _record(self, model: Any, params: dict[str, Any], **_: Any) -> None:
-        service = {"dynamodb": "dynamodb", "kinesis": "kinesis", "scheduler": "scheduler"}[model.service_model.service_name]
+        service = model.service_model.service_name
         action = f"{service}:{model.name}"
+        if service == "sqs":  # SendMessageBatch is authorised as sqs:SendMessage
+            self.calls.add((action.removesuffix("Batch"), self.names.get(params.get("QueueUrl"), "unknown-queue")))
+            return
         if service == "scheduler":
             self.calls.add((action, "FlowTimeoutScheduleGroup/*"))
             if model.name == "CreateSchedule":
@@ -178,3 +185,25 @@ def test_the_functions_make_no_call_beyond_the_list(settings: AwsSettings) -> No
     assert {("dynamodb:PutItem", "BarriersTable"), ("scheduler:CreateSchedule", "FlowTimeoutScheduleGroup/*"),
             ("dynamodb:BatchGetItem", "TasksTable"), ("dynamodb:PutItem", "LocksTable")} <= worker_log.calls
     assert ("dynamodb:Query", "TasksTable/index/*") in sweeper_log.calls
+
+
+async def test_a_producer_makes_no_call_beyond_its_policy(settings: AwsSettings) -> None:
+    """add_tasks down every route (now, the delay lane, stored for later, force_store)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tq_cloud.backends.aws import aws_stack
+    from tq_cloud.local.provision import create_delay_queue
+
+    async with aws_resources(settings) as clients:
+        url = await create_delay_queue(clients, f"{settings.stream_name}-delays")
+    settings = settings.model_copy(update={"delay_queue_url": url})
+    log = CallLog(settings)
+    now = datetime.now(UTC)
+    async with aws_stack(TaskQueuesManager(), settings) as stack:
+        log.attach(stack.clients)
+        await stack.handler.add_tasks([
+            Task(type="t", queue_id="q", payload={}), Task(type="t", queue_id="q", payload={}, force_store=True),
+            Task(type="t", queue_id="q", payload={}, execute_at=now + timedelta(minutes=5)),
+            Task(type="t", queue_id="q", payload={}, execute_at=now + timedelta(hours=1))])
+    opened = {("kinesis:DescribeStreamSummary", "TasksStream")}  # by aws_stack, before the log was attached
+    assert log.calls | opened == listed("ProducerPolicy", ("code",))

@@ -8,7 +8,10 @@ import asyncio
 import io
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -36,19 +39,12 @@ def _own_tq_environment() -> Iterator[None]:
     os.environ.update(saved)
 
 
-@pytest.fixture(autouse=True)
-def _project_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(ROOT))
-    for name in list(sys.modules):
-        if name.startswith("functions"):
-            del sys.modules[name]
-
-
 async def test_example_app_reaches_every_terminal_state(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from functions.example_workload import tasks
+    from tq_cloud.examples.workload import tasks
 
     out = io.StringIO()
-    options = DevOptions(endpoint_url=moto_endpoint, template=ROOT / "template.yaml", sweep_interval=0.5,
+    options = DevOptions(app="tq_cloud.examples.app:app", endpoint_url=moto_endpoint, template=ROOT / "template.yaml",
+                         sweep_interval=0.5,
                          batching_window=0.2, view_interval=0.5, until_settled=True, max_seconds=90)
     runtime = LocalRuntime(options, out)
     view = await runtime.run(asyncio.Event(), tasks())
@@ -136,7 +132,7 @@ async def test_a_restarted_dev_resumes_after_its_checkpoints(moto_endpoint: str,
     checkpoints (the bug, reintroduced) the restart runs every task in the stream again."""
     runs: Counter[str] = Counter()
     app = _counting_app(runs, "count")
-    settings = AwsSettings(endpoint_url=moto_endpoint, app_name="resume", emulate_scheduler=True)
+    settings = AwsSettings(endpoint_url=moto_endpoint, app_name="resume")
     first = await LocalRuntime(_dev_options(moto_endpoint, app, settings), io.StringIO()).run(
         asyncio.Event(), _tasks("count", 6))
     assert first is not None and first.settled and runs == Counter({f"count-{i}": 1 for i in range(6)})
@@ -161,7 +157,7 @@ async def test_two_apps_on_one_endpoint_keep_apart(moto_endpoint: str, names: st
     runs: Counter[str] = Counter()
     apps = {kind: _counting_app(runs, kind) for kind in ("shop", "mail")}
     suffix = uuid.uuid4().hex[:6]
-    settings = {kind: AwsSettings(endpoint_url=moto_endpoint, emulate_scheduler=True,
+    settings = {kind: AwsSettings(endpoint_url=moto_endpoint,
                                   app_name=f"{kind}-{suffix}" if names == "per app" else f"both-{suffix}")
                 for kind in apps}
     runtimes = {kind: LocalRuntime(_dev_options(moto_endpoint, apps[kind], settings[kind]), io.StringIO())
@@ -219,3 +215,88 @@ def test_an_endpoint_that_does_not_answer_is_reported_within_seconds(endpoint: s
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"tq-cloud {command}: cannot reach http://127.0.0.1:{port}")
     assert line.endswith("start moto or LocalStack there, or leave out --endpoint-url")
+
+
+class _HalfAws:
+    """An endpoint that answers ListTables (so it looks alive) and then fails every other call
+    with a 500 (LocalStack's DynamoDB without its JDK), or holds it unanswered (`hang`)."""
+
+    def __init__(self, hang: bool) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("X-Amz-Target", "").endswith("ListTables"):
+                    self._answer(200, {"TableNames": []})
+                    return
+                outer.asked.set()
+                if hang:
+                    outer.release.wait(60)
+                self._answer(500, {"__type": "InternalFailure", "message": "DynamoDB Local is not installed"})
+
+            def _answer(self, status: int, body: dict[str, object]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> _HalfAws:
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+def _dev_process(endpoint: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TQ_"))}
+    return subprocess.Popen([str(Path(sys.executable).parent / "tq-cloud"), "dev", "--endpoint-url", endpoint],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_an_endpoint_that_keeps_failing_is_one_line_within_seconds() -> None:
+    with _HalfAws(hang=False) as aws:
+        started = time.monotonic()
+        process = _dev_process(aws.url)
+        _, err = process.communicate(timeout=60)
+    assert time.monotonic() - started < 15 and process.returncode == 1
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"tq-cloud dev: creating the resources at {aws.url} failed (ClientError: ")
+    assert "InternalFailure" in line and line.endswith("check that it serves DynamoDB, Kinesis, SQS and "
+                                                       "EventBridge Scheduler")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_dev_stops_cleanly_while_it_creates_the_resources(sig: signal.Signals) -> None:
+    """The endpoint holds CreateTable unanswered; the signal, sent while dev waits on it, stops
+    dev at once: no traceback, exit 0, 'stopped' (before, it waited out the SDK's timeouts)."""
+    with _HalfAws(hang=True) as aws:
+        process = _dev_process(aws.url)
+        try:
+            assert aws.asked.wait(30), "dev never got to creating the resources"
+            signalled = time.monotonic()
+            process.send_signal(sig)
+            out, err = process.communicate(timeout=30)
+        finally:
+            process.kill()
+    assert time.monotonic() - signalled < 5, "stopped within seconds"
+    assert process.returncode == 0 and "Traceback" not in err, err[-2000:]
+    assert out.rstrip().endswith("stopped")

@@ -17,6 +17,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tq_cloud.backends.aws import AwsSettings
 from tq_cloud.backends.aws.dynamodb_projections import ENTITY_INDEX
 from tq_cloud.backends.aws.dynamodb_tasks import DUE_INDEX, RUNNING_INDEX
 
@@ -92,7 +93,7 @@ def stack() -> Iterator[dict[str, Any]]:
         s3.create_bucket(Bucket="tq-artifacts")
         archive = io.BytesIO()
         with zipfile.ZipFile(archive, "w") as z:
-            z.writestr("functions/worker/app.py", "handler = None\n")
+            z.writestr("tq_cloud/__init__.py", "")
         s3.put_object(Bucket="tq-artifacts", Key="code.zip", Body=archive.getvalue())
         cfn = boto3.client("cloudformation", region_name="us-east-1")
         cfn.create_stack(StackName="tq", TemplateBody=json.dumps(without_versions(translated())),
@@ -140,7 +141,32 @@ def test_the_event_source_mappings_report_partial_failures(stack: dict[str, Any]
     env = worker["Environment"]["Variables"]
     assert env["TQ_TASKS_TABLE"] == stack["TasksTableName"] and env["TQ_STREAM_NAME"] == stack["StreamName"]
     assert env["TQ_DELAY_QUEUE_URL"] == stack["DelayQueueUrl"]
-    assert worker["Handler"] == "functions/worker/app.handler"
+    assert worker["Handler"] == "tq_cloud.aws_lambda.entry.worker" and env["TQ_APP"] == "tq_cloud.examples.app:app"
+
+
+def test_every_alarm_notifies_the_topic_and_exhausted_tasks_raise_one(stack: dict[str, Any]) -> None:
+    """moto's CloudFormation skips alarms: they are checked on the translated template; the
+    worker's metric itself in tests/aws/test_lambda_handlers.py."""
+    resources = translated()["Resources"]
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert len(alarms) == 4 and all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
+    exhausted = alarms["ExhaustedTasksAlarm"]
+    assert (exhausted["Namespace"], exhausted["MetricName"]) == ("tq-cloud", "TasksExhausted")
+    assert exhausted["Dimensions"] == [{"Name": "service", "Value": {"Ref": "AWS::StackName"}}]
+    worker = boto3.client("lambda", region_name="us-east-1").get_function(FunctionName="tq-worker")["Configuration"]
+    assert worker["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "tq", "the metric's service dimension"
+    topic = boto3.client("sns", region_name="us-east-1").get_topic_attributes(TopicArn=stack["AlarmTopicArn"])
+    assert topic["Attributes"]["TopicArn"] == stack["AlarmTopicArn"]
+
+
+def test_the_outputs_give_a_producer_its_settings_and_policy(stack: dict[str, Any]) -> None:
+    """TqEnvironment is a ready TQ_* block: every name is a setting, and it names this stack's resources."""
+    block = dict(line.split("=", 1) for line in stack["TqEnvironment"].strip().splitlines())
+    known = {f"TQ_{name.upper()}" for name in AwsSettings.model_fields}
+    assert set(block) <= known, set(block) - known
+    assert block["TQ_STREAM_NAME"] == stack["StreamName"] and block["TQ_TASKS_TABLE"] == stack["TasksTableName"]
+    assert block["TQ_DELAY_QUEUE_URL"] == stack["DelayQueueUrl"]
+    assert stack["ProducerPolicyArn"].startswith("arn:aws:iam::")
 
 
 def test_both_functions_are_built_by_the_makefile() -> None:
@@ -162,9 +188,9 @@ def test_the_package_ships_bytecode_that_ignores_file_timestamps(tmp_path: Path)
     assert len(compiled) == len(sources) > 50
     assert all(int.from_bytes(p.read_bytes()[4:8], "little") == 0b01 for p in compiled), "unchecked-hash pycs"
     # a source edited after the build is not even read: the module runs from its bytecode
-    marker = package / "functions" / "worker" / "__init__.py"
+    marker = package / "tq_cloud" / "examples" / "__init__.py"
     marker.write_text("raise SystemExit('compiled from source')\n")
     env = dict(os.environ, PYTHONPATH=str(package), PYTHONDONTWRITEBYTECODE="1")
-    result = subprocess.run([sys.executable, "-c", "import functions.worker"], cwd=tmp_path, env=env,
+    result = subprocess.run([sys.executable, "-c", "import tq_cloud.examples"], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

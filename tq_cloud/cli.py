@@ -1,4 +1,5 @@
-"""The `tq-cloud` command: `demo` (in memory), `dev` (the local AWS runtime), `enqueue`, `status`."""
+"""The `tq-cloud` command: `new` (scaffold a project), `dev` (the local AWS runtime), `enqueue`,
+`status`, `demo` (in memory). Every error is one line on stderr that says what to do."""
 
 from __future__ import annotations
 
@@ -14,23 +15,31 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+DEMO_APP, DEMO_SEED = "tq_cloud.examples.app:app", "tq_cloud.examples.workload:tasks"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tq-cloud", description="tq-cloud task queue tools")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="run the in-memory demo (no AWS needed)")
+    new = commands.add_parser("new", help="scaffold a project: app, tests, template.yaml, Makefile, samconfig")
+    new.add_argument("name", help="the project's folder and its Python package (lowercase, digits, '_')")
+    new.add_argument("--directory", type=Path, default=Path.cwd(), help="where to create it (default: here)")
     dev = commands.add_parser("dev", help="run the app on a local AWS (moto's server) until Ctrl-C")
-    dev.add_argument("--endpoint-url", help="use this endpoint (a running moto server, LocalStack)")
-    dev.add_argument("--template", type=Path, default=Path("template.yaml"))
-    dev.add_argument("--worker", default="functions.worker.app:handler")
-    dev.add_argument("--sweeper", default="functions.sweeper.app:handler")
-    dev.add_argument("--sweep-interval", type=float, default=60.0, help="seconds between sweeps")
-    dev.add_argument("--batch-size", type=int, default=100)
+    dev.add_argument("--app", help="the app as module:attribute (default: TQ_APP, else template.yaml's AppSpec)")
+    dev.add_argument("--seed", help="module:function returning tasks to enqueue at the start")
     dev.add_argument("--demo", action="store_true",
-                     help="enqueue the example workload (functions/example_workload.py) and sweep every second")
+                     help=f"run the example app ({DEMO_APP}) with a workload that takes every path")
+    dev.add_argument("--endpoint-url", help="use this endpoint (a running moto server, LocalStack)")
+    dev.add_argument("--template", type=Path,
+                     help="the template whose resources to create (default: ./template.yaml, else the packaged one)")
+    dev.add_argument("--worker", help="a worker handler of your own (module:attribute) instead of the generic one")
+    dev.add_argument("--sweeper", help="a sweeper handler of your own (module:attribute)")
+    dev.add_argument("--sweep-interval", type=float, default=1.0, help="seconds between sweeps (default: 1)")
+    dev.add_argument("--batch-size", type=int, default=100, help="records per worker invocation (default: 100)")
     dev.add_argument("--until-settled", action="store_true", help="stop once nothing is left to do")
-    dev.add_argument("--max-seconds", type=float)
+    dev.add_argument("--max-seconds", type=float, help="stop after this many seconds")
     _app_name_option(dev)
     for name, text in (("enqueue", "add a task"), ("status", "show tasks, flows and an entity's tasks")):
         sub = commands.add_parser(name, help=text)
@@ -58,13 +67,15 @@ def main(argv: list[str] | None = None) -> int:
 
         demo()
         return 0
-    from tq_cloud.errors import EndpointUnreachableError
+    from tq_cloud.errors import ConfigurationError
 
     try:
+        if args.command == "new":
+            return _new(args)
         if args.command == "dev":
             return _dev(args)
         return asyncio.run(_enqueue(args) if args.command == "enqueue" else _status(args))
-    except EndpointUnreachableError as exc:
+    except ConfigurationError as exc:
         print(f"tq-cloud {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -87,18 +98,26 @@ def folder_app_name(folder: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip("-.")[:40] or "tq"
 
 
+def _new(args: argparse.Namespace) -> int:
+    from tq_cloud.scaffold import create_project
+
+    folder = create_project(args.name, args.directory)
+    print(f"created {folder}: cd {folder.name} && python3 -m venv .venv && .venv/bin/pip install -e '.[dev]', "
+          f"then .venv/bin/pytest and .venv/bin/tq-cloud dev --seed {args.name}.tasks:example_tasks")
+    return 0
+
+
 def _dev(args: argparse.Namespace) -> int:
     from tq_cloud.local.runtime import DevOptions, LocalRuntime
+    from tq_cloud.local.template import default_template
 
     sys.path.insert(0, str(Path.cwd()))
-    options = DevOptions(endpoint_url=args.endpoint_url, template=args.template.resolve(), worker=args.worker,
-                         sweeper=args.sweeper, sweep_interval=1.0 if args.demo else args.sweep_interval,
-                         batch_size=args.batch_size, until_settled=args.until_settled, max_seconds=args.max_seconds)
-    seed = []
-    if args.demo:
-        from functions.example_workload import tasks
-
-        seed = tasks()
+    template = (args.template or default_template()).resolve()
+    app, seed_spec = (DEMO_APP, DEMO_SEED) if args.demo else (args.app or _app_of(template), args.seed)
+    options = DevOptions(app=app, endpoint_url=args.endpoint_url, template=template, worker=args.worker,
+                         sweeper=args.sweeper, sweep_interval=args.sweep_interval, batch_size=args.batch_size,
+                         until_settled=args.until_settled, max_seconds=args.max_seconds)
+    seed = _seed(seed_spec) if seed_spec else []
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -110,6 +129,32 @@ def _dev(args: argparse.Namespace) -> int:
     asyncio.run(run())
     print("stopped", flush=True)
     return 0
+
+
+def _app_of(template: Path) -> str | None:
+    """TQ_APP, else the app the project's own template deploys (its AppSpec parameter)."""
+    if os.environ.get("TQ_APP"):
+        return os.environ["TQ_APP"]
+    if template.parent != Path.cwd().resolve() or not template.exists():
+        return None  # the packaged template deploys the example, not this folder's app
+    from tq_cloud.local.template import load_template
+
+    spec = load_template(template).get("Parameters", {}).get("AppSpec", {}).get("Default")
+    return str(spec) if spec else None
+
+
+def _seed(spec: str) -> list[Any]:
+    from tq_cloud.core.models import Task
+    from tq_cloud.errors import ConfigurationError
+    from tq_cloud.local.runtime import load_handler
+
+    try:
+        tasks = load_handler(spec)()
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"--seed {spec}: {exc}; name a function as module:function") from exc
+    if not isinstance(tasks, list) or not all(isinstance(t, Task) for t in tasks):
+        raise ConfigurationError(f"--seed {spec}: it must return a list of Task")
+    return tasks
 
 
 def _settings(args: argparse.Namespace) -> Any:

@@ -19,10 +19,10 @@ from tests.aws_support import PutRecordsFaults, aws_resources, fresh_settings
 from tq_cloud import ExecutorActions, Task, TaskStatus
 from tq_cloud.aws_lambda import kinesis_handler
 from tq_cloud.backends.aws import AwsSettings, AwsStack, build_stack
-from tq_cloud.backends.aws.tables import create_delay_queue
 from tq_cloud.core.codec import UNDECODABLE_TYPE
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.ids import derived_id
+from tq_cloud.local.provision import create_delay_queue
 
 SQS_SAMPLE = json.loads((Path(__file__).resolve().parents[2] / "events" / "sqs-receive-message.json").read_text())
 

@@ -9,8 +9,10 @@ import pytest
 
 from tests.aws_support import CallFaults, aws_resources, fresh_settings
 from tq_cloud import EntityRef, ExecutorActions, FlowConfig, JoinTarget, ManualClock, Task, TaskStatus
-from tq_cloud.backends.aws import AwsStack, KinesisShardPoller, build_stack
+from tq_cloud.backends.aws import AwsStack, build_stack
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.local.poller import KinesisShardPoller
+from tq_cloud.local.scheduler import EmulatedScheduler
 
 
 class Env:
@@ -18,13 +20,14 @@ class Env:
         self.stack = stack
         self.clock = clock
         self.poller = KinesisShardPoller(stack.clients.kinesis, stack.settings.stream_name, stack.handler)
+        self.scheduler = EmulatedScheduler(stack.clients.scheduler, stack.clients.kinesis, stack.settings.schedule_group)
 
     async def drain(self, rounds: int = 20) -> int:
         """Poll every shard and sweep until a round does nothing."""
         total = 0
         for _ in range(rounds):
             done = await self.poller.poll_once()
-            swept = await self.stack.handler.process_mature_tasks()
+            swept = await self.stack.handler.process_mature_tasks() + await self.scheduler.fire_due(self.clock.now())
             total += done
             if not done and not swept:
                 return total
@@ -46,7 +49,7 @@ def registry() -> TaskQueuesManager:
 
 @pytest.fixture
 async def env(moto_endpoint: str, registry: TaskQueuesManager) -> AsyncIterator[Env]:
-    settings = fresh_settings(moto_endpoint, emulate_scheduler=True)
+    settings = fresh_settings(moto_endpoint)
     clock = ManualClock()
     async with aws_resources(settings) as clients:
         yield Env(await build_stack(registry, settings, clients, clock=clock), clock)

@@ -10,11 +10,12 @@ import pytest
 
 from tests.aws_support import PutRecordsFaults, aws_resources, fresh_settings
 from tq_cloud import ExecutorActions, Task
-from tq_cloud.backends.aws import AwsSettings, KinesisQueue, KinesisShardPoller, build_stack
+from tq_cloud.backends.aws import AwsSettings, KinesisQueue, build_stack
 from tq_cloud.backends.aws.kinesis import decode_lambda_record
 from tq_cloud.core.codec import UndecodableRecord, encode_task
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import QueueWriteError
+from tq_cloud.local.poller import KinesisShardPoller
 
 
 @pytest.fixture

@@ -174,6 +174,23 @@ def test_disabled_metrics_neither_pile_up_nor_print(settings: AwsSettings, monke
     assert '"TasksSucceeded":[1.0]' in capsys.readouterr().out, "enabled metrics are printed as EMF"
 
 
+def test_tasks_that_fail_for_good_are_counted_for_the_alarm(settings: AwsSettings, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """template.yaml's ExhaustedTasksAlarm watches TasksExhausted under the stack's service name:
+    a failure with retries left is not counted, the last one is."""
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "my-stack")
+    handler = kinesis_handler(app_with([]), settings)
+    first = Task(id="x", type="t", queue_id="q", payload={"fail": True})
+    handler(event_of(first), FakeContext())
+    assert '"TasksExhausted":[0.0]' in capsys.readouterr().out
+    handler(event_of(Task(id="y", type="t", queue_id="q", payload={"fail": True},
+                             execution_stats={"retry_count": 2})), FakeContext())
+    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf["TasksExhausted"] == [1.0] and emf["service"] == "my-stack"
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "tq-cloud"
+
+
 class SlowListener:
     """A lifecycle listener that takes a few turns of the loop, as a network call would."""
 

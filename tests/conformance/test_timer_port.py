@@ -1,4 +1,5 @@
-"""The timer port against the in-memory timer and EventBridge Scheduler (moto, fired by us)."""
+"""The timer port against the in-memory timer and EventBridge Scheduler (moto, fired by the local
+runtime's emulation of the scheduler, as EventBridge fires them)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import pytest
 
 from tests.aws_support import aws_resources, fresh_settings
 from tq_cloud import Task
-from tq_cloud.backends.aws import KinesisQueue
 from tq_cloud.backends.aws.scheduler import EventBridgeTimer
 from tq_cloud.backends.memory import InMemoryQueue, InMemoryTimer
 from tq_cloud.clock import ManualClock
+from tq_cloud.local.scheduler import EmulatedScheduler
 
 
 class Delivered:
@@ -28,6 +29,13 @@ class Delivered:
         return sorted(Task.model_validate_json(r["Data"]).key for r in await read_all(self.clients.kinesis, self.stream))
 
 
+class FiredTimer:
+    """EventBridgeTimer's schedules, fired as EventBridge Scheduler would (moto never fires them)."""
+
+    def __init__(self, timer: EventBridgeTimer, scheduler: EmulatedScheduler) -> None:
+        self.schedule, self.cancel, self.fire_due = timer.schedule, timer.cancel, scheduler.fire_due
+
+
 @pytest.fixture(params=["memory", "eventbridge"])
 async def timer(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[tuple[Any, Delivered]]:
     if request.param == "memory":
@@ -39,9 +47,10 @@ async def timer(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIter
         arn = (await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name))[
             "StreamDescriptionSummary"]["StreamARN"]
         timer = EventBridgeTimer(clients.scheduler, group=settings.schedule_group, stream_arn=arn,
-                                 role_arn=settings.scheduler_role_arn,
-                                 queue=KinesisQueue(clients.kinesis, settings.stream_name), emulate_firing=True)
-        yield timer, Delivered("eventbridge", clients, settings.stream_name)
+                                 role_arn=settings.scheduler_role_arn)
+        assert await timer.fire_due(clock.now()) == 0, "EventBridge fires its schedules itself"
+        yield FiredTimer(timer, EmulatedScheduler(clients.scheduler, clients.kinesis, settings.schedule_group)), \
+            Delivered("eventbridge", clients, settings.stream_name)
 
 
 async def test_timers_fire_once_when_due_and_cancel(timer: tuple[Any, Delivered], clock: ManualClock) -> None:

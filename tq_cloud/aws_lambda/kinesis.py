@@ -145,6 +145,7 @@ class KinesisBatchHandler:
 
         metrics.add_metric(name="TasksSucceeded", unit=MetricUnit.Count, value=report.succeeded)
         metrics.add_metric(name="TasksFailed", unit=MetricUnit.Count, value=report.failed)
+        metrics.add_metric(name="TasksExhausted", unit=MetricUnit.Count, value=report.exhausted)
         metrics.add_metric(name="RecordsNotCommitted", unit=MetricUnit.Count,
                            value=len(report.not_committed) + len(report.unrecorded))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -80,14 +81,16 @@ class LambdaRuntime:
 
         from tq_cloud.core.log_context import LogContextFilter
 
-        self.logger = Logger(service="tq-cloud")
+        service = os.environ.get("POWERTOOLS_SERVICE_NAME", "tq-cloud")  # the template sets the stack's name
+        self.logger = Logger(service=service)
         copy_config_to_registered_loggers(source_logger=self.logger, include={"tq_cloud"})
         for handler in logging.getLogger("tq_cloud").handlers:
             handler.addFilter(LogContextFilter())
         from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
         # disabled, powertools still keeps every value, and prints a metric once it holds 100
-        self.metrics = None if is_metrics_disabled() else Metrics(namespace="tq-cloud", service="tq-cloud")
+        self.metrics = None if is_metrics_disabled() else Metrics(
+            namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "tq-cloud"), service=service)
 
     async def close(self) -> None:
         await self._exits.aclose()

@@ -63,6 +63,8 @@ class BatchReport:
     processed: int = 0
     succeeded: int = 0
     failed: int = 0
+    exhausted: int = 0
+    """Failed for good (stored failed, or discarded): the template's exhausted-tasks alarm counts these."""
     not_committed: list[Task] = field(default_factory=list)
     unrecorded: list[UndecodableRecord] = field(default_factory=list)
     error: BaseException | None = None
@@ -193,6 +195,7 @@ class TaskHandler:
             ran = [o for o in batch.outcomes if o.verdict is not Verdict.IGNORED]
             report.succeeded = sum(1 for o in ran if o.succeeded)
             report.failed = len(ran) - report.succeeded
+            report.exhausted = sum(1 for o in ran if o.verdict in (Verdict.FAILED, Verdict.DISCARDED))
         if self.lifecycle.worker_provider is not None:
             duration = (self.clock.now() - started).total_seconds() * 1000
             await self.lifecycle.worker("on_batch_completed", BatchCompleted(

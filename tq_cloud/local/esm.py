@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tq_cloud.local.checkpoints import ShardCheckpoints
+from tq_cloud.local.shards import ShardReader
 
 log = logging.getLogger("tq_cloud.local.esm")
 
@@ -86,7 +87,7 @@ class EmulatedEventSourceMapping:
         self.checkpoints = checkpoints
         self.stats = MappingStats()
         self._polled = asyncio.Condition()
-        self._iterators: dict[str, str | None] = {}
+        self.reader = ShardReader(kinesis, stream_name, self._checkpoint)
         self._slots: dict[str, Handler] = {}
         self._slots_lock = threading.Lock()
         self._serial = threading.Lock()
@@ -103,19 +104,13 @@ class EmulatedEventSourceMapping:
                 handler = self._slots[slot] = self.containers()
         return handler(event, context)
 
+    async def _checkpoint(self, shard: str) -> str | None:
+        return await self.checkpoints.get(self.stream_arn, shard) if self.checkpoints else None
+
     def slot_handlers(self) -> list[Handler]:
         """The containers made so far (to shut down with the runtime)."""
         with self._slots_lock:
             return list(self._slots.values())
-
-    async def _iterator(self, shard: str) -> str | None:
-        if shard not in self._iterators:
-            after = await self.checkpoints.get(self.stream_arn, shard) if self.checkpoints else None
-            start = ({"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": after} if after
-                     else {"ShardIteratorType": "TRIM_HORIZON"})
-            self._iterators[shard] = (await self.kinesis.get_shard_iterator(
-                StreamName=self.stream_name, ShardId=shard, **start))["ShardIterator"]
-        return self._iterators[shard]
 
     def _event(self, shard: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"Records": [{
@@ -177,21 +172,19 @@ class EmulatedEventSourceMapping:
         """One GetRecords per shard, all shards at once; each shard's records delivered in up to
         ParallelizationFactor ordered lanes at once."""
         self.stats.polls += 1
-        shards = [s["ShardId"] for s in (await self.kinesis.list_shards(StreamName=self.stream_name))["Shards"]]
+        shards = await self.reader.shards()
         delivered = sum(await asyncio.gather(*(self._poll_shard(shard) for shard in shards)))
         async with self._polled:
             self._polled.notify_all()
         return delivered
 
     async def _poll_shard(self, shard: str) -> int:
-        iterator = await self._iterator(shard)
-        if iterator is None:  # a closed shard, read to its end
+        read = await self.reader.read(shard, self.batch_size)
+        if read is None:  # a closed shard, read to its end
             self.stats.behind_ms[shard] = 0
             return 0
-        response = await self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)
-        self._iterators[shard] = response.get("NextShardIterator")
-        records = list(response["Records"])
-        self.stats.behind_ms[shard] = response.get("MillisBehindLatest", 0) if records else 0
+        records, behind_ms = read
+        self.stats.behind_ms[shard] = behind_ms if records else 0
         if records:
             oldest = min(r["ApproximateArrivalTimestamp"].timestamp() for r in records)
             self.stats.iterator_age_ms = max((time.time() - oldest) * 1000, 0.0)

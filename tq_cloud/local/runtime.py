@@ -1,9 +1,10 @@
 """`tq-cloud dev`: the application run the way AWS runs it, on one machine.
 
 moto's server stands in for AWS (or an endpoint you give, such as LocalStack); the resources
-are created from template.yaml; the worker handler is invoked by an emulated event source
-mapping with real-shaped Kinesis events; the sweeper handler runs on its schedule (which also
-fires due timeout schedules, since moto stores schedules but never fires them).
+are created from template.yaml; the worker handler (the generic entry point for the app that
+`app` names, or a handler of your own) is invoked by emulated event source mappings with
+real-shaped Kinesis and SQS events; the sweeper handler runs on its schedule; due timeout
+schedules are fired as EventBridge Scheduler would (moto stores schedules but never fires them).
 """
 
 from __future__ import annotations
@@ -12,26 +13,30 @@ import asyncio
 import importlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from tq_cloud.backends.aws.settings import AwsSettings
 from tq_cloud.backends.aws.stack import check_reachable, open_clients
-from tq_cloud.backends.aws.tables import create_delay_queue, create_resources
 from tq_cloud.core.models import Task
+from tq_cloud.errors import ConfigurationError
 from tq_cloud.local.checkpoints import ShardCheckpoints
 from tq_cloud.local.esm import EmulatedEventSourceMapping
+from tq_cloud.local.provision import create_delay_queue, create_resources
+from tq_cloud.local.scheduler import EmulatedScheduler
 from tq_cloud.local.sqs_esm import EmulatedSqsEventSourceMapping
+from tq_cloud.local.template import default_template
 from tq_cloud.local.view import Snapshot, snapshot
 
 log = logging.getLogger("tq_cloud.local")
+T = TypeVar("T")
 
 
 def load_handler(spec: str | Callable[..., Any]) -> Callable[..., Any]:
-    """A handler, or `package.module:attribute` naming one (e.g. `functions.worker.app:handler`)."""
+    """A handler, or `package.module:attribute` naming one (e.g. `myapp.worker:handler`)."""
     if callable(spec):
         return spec
     module, _, attribute = spec.partition(":")
@@ -41,11 +46,15 @@ def load_handler(spec: str | Callable[..., Any]) -> Callable[..., Any]:
 
 @dataclass
 class DevOptions:
+    app: str | None = None
+    """The app as module:attribute (what TQ_APP names for the generic entry points)."""
     endpoint_url: str | None = None
-    template: Path = field(default_factory=lambda: Path.cwd() / "template.yaml")
-    worker: str | Callable[..., Any] = "functions.worker.app:handler"
-    sweeper: str | Callable[..., Any] = "functions.sweeper.app:handler"
-    sweep_interval: float = 60.0
+    template: Path = field(default_factory=default_template)
+    worker: str | Callable[..., Any] | None = None
+    """A worker handler of your own instead of the generic entry point for `app`."""
+    sweeper: str | Callable[..., Any] | None = None
+    sweep_interval: float = 1.0
+    """Seconds between sweeps (deployed: a minute; here a second, so that nothing waits on it)."""
     batch_size: int = 100
     batching_window: float = 1.0
     view_interval: float = 2.0
@@ -60,12 +69,29 @@ class DevOptions:
     """The worker's Timeout (template.yaml), as the invocations' context reports it."""
     worker_containers: Callable[[], Callable[..., Any]] | None = None
     """Makes a worker container for a slot (default: the worker's `new_container`)."""
+    provision_timeout: float = 30.0
+    """Creating the resources fails with one line after this long, rather than hang."""
+
+    def handlers(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """The worker and sweeper handlers: your own, or the generic ones for `app`."""
+        if self.worker is not None and self.sweeper is not None:
+            return load_handler(self.worker), load_handler(self.sweeper)
+        if not self.app:
+            raise ConfigurationError("name your app: --app module:attribute (or TQ_APP), e.g. myapp.tasks:app; "
+                                     "`tq-cloud new NAME` scaffolds one, --demo runs the example")
+        from tq_cloud.aws_lambda import kinesis_handler, sweeper_handler
+        from tq_cloud.aws_lambda.entry import APP_VARIABLE, load_app
+
+        app = load_app(self.app)
+        os.environ[APP_VARIABLE] = self.app
+        return (load_handler(self.worker) if self.worker else kinesis_handler(app),
+                load_handler(self.sweeper) if self.sweeper else sweeper_handler(app))
 
 
 def settings_for(endpoint: str) -> AwsSettings:
     """Settings for the local runtime, exported to the environment so that the handlers, which
     read TQ_* variables like deployed Lambdas do, find the same resources."""
-    settings = AwsSettings(endpoint_url=endpoint, emulate_scheduler=True)
+    settings = AwsSettings(endpoint_url=endpoint)
     for name, value in settings.model_dump().items():
         if value is not None:
             os.environ[f"TQ_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
@@ -84,6 +110,7 @@ class LocalRuntime:
                   feed: AsyncIterator[Sequence[Task]] | None = None) -> Snapshot | None:
         """Serve until `stop` (or until settled); `seed` is enqueued first, then each batch that
         `feed` yields, and the run cannot count as settled before `feed` is exhausted."""
+        handlers = self.options.handlers()  # a wrong app fails here, before anything starts
         with ExitStack() as exits:
             endpoint = self.options.endpoint_url
             if endpoint is None:
@@ -94,19 +121,41 @@ class LocalRuntime:
             settings = self.options.aws or settings_for(endpoint)
             print(f"tq-cloud dev: AWS at {endpoint}, app {settings.app_name} (stream {settings.stream_name}, "
                   f"table {settings.tasks_table})", file=self.out, flush=True)
-            await check_reachable(settings)
+            if not await _unless_stopped(stop, self._prepare(settings)):
+                return None
+            if self.options.aws is None:  # the handlers read TQ_*: give them the delay lane too
+                settings = settings.model_copy(update={"delay_queue_url": os.environ["TQ_DELAY_QUEUE_URL"]})
             async with open_clients(settings) as clients:
-                await create_resources(clients, settings, self.options.template)
-                if self.options.aws is None:  # the handlers read TQ_*: give them the delay lane too
-                    url = await create_delay_queue(clients, f"{settings.stream_name}-delays")
-                    os.environ["TQ_DELAY_QUEUE_URL"] = url
-                    settings = settings.model_copy(update={"delay_queue_url": url})
-                await self._serve(clients, settings, stop, seed, feed)
+                await self._serve(clients, settings, handlers, stop, seed, feed)
         return self.last_view
 
-    async def _serve(self, clients: Any, settings: AwsSettings, stop: asyncio.Event, seed: Sequence[Task],
-                     feed: AsyncIterator[Sequence[Task]] | None) -> None:
-        worker, sweeper = load_handler(self.options.worker), load_handler(self.options.sweeper)
+    async def _prepare(self, settings: AwsSettings) -> bool:
+        """Check the endpoint, create the resources (within `provision_timeout`, with few retries:
+        an endpoint that keeps failing is reported in one line, not after minutes of back-off)."""
+        await check_reachable(settings)
+        try:
+            async with open_clients(settings.model_copy(update={"max_attempts": 2})) as clients:
+                await asyncio.wait_for(self._provision(clients, settings), self.options.provision_timeout)
+        except TimeoutError:
+            raise ConfigurationError(f"creating the resources at {settings.endpoint_url} took over "
+                                     f"{self.options.provision_timeout:.0f} s: check that it serves DynamoDB, "
+                                     "Kinesis, SQS and EventBridge Scheduler") from None
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise ConfigurationError(f"creating the resources at {settings.endpoint_url} failed "
+                                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): check that it "
+                                     "serves DynamoDB, Kinesis, SQS and EventBridge Scheduler") from exc
+        return True
+
+    async def _provision(self, clients: Any, settings: AwsSettings) -> None:
+        await create_resources(clients, settings, self.options.template)
+        if self.options.aws is None:
+            os.environ["TQ_DELAY_QUEUE_URL"] = await create_delay_queue(clients, f"{settings.stream_name}-delays")
+
+    async def _serve(self, clients: Any, settings: AwsSettings, handlers: tuple[Callable[..., Any], Callable[..., Any]],
+                     stop: asyncio.Event, seed: Sequence[Task], feed: AsyncIterator[Sequence[Task]] | None) -> None:
+        worker, sweeper = handlers
         arn = (await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name))[
             "StreamDescriptionSummary"]["StreamARN"]
         checkpoints = ShardCheckpoints(clients.dynamodb, f"{settings.stream_name}-checkpoints", consumer="tq-worker")
@@ -128,6 +177,8 @@ class LocalRuntime:
         jobs = [asyncio.ensure_future(self.esm.run(stop)), feeding,
                 *([asyncio.ensure_future(self.lane_esm.run(stop))] if self.lane_esm else []),
                 asyncio.ensure_future(self._sweep(sweeper, stop)),
+                asyncio.ensure_future(EmulatedScheduler(clients.scheduler, clients.kinesis,
+                                                        settings.schedule_group).run(stop)),
                 asyncio.ensure_future(self._watch(clients, settings, stop, feeding))]
         if self.options.max_seconds is not None:
             jobs.append(asyncio.ensure_future(self._stop_after(stop, self.options.max_seconds)))
@@ -202,6 +253,21 @@ async def _lane_depth(clients: Any, settings: AwsSettings) -> int:
     attributes = (await clients.sqs.get_queue_attributes(QueueUrl=settings.delay_queue_url,
                                                          AttributeNames=names))["Attributes"]
     return sum(int(attributes.get(name, 0)) for name in names)
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, T]) -> T | None:
+    """`work`'s result, or None (with `work` cancelled) if `stop` is set first: Ctrl-C or SIGTERM
+    stops the runtime at any moment, resource creation included."""
+    job, stopped = asyncio.ensure_future(work), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({job, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not job.done():
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        return None
+    return job.result()
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -16,11 +16,9 @@ _EXPORTS = {
     "DynamoDbProjectionProvider": "tq_cloud.backends.aws.dynamodb_projections",
     "EventBridgeTimer": "tq_cloud.backends.aws.scheduler",
     "KinesisQueue": "tq_cloud.backends.aws.kinesis",
-    "KinesisShardPoller": "tq_cloud.backends.aws.poller",
     "SqsDelayLane": "tq_cloud.backends.aws.sqs_delay",
     "aws_stack": "tq_cloud.backends.aws.stack",
     "build_stack": "tq_cloud.backends.aws.stack",
-    "create_resources": "tq_cloud.backends.aws.tables",
     "open_clients": "tq_cloud.backends.aws.stack",
 }
 
@@ -33,11 +31,9 @@ __all__ = [
     "DynamoDbProjectionProvider",
     "EventBridgeTimer",
     "KinesisQueue",
-    "KinesisShardPoller",
     "SqsDelayLane",
     "aws_stack",
     "build_stack",
-    "create_resources",
     "open_clients",
 ]
 
@@ -47,12 +43,10 @@ if TYPE_CHECKING:
     from tq_cloud.backends.aws.dynamodb_projections import DynamoDbProjectionProvider
     from tq_cloud.backends.aws.dynamodb_tasks import DynamoDbAdapter
     from tq_cloud.backends.aws.kinesis import KinesisQueue
-    from tq_cloud.backends.aws.poller import KinesisShardPoller
     from tq_cloud.backends.aws.scheduler import EventBridgeTimer
     from tq_cloud.backends.aws.settings import AwsSettings
     from tq_cloud.backends.aws.sqs_delay import SqsDelayLane
     from tq_cloud.backends.aws.stack import AwsStack, aws_stack, build_stack, open_clients
-    from tq_cloud.backends.aws.tables import create_resources
 
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)

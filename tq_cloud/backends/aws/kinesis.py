@@ -121,7 +121,7 @@ class KinesisQueue:
     async def receive(self, queue_id: str, limit: int) -> list[Task]:
         raise ConfigurationError(
             "a Kinesis stream is consumed by shard, not by queue: use the Lambda handler, or "
-            "KinesisShardPoller for a local process")
+            "tq_cloud.local.poller.KinesisShardPoller in a local process")
 
     async def requeue(self, tasks: Sequence[Task]) -> None:
         await self.publish(tasks)

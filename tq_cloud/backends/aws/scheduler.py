@@ -2,18 +2,17 @@
 
 Each sentinel becomes a schedule `at(deadline)` in a schedule group, targeting the stream with
 the task as input and deleted after it fires. Cancelling deletes it. EventBridge fires the
-schedules itself; `emulate_firing` makes `fire_due` put due ones on the stream, for moto,
-which stores schedules but never fires them.
+schedules itself, so `fire_due` has nothing to do (the local runtime, on moto, brings its own
+firing: tq_cloud/local/scheduler.py).
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tq_cloud.backends.aws.dynamo import error_code
-from tq_cloud.backends.aws.kinesis import KinesisQueue, partition_key
+from tq_cloud.backends.aws.kinesis import partition_key
 from tq_cloud.core.codec import encode_task
 from tq_cloud.core.models import Task
 
@@ -27,14 +26,11 @@ def _at(when: datetime) -> str:
 
 
 class EventBridgeTimer:
-    def __init__(self, client: Any, *, group: str, stream_arn: str, role_arn: str,
-                 queue: KinesisQueue | None = None, emulate_firing: bool = False) -> None:
+    def __init__(self, client: Any, *, group: str, stream_arn: str, role_arn: str) -> None:
         self.client = client
         self.group = group
         self.stream_arn = stream_arn
         self.role_arn = role_arn
-        self.queue = queue
-        self.emulate_firing = emulate_firing
 
     async def schedule(self, name: str, task: Task) -> None:
         when = task.execute_at or datetime.now(UTC)
@@ -62,15 +58,4 @@ class EventBridgeTimer:
         return sorted(s["Name"] for s in response.get("Schedules", []))
 
     async def fire_due(self, now: datetime) -> int:
-        if not self.emulate_firing or self.queue is None:
-            return 0
-        fired = 0
-        for name in await self.pending():
-            schedule = await self.client.get_schedule(Name=name, GroupName=self.group)
-            due = datetime.strptime(schedule["ScheduleExpression"][3:-1], "%Y-%m-%dT%H:%M:%S")
-            if due.replace(tzinfo=UTC) <= now:
-                task = Task.model_validate(json.loads(schedule["Target"]["Input"]))
-                await self.queue.publish([task])
-                await self.cancel(name)
-                fired += 1
-        return fired
+        return 0  # EventBridge Scheduler fires the schedules

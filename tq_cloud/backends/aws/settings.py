@@ -39,7 +39,6 @@ class AwsSettings(BaseSettings):
     delay_queue_url: str | None = Field(
         default=None, description="the SQS delay lane (template.yaml's DelayQueue): tasks due within 15 "
                                   "minutes, retries included, wait there to the second instead of in the table")
-    emulate_scheduler: bool = Field(default=False, description="fire due schedules ourselves (moto)")
     max_attempts: int = Field(default=8, ge=1, description="botocore retries for throttling")
 
     @model_validator(mode="after")

@@ -21,7 +21,6 @@ from tq_cloud.backends.aws.kinesis import KinesisQueue
 from tq_cloud.backends.aws.scheduler import EventBridgeTimer
 from tq_cloud.backends.aws.settings import AwsSettings
 from tq_cloud.backends.aws.sqs_delay import SqsDelayLane
-from tq_cloud.backends.aws.tables import create_resources
 from tq_cloud.backends.memory.locks import InMemoryLockProvider
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.handler import TaskHandler
@@ -84,8 +83,7 @@ async def build_stack(
                            if settings.distributed_claims else InMemoryLockProvider(clock))
     timer = EventBridgeTimer(clients.scheduler, group=settings.schedule_group,
                              stream_arn=summary["StreamDescriptionSummary"]["StreamARN"],
-                             role_arn=settings.scheduler_role_arn, queue=queue,
-                             emulate_firing=settings.emulate_scheduler)
+                             role_arn=settings.scheduler_role_arn)
     lane = SqsDelayLane(clients.sqs, settings.delay_queue_url, clock) if settings.delay_queue_url else None
     handler = TaskHandler(queue=queue, registry=registry, storage=storage, locks=locks, clock=clock,
                           flow_barriers=barriers, projections=projections, timer=timer, delay_lane=lane,
@@ -95,14 +93,11 @@ async def build_stack(
 
 @asynccontextmanager
 async def aws_stack(
-    registry: TaskQueuesManager, settings: AwsSettings | None = None, *, create_missing: bool = False,
-    session: Any = None, **options: Any,
+    registry: TaskQueuesManager, settings: AwsSettings | None = None, *, session: Any = None, **options: Any,
 ) -> AsyncIterator[AwsStack]:
     """The engine on AWS (or moto/LocalStack when `settings.endpoint_url` is set)."""
     settings = settings or AwsSettings()
     async with open_clients(settings, session) as clients:
-        if create_missing:
-            await create_resources(clients, settings)
         yield await build_stack(registry, settings, clients, **options)
 
 

@@ -1,5 +1,6 @@
-"""The example application deployed by template.yaml: one executor of each kind, a flow with a
-join, an entity-bound task and a delayed task. Replace it with your own executors."""
+"""The example application deployed by template.yaml (`TQ_APP=tq_cloud.examples.app:app`): one
+executor of each kind, a flow with a join, an entity-bound task and a delayed task. Replace it
+with your own executors (`tq-cloud new NAME` scaffolds an app of your own)."""
 
 from __future__ import annotations
 

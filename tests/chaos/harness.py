@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO, cast
 
+from tests.chaos.faults import FaultInjector
 from tq_cloud.asynctasks.manager import AsyncTaskManager, AsyncTaskManagerOptions
 from tq_cloud.core.actions import ExecutorActions
 from tq_cloud.core.models import EntityRef, JoinTarget, Task, TaskStatus
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.flows.models import FlowConfig
-from tq_cloud.local.faults import FaultInjector
 
 
 @dataclass
@@ -179,7 +179,7 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     loop = asyncio.get_running_loop()
     started = loop.time()
     suffix = f"{seed}-{random.Random().getrandbits(32):08x}"
-    aws = AwsSettings(endpoint_url=endpoint, emulate_scheduler=True, stream_name=f"chaos-{suffix}",
+    aws = AwsSettings(endpoint_url=endpoint, stream_name=f"chaos-{suffix}",
                       tasks_table=f"chaos-tasks-{suffix}", barriers_table=f"chaos-barriers-{suffix}",
                       projections_table=f"chaos-proj-{suffix}", locks_table=f"chaos-locks-{suffix}",
                       schedule_group=f"chaos-{suffix}", due_buckets=due_buckets)
@@ -213,7 +213,7 @@ async def run_chaos(endpoint: str, *, seed: int, rate: float, tasks: int, max_se
     runtime = LocalRuntime(options, out or io.StringIO())
 
     from tq_cloud.backends.aws.stack import open_clients
-    from tq_cloud.backends.aws.tables import create_resources
+    from tq_cloud.local.provision import create_resources
 
     async with open_clients(aws) as clients:
         await create_resources(clients, aws, options.template)

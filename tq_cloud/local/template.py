@@ -1,5 +1,8 @@
 """Reads the resources that template.yaml declares, so local runs and tests create exactly the
-tables, indexes, TTLs, stream and schedule group that a deployment gets (declared once)."""
+tables, indexes, TTLs, stream and schedule group that a deployment gets (declared once).
+
+The template is the project's own (`template.yaml` in the current folder, as `sam` finds it),
+else the one the package ships: the template `tq-cloud new` scaffolds."""
 
 from __future__ import annotations
 
@@ -12,6 +15,12 @@ from tq_cloud.errors import ConfigurationError
 TABLES = {"TasksTable": "tasks_table", "BarriersTable": "barriers_table",
           "ProjectionsTable": "projections_table", "LocksTable": "locks_table"}
 STREAM, SCHEDULE_GROUP = "TasksStream", "FlowTimeoutScheduleGroup"
+PACKAGED_TEMPLATE = Path(__file__).resolve().parents[1] / "scaffold" / "template.yaml"
+
+
+def default_template() -> Path:
+    here = Path.cwd() / "template.yaml"
+    return here if here.exists() else PACKAGED_TEMPLATE
 
 
 def load_template(path: Path | None = None) -> dict[str, Any]:
@@ -31,9 +40,9 @@ def load_template(path: Path | None = None) -> dict[str, Any]:
         return {name: value}
 
     CloudFormationLoader.add_multi_constructor("!", intrinsic)
-    path = path or Path.cwd() / "template.yaml"
+    path = path or default_template()
     if not path.exists():
-        raise ConfigurationError(f"{path} not found: run from the project root or pass the template path")
+        raise ConfigurationError(f"{path} not found: run from your project's folder or pass --template")
     loaded: dict[str, Any] = yaml.load(path.read_text(), Loader=CloudFormationLoader)
     return loaded
 

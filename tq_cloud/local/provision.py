@@ -1,4 +1,5 @@
-"""Creates the resources template.yaml declares, for local runs and tests (moto, LocalStack)."""
+"""Creates the resources template.yaml declares, for local runs and tests (moto, LocalStack):
+what `sam deploy` creates in AWS, made here from the same template."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ from typing import Any
 
 from tq_cloud.backends.aws.dynamo import error_code
 from tq_cloud.backends.aws.settings import AwsSettings
-from tq_cloud.backends.aws.template import default_shards, load_template, table_requests
-
-REPO_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
+from tq_cloud.local.template import default_shards, load_template, table_requests
 
 
 async def create_resources(clients: Any, settings: AwsSettings, template: Path | None = None) -> None:
     """Create the stream, tables (with TTL) and schedule group if absent."""
-    declared = load_template(template or (REPO_TEMPLATE if REPO_TEMPLATE.exists() else None))
+    declared = load_template(template)
     for table in table_requests(declared, settings):
         try:
             await clients.dynamodb.create_table(**table["create"])
