@@ -38,7 +38,7 @@ from tq_cloud.backends.aws import SqsDelayLane, build_stack, open_clients
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.local.moto import moto_server
 from tq_cloud.local.poller import KinesisShardPoller
-from tq_cloud.local.provision import create_delay_queue
+from tq_cloud.local.provision import create_queue
 
 # US East (N. Virginia) list prices, USD
 PRICE_KINESIS_PUT_UNIT = 0.014 / 1e6  # per 25 KB PUT payload unit (provisioned mode)
@@ -118,7 +118,7 @@ async def run(total: int, endpoint: str) -> tuple[Tally, Tally, dict[str, int], 
     engine, source = Tally(), Tally()
     async with aws_resources(settings) as clients, open_clients(settings) as esm:
         settings = settings.model_copy(update={
-            "delay_queue_url": await create_delay_queue(clients, f"{settings.stream_name}-delays")})
+            "delay_queue_url": await create_queue(clients, f"{settings.stream_name}-delays")})
         for service in ("kinesis", "dynamodb", "scheduler", "sqs"):
             getattr(clients, service).meta.events.register("before-parameter-build.*.*", engine.hook(service))
         esm.kinesis.meta.events.register("before-parameter-build.*.*", source.hook("kinesis"))

@@ -192,10 +192,10 @@ async def test_a_producer_makes_no_call_beyond_its_policy(settings: AwsSettings)
     from datetime import UTC, datetime, timedelta
 
     from tq_cloud.backends.aws import aws_stack
-    from tq_cloud.local.provision import create_delay_queue
+    from tq_cloud.local.provision import create_queue
 
     async with aws_resources(settings) as clients:
-        url = await create_delay_queue(clients, f"{settings.stream_name}-delays")
+        url = await create_queue(clients, f"{settings.stream_name}-delays")
     settings = settings.model_copy(update={"delay_queue_url": url})
     log = CallLog(settings)
     now = datetime.now(UTC)

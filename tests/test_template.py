@@ -19,7 +19,7 @@ from moto import mock_aws
 
 from tq_cloud.backends.aws import AwsSettings
 from tq_cloud.backends.aws.dynamodb_projections import ENTITY_INDEX
-from tq_cloud.backends.aws.dynamodb_tasks import DUE_INDEX, RUNNING_INDEX
+from tq_cloud.backends.aws.dynamodb_tasks import DUE_INDEX, FINISHED_INDEX, RUNNING_INDEX
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,8 @@ def test_the_deployed_resources_match_what_the_backends_use(stack: dict[str, Any
     ddb = boto3.client("dynamodb", region_name="us-east-1")
     tasks = ddb.describe_table(TableName=stack["TasksTableName"])["Table"]
     indexes = {i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in tasks["GlobalSecondaryIndexes"]}
-    assert indexes == {DUE_INDEX: ["due_bucket", "execute_at_ms"], RUNNING_INDEX: ["running_bucket", "processing_ms"]}
+    assert indexes == {DUE_INDEX: ["due_bucket", "execute_at_ms"], RUNNING_INDEX: ["running_bucket", "processing_ms"],
+                       FINISHED_INDEX: ["finished_key", "finished_ms"]}
     assert [k["AttributeName"] for k in tasks["KeySchema"]] == ["id"]
     barriers = ddb.describe_table(TableName=stack["BarriersTableName"])["Table"]
     assert [k["AttributeName"] for k in barriers["KeySchema"]] == ["pk", "sk"]

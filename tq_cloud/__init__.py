@@ -24,12 +24,16 @@ _EXPORTS = {
     "JoinTarget": "tq_cloud.core.models",
     "LifecycleConfig": "tq_cloud.lifecycle.emitter",
     "ManualClock": "tq_cloud.clock",
+    "NonRetryableError": "tq_cloud.errors",
+    "Operations": "tq_cloud.operations",
     "ProjectionConfig": "tq_cloud.projections.sink",
     "SingleTaskExecutor": "tq_cloud.core.executors",
     "SystemClock": "tq_cloud.clock",
     "Task": "tq_cloud.core.models",
     "TaskHandler": "tq_cloud.core.handler",
     "TaskLifecycleProvider": "tq_cloud.ports.lifecycle",
+    "TaskPage": "tq_cloud.ports.storage",
+    "TaskQuery": "tq_cloud.ports.storage",
     "TaskQueuesManager": "tq_cloud.core.registry",
     "TaskStatus": "tq_cloud.core.models",
     "WorkerLifecycleProvider": "tq_cloud.ports.lifecycle",
@@ -53,12 +57,16 @@ __all__ = [
     "JoinTarget",
     "LifecycleConfig",
     "ManualClock",
+    "NonRetryableError",
+    "Operations",
     "ProjectionConfig",
     "SingleTaskExecutor",
     "SystemClock",
     "Task",
     "TaskHandler",
     "TaskLifecycleProvider",
+    "TaskPage",
+    "TaskQuery",
     "TaskQueuesManager",
     "TaskStatus",
     "WorkerLifecycleProvider",
@@ -73,10 +81,13 @@ if TYPE_CHECKING:
     from tq_cloud.core.models import EntityRef, JoinTarget, Task, TaskStatus
     from tq_cloud.core.registry import TaskQueuesManager
     from tq_cloud.core.settings import HandlerSettings
+    from tq_cloud.errors import NonRetryableError
     from tq_cloud.flows.models import FlowConfig, FlowResults, FlowStep
     from tq_cloud.lifecycle.console import ConsoleHealthProvider
     from tq_cloud.lifecycle.emitter import LifecycleConfig
+    from tq_cloud.operations import Operations
     from tq_cloud.ports.lifecycle import FlowLifecycleProvider, TaskLifecycleProvider, WorkerLifecycleProvider
+    from tq_cloud.ports.storage import TaskPage, TaskQuery
     from tq_cloud.projections.sink import ProjectionConfig
 
 

@@ -16,6 +16,18 @@ class TransientError(TqError):
     may work. Port calls that raise it are retried (core/resilience.py)."""
 
 
+class NonRetryableError(TqError):
+    """Raised by an executor, fails its task for good: no retry, and the task is stored as
+    failed with this error (whatever its executor's `store_on_failure`), so that it shows in
+    `tq-cloud tasks list --status failed` and can be re-driven. The same as
+    `actions.fail(task, error, retry=False)`; BullMQ's UnrecoverableError, Celery's Reject.
+
+    Example:
+        if not account.exists:
+            raise NonRetryableError(f"account {account.id} was deleted")
+    """
+
+
 class ConfigurationError(TqError):
     """An executor, handler or backend was set up with settings that cannot work."""
 

@@ -22,7 +22,7 @@ from tq_cloud.backends.aws import AwsSettings, AwsStack, build_stack
 from tq_cloud.core.codec import UNDECODABLE_TYPE
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.ids import derived_id
-from tq_cloud.local.provision import create_delay_queue
+from tq_cloud.local.provision import create_queue
 
 SQS_SAMPLE = json.loads((Path(__file__).resolve().parents[2] / "events" / "sqs-receive-message.json").read_text())
 
@@ -44,7 +44,7 @@ def app() -> TaskQueuesManager:
 async def lane(moto_endpoint: str) -> AsyncIterator[AwsStack]:
     settings = fresh_settings(moto_endpoint)
     async with aws_resources(settings) as clients:
-        url = await create_delay_queue(clients, f"{settings.stream_name}-delays")
+        url = await create_queue(clients, f"{settings.stream_name}-delays")
         yield await build_stack(app(), settings.model_copy(update={"delay_queue_url": url}), clients)
 
 

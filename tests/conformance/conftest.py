@@ -46,6 +46,9 @@ class ProjectionReader:
     def get(self, task_id: str) -> Any:
         return self.cache.get(task_id)
 
+    async def timeline(self, entity_type: str, entity_id: str, limit: int = 100) -> Any:
+        return await self.provider.timeline(entity_type, entity_id, limit)
+
 
 def _dynamodb(port: str, clients: Any, settings: Any, clock: ManualClock) -> Any:
     if port == "storage":

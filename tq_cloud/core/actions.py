@@ -17,7 +17,7 @@ from tq_cloud.clock import Clock
 from tq_cloud.core.limits import bounded_error, checked_result, json_safe_details
 from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import Outcome
-from tq_cloud.errors import FlowsNotConfiguredError, TaskNotInScopeError
+from tq_cloud.errors import FlowsNotConfiguredError, NonRetryableError, TaskNotInScopeError
 from tq_cloud.ids import derived_id
 
 if TYPE_CHECKING:
@@ -53,12 +53,14 @@ class RunRecorder:
         error: BaseException | str | None = None,
         details: Mapping[str, Any] | None = None,
         retryable: bool = True,
+        for_good: bool = False,
         retry_delay: float | None = None,
         consume_attempt: bool = True,
     ) -> Outcome:
         """Record a task's outcome, bounded: error text truncated, details JSON-safe and
         capped, result JSON or dropped with the reason (the task still succeeds)."""
         now = self.clock.now()
+        for_good = for_good or isinstance(error, NonRetryableError)
         message = error_type = None
         if not succeeded:
             if isinstance(error, BaseException):
@@ -72,7 +74,8 @@ class RunRecorder:
             task=task, succeeded=succeeded,
             started_at=self.started_at.get(task.key) or self.batch_started_at or now, finished_at=now,
             result=stored, result_dropped=dropped, error=bounded_error(message), error_type=error_type,
-            details=json_safe_details(dict(details)) if details else None, retryable=retryable,
+            details=json_safe_details(dict(details)) if details else None, retryable=retryable and not for_good,
+            for_good=for_good,
             retry_delay=retry_delay, consume_attempt=consume_attempt)
         self.outcomes[task.key] = outcome
         return outcome
@@ -148,10 +151,12 @@ class ExecutorActions:
         *, retry: bool = True,
     ) -> None:
         """The task failed: retried while it has retries left, unless `retry=False`, which
-        fails it for good (stored as failed when its executor keeps failures)."""
+        fails it for good: stored as failed with `error` (whatever the executor's
+        `store_on_failure`), listed by `tq-cloud tasks list --status failed`, re-drivable.
+        Raising NonRetryableError does the same."""
         own = self._own(task)
         if own is not None:
-            self._recorder.record(own, error=error, details=stats, retryable=retry)
+            self._recorder.record(own, error=error, details=stats, for_good=not retry)
 
     def defer(self, task: Task, seconds: float, reason: str = "deferred") -> None:
         """Run the task again after `seconds`, without using one of its attempts."""

@@ -94,11 +94,13 @@ class CommitBatch:
 
 class Decider:
     """Turns outcomes into verdicts: retried with back-off while retries are left, else a
-    final failure, stored when the task has a row or its executor keeps failures."""
+    final failure, stored when the task has a row, its executor keeps failures, the executor
+    failed it for good, or `history` keeps every outcome."""
 
-    def __init__(self, registry: TaskQueuesManager, clock: Clock) -> None:
+    def __init__(self, registry: TaskQueuesManager, clock: Clock, *, history: bool = False) -> None:
         self.registry = registry
         self.clock = clock
+        self.history = history
 
     def decide(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         for outcome in outcomes:
@@ -110,12 +112,13 @@ class Decider:
             elif not outcome.consume_attempt:
                 delay = timedelta(seconds=outcome.retry_delay or 0)
                 outcome.verdict, outcome.retry = Verdict.RETRY, self._retry_copy(outcome, now + delay, 0, 1)
-            elif outcome.retryable and task.retry_count < self.registry.max_retries(
-                    task.retries, task.queue_id, task.type):
-                delay = timedelta(milliseconds=retry_delay_ms(task.retry_after, task.retry_count))
+            elif outcome.retryable and (used := task.retry_count - task.execution_stats.redrive_base) < \
+                    self.registry.max_retries(task.retries, task.queue_id, task.type):
+                delay = timedelta(milliseconds=retry_delay_ms(task.retry_after, used))
                 outcome.verdict, outcome.retry = Verdict.RETRY, self._retry_copy(outcome, now + delay, 1, 0)
             else:
-                outcome.verdict = Verdict.FAILED if self.stored(task) else Verdict.DISCARDED
+                kept = outcome.for_good or self.history or self.stored(task)
+                outcome.verdict = Verdict.FAILED if kept else Verdict.DISCARDED
 
     def stored(self, task: Task) -> bool:
         executor = self.registry.get_executor(task.queue_id, task.type)

@@ -7,7 +7,7 @@ never succeed becomes that task's recorded failure (see `CommitBatch.isolate`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from tq_cloud.core.commit import CommitBatch, failed_stats
@@ -66,11 +66,12 @@ class NewTasksStep:
 
 class TerminalStep:
     """Final marks, after every effect: failed and ignored rows, and executed rows of stored
-    tasks. An executed row too large with its result is kept without the result (the task
-    still succeeded; the drop is recorded on it)."""
+    tasks (of every task with `history`). An executed row too large with its result is kept
+    without the result (the task still succeeded; the drop is recorded on it)."""
 
-    def __init__(self, storage: TaskStorage) -> None:
+    def __init__(self, storage: TaskStorage, *, history: bool = False) -> None:
         self.storage = storage
+        self.history = history
 
     async def __call__(self, batch: CommitBatch) -> None:
         failed = [o.task.model_copy(update={"execution_stats": failed_stats(o)}) for o in batch.of(Verdict.FAILED)]
@@ -79,18 +80,25 @@ class TerminalStep:
         ignored = batch.of(Verdict.IGNORED)
         for group in _by_reason(ignored):
             await self.storage.mark_ignored([o.task for o in group], group[0].error or "ignored", batch.now)
-        executed = {o.key: o for o in batch.of(Verdict.EXECUTED) if o.task.force_store}
+        succeeded = batch.of(Verdict.EXECUTED)
+        await self._executed({o.key: o for o in succeeded if o.task.force_store}, batch, self.storage.mark_executed)
+        if self.history:
+            await self._executed({o.key: o for o in succeeded if not o.task.force_store}, batch,
+                                 self.storage.keep_history)
+
+    async def _executed(self, executed: dict[str, Outcome], batch: CommitBatch,
+                        write: Callable[[Sequence[Task], datetime], Awaitable[None]]) -> None:
         if not executed:
             return
 
         async def mark(rows: list[Task]) -> None:
-            await self.storage.mark_executed(rows, batch.now)
+            await write(rows, batch.now)
 
         rejected = await batch.isolate([_executed_row(o) for o in executed.values()], mark)
         if rejected:
             slim = [_executed_row(executed[k], dropped=f"the executed row with its result was too large: {r}")
                     for k, r in rejected.items()]
-            await self.storage.mark_executed(slim, batch.now)
+            await write(slim, batch.now)
 
 
 def _executed_row(outcome: Outcome, dropped: str | None = None) -> Task:

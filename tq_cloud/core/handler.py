@@ -20,6 +20,7 @@ from tq_cloud.core.commit import CommitBatch, CommitPipeline, CommitStep, Decide
 from tq_cloud.core.commit_steps import NewTasksStep, RetriesStep, StatsStep, TerminalStep
 from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import RunResult, Verdict
+from tq_cloud.core.redrive import Redriver
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.resilience import RetryPolicy, retrying
 from tq_cloud.core.routing import TaskRouter
@@ -41,7 +42,7 @@ from tq_cloud.ports.lifecycle import (
 from tq_cloud.ports.locks import LockProvider
 from tq_cloud.ports.notifications import NotificationProvider
 from tq_cloud.ports.queue import MessageQueue
-from tq_cloud.ports.storage import TaskStorage
+from tq_cloud.ports.storage import TaskPage, TaskQuery, TaskStorage
 from tq_cloud.projections.sink import ProjectionConfig, ProjectionSink, ProjectionStep
 
 if TYPE_CHECKING:
@@ -136,17 +137,18 @@ class TaskHandler:
             on_processing=sink.processing if sink else None, lock_ttl=self.settings.lock_ttl,
             storage=storage, stale_after=self.settings.stale_after, barriers=flow_barriers,
         )
-        self.pipeline = CommitPipeline(Decider(registry, self.clock), self.clock, [
+        self.pipeline = CommitPipeline(Decider(registry, self.clock, history=self.settings.history), self.clock, [
             RetriesStep(self.router),
             *([FlowInitStep(flow_barriers, self.lifecycle)] if flow_barriers is not None else []),
             NewTasksStep(self.router, storage),
             *([self.flows] if self.flows is not None else []),
-            TerminalStep(storage),
+            TerminalStep(storage, history=self.settings.history),
             *([ProjectionStep(sink)] if sink is not None else []),
             StatsStep(self.stats),
             LifecycleStep(self.lifecycle, registry),
             *extra_commit_steps,
         ])
+        self.redriver = Redriver(storage, queue, self.clock)
         self.runner.commit_async = self._commit_async
         self._async_uncommitted: list[Task] = []
         self.runner.on_async_uncommitted = self._async_uncommitted.append
@@ -165,6 +167,40 @@ class TaskHandler:
             [task] = await handler.add_tasks([Task(type="send", queue_id="email", payload={"to": "a@b.c"})])
         """
         return (await self.router.dispatch(tasks))[0]
+
+    async def find(self, task_id: str) -> Task | None:
+        """A stored task (status, attempts, times, last error, result, redrives), or None.
+
+        Example:
+            task = await handler.find("order-17")
+        """
+        found = await self.storage.get([task_id])
+        return found[0] if found else None
+
+    async def list_tasks(self, query: TaskQuery) -> TaskPage:
+        """A page of stored tasks in one status, newest first (see TaskQuery).
+
+        Example:
+            page = await handler.list_tasks(TaskQuery(status=TaskStatus.FAILED, queue="email"))
+        """
+        return await self.storage.list_tasks(query)
+
+    async def redrive(self, ids: Sequence[str]) -> list[Task]:
+        """Send failed or ignored tasks back to run as a new attempt; the ones sent. Re-driving
+        the same ids again sends nothing (see core/redrive.py).
+
+        Example:
+            sent = await handler.redrive(["order-17", "order-18"])
+        """
+        return await self.redriver.redrive(ids)
+
+    async def redrive_matching(self, query: TaskQuery, limit: int = 1000) -> list[Task]:
+        """Re-drive up to `limit` failed (or ignored) tasks that `query` lists, a page at a time.
+
+        Example:
+            sent = await handler.redrive_matching(TaskQuery(status=TaskStatus.FAILED, type="send"))
+        """
+        return await self.redriver.redrive_matching(query, limit)
 
     async def post_process(self, result: RunResult, consumer_id: str | None = None) -> CommitBatch:
         return await self.pipeline.commit(result, consumer_id)

@@ -89,6 +89,10 @@ class ExecutionStats(BaseModel):
     failed_at: AwareDatetime | None = None
     ignored_reason: str | None = None
     result_dropped: str | None = None
+    redrives: int = Field(default=0, ge=0, description="times an operator sent the task back to run")
+    redriven_at: AwareDatetime | None = None
+    redrive_base: int = Field(default=0, ge=0, description="retry_count when last re-driven: the retry "
+                                                           "budget and the back-off count from here")
     details: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -45,6 +45,9 @@ class Outcome:
     error_type: str | None = None
     details: dict[str, Any] | None = None
     retryable: bool = True
+    for_good: bool = False
+    """The executor failed the task for good (`fail(retry=False)`, NonRetryableError): stored
+    as failed whatever its executor's `store_on_failure`."""
     retry_delay: float | None = None
     consume_attempt: bool = True
     verdict: Verdict | None = None

@@ -23,6 +23,10 @@ class HandlerSettings:
     poll_interval: float = 0.05
     stats_threshold: int = 1000
     stats_failure_threshold: int = 100
+    history: bool = False
+    """Keep every outcome as a row for the finished-task TTL (TQ_HISTORY): successes of tasks
+    without a row are stored as executed, and failures they would discard as failed, so that
+    any task can be found. Off by default when deployed (it costs a write per task)."""
 
     def __post_init__(self) -> None:
         for name in ("mature_batch_limit", "receive_batch_size", "stats_threshold",

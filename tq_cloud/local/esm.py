@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import threading
 import time
@@ -68,12 +69,27 @@ class MappingStats:
         return bool(self.behind_ms) and not any(self.behind_ms.values())
 
 
+def failure_message(stream_arn: str, shard: str, records: list[dict[str, Any]], attempts: int) -> dict[str, Any]:
+    """The message Lambda sends a Kinesis mapping's on-failure destination: the batch's range."""
+    arrivals = [r["ApproximateArrivalTimestamp"].isoformat() for r in records]
+    return {"requestContext": {"requestId": "local", "functionArn": "tq-worker-local",
+                               "condition": "RetryAttemptsExhausted", "approximateInvokeCount": attempts + 1},
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "version": "1.0",
+            "KinesisBatchInfo": {"shardId": shard, "startSequenceNumber": records[0]["SequenceNumber"],
+                                 "endSequenceNumber": records[-1]["SequenceNumber"],
+                                 "approximateArrivalOfFirstRecord": arrivals[0],
+                                 "approximateArrivalOfLastRecord": arrivals[-1],
+                                 "batchSize": len(records), "streamArn": stream_arn}}
+
+
 class EmulatedEventSourceMapping:
     def __init__(self, kinesis: Any, stream_name: str, stream_arn: str, handler: Handler, *,
                  batch_size: int = 100, batching_window: float = 1.0, max_retries: int = 10,
                  function_timeout_ms: int = 300_000, parallelization: int = 1,
                  containers: Callable[[], Handler] | None = None,
-                 checkpoints: ShardCheckpoints | None = None) -> None:
+                 checkpoints: ShardCheckpoints | None = None,
+                 on_failure: tuple[Any, str] | None = None) -> None:
         self.kinesis = kinesis
         self.stream_name = stream_name
         self.stream_arn = stream_arn
@@ -85,6 +101,9 @@ class EmulatedEventSourceMapping:
         self.parallelization = parallelization
         self.containers = containers
         self.checkpoints = checkpoints
+        self.on_failure = on_failure
+        """(SQS client, queue URL): the on-failure destination, sent Lambda's message for each
+        batch that exhausted its retries (what `tq-cloud redrive --from-failure-queue` reads)."""
         self.stats = MappingStats()
         self._polled = asyncio.Condition()
         self.reader = ShardReader(kinesis, stream_name, self._checkpoint)
@@ -150,7 +169,7 @@ class EmulatedEventSourceMapping:
                 self.stats.errors += 1
                 log.exception("worker invocation raised on %d records", len(batch))
                 if attempt >= self.max_retries:
-                    self._to_on_failure(shard, batch)
+                    await self._to_on_failure(shard, batch)
                 elif len(batch) > 1:
                     half = len(batch) // 2
                     queue[:0] = [(batch[:half], attempt + 1), (batch[half:], attempt + 1)]
@@ -159,14 +178,18 @@ class EmulatedEventSourceMapping:
                 continue
             if retry:
                 if attempt >= self.max_retries:
-                    self._to_on_failure(shard, retry)
+                    await self._to_on_failure(shard, retry)
                 else:
                     queue.insert(0, (retry, attempt + 1))
 
-    def _to_on_failure(self, shard: str, records: list[dict[str, Any]]) -> None:
+    async def _to_on_failure(self, shard: str, records: list[dict[str, Any]]) -> None:
         log.error("%d records exhausted their retries; sent to the on-failure destination", len(records))
         self.stats.sent_to_on_failure.append({"shard": shard, "first": records[0]["SequenceNumber"],
                                               "count": len(records)})
+        if self.on_failure is not None:
+            sqs, url = self.on_failure
+            await sqs.send_message(QueueUrl=url, MessageBody=json.dumps(failure_message(
+                self.stream_arn, shard, records, self.max_retries)))
 
     async def poll_once(self) -> int:
         """One GetRecords per shard, all shards at once; each shard's records delivered in up to

@@ -36,8 +36,8 @@ async def create_resources(clients: Any, settings: AwsSettings, template: Path |
             raise
 
 
-async def create_delay_queue(clients: Any, name: str) -> str:
-    """The SQS delay lane's queue (template.yaml's DelayQueue) if absent; its URL."""
+async def create_queue(clients: Any, name: str) -> str:
+    """An SQS queue if absent (template.yaml's DelayQueue, WorkerFailureQueue); its URL."""
     response = await clients.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})
     url: str = response["QueueUrl"]
     return url

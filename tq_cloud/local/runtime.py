@@ -25,7 +25,8 @@ from tq_cloud.core.models import Task
 from tq_cloud.errors import ConfigurationError
 from tq_cloud.local.checkpoints import ShardCheckpoints
 from tq_cloud.local.esm import EmulatedEventSourceMapping
-from tq_cloud.local.provision import create_delay_queue, create_resources
+from tq_cloud.local.outcomes import OutcomeLog
+from tq_cloud.local.provision import create_queue, create_resources
 from tq_cloud.local.scheduler import EmulatedScheduler
 from tq_cloud.local.sqs_esm import EmulatedSqsEventSourceMapping
 from tq_cloud.local.template import default_template
@@ -71,9 +72,12 @@ class DevOptions:
     """Makes a worker container for a slot (default: the worker's `new_container`)."""
     provision_timeout: float = 30.0
     """Creating the resources fails with one line after this long, rather than hang."""
+    console_port: int | None = None
+    """Serve the web console on this port of 127.0.0.1 (0: a free one); None: no console."""
 
-    def handlers(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        """The worker and sweeper handlers: your own, or the generic ones for `app`."""
+    def handlers(self, outcomes: Any = None) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """The worker and sweeper handlers: your own, or the generic ones for `app` (the
+        worker telling `outcomes`, a lifecycle listener, of each task's outcome)."""
         if self.worker is not None and self.sweeper is not None:
             return load_handler(self.worker), load_handler(self.sweeper)
         if not self.app:
@@ -84,14 +88,14 @@ class DevOptions:
 
         app = load_app(self.app)
         os.environ[APP_VARIABLE] = self.app
-        return (load_handler(self.worker) if self.worker else kinesis_handler(app),
+        return (load_handler(self.worker) if self.worker else kinesis_handler(app, task_lifecycle=outcomes),
                 load_handler(self.sweeper) if self.sweeper else sweeper_handler(app))
 
 
 def settings_for(endpoint: str) -> AwsSettings:
     """Settings for the local runtime, exported to the environment so that the handlers, which
     read TQ_* variables like deployed Lambdas do, find the same resources."""
-    settings = AwsSettings(endpoint_url=endpoint)
+    settings = AwsSettings(endpoint_url=endpoint, history=True)
     for name, value in settings.model_dump().items():
         if value is not None:
             os.environ[f"TQ_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
@@ -105,12 +109,14 @@ class LocalRuntime:
         self.last_view: Snapshot | None = None
         self.esm: EmulatedEventSourceMapping | None = None
         self.lane_esm: EmulatedSqsEventSourceMapping | None = None
+        self.outcomes = OutcomeLog(out)
+        self.console_url: str | None = None
 
     async def run(self, stop: asyncio.Event, seed: Sequence[Task] = (),
                   feed: AsyncIterator[Sequence[Task]] | None = None) -> Snapshot | None:
         """Serve until `stop` (or until settled); `seed` is enqueued first, then each batch that
         `feed` yields, and the run cannot count as settled before `feed` is exhausted."""
-        handlers = self.options.handlers()  # a wrong app fails here, before anything starts
+        handlers = self.options.handlers(self.outcomes)  # a wrong app fails here, before anything starts
         with ExitStack() as exits:
             endpoint = self.options.endpoint_url
             if endpoint is None:
@@ -118,13 +124,15 @@ class LocalRuntime:
 
                 endpoint = exits.enter_context(moto_server())
             os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines in the live view
+            os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")  # the outcome lines say what failed
             settings = self.options.aws or settings_for(endpoint)
             print(f"tq-cloud dev: AWS at {endpoint}, app {settings.app_name} (stream {settings.stream_name}, "
                   f"table {settings.tasks_table})", file=self.out, flush=True)
             if not await _unless_stopped(stop, self._prepare(settings)):
                 return None
             if self.options.aws is None:  # the handlers read TQ_*: give them the delay lane too
-                settings = settings.model_copy(update={"delay_queue_url": os.environ["TQ_DELAY_QUEUE_URL"]})
+                settings = settings.model_copy(update={"delay_queue_url": os.environ["TQ_DELAY_QUEUE_URL"],
+                                                       "failure_queue_url": os.environ["TQ_FAILURE_QUEUE_URL"]})
             async with open_clients(settings) as clients:
                 await self._serve(clients, settings, handlers, stop, seed, feed)
         return self.last_view
@@ -151,7 +159,8 @@ class LocalRuntime:
     async def _provision(self, clients: Any, settings: AwsSettings) -> None:
         await create_resources(clients, settings, self.options.template)
         if self.options.aws is None:
-            os.environ["TQ_DELAY_QUEUE_URL"] = await create_delay_queue(clients, f"{settings.stream_name}-delays")
+            os.environ["TQ_DELAY_QUEUE_URL"] = await create_queue(clients, f"{settings.stream_name}-delays")
+            os.environ["TQ_FAILURE_QUEUE_URL"] = await create_queue(clients, f"{settings.stream_name}-failures")
 
     async def _serve(self, clients: Any, settings: AwsSettings, handlers: tuple[Callable[..., Any], Callable[..., Any]],
                      stop: asyncio.Event, seed: Sequence[Task], feed: AsyncIterator[Sequence[Task]] | None) -> None:
@@ -165,7 +174,8 @@ class LocalRuntime:
             batching_window=self.options.batching_window, max_retries=self.options.max_retries,
             parallelization=self.options.parallelization, function_timeout_ms=self.options.function_timeout_ms,
             containers=self.options.worker_containers or getattr(worker, "new_container", None),
-            checkpoints=checkpoints)
+            checkpoints=checkpoints,
+            on_failure=(clients.sqs, settings.failure_queue_url) if settings.failure_queue_url else None)
         if settings.delay_queue_url:
             lane_arn = (await clients.sqs.get_queue_attributes(
                 QueueUrl=settings.delay_queue_url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
@@ -179,7 +189,9 @@ class LocalRuntime:
                 asyncio.ensure_future(self._sweep(sweeper, stop)),
                 asyncio.ensure_future(EmulatedScheduler(clients.scheduler, clients.kinesis,
                                                         settings.schedule_group).run(stop)),
-                asyncio.ensure_future(self._watch(clients, settings, stop, feeding))]
+                asyncio.ensure_future(self._watch(clients, settings, stop, feeding)),
+                *([asyncio.ensure_future(self._console(clients, settings, stop))]
+                  if self.options.console_port is not None else [])]
         if self.options.max_seconds is not None:
             jobs.append(asyncio.ensure_future(self._stop_after(stop, self.options.max_seconds)))
         try:
@@ -227,17 +239,33 @@ class LocalRuntime:
             await _pause(stop, self.options.view_interval)
             view = await snapshot(clients.dynamodb, settings)
             self.last_view = view
-            print(view.line(), file=self.out, flush=True)
+            lane = await _lane_depth(clients, settings)
+            print(f"{view.line()} | delay lane: {lane} waiting | {self.outcomes.summary()}", file=self.out, flush=True)
             invocations = (self.esm.stats.invocations if self.esm else 0) + (
                 self.lane_esm.stats.invocations if self.lane_esm else 0)
             running = (self.esm.stats.in_flight if self.esm else 0) + (
                 self.lane_esm.stats.in_flight if self.lane_esm else 0)
-            waiting = await _lane_depth(clients, settings)
-            quiet = view.settled and invocations == seen and not running and not waiting and feeding.done()
+            quiet = view.settled and invocations == seen and not running and not lane and feeding.done()
             quiet_rounds = quiet_rounds + 1 if quiet else 0
             seen = invocations
             if self.options.until_settled and quiet_rounds >= 2:
                 stop.set()
+
+    async def _console(self, clients: Any, settings: AwsSettings, stop: asyncio.Event) -> None:
+        """The web console over this runtime's resources (its own stack on the runtime's clients)."""
+        from tq_cloud.backends.aws.stack import build_stack
+        from tq_cloud.console.app import serve_console
+        from tq_cloud.core.registry import TaskQueuesManager
+
+        def announce(line: str) -> None:
+            self.console_url = line.split(" ", 1)[1]
+            print(line, file=self.out, flush=True)
+
+        stack = await build_stack(TaskQueuesManager(), settings, clients)
+        try:
+            await serve_console(stack, port=self.options.console_port or 0, announce=announce, stop=stop)
+        except Exception:  # the runtime goes on without its console
+            log.exception("the web console stopped")
 
     async def _stop_after(self, stop: asyncio.Event, seconds: float) -> None:
         await _pause(stop, seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tq_cloud.backends.aws.settings import AwsSettings
@@ -32,6 +33,8 @@ class Snapshot:
     by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
     flows: Counter[str] = field(default_factory=Counter)
     projections: Counter[str] = field(default_factory=Counter)
+    next_due_ms: int | None = None
+    """When the earliest scheduled row is due (ms since the epoch)."""
 
     @property
     def settled(self) -> bool:
@@ -40,7 +43,10 @@ class Snapshot:
     def line(self) -> str:
         tasks = " ".join(f"{k}={v}" for k, v in sorted(self.tasks.items())) or "none"
         flows = " ".join(f"{k}={v}" for k, v in sorted(self.flows.items())) or "none"
-        return f"stored tasks: {tasks} | flows: {flows} | projections: {sum(self.projections.values())}"
+        due = ""
+        if self.next_due_ms is not None:
+            due = f" (next due {datetime.fromtimestamp(self.next_due_ms / 1000, UTC):%H:%M:%S})"
+        return f"stored tasks: {tasks}{due} | flows: {flows} | projections: {sum(self.projections.values())}"
 
     def table(self) -> str:
         rows = [f"  {t:<16} {s:<11} {n}" for (t, s), n in sorted(self.by_type.items())]
@@ -52,11 +58,14 @@ async def snapshot(dynamodb: Any, settings: AwsSettings, *, by_type: bool = Fals
     import json
 
     view = Snapshot()
-    for item in await _scan(dynamodb, settings.tasks_table, *(() if by_type else ("status",))):
+    for item in await _scan(dynamodb, settings.tasks_table, *(() if by_type else ("status", "execute_at_ms"))):
         if "status" not in item:  # the table's own bookkeeping (the bucket count)
             continue
         status = item["status"]["S"]
         view.tasks[status] += 1
+        if status == "scheduled" and "execute_at_ms" in item:
+            due = int(item["execute_at_ms"]["N"])
+            view.next_due_ms = due if view.next_due_ms is None else min(view.next_due_ms, due)
         if by_type:
             view.by_type[(json.loads(item["body"]["S"])["type"], status)] += 1
     for item in await _scan(dynamodb, settings.barriers_table, "sk", "state"):

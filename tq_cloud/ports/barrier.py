@@ -52,6 +52,13 @@ class BarrierSnapshot:
     starts the same flow with later times, which the barrier ignores)."""
 
 
+@dataclass(frozen=True, slots=True)
+class FlowPage:
+    flows: list[BarrierSnapshot]
+    cursor: str | None = None
+    """Where the next page starts; None when this page is the last."""
+
+
 class FlowBarrierProvider(Protocol):
     async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime,
                            deadline: datetime | None = None) -> None:
@@ -92,4 +99,9 @@ class FlowBarrierProvider(Protocol):
         ...
 
     async def mark_join_dispatched(self, flow_id: str) -> None:
+        ...
+
+    async def list_flows(self, limit: int = 50, cursor: str | None = None) -> FlowPage:
+        """Flows, active and closed (until they expire), newest start first: from a sparse
+        index on DynamoDB, never a scan."""
         ...

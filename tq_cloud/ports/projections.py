@@ -45,3 +45,7 @@ class EntityProjectionProvider(Protocol):
         """Upsert by task_id, never moving a status to a lower rank (updates can arrive out
         of order under at-least-once delivery)."""
         ...
+
+    async def timeline(self, entity_type: str, entity_id: str, limit: int = 100) -> list[EntityTaskProjection]:
+        """The entity's tasks, oldest first, at most `limit` (an index query on DynamoDB)."""
+        ...

@@ -7,16 +7,53 @@ inserts are set-if-absent, terminal transitions happen once, retries only move f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from tq_cloud.core.models import Task
+from tq_cloud.core.models import Task, TaskStatus
 
 NOT_STAMPED = datetime(1970, 1, 1, tzinfo=UTC)
 """The `processing_started_at` of a row stored as it is sent (force_store): the clock of
 whoever added the task (a producer anywhere, perhaps far behind or ahead) is not one recovery
 may trust, so the row carries no time until a sweeper stamps it with its own (see
 `recover_stale`) or a run takes its lease."""
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    """Stored tasks in one status, newest first by the time of that status (finished for
+    executed, failed and ignored; due for scheduled; started for processing), optionally of
+    one queue and type and since a time. `cursor` continues a previous page.
+
+    Example:
+        page = await storage.list_tasks(TaskQuery(status=TaskStatus.FAILED, queue="email", limit=20))
+        more = await storage.list_tasks(TaskQuery(status=TaskStatus.FAILED, cursor=page.cursor))
+    """
+
+    status: TaskStatus
+    queue: str | None = None
+    type: str | None = None
+    since: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass
+class TaskPage:
+    tasks: list[Task] = field(default_factory=list)
+    cursor: str | None = None
+    """Where the next page starts; None when this page is the last."""
+
+
+REDRIVABLE = frozenset({TaskStatus.FAILED, TaskStatus.IGNORED})
+
+
+def listed_at(task: Task) -> datetime:
+    """The time a listing sorts a task by: when it took its status."""
+    when = {TaskStatus.SCHEDULED: task.execute_at,
+            TaskStatus.PROCESSING: task.processing_started_at}.get(task.status, task.updated_at)
+    return when or task.updated_at or task.created_at or NOT_STAMPED
 
 
 class TaskStorage(Protocol):
@@ -49,6 +86,21 @@ class TaskStorage(Protocol):
         ...
 
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
+        ...
+
+    async def keep_history(self, tasks: Sequence[Task], at: datetime) -> None:
+        """History (TQ_HISTORY): executed rows for tasks that had none, upserted, except over a
+        row that is already final."""
+        ...
+
+    async def list_tasks(self, query: TaskQuery) -> TaskPage:
+        """A page of stored tasks (see TaskQuery), from sparse indexes: never a table scan."""
+        ...
+
+    async def redrive(self, tasks: Sequence[Task], now: datetime) -> list[Task]:
+        """Put failed or ignored tasks back to run: each copy (the task's next attempt) replaces
+        its row as `processing`, NOT_STAMPED, only while the row is still final at an earlier
+        attempt (so a second redrive of the same rows writes nothing); the copies written."""
         ...
 
     async def take_leases(self, tasks: Sequence[Task], owner: str, now: datetime,

@@ -121,6 +121,8 @@ def expected(task: Task, *, lane: bool) -> Verdict:
     failing = kind in ("doomed", "final", "hugeerror", "badmeta") or (kind == "flaky" and plan["f"] > retries)
     if not failing:
         return Verdict.EXECUTED
+    if kind == "final":  # failed for good by the executor: always stored
+        return Verdict.FAILED
     retried = kind != "final" and retries > 0 and not lane  # a retry on Kinesis alone waits in the store
     return Verdict.FAILED if task.force_store or task.type in STORED_TYPES or retried else Verdict.DISCARDED
 

@@ -23,6 +23,8 @@ start and its deadline (its timeout), so a flow with a 30-day timeout keeps its 
 
 from __future__ import annotations
 
+import asyncio
+import zlib
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
@@ -30,10 +32,15 @@ from typing import Any
 
 from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s, update_if
 from tq_cloud.flows.models import FlowStepResult, StepCounts
-from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState
+from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState, FlowPage
+from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
 
 _META = "meta"
 SHARD_STEPS = 100
+FLOWS_INDEX = "flows"
+FLOW_BUCKETS = 8
+"""The flows index (meta items only: `flow_bucket`, `started_ms`) is split over this many
+partition keys, so that no key is hot however many flows start at once."""
 
 
 def _flow_key(flow_id: str) -> dict[str, str]:
@@ -91,7 +98,7 @@ class DynamoDbFlowBarrierProvider:
             "pk": _flow_key(flow_id), "sk": s(_META), "total": n(total_steps), "shards": n(shards),
             "state": s(BarrierState.ACTIVE.value), "started_at": s(started_at.isoformat()),
             "join_dispatched": {"BOOL": False}, "steps_expire_at": expires, "failed_in": {"M": {}},
-            "ignored_in": {"M": {}},
+            "ignored_in": {"M": {}}, "flow_bucket": s(_bucket(flow_id)), "started_ms": n(_ms(started_at)),
             **({"deadline": s(deadline.isoformat())} if deadline else {})})
 
     async def _put_if_absent(self, item: Item) -> Item | None:
@@ -245,6 +252,30 @@ class DynamoDbFlowBarrierProvider:
         item: Item | None = response.get("Item")
         return _snapshot(flow_id, item) if item is not None else None
 
+    async def list_flows(self, limit: int = 50, cursor: str | None = None) -> FlowPage:
+        """Each bucket of the flows index, newest first; merged up to the last row of a bucket
+        that has more (below it, that bucket's next flows could come first)."""
+        limit, after = min(max(limit, 1), MAX_PAGE), after_cursor(cursor)
+        high = after[0] if after else 2**62
+
+        async def bucket(k: int) -> tuple[list[tuple[int, str]], bool]:
+            response = await self.client.query(
+                TableName=self.table, IndexName=FLOWS_INDEX, Limit=limit + 1, ScanIndexForward=False,
+                KeyConditionExpression="flow_bucket = :b AND started_ms <= :hi",
+                ExpressionAttributeValues={":b": s(f"b{k}"), ":hi": n(high)})
+            rows = [(int(i["started_ms"]["N"]), i["pk"]["S"].removeprefix("flow#")) for i in response["Items"]]
+            return rows, bool(response.get("LastEvaluatedKey"))
+
+        self.calls += FLOW_BUCKETS
+        found = await asyncio.gather(*(bucket(k) for k in range(FLOW_BUCKETS)))
+        horizon = max((rows[-1] for rows, more in found if more), default=None)
+        listed = sorted({r for rows, _ in found for r in rows if (after is None or r < after)
+                         and (horizon is None or r >= horizon)}, reverse=True)
+        rows, more = listed[:limit], horizon is not None or len(listed) > limit
+        snapshots = [await self.get(flow_id) for _, flow_id in rows]
+        return FlowPage([snap for snap in snapshots if snap is not None],
+                        page_cursor(*rows[-1]) if rows and more else None)
+
     async def mark_join_dispatched(self, flow_id: str) -> None:
         self.calls += 1
         try:
@@ -255,6 +286,14 @@ class DynamoDbFlowBarrierProvider:
         except Exception as exc:
             if not is_condition_failure(exc):
                 raise
+
+
+def _bucket(flow_id: str) -> str:
+    return f"b{zlib.crc32(flow_id.encode()) % FLOW_BUCKETS}"
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 def _snapshot(flow_id: str, item: Item) -> BarrierSnapshot:

@@ -70,7 +70,10 @@ class DynamoDbProjectionProvider:
         return EntityTaskProjection.model_validate_json(item["body"]["S"]) if item else None
 
     async def for_entity(self, entity_type: str, entity_id: str) -> list[EntityTaskProjection]:
-        request: dict[str, Any] = {
+        return await self.timeline(entity_type, entity_id, limit=10_000)
+
+    async def timeline(self, entity_type: str, entity_id: str, limit: int = 100) -> list[EntityTaskProjection]:
+        request: dict[str, Any] = {"Limit": limit,
             "TableName": self.table, "IndexName": ENTITY_INDEX,
             "KeyConditionExpression": "entity_key = :e",
             "ExpressionAttributeValues": {":e": s(entity_key(entity_type, entity_id))}}
@@ -78,6 +81,6 @@ class DynamoDbProjectionProvider:
         while True:
             response = await self.client.query(**request)
             out += [EntityTaskProjection.model_validate_json(i["body"]["S"]) for i in response["Items"]]
-            if "LastEvaluatedKey" not in response:
-                return out
+            if "LastEvaluatedKey" not in response or len(out) >= limit:
+                return out[:limit]
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

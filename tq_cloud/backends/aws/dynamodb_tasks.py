@@ -1,10 +1,11 @@
 """Tasks in DynamoDB, with every transition conditional.
 
 Item: `id` (key), `status`, `body` (the task as JSON), `retry_count` and `deferrals` (for the
-retry condition), `execute_at_ms`, and two sparse GSI keys: `due_bucket` while scheduled,
-`running_bucket` while processing. Each GSI is partitioned by a bucket (a hash of the id), so
-no partition key is hot however many tasks come due at once; the sweeper queries every bucket.
-Finished tasks get `expires_at` for DynamoDB's TTL.
+retry condition), `execute_at_ms`, and three sparse GSI keys: `due_bucket` while scheduled,
+`running_bucket` while processing, `finished_key` (the status and a bucket) with `finished_ms`
+once final (for listings: `tq-cloud tasks list`). Each GSI is partitioned by a bucket (a hash of
+the id), so no partition key is hot however many tasks come due or finish at once; the sweeper
+and listings query every bucket. Finished tasks get `expires_at` for DynamoDB's TTL.
 
 pynamodb is synchronous, so using it here would block the event loop; the async client with
 explicit condition expressions does the job instead.
@@ -12,6 +13,7 @@ explicit condition expressions does the job instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import zlib
@@ -32,7 +34,8 @@ from tq_cloud.core.codec import encode_task
 from tq_cloud.core.limits import failure_row
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError
-from tq_cloud.ports.storage import NOT_STAMPED
+from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
+from tq_cloud.ports.storage import NOT_STAMPED, TaskPage, TaskQuery
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 _ITEM_OVERHEAD = 1024
@@ -43,6 +46,7 @@ DUE_INDEX = "due"
 BUCKETS_ITEM = "_tq#meta#buckets"
 """A reserved id in the tasks table: the largest TQ_DUE_BUCKETS any writer used."""
 RUNNING_INDEX = "running"
+FINISHED_INDEX = "finished"
 
 
 def _ms(value: datetime) -> int:
@@ -106,14 +110,18 @@ class DynamoDbAdapter:
             values[":run"] = s(self._bucket(task.key))
             values[":pms"] = n(_ms(task.processing_started_at or now or datetime.now(UTC)))
         else:
-            values[":exp"] = n(int(((now or datetime.now(UTC)) + self.finished_ttl).timestamp()))
+            at = now or datetime.now(UTC)
+            values[":exp"] = n(int((at + self.finished_ttl).timestamp()))
+            values[":fin"] = s(f"{status.value}#{self._bucket(task.key)}")
+            values[":fms"] = n(_ms(at))
         return values
 
     @staticmethod
     def _update_expression(values: Item) -> str:
         sets = ["#s = :status", "body = :body", "retry_count = :rc", "deferrals = :d", "execute_at_ms = :at"]
         removes: list[str] = ["lease_owner"]  # a new state of the task: no run holds it yet
-        for attr, key in (("due_bucket", ":due"), ("running_bucket", ":run"), ("expires_at", ":exp")):
+        for attr, key in (("due_bucket", ":due"), ("running_bucket", ":run"), ("expires_at", ":exp"),
+                          ("finished_key", ":fin"), ("finished_ms", ":fms")):
             (sets if key in values else removes).append(f"{attr} = {key}" if key in values else attr)
         if ":pms" in values:
             sets.append("processing_ms = :pms")
@@ -183,6 +191,62 @@ class DynamoDbAdapter:
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
         await self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes,
                                          ignored_reason=reason) for t in tasks], at)
+
+    async def keep_history(self, tasks: Sequence[Task], at: datetime) -> None:
+        await self._finish([t.model_copy(update={"status": TaskStatus.EXECUTED, "updated_at": at}) for t in tasks], at)
+
+    async def redrive(self, tasks: Sequence[Task], now: datetime) -> list[Task]:
+        condition = "#s IN (:failed, :ignored) AND retry_count < :rc"
+        values = {":failed": s("failed"), ":ignored": s("ignored")}
+
+        async def back(task: Task) -> Task | None:
+            return task if await self._update(task, TaskStatus.PROCESSING, condition, values, now) else None
+
+        return [t for t in await bounded_gather(tasks, back) if t is not None]
+
+    async def list_tasks(self, query: TaskQuery) -> TaskPage:
+        """Each bucket of the status's sparse index, newest first, up to a page per bucket;
+        merged, then the rows read (BatchGetItem) and filtered by queue and type. A page cut
+        short by the filter still gives a cursor while any bucket had more."""
+        status, limit = query.status, min(max(query.limit, 1), MAX_PAGE)
+        index, key_attr, sort_attr = {TaskStatus.SCHEDULED: (DUE_INDEX, "due_bucket", "execute_at_ms"),
+                                      TaskStatus.PROCESSING: (RUNNING_INDEX, "running_bucket", "processing_ms")
+                                      }.get(status, (FINISHED_INDEX, "finished_key", "finished_ms"))
+        after = after_cursor(query.cursor)
+        low, high = _ms(query.since) if query.since else 0, after[0] if after else 2**62
+
+        async def bucket(name: str) -> tuple[list[tuple[int, str]], bool]:
+            key = name if status in (TaskStatus.SCHEDULED, TaskStatus.PROCESSING) else f"{status.value}#{name}"
+            response = await self.client.query(
+                TableName=self.table, IndexName=index, Limit=limit + 1, ScanIndexForward=False,
+                KeyConditionExpression=f"{key_attr} = :k AND {sort_attr} BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={":k": s(key), ":lo": n(low), ":hi": n(high)})
+            rows = [(int(i[sort_attr]["N"]), i["id"]["S"]) for i in response.get("Items", [])]
+            return rows, bool(response.get("LastEvaluatedKey"))
+
+        found = await asyncio.gather(*(bucket(name) for name in await self._swept_buckets()))
+        # below the last row read of a bucket that has more, that bucket's next rows could come
+        # first: this page stops there
+        horizon = max((rows[-1] for rows, more in found if more), default=None)
+        truncated = horizon is not None
+        candidates = sorted({row for rows, _ in found for row in rows
+                             if (after is None or row < after) and (horizon is None or row >= horizon)},
+                            reverse=True)
+        page: list[Task] = []
+        examined: tuple[int, str] | None = None
+        for start in range(0, len(candidates), 100):
+            chunk = candidates[start:start + 100]
+            rows = {t.key: t for t in await self.get([i for _, i in chunk])}
+            for at, task_id in chunk:
+                row = rows.get(task_id)
+                examined = (at, task_id)
+                if row is not None and row.status is status and query.queue in (None, row.queue_id) \
+                        and query.type in (None, row.type):
+                    page.append(row)
+                    if len(page) == limit:
+                        more = examined != candidates[-1] or truncated
+                        return TaskPage(page, page_cursor(*examined) if more else None)
+        return TaskPage(page, page_cursor(*examined) if truncated and examined else None)
 
     async def _finish(self, rows: list[Task], at: datetime) -> None:
         """Upsert final rows, except over a task that is already final."""
@@ -269,11 +333,13 @@ class DynamoDbAdapter:
         except ValueError as exc:
             reason = f"this version cannot decode the stored task: {str(exc)[:500]}"
             log.error("task %s: %s; recorded as failed", item["id"]["S"], reason)
+            now = datetime.now(UTC)
             await self._conditional(
-                item["id"]["S"], "SET #s = :failed, decode_error = :e, expires_at = :exp "
-                "REMOVE due_bucket, running_bucket", "#s = :processing",
+                item["id"]["S"], "SET #s = :failed, decode_error = :e, expires_at = :exp, finished_key = :fin, "
+                "finished_ms = :fms REMOVE due_bucket, running_bucket", "#s = :processing",
                 {":failed": s("failed"), ":processing": s("processing"), ":e": s(reason),
-                 ":exp": n(int((datetime.now(UTC) + self.finished_ttl).timestamp()))})
+                 ":exp": n(int((now + self.finished_ttl).timestamp())),
+                 ":fin": s(f"failed#{self._bucket(item['id']['S'])}"), ":fms": n(_ms(now))})
             return None
 
     async def recover_stale(self, processing_before: datetime, now: datetime) -> int:

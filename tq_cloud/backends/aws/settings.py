@@ -39,6 +39,12 @@ class AwsSettings(BaseSettings):
     delay_queue_url: str | None = Field(
         default=None, description="the SQS delay lane (template.yaml's DelayQueue): tasks due within 15 "
                                   "minutes, retries included, wait there to the second instead of in the table")
+    failure_queue_url: str | None = Field(
+        default=None, description="the worker's on-failure destination (template.yaml's WorkerFailureQueue), "
+                                  "for `tq-cloud redrive --from-failure-queue`")
+    history: bool = Field(
+        default=False, description="keep every outcome as a row for the finished TTL, so any task can be "
+                                   "found (a write per task; on in `tq-cloud dev`)")
     max_attempts: int = Field(default=8, ge=1, description="botocore retries for throttling")
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from tq_cloud.backends.memory.locks import InMemoryLockProvider
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.handler import TaskHandler
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.errors import EndpointUnreachableError
 from tq_cloud.ports.locks import LockProvider
 
@@ -73,6 +74,8 @@ async def build_stack(
     """`handler_options` go to TaskHandler (settings=HandlerSettings(...), async_manager, ...)."""
     settings = aws
     clock = clock or SystemClock()
+    if aws.history:
+        handler_options["settings"] = replace(handler_options.get("settings") or HandlerSettings(), history=True)
     summary = await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name)
     queue = KinesisQueue(clients.kinesis, settings.stream_name)
     storage = DynamoDbAdapter(clients.dynamodb, settings.tasks_table, buckets=settings.due_buckets,

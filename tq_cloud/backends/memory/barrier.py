@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from tq_cloud.flows.models import FlowStepResult, StepCounts
-from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState
+from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState, FlowPage
+from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
 
 
 @dataclass(slots=True)
@@ -89,6 +90,15 @@ class InMemoryFlowBarrierProvider:
     async def get(self, flow_id: str) -> BarrierSnapshot | None:
         barrier = self._flows.get(flow_id)
         return barrier.snapshot if barrier else None
+
+    async def list_flows(self, limit: int = 50, cursor: str | None = None) -> FlowPage:
+        after = after_cursor(cursor)
+        found = sorted(((int(b.snapshot.started_at.timestamp() * 1000), flow_id), b.snapshot)
+                       for flow_id, b in self._flows.items())
+        found = [pair for pair in reversed(found) if after is None or pair[0] < after]
+        limit = min(max(limit, 1), MAX_PAGE)
+        return FlowPage([snap for _, snap in found[:limit]],
+                        page_cursor(*found[limit - 1][0]) if len(found) > limit else None)
 
     async def mark_join_dispatched(self, flow_id: str) -> None:
         barrier = self._flows.get(flow_id)

@@ -33,5 +33,8 @@ class InMemoryProjectionProvider:
                        if p.entity_type == entity_type and p.entity_id == entity_id),
                       key=lambda p: (p.created_at, p.task_id))
 
+    async def timeline(self, entity_type: str, entity_id: str, limit: int = 100) -> list[EntityTaskProjection]:
+        return self.for_entity(entity_type, entity_id)[:limit]
+
     def all(self) -> list[EntityTaskProjection]:
         return list(self._by_task.values())

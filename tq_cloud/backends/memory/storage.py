@@ -11,7 +11,8 @@ from tq_cloud.core.codec import encode_task
 from tq_cloud.core.limits import failure_row
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError, TqError
-from tq_cloud.ports.storage import NOT_STAMPED
+from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
+from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, TaskPage, TaskQuery, listed_at
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 
@@ -120,6 +121,36 @@ class InMemoryAdapter:
         self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes,
                                          ignored_reason=reason) for t in tasks])
 
+    async def keep_history(self, tasks: Sequence[Task], at: datetime) -> None:
+        self._finish([t.model_copy(update={"status": TaskStatus.EXECUTED, "updated_at": at}) for t in tasks])
+
+    async def list_tasks(self, query: TaskQuery) -> TaskPage:
+        after = after_cursor(query.cursor)
+        since = _ms(query.since) if query.since else None
+        keys = self._open if not query.status.is_terminal else (k for k in self._rows if k not in self._open)
+        found = []
+        for key in list(keys):
+            row = self._rows[key]
+            at = (_ms(listed_at(row)), row.key)
+            if (row.status is query.status and (query.queue is None or row.queue_id == query.queue)
+                    and (query.type is None or row.type == query.type)
+                    and (since is None or at[0] >= since) and (after is None or at < after)):
+                found.append((at, row))
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        limit = min(max(query.limit, 1), MAX_PAGE)
+        page = [_copy(row) for _, row in found[:limit]]
+        return TaskPage(page, page_cursor(*found[limit - 1][0]) if len(found) > limit else None)
+
+    async def redrive(self, tasks: Sequence[Task], now: datetime) -> list[Task]:
+        self._write_gate(tasks)
+        written = []
+        for task in tasks:
+            row = self._rows.get(task.key)
+            if row is not None and row.status in REDRIVABLE and _attempt(row) < _attempt(task):
+                self._put(task)
+                written.append(task)
+        return written
+
     def _finish(self, rows: list[Task]) -> None:
         """Upsert final rows, except over a task that is already final."""
         self._write_gate(rows)
@@ -194,6 +225,10 @@ def _copy(task: Task) -> Task:
     """A copy that shares nothing with `task`: through JSON, as the real store keeps it (and
     much faster than a deep copy of a large payload)."""
     return Task.model_validate_json(task.model_dump_json())
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 def _attempt(task: Task) -> tuple[int, int]:

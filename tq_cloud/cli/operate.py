@@ -1,0 +1,291 @@
+"""The operator's commands: `enqueue`, `status`, `tasks list|show`, `flows list|show`,
+`redrive`, `console`. Each takes the app's TQ_* settings (or --endpoint-url and --app-name), and
+prints a table, or JSON with --json for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+STATUSES = ("failed", "ignored", "scheduled", "processing", "executed")
+
+
+class UsageError(Exception):
+    """A command given something it cannot use; the message says what to give instead."""
+
+
+def add_commands(commands: Any, app_name_option: Any) -> None:
+    def command(name: str, text: str, run: Any, parent: Any = commands) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=text)
+        sub.add_argument("--endpoint-url", help="AWS endpoint (default: TQ_ENDPOINT_URL or AWS)")
+        app_name_option(sub)
+        sub.set_defaults(run=lambda args: asyncio.run(run(args)))
+        return sub
+
+    enqueue = command("enqueue", "add a task", _enqueue)
+    enqueue.add_argument("--queue", required=True)
+    enqueue.add_argument("--type", required=True)
+    enqueue.add_argument("--payload", type=_json_value, default={}, help="the payload, as JSON")
+    enqueue.add_argument("--delay", type=float, default=0, help="seconds")
+    enqueue.add_argument("--entity", type=_entity, help="type:id")
+    status = command("status", "counts of stored tasks; an entity's timeline", _status)
+    status.add_argument("--entity", type=_entity, help="type:id: this entity's tasks, oldest first")
+    status.add_argument("--flow", help="a flow id: its progress and steps")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    tasks = commands.add_parser("tasks", help="list stored tasks, show one").add_subparsers(
+        dest="action", required=True)
+    listing = command("list", "stored tasks in one status, newest first", _tasks_list, tasks)
+    listing.add_argument("--status", choices=STATUSES, default="failed")
+    listing.add_argument("--queue")
+    listing.add_argument("--type")
+    listing.add_argument("--since", type=_since, help="an ISO time, or an age: 30s, 15m, 2h, 7d")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (up to 1000)")
+    listing.add_argument("--cursor", help="continue after a previous page (its last line prints it)")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    show = command("show", "one task: status, attempts, times, error, result, redrives", _tasks_show, tasks)
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="print a JSON object")
+
+    redrive = command("redrive", "send failed (or ignored) tasks back to run, as a new attempt", _redrive)
+    redrive.add_argument("ids", nargs="*", metavar="ID")
+    redrive.add_argument("--status", choices=("failed", "ignored"), help="re-drive the tasks in this status")
+    redrive.add_argument("--queue")
+    redrive.add_argument("--type")
+    redrive.add_argument("--since", type=_since, help="only those that took the status since then")
+    redrive.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    redrive.add_argument("--from-failure-queue", nargs="?", const="", metavar="URL",
+                         help="re-send the stream ranges named in the on-failure queue "
+                              "(default: TQ_FAILURE_QUEUE_URL)")
+    redrive.add_argument("--json", action="store_true", help="print a JSON array of the tasks sent")
+
+    flows = commands.add_parser("flows", help="list flows, show one").add_subparsers(dest="action", required=True)
+    flow_list = command("list", "flows, active and closed, newest first", _flows_list, flows)
+    flow_list.add_argument("--limit", type=int, default=50)
+    flow_list.add_argument("--cursor")
+    flow_list.add_argument("--json", action="store_true")
+    flow_show = command("show", "a flow: its progress, join and steps", _flows_show, flows)
+    flow_show.add_argument("id")
+    flow_show.add_argument("--json", action="store_true")
+
+    console = command("console", "the web console on 127.0.0.1", _console)
+    console.add_argument("--port", type=int, default=8765, help="default 8765; 0 picks a free one")
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at character {exc.pos}): give a JSON value, "
+                                         """e.g. '{"to": "a@b.c"}'""") from None
+
+
+def _entity(text: str) -> tuple[str, str]:
+    kind, sep, ident = text.partition(":")
+    if not sep or not kind or not ident:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the entity as type:id, e.g. user:42")
+    return kind, ident
+
+
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def _since(text: str) -> datetime:
+    if match := _AGE.fullmatch(text):
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
+        return datetime.now(UTC) - timedelta(**{unit: float(match[1])})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an ISO time (2026-11-29T10:00) or an age (15m, 2h)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from tq_cloud.backends.aws import AwsSettings
+
+    settings = AwsSettings()
+    return settings.model_copy(update={"endpoint_url": args.endpoint_url}) if args.endpoint_url else settings
+
+
+@asynccontextmanager
+async def _stack(args: argparse.Namespace) -> AsyncIterator[Any]:
+    from tq_cloud.backends.aws import aws_stack
+    from tq_cloud.backends.aws.stack import check_reachable
+    from tq_cloud.core.registry import TaskQueuesManager
+
+    settings = _settings(args)
+    await check_reachable(settings)
+    async with aws_stack(TaskQueuesManager(), settings) as stack:
+        yield stack
+
+
+def _operations(stack: Any) -> Any:
+    from tq_cloud.operations import Operations
+
+    return Operations.of(stack)
+
+
+async def _enqueue(args: argparse.Namespace) -> int:
+    from tq_cloud.core.models import EntityRef, Task
+
+    entity = EntityRef(type=args.entity[0], id=args.entity[1]) if args.entity else None
+    task = Task(type=args.type, queue_id=args.queue, payload=args.payload, entity=entity,
+                execute_at=datetime.now(UTC) + timedelta(seconds=args.delay))
+    async with _stack(args) as stack:
+        [added] = await stack.handler.add_tasks([task])
+    print(added.key)
+    return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from tq_cloud.local.view import snapshot
+
+    async with _stack(args) as stack:
+        view = await snapshot(stack.clients.dynamodb, stack.settings, by_type=True)
+        ops = _operations(stack)
+        timeline = await ops.entity(*args.entity) if args.entity else None
+        flow = await ops.flow(args.flow) if args.flow else None
+    if args.json:
+        print(json.dumps({"tasks": dict(view.tasks), "flows": dict(view.flows), "entity": timeline, "flow": flow},
+                         default=str))
+        return 0
+    print(view.line())
+    print(view.table())
+    if timeline is not None:
+        print(f"entity {args.entity[0]}:{args.entity[1]}:")
+        print(_table(timeline, ("created_at", "task_type", "task_id", "status", "error")))
+    if args.flow:
+        print(_flow_text(flow, args.flow))
+    return 0
+
+
+async def _tasks_list(args: argparse.Namespace) -> int:
+    from tq_cloud.core.models import TaskStatus
+    from tq_cloud.ports.storage import TaskQuery
+
+    query = TaskQuery(status=TaskStatus(args.status), queue=args.queue, type=args.type, since=args.since,
+                      limit=args.limit, cursor=args.cursor)
+    async with _stack(args) as stack:
+        try:
+            page = await _operations(stack).tasks(query)
+        except ValueError as exc:
+            raise UsageError(f"--cursor: {exc}; give the cursor a previous page printed") from None
+    if args.json:
+        print(json.dumps(page["tasks"], default=str))
+        return 0
+    print(_table(page["tasks"], ("id", "queue", "type", "status", "attempts", "redrives", "updated_at", "error")))
+    if page["cursor"]:
+        print(f"more: --cursor {page['cursor']}")
+    return 0
+
+
+async def _tasks_show(args: argparse.Namespace) -> int:
+    async with _stack(args) as stack:
+        task = await _operations(stack).task(args.id)
+    if task is None:
+        raise UsageError(f"no stored task {args.id!r}: tasks without a row leave none unless TQ_HISTORY is on "
+                         "(`tq-cloud tasks list` shows the stored ones)")
+    if args.json:
+        print(json.dumps(task, default=str))
+    else:
+        width = max(len(k) for k in task)
+        print("\n".join(f"{k:<{width}}  {_cell(v, 200)}" for k, v in task.items()))
+    return 0
+
+
+async def _redrive(args: argparse.Namespace) -> int:
+    if args.from_failure_queue is not None:
+        return await _redrive_failure_queue(args)
+    if bool(args.ids) == bool(args.status):
+        raise UsageError("name the tasks: redrive ID [ID ...], or --status failed [--queue Q] [--type T]")
+    from tq_cloud.core.models import TaskStatus
+    from tq_cloud.ports.storage import TaskQuery
+
+    async with _stack(args) as stack:
+        ops = _operations(stack)
+        if args.ids:
+            sent = await ops.redrive(list(args.ids))
+        else:
+            query = TaskQuery(status=TaskStatus(args.status), queue=args.queue, type=args.type, since=args.since)
+            sent = await ops.redrive_matching(query, args.limit)
+    if args.json:
+        print(json.dumps(sent, default=str))
+    else:
+        print(f"re-driven: {len(sent)}" + (f" ({', '.join(t['id'] for t in sent[:20])}"
+                                           f"{' ...' if len(sent) > 20 else ''})" if sent else ""))
+    return 0
+
+
+async def _redrive_failure_queue(args: argparse.Namespace) -> int:
+    from tq_cloud.backends.aws.failure_destination import redrive_failure_destination
+
+    async with _stack(args) as stack:
+        url = args.from_failure_queue or stack.settings.failure_queue_url
+        if not url:
+            raise UsageError("give the on-failure queue's URL (the stack's WorkerFailureQueue): "
+                             "--from-failure-queue URL, or TQ_FAILURE_QUEUE_URL")
+        report = await redrive_failure_destination(stack.clients, url, max_messages=args.limit)
+    summary = {"messages": report.messages, "records": report.records, "unavailable": report.unavailable}
+    print(json.dumps(summary) if args.json else
+          f"re-sent {report.records} records of {report.messages} failed batches"
+          + (f"; no longer in the stream: {', '.join(report.unavailable)}" if report.unavailable else ""))
+    return 0
+
+
+async def _flows_list(args: argparse.Namespace) -> int:
+    async with _stack(args) as stack:
+        page = await _operations(stack).flows(args.limit, args.cursor)
+    if args.json:
+        print(json.dumps(page["flows"], default=str))
+        return 0
+    print(_table(page["flows"], ("id", "state", "done", "total", "failed", "join", "started_at")))
+    if page["cursor"]:
+        print(f"more: --cursor {page['cursor']}")
+    return 0
+
+
+async def _flows_show(args: argparse.Namespace) -> int:
+    async with _stack(args) as stack:
+        flow = await _operations(stack).flow(args.id)
+    if flow is None:
+        raise UsageError(f"no flow {args.id!r} (flows expire two weeks after they close)")
+    print(json.dumps(flow, default=str) if args.json else _flow_text(flow, args.id))
+    return 0
+
+
+async def _console(args: argparse.Namespace) -> int:
+    from tq_cloud.console.app import serve_console
+
+    async with _stack(args) as stack:
+        await serve_console(stack, port=args.port, announce=print)
+    return 0
+
+
+def _flow_text(flow: dict[str, Any] | None, flow_id: str) -> str:
+    if flow is None:
+        return f"flow {flow_id}: unknown"
+    head = (f"flow {flow['id']}: {flow['state']}, {flow['done']} of {flow['total']} steps done "
+            f"({flow['failed']} failed, {flow['ignored']} ignored), join {flow['join']}")
+    return head + "\n" + _table(flow.get("steps", []), ("step_index", "status", "result", "error"))
+
+
+def _cell(value: Any, width: int) -> str:
+    text = "" if value is None else value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    if not rows:
+        return "  (none)"
+    cells = [[_cell(row.get(c), 60) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The web console: `tq-cloud console`, and started by `tq-cloud dev` (see app.py)."""

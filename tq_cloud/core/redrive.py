@@ -1,0 +1,76 @@
+"""Re-driving: failed and ignored tasks sent back to run, as a new attempt, by id or by filter.
+
+Attempts continue: the re-driven run is numbered after the task's last attempt (so a stale copy
+of an old attempt, redelivered later, can never run as the new one) and gets its retry budget
+again (`redrive_base`: the worker counts retries, and their back-off, from the re-drive on). The
+row moves from failed or ignored to processing with a conditional write that only a row still
+final at the earlier attempt passes: re-driving the same ids twice sends them once. The task is
+then published as a force_store task is (a failed publish sets the row back to scheduled, and
+the sweeper sends it). Each re-drive is recorded on the task (`execution_stats.redrives`,
+`redriven_at`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from tq_cloud.clock import Clock
+from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.ports.queue import MessageQueue
+from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, TaskQuery, TaskStorage
+
+log = logging.getLogger("tq_cloud.redrive")
+
+REDRIVE_BATCH = 100
+"""Ids re-driven per write round: bounded, whatever a filter matches."""
+
+
+class Redriver:
+    def __init__(self, storage: TaskStorage, queue: MessageQueue, clock: Clock) -> None:
+        self.storage = storage
+        self.queue = queue
+        self.clock = clock
+
+    def _next_attempt(self, row: Task) -> Task:
+        now = self.clock.now()
+        attempt = row.retry_count + 1
+        stats = row.execution_stats.model_copy(update={
+            "retry_count": attempt, "deferrals": 0, "failed_at": None, "ignored_reason": None,
+            "redrives": row.execution_stats.redrives + 1, "redriven_at": now, "redrive_base": attempt})
+        return row.model_copy(update={
+            "status": TaskStatus.PROCESSING, "execute_at": now, "processing_started_at": NOT_STAMPED,
+            "updated_at": now, "execution_stats": stats, "execution_result": None})
+
+    async def redrive(self, ids: Sequence[str]) -> list[Task]:
+        """Send the failed or ignored tasks among `ids` back to run; the ones sent (a task not
+        stored, still running, executed, or re-driven already is left as it is)."""
+        sent: list[Task] = []
+        for start in range(0, len(ids), REDRIVE_BATCH):
+            rows = await self.storage.get(list(dict.fromkeys(ids[start:start + REDRIVE_BATCH])))
+            copies = [self._next_attempt(row) for row in rows if row.status in REDRIVABLE]
+            moved = await self.storage.redrive(copies, self.clock.now()) if copies else []
+            if moved:
+                try:
+                    await self.queue.publish(moved)
+                except Exception:
+                    log.exception("%d re-driven tasks not sent now; the sweeper sends them", len(moved))
+                    await self.storage.reset_to_scheduled(moved)
+            sent += moved
+        return sent
+
+    async def redrive_matching(self, query: TaskQuery, limit: int = 1000) -> list[Task]:
+        """Re-drive up to `limit` tasks that `query` lists (failed or ignored), page by page."""
+        if query.status not in REDRIVABLE:
+            raise ValueError(f"only failed or ignored tasks can be re-driven, not {query.status.value}")
+        sent: list[Task] = []
+        cursor = query.cursor
+        while len(sent) < limit:
+            page = await self.storage.list_tasks(replace(query, limit=min(REDRIVE_BATCH, limit - len(sent)),
+                                                         cursor=cursor))
+            sent += await self.redrive([t.key for t in page.tasks])
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        return sent

@@ -1,0 +1,118 @@
+"""What an operator asks of a running tq-cloud: find a task, list tasks by status, see a flow
+and an entity's timeline, re-drive failures, count what happened. The CLI (`tq-cloud tasks`,
+`flows`, `redrive`) and the web console (`tq-cloud console`) both ask through this one class,
+and get plain JSON-ready dicts back.
+
+Example:
+    async with aws_stack(TaskQueuesManager(), AwsSettings()) as stack:
+        ops = Operations.of(stack)
+        failed = await ops.tasks(TaskQuery(status=TaskStatus.FAILED, limit=20))
+        await ops.redrive([t["id"] for t in failed["tasks"]])
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from tq_cloud.core.handler import TaskHandler
+from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.ports.barrier import BarrierSnapshot, FlowBarrierProvider
+from tq_cloud.ports.projections import EntityProjectionProvider
+from tq_cloud.ports.storage import TaskQuery
+
+
+def task_view(task: Task) -> dict[str, Any]:
+    """A task as the CLI's --json and the console show it."""
+    stats = task.execution_stats
+    attempts = stats.retry_count + (0 if task.status is TaskStatus.SCHEDULED else 1)
+    meta = task.flow_meta
+    return {
+        "id": task.id, "queue": task.queue_id, "type": task.type, "status": task.status.value,
+        "attempts": attempts, "error": stats.last_error or stats.ignored_reason, "error_type": stats.last_error_type,
+        "result": task.execution_result, "redrives": stats.redrives, "payload": task.payload,
+        "redriven_at": _iso(stats.redriven_at), "failed_at": _iso(stats.failed_at),
+        "execute_at": _iso(task.execute_at), "created_at": _iso(task.created_at), "updated_at": _iso(task.updated_at),
+        "entity": f"{task.entity.type}:{task.entity.id}" if task.entity else None,
+        "flow": {"id": meta.flow_id, "step": meta.step_index} if meta else None,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class Operations:
+    def __init__(self, handler: TaskHandler, barriers: FlowBarrierProvider | None,
+                 projections: EntityProjectionProvider | None) -> None:
+        self.handler = handler
+        self.barriers = barriers
+        self.projections = projections
+
+    @classmethod
+    def of(cls, stack: Any) -> Operations:
+        """From a stack (AwsStack or InMemoryStack): its handler, barriers and projections."""
+        return cls(stack.handler, stack.barriers, stack.projections)
+
+    async def task(self, task_id: str) -> dict[str, Any] | None:
+        found = await self.handler.find(task_id)
+        return task_view(found) if found else None
+
+    async def tasks(self, query: TaskQuery) -> dict[str, Any]:
+        page = await self.handler.list_tasks(query)
+        return {"tasks": [task_view(t) for t in page.tasks], "cursor": page.cursor}
+
+    async def redrive(self, ids: list[str]) -> list[dict[str, Any]]:
+        return [task_view(t) for t in await self.handler.redrive(ids)]
+
+    async def redrive_matching(self, query: TaskQuery, limit: int) -> list[dict[str, Any]]:
+        return [task_view(t) for t in await self.handler.redrive_matching(query, limit)]
+
+    async def flows(self, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        if self.barriers is None:
+            return {"flows": [], "cursor": None}
+        page = await self.barriers.list_flows(limit, cursor)
+        return {"flows": [await self._flow_view(f) for f in page.flows], "cursor": page.cursor}
+
+    async def flow(self, flow_id: str, steps: int = 100) -> dict[str, Any] | None:
+        snapshot = await self.barriers.get(flow_id) if self.barriers else None
+        if snapshot is None or self.barriers is None:
+            return None
+        view = await self._flow_view(snapshot)
+        view["steps"] = [step.model_dump(mode="json")
+                         for step in await self.barriers.step_results_page(flow_id, limit=steps)]
+        return view
+
+    async def _flow_view(self, snapshot: BarrierSnapshot) -> dict[str, Any]:
+        assert self.barriers is not None
+        counts = await self.barriers.step_counts(snapshot.flow_id)
+        done = counts.succeeded + counts.failed + counts.ignored
+        return {"id": snapshot.flow_id, "state": snapshot.state.value, "total": snapshot.total_steps,
+                "done": done, "succeeded": counts.succeeded, "failed": counts.failed, "ignored": counts.ignored,
+                "join": "dispatched" if snapshot.join_dispatched else ("pending" if done < snapshot.total_steps
+                                                                       else "due"),
+                "started_at": _iso(snapshot.started_at), "deadline": _iso(snapshot.deadline)}
+
+    async def entity(self, entity_type: str, entity_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        if self.projections is None:
+            return []
+        return [p.model_dump(mode="json", exclude={"payload"})
+                for p in await self.projections.timeline(entity_type, entity_id, limit)]
+
+    async def counts(self, within: timedelta = timedelta(minutes=15), per_status: int = 1000) -> dict[str, Any]:
+        """Stored tasks by queue, type and status that took their status within `within` (with
+        TQ_HISTORY every task; without, the ones with rows), and executions in the last minute.
+        Bounded: at most `per_status` rows read per status."""
+        now = self.handler.clock.now()
+        counts: Counter[tuple[str, str, str]] = Counter()
+        last_minute = 0
+        for status in TaskStatus:
+            page = await self.handler.list_tasks(TaskQuery(status=status, since=now - within, limit=per_status))
+            for task in page.tasks:
+                counts[(task.queue_id, task.type, status.value)] += 1
+                if status is TaskStatus.EXECUTED and task.updated_at and task.updated_at >= now - timedelta(minutes=1):
+                    last_minute += 1
+        rows = [{"queue": q, "type": t, "status": s, "count": c} for (q, t, s), c in sorted(counts.items())]
+        return {"at": now.isoformat(), "rows": rows, "executed_last_minute": last_minute,
+                "total": sum(counts.values())}
