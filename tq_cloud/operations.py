@@ -30,7 +30,9 @@ def task_view(task: Task) -> dict[str, Any]:
     meta = task.flow_meta
     return {
         "id": task.id, "queue": task.queue_id, "type": task.type, "status": task.status.value,
-        "attempts": attempts, "error": stats.last_error or stats.ignored_reason, "error_type": stats.last_error_type,
+        "attempts": attempts, "error": None if task.status is TaskStatus.EXECUTED else (
+            stats.last_error or stats.ignored_reason), "last_error": stats.last_error,
+        "error_type": stats.last_error_type,
         "result": task.execution_result, "redrives": stats.redrives, "payload": task.payload,
         "redriven_at": _iso(stats.redriven_at), "failed_at": _iso(stats.failed_at),
         "execute_at": _iso(task.execute_at), "created_at": _iso(task.created_at), "updated_at": _iso(task.updated_at),

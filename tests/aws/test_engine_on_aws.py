@@ -266,7 +266,7 @@ async def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
 async def test_resources_have_ttl_and_the_indexes_the_backends_query(env: Env) -> None:
     ddb = env.stack.clients.dynamodb
     table = (await ddb.describe_table(TableName=env.stack.settings.tasks_table))["Table"]
-    assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {"due", "running"}
+    assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {"due", "running", "finished"}
     ttl = await ddb.describe_time_to_live(TableName=env.stack.settings.tasks_table)
     assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
 

@@ -32,8 +32,10 @@ from tq_cloud.ports.storage import TaskQuery
 STATUSES = {s.value for s in TaskStatus}
 
 
-def create_app(ops: Operations, *, tick: float = 1.0) -> Starlette:
-    """The console's routes over `ops`; `tick` is the seconds between two live updates."""
+def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | None = None) -> Starlette:
+    """The console's routes over `ops`; `tick` is the seconds between two live updates, which
+    end when `stopping` is set (so that the server stops without cutting a stream off)."""
+    stopping = stopping or asyncio.Event()
     page = files("tq_cloud.console").joinpath("page.html").read_text()
 
     async def index(request: Request) -> Response:
@@ -75,9 +77,10 @@ def create_app(ops: Operations, *, tick: float = 1.0) -> Starlette:
 
     async def events(request: Request) -> Response:
         async def stream() -> AsyncIterator[str]:
-            while not await request.is_disconnected():
+            while not stopping.is_set() and not await request.is_disconnected():
                 yield f"data: {json.dumps(await ops.counts())}\n\n"
-                await asyncio.sleep(tick)  # the update period of a live view, not a synchronisation
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), tick)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
@@ -111,7 +114,8 @@ async def serve_console(stack: Any, *, port: int = 8765, announce: Callable[[str
         def capture_signals(self) -> Iterator[None]:  # the caller owns Ctrl-C and SIGTERM
             yield
 
-    server = Server(uvicorn.Config(create_app(Operations.of(stack), tick=tick), log_level="warning",
+    stopping = asyncio.Event()
+    server = Server(uvicorn.Config(create_app(Operations.of(stack), tick=tick, stopping=stopping), log_level="warning",
                                    timeout_graceful_shutdown=1, lifespan="off"))
     announce(f"console: http://127.0.0.1:{sock.getsockname()[1]}")
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -121,6 +125,7 @@ async def serve_console(stack: Any, *, port: int = 8765, announce: Callable[[str
         else:
             await asyncio.wait({serving, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stopping.set()
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
         sock.close()
