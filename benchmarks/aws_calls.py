@@ -1,6 +1,6 @@
 """AWS API calls and cost per task for a fixed workload, on moto's server.
 
-    python benchmarks/aws_calls.py --tasks 10000
+    python benchmarks/aws_calls.py --tasks 10000 [--history]
 
 Workload: 80% immediate successes, 10% fail once then succeed, 5% delayed 10 minutes, 5% steps
 of flows of 50 steps with an entity. Every API call the engine makes is counted by operation
@@ -112,8 +112,8 @@ def workload(total: int, now: Any) -> tuple[list[Task], dict[str, int]]:
     return tasks, {"plain": plain, "flaky": flaky, "delayed": delayed, "flow steps": flows * FLOW_SIZE}
 
 
-async def run(total: int, endpoint: str) -> tuple[Tally, Tally, dict[str, int], int]:
-    settings = fresh_settings(endpoint)
+async def run(total: int, endpoint: str, history: bool = False) -> tuple[Tally, Tally, dict[str, int], int]:
+    settings = fresh_settings(endpoint).model_copy(update={"history": history})
     clock = ManualClock()
     engine, source = Tally(), Tally()
     async with aws_resources(settings) as clients, open_clients(settings) as esm:
@@ -225,6 +225,7 @@ def plain_immediate_calls(endpoint: str, n: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--history", action="store_true", help="TQ_HISTORY on: every outcome kept as a row")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x")):
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> float:
     SqsDelayLane._entry = send_without_delay  # type: ignore[method-assign]
     with moto_server() as endpoint:
         started = time.perf_counter()
-        engine, source, shares, committed = asyncio.run(run(args.tasks, endpoint))
+        engine, source, shares, committed = asyncio.run(run(args.tasks, endpoint, args.history))
         per_task = report(engine, source, shares, args.tasks, committed)
         k, d = plain_immediate_calls(endpoint, max(1000, args.tasks // 10))
         print(f"plain immediate tasks alone: {k:.4f} Kinesis calls and {d:.4f} DynamoDB calls per task "

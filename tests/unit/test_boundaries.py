@@ -12,9 +12,9 @@ import pytest
 from tests.unit.test_structure import PACKAGE, _module
 
 NOT_PRODUCTION = ("tq_cloud.local", "tq_cloud.simulation", "tq_cloud.testing", "tq_cloud.examples",
-                  "tq_cloud.scaffold", "tq_cloud.cli", "tq_cloud.demo", "tq_cloud.__main__")
+                  "tq_cloud.scaffold", "tq_cloud.cli", "tq_cloud.console", "tq_cloud.demo", "tq_cloud.__main__")
 """What a deployed function never runs: the local runtime, the simulator, the testing tools, the
-example app, the scaffold and the command line."""
+example app, the scaffold, the command line and the web console."""
 FORBIDDEN_EVERYWHERE = ("functions", "tests", "benchmarks")
 
 

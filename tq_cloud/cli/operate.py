@@ -177,13 +177,8 @@ async def _tasks_list(args: argparse.Namespace) -> int:
             page = await _operations(stack).tasks(query)
         except ValueError as exc:
             raise UsageError(f"--cursor: {exc}; give the cursor a previous page printed") from None
-    if args.json:
-        print(json.dumps(page["tasks"], default=str))
-        return 0
-    print(_table(page["tasks"], ("id", "queue", "type", "status", "attempts", "redrives", "updated_at", "error")))
-    if page["cursor"]:
-        print(f"more: --cursor {page['cursor']}")
-    return 0
+    return _print_page(args, page["tasks"], page["cursor"],
+                       ("id", "queue", "type", "status", "attempts", "redrives", "updated_at", "error"))
 
 
 async def _tasks_show(args: argparse.Namespace) -> int:
@@ -242,13 +237,8 @@ async def _redrive_failure_queue(args: argparse.Namespace) -> int:
 async def _flows_list(args: argparse.Namespace) -> int:
     async with _stack(args) as stack:
         page = await _operations(stack).flows(args.limit, args.cursor)
-    if args.json:
-        print(json.dumps(page["flows"], default=str))
-        return 0
-    print(_table(page["flows"], ("id", "state", "done", "total", "failed", "join", "started_at")))
-    if page["cursor"]:
-        print(f"more: --cursor {page['cursor']}")
-    return 0
+    return _print_page(args, page["flows"], page["cursor"], ("id", "state", "done", "total", "failed", "join",
+                                                             "started_at"))
 
 
 async def _flows_show(args: argparse.Namespace) -> int:
@@ -265,6 +255,17 @@ async def _console(args: argparse.Namespace) -> int:
 
     async with _stack(args) as stack:
         await serve_console(stack, port=args.port, announce=print)
+    return 0
+
+
+def _print_page(args: argparse.Namespace, rows: list[dict[str, Any]], cursor: str | None,
+                columns: Sequence[str]) -> int:
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return 0
+    print(_table(rows, columns))
+    if cursor:
+        print(f"more: --cursor {cursor}")
     return 0
 
 
@@ -286,6 +287,6 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
         return "  (none)"
     cells = [[_cell(row.get(c), 60) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
