@@ -20,7 +20,7 @@ from tq_cloud.core.handler import TaskHandler
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.ports.barrier import BarrierSnapshot, FlowBarrierProvider
 from tq_cloud.ports.projections import EntityProjectionProvider
-from tq_cloud.ports.storage import TaskQuery
+from tq_cloud.ports.storage import TaskQuery, listed_at
 
 
 def task_view(task: Task) -> dict[str, Any]:
@@ -104,17 +104,20 @@ class Operations:
 
     async def counts(self, within: timedelta = timedelta(minutes=15), per_status: int = 1000) -> dict[str, Any]:
         """Stored tasks by queue, type and status that took their status within `within` (with
-        TQ_HISTORY every task; without, the ones with rows), and executions in the last minute.
-        Bounded: at most `per_status` rows read per status."""
+        TQ_HISTORY every task; without, the ones with rows), each with how many took it in the
+        last minute (for executed rows: the throughput). Bounded: at most `per_status` rows read
+        per status."""
         now = self.handler.clock.now()
         counts: Counter[tuple[str, str, str]] = Counter()
-        last_minute = 0
+        recent: Counter[tuple[str, str, str]] = Counter()
         for status in TaskStatus:
             page = await self.handler.list_tasks(TaskQuery(status=status, since=now - within, limit=per_status))
             for task in page.tasks:
-                counts[(task.queue_id, task.type, status.value)] += 1
-                if status is TaskStatus.EXECUTED and task.updated_at and task.updated_at >= now - timedelta(minutes=1):
-                    last_minute += 1
-        rows = [{"queue": q, "type": t, "status": s, "count": c} for (q, t, s), c in sorted(counts.items())]
-        return {"at": now.isoformat(), "rows": rows, "executed_last_minute": last_minute,
-                "total": sum(counts.values())}
+                key = (task.queue_id, task.type, status.value)
+                counts[key] += 1
+                if listed_at(task) >= now - timedelta(minutes=1):
+                    recent[key] += 1
+        rows = [{"queue": q, "type": t, "status": s, "count": c, "last_minute": recent[(q, t, s)]}
+                for (q, t, s), c in sorted(counts.items())]
+        executed = sum(n for (_, _, s), n in recent.items() if s == TaskStatus.EXECUTED.value)
+        return {"at": now.isoformat(), "rows": rows, "executed_last_minute": executed, "total": sum(counts.values())}

@@ -137,3 +137,23 @@ async def test_the_stale_copy_check_fails_when_a_redrive_restarts_the_attempts(m
                         lambda task: (task.execution_stats.retry_count, -task.execution_stats.redrives))
     with pytest.raises(AssertionError, match="the stale copy not at all"):
         await test_a_stale_copy_of_the_old_attempt_never_runs_as_the_redriven_one(monkeypatch)
+
+
+async def test_counts_per_queue_and_type_with_the_last_minute() -> None:
+    from tq_cloud import Operations
+
+    runs: Counter[str] = Counter()
+    stack = InMemoryStack.create(app_with(runs, {"s0"}), settings=HandlerSettings(history=True))
+    await stack.handler.add_tasks([*(Task(id=f"p{i}", type="plain", queue_id="q", payload={}) for i in range(4)),
+                                   Task(id="s0", type="stored", queue_id="q", payload={}, retries=0)])
+    await stack.run_until_idle()
+    ops = Operations.of(stack)
+    counts = await ops.counts()
+    assert counts["rows"] == [{"queue": "q", "type": "plain", "status": "executed", "count": 4, "last_minute": 4},
+                              {"queue": "q", "type": "stored", "status": "failed", "count": 1, "last_minute": 1}]
+    assert counts["total"] == 5 and counts["executed_last_minute"] == 4
+    await stack.clock.advance(120)
+    later = await ops.counts()
+    assert later["total"] == 5 and later["executed_last_minute"] == 0
+    await stack.clock.advance(900)
+    assert (await ops.counts())["rows"] == []
