@@ -58,7 +58,10 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
         return JSONResponse(found) if found else JSONResponse({"error": "no stored task"}, status_code=404)
 
     async def redrive(request: Request) -> Response:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
         ids = body.get("ids") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not 0 < len(ids) <= 1000:
             return JSONResponse({"error": "give {\"ids\": [...]}, 1 to 1000 task ids"}, status_code=400)
@@ -85,7 +88,10 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
 
-    return Starlette(routes=[
+    async def bad_request(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": str(exc)}, status_code=400)  # a limit or cursor that is not one
+
+    return Starlette(exception_handlers={ValueError: bad_request}, routes=[
         Route("/", index), Route("/api/counts", counts), Route("/api/tasks", tasks),
         Route("/api/tasks/{task_id:path}", task), Route("/api/redrive", redrive, methods=["POST"]),
         Route("/api/flows", flows), Route("/api/flows/{flow_id:path}", flow),
