@@ -121,3 +121,36 @@ async def test_an_entity_timeline_is_oldest_first(projections: Any, clock: Manua
     await projections.upsert_projections(list(reversed(entries)))
     assert [p.task_id for p in await projections.timeline("user", "42", limit=2)] == ["p0", "p1"]
     assert await projections.timeline("user", "nobody") == []
+
+
+def _operations(client: Any) -> list[str]:
+    seen: list[str] = []
+    client.meta.events.register("before-parameter-build.dynamodb.*", lambda model, **_: seen.append(model.name))
+    return seen
+
+
+async def _list_everything(storage: Any, barriers: Any) -> None:
+    for status in TaskStatus:
+        await storage.list_tasks(TaskQuery(status=status, queue="q", type="t", limit=5))
+    await barriers.list_flows(limit=5)
+
+
+@pytest.mark.parametrize("scanning", [False, True], ids=["as built", "a scan put back (the check fails)"])
+async def test_listings_query_indexes_and_never_scan(moto_endpoint: str, scanning: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.aws_support import aws_resources, fresh_settings
+    from tq_cloud.backends.aws import DynamoDbAdapter, DynamoDbFlowBarrierProvider
+
+    settings = fresh_settings(moto_endpoint)
+    async with aws_resources(settings) as clients:
+        storage = DynamoDbAdapter(clients.dynamodb, settings.tasks_table)
+        barriers = DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
+        await storage.mark_failed([t("f", ManualClock())], ManualClock().now())
+        if scanning:
+            async def scan_all(query: TaskQuery) -> Any:
+                await clients.dynamodb.scan(TableName=settings.tasks_table)
+            monkeypatch.setattr(storage, "list_tasks", scan_all)
+        seen = _operations(clients.dynamodb)
+        await _list_everything(storage, barriers)
+    assert ("Scan" in seen) is scanning
+    assert scanning or set(seen) <= {"Query", "BatchGetItem", "GetItem"}
