@@ -7,7 +7,6 @@ emulated mapping that invokes the worker handler)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from tq_cloud.backends.aws.kinesis import decode_get_records
@@ -15,8 +14,6 @@ from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.handler import TaskHandler
 from tq_cloud.core.models import Task
 from tq_cloud.local.shards import ShardReader
-
-log = logging.getLogger("tq_cloud.local.poller")
 
 
 class KinesisShardPoller:
