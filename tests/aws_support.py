@@ -100,5 +100,10 @@ def created_environment(endpoint: str) -> tuple[AwsSettings, dict[str, str]]:
             pass
 
     asyncio.run(create())
-    return settings, {**os.environ, **{f"TQ_{k.upper()}": str(v) for k, v in settings.model_dump().items()
-                                       if v is not None and not isinstance(v, bool)}}
+    return settings, {**os.environ, **tq_variables(settings)}
+
+
+def tq_variables(settings: AwsSettings) -> dict[str, str]:
+    """The TQ_* variables that name `settings`' resources, as a process of the app reads them."""
+    return {f"TQ_{k.upper()}": str(v) for k, v in settings.model_dump().items()
+            if v is not None and not isinstance(v, bool)}

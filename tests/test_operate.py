@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.aws_support import tq_variables
 from tests.operate_support import Shop, running_dev, wait_for
 from tq_cloud import Task
 from tq_cloud.cli import main
@@ -30,9 +31,8 @@ def test_failures_are_listed_redriven_once_and_the_redrive_recorded(
     charges = [Task(id=f"order-{i}", type="charge", queue_id="billing", payload={"amount": i}) for i in range(3)]
     notes = [Task(id=f"note-{i}", type="notify", queue_id="mail", payload={}) for i in range(5)]
     with running_dev(moto_endpoint, shop.app, charges + notes) as (_, settings):
-        for name, value in settings.model_dump().items():
-            if value is not None and not isinstance(value, bool):
-                monkeypatch.setenv(f"TQ_{name.upper()}", str(value))
+        for name, value in tq_variables(settings).items():
+            monkeypatch.setenv(name, value)
         failed = wait_for(lambda: (rows := cli_json(capsys, "tasks", "list", "--status", "failed"))
                           and len(rows) == 3 and rows, what="three failed tasks")
         assert {(t["id"], t["error"]) for t in failed} == {(f"order-{i}", f"card declined for order-{i}")

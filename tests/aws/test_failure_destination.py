@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.aws.test_kinesis import read_all
-from tests.aws_support import aws_resources, fresh_settings
+from tests.aws_support import aws_resources, fresh_settings, tq_variables
 from tq_cloud import Task
 from tq_cloud.backends.aws import KinesisQueue
 from tq_cloud.backends.aws.failure_destination import redrive_failure_destination
@@ -67,9 +67,8 @@ def test_the_cli_redrives_from_the_failure_queue(moto_endpoint: str, monkeypatch
             return url
 
     url = asyncio.run(exhausted_batch())
-    for name, value in settings.model_dump().items():
-        if value is not None and not isinstance(value, bool):
-            monkeypatch.setenv(f"TQ_{name.upper()}", str(value))
+    for name, value in tq_variables(settings).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("TQ_FAILURE_QUEUE_URL", url)
     assert main(["redrive", "--from-failure-queue", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"messages": 1, "records": 1, "unavailable": []}

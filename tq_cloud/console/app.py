@@ -41,8 +41,22 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
     async def index(request: Request) -> Response:
         return HTMLResponse(page)
 
+    latest: dict[str, Any] = {}
+    computing = asyncio.Lock()
+
+    async def current_counts() -> dict[str, Any]:
+        """One count per tick, however many pages watch: each count reads up to a page per status."""
+        async with computing:
+            now = asyncio.get_running_loop().time()
+            if not latest or now - latest["at"] >= tick:
+                latest.update(at=now, counts=await ops.counts())
+            counted: dict[str, Any] = latest["counts"]
+            return counted
+
     async def counts(request: Request) -> Response:
-        return JSONResponse(await ops.counts(timedelta(minutes=int(request.query_params.get("minutes", 15)))))
+        if "minutes" not in request.query_params:
+            return JSONResponse(await current_counts())
+        return JSONResponse(await ops.counts(timedelta(minutes=int(request.query_params["minutes"]))))
 
     async def tasks(request: Request) -> Response:
         params = request.query_params
@@ -81,7 +95,7 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
     async def events(request: Request) -> Response:
         async def stream() -> AsyncIterator[str]:
             while not stopping.is_set() and not await request.is_disconnected():
-                yield f"data: {json.dumps(await ops.counts())}\n\n"
+                yield f"data: {json.dumps(await current_counts())}\n\n"
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), tick)
 

@@ -15,6 +15,10 @@ from typing import Protocol
 
 from tq_cloud.core.models import Task
 
+SQS_MAX_DELAY = timedelta(minutes=15)
+"""SQS's largest DelaySeconds: what the lane of every backend holds at most, by default."""
+SQS_MAX_MESSAGE_BYTES = 256 * 1024
+
 
 class DelayLane(Protocol):
     @property

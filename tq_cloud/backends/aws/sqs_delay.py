@@ -21,9 +21,9 @@ from tq_cloud.clock import Clock
 from tq_cloud.core.codec import encode_task
 from tq_cloud.core.models import Task
 from tq_cloud.errors import PayloadTooLargeError, QueueWriteError, TaskRejectedError
+from tq_cloud.ports.delay import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
 
-MAX_DELAY = timedelta(minutes=15)
-MAX_MESSAGE_BYTES = 256 * 1024
+MAX_DELAY, MAX_MESSAGE_BYTES = SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
 _BATCH = 10
 
 

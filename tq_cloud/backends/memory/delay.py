@@ -7,9 +7,7 @@ from datetime import timedelta
 
 from tq_cloud.backends.memory.queue import InMemoryQueue
 from tq_cloud.core.models import Task
-
-SQS_MAX_DELAY = timedelta(minutes=15)
-SQS_MAX_MESSAGE_BYTES = 256 * 1024
+from tq_cloud.ports.delay import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
 
 
 class InMemoryDelayLane:
