@@ -165,3 +165,51 @@ async def test_a_reset_never_touches_a_later_attempt(storage: Any, clock: Manual
     await storage.reset_to_scheduled([first])  # a late reset of the first attempt's failed send
     [row] = await storage.get(["x"])
     assert row.status is TaskStatus.PROCESSING and row.retry_count == 1, "the later attempt is not sent twice"
+
+
+async def test_an_outcome_never_lands_over_a_later_attempt(storage: Any, clock: ManualClock) -> None:
+    await storage.insert([t("a", clock, status=TaskStatus.PROCESSING)])
+    assert len(await storage.schedule_retry([t("a", clock, retry=1)])) == 1  # a retry or a re-drive since
+    await storage.mark_executed([t("a", clock, execution_result="stale")], clock.now())
+    await storage.mark_failed([t("a", clock)], clock.now())
+    await storage.mark_ignored([t("a", clock)], "stale", clock.now())
+    await storage.keep_history([t("a", clock)], clock.now())
+    [row] = await storage.get(["a"])
+    assert row.status is TaskStatus.SCHEDULED and row.retry_count == 1
+    deferred = t("a", clock, retry=1)
+    deferred.execution_stats.deferrals = 1
+    assert len(await storage.schedule_retry([deferred])) == 1
+    await storage.mark_executed([t("a", clock, retry=1, execution_result="r")], clock.now())
+    [row] = await storage.get(["a"])
+    assert row.status is TaskStatus.EXECUTED and row.execution_result == "r", "a deferral is not a later attempt"
+
+
+async def test_a_reset_never_wipes_a_live_lease(storage: Any, clock: ManualClock) -> None:
+    now = clock.now()
+    task = t("l", clock, status=TaskStatus.PROCESSING)
+    await storage.insert([task])
+    assert await storage.take_leases([task], "a", now, now - timedelta(minutes=30)) == {"l"}
+    await storage.reset_to_scheduled([task])  # the sender lost the answer of a write that went through
+    [row] = await storage.get(["l"])
+    assert row.status is TaskStatus.PROCESSING
+    assert await storage.take_leases([task], "b", now, now - timedelta(minutes=30)) == set()
+    assert await storage.claim_mature(now + timedelta(hours=1), 10) == []
+
+
+async def test_a_lease_ends_at_its_deadline_or_when_released(storage: Any, clock: ManualClock) -> None:
+    now = clock.now()
+    task = t("e", clock, status=TaskStatus.PROCESSING)
+    await storage.insert([task])
+    stale = now - timedelta(minutes=30)
+    assert await storage.take_leases([task], "a", now, stale, now + timedelta(minutes=1)) == {"e"}
+    [row] = await storage.get(["e"])
+    assert row.lease_until == now + timedelta(minutes=1)
+    assert await storage.take_leases([task], "b", now + timedelta(seconds=59), stale) == set(), "live"
+    later = now + timedelta(seconds=61)
+    assert await storage.take_leases([task], "b", later, stale, later + timedelta(minutes=1)) == {"e"}, "ended"
+    await storage.release_leases([task], "a")  # not the holder: nothing changes
+    assert await storage.take_leases([task], "c", later, stale) == set()
+    await storage.release_leases([task], "b")
+    assert await storage.take_leases([task], "c", later, stale) == {"e"}, "released"
+    await storage.release_leases([t("nobody", clock)], "c")
+    assert await storage.get(["nobody"]) == []

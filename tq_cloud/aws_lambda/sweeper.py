@@ -9,6 +9,7 @@ Example (functions/sweeper/app.py):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.aws_lambda.kinesis import LambdaHandler
@@ -20,19 +21,26 @@ if TYPE_CHECKING:
 
 
 class SweeperHandler:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, safety_margin_ms: int = 10_000) -> None:
         self.runtime = runtime
+        self.safety_margin_ms = safety_margin_ms
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         self.runtime.observability()
-        return self.runtime.run(self.handle())
+        return self.runtime.run(self.handle(context))
 
-    async def handle(self) -> dict[str, Any]:
+    async def handle(self, context: Any = None) -> dict[str, Any]:
+        """Sweep until the invocation's deadline less `safety_margin_ms` (a wave takes a few
+        seconds at most), so that nothing it claims is cut off before it is sent."""
         stack = await self.runtime.stack()
+        handler = stack.handler
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        deadline = (handler.clock.now() + timedelta(milliseconds=float(remaining()) - self.safety_margin_ms)
+                    if callable(remaining) else None)
         try:
-            return {"sent": await stack.handler.process_mature_tasks()}
+            return {"sent": await handler.process_mature_tasks(deadline)}
         finally:  # Lambda freezes the environment after the return: deliver events now
-            await stack.handler.lifecycle.drain()
+            await handler.lifecycle.drain()
 
 
 def sweeper_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, **handler_options: Any

@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tq_cloud.clock import Clock, SystemClock
@@ -136,6 +136,7 @@ class TaskHandler:
             flow_starter=FlowStarter(self.clock) if self.flows else None, async_manager=async_manager,
             on_processing=sink.processing if sink else None, lock_ttl=self.settings.lock_ttl,
             storage=storage, stale_after=self.settings.stale_after, barriers=flow_barriers,
+            history=self.settings.history,
         )
         self.pipeline = CommitPipeline(Decider(registry, self.clock, history=self.settings.history), self.clock, [
             RetriesStep(self.router),
@@ -226,6 +227,7 @@ class TaskHandler:
             log.exception("batch of %d tasks not committed; it will be redelivered", len(tasks))
             report.error = exc
             report.not_committed = list(tasks)
+            await self.runner.release_leases(tasks, consumer_id)
             await self.stats.error(exc, "process_batch")
         else:
             ran = [o for o in batch.outcomes if o.verdict is not Verdict.IGNORED]
@@ -294,15 +296,26 @@ class TaskHandler:
         """Consume all queues, sweep mature tasks and send heartbeats until `stop` is set."""
         await Worker(self).serve(stop, queues)
 
-    async def process_mature_tasks(self) -> int:
-        """Recover stale `processing` rows, then send every due `scheduled` task to the queue."""
+    async def process_mature_tasks(self, deadline: datetime | None = None) -> int:
+        """Recover stale `processing` rows, then send every due `scheduled` task to the queue,
+        a wave at a time. With a `deadline` (a Lambda invocation's end, less a margin) no step
+        starts after it: a wave claimed is always sent, never left claimed until stale recovery.
+
+        Example:
+            sent = await handler.process_mature_tasks(deadline=clock.now() + timedelta(seconds=50))
+        """
+        def time_left() -> bool:
+            return deadline is None or self.clock.now() < deadline
+
         now = self.clock.now()
         recovered = await self.storage.recover_stale(now - self.settings.stale_after, now)
         if recovered:
             log.warning("recovered %d stale processing tasks", recovered)
-        sent = await self.timer.fire_due(self.clock.now()) if self.timer is not None else 0
-        while True:
+        sent = await self.timer.fire_due(self.clock.now()) if self.timer is not None and time_left() else 0
+        while time_left():
             n = await self.router.dispatch_mature(self.settings.mature_batch_limit)
             sent += n
             if n < self.settings.mature_batch_limit:
                 return sent
+        log.warning("sweep stopped at its deadline; the next sweep sends the rest")
+        return sent

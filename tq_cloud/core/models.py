@@ -119,6 +119,8 @@ class Task(BaseModel, Generic[P]):
     created_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
     processing_started_at: AwareDatetime | None = None
+    lease_until: AwareDatetime | None = Field(default=None, exclude=True, description=(
+        "read from the store only: when the live run lease on the task's row ends; never written"))
 
     @property
     def key(self) -> str:

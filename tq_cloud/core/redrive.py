@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.core.routing import as_sent
 from tq_cloud.ports.queue import MessageQueue
 from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, TaskQuery, TaskStorage
 
@@ -41,7 +42,7 @@ class Redriver:
             "redrives": row.execution_stats.redrives + 1, "redriven_at": now, "redrive_base": attempt})
         return row.model_copy(update={
             "status": TaskStatus.PROCESSING, "execute_at": now, "processing_started_at": NOT_STAMPED,
-            "updated_at": now, "execution_stats": stats, "execution_result": None})
+            "updated_at": now, "execution_stats": stats, "execution_result": None, "lease_until": None})
 
     async def redrive(self, ids: Sequence[str]) -> list[Task]:
         """Send the failed or ignored tasks among `ids` back to run; the ones sent (a task not
@@ -53,7 +54,7 @@ class Redriver:
             moved = await self.storage.redrive(copies, self.clock.now()) if copies else []
             if moved:
                 try:
-                    await self.queue.publish(moved)
+                    await self.queue.publish(as_sent(moved))
                 except Exception:
                     log.exception("%d re-driven tasks not sent now; the sweeper sends them", len(moved))
                     await self.storage.reset_to_scheduled(moved)

@@ -273,7 +273,7 @@ class TaskRouter:
         if stored:
             now = self.clock.now()
             direct = [c for c in stored if not self._due_later(c)]
-            later = [c for c in stored if self._due_later(c)]
+            later = [waiting(c) for c in stored if self._due_later(c)]
             rows = later + [c.model_copy(update={"status": TaskStatus.PROCESSING,
                                                  "processing_started_at": now}) for c in direct]
             accepted = {t.key for t in await self.storage.schedule_retry(rows)}
@@ -294,8 +294,7 @@ class TaskRouter:
         tasks = await self.storage.claim_mature(self.clock.now(), limit)
         if tasks:
             try:
-                await self._publish_or_reset([t.model_copy(update={"status": TaskStatus.SCHEDULED})
-                                              for t in tasks])
+                await self._publish_or_reset(as_sent(tasks))
             except QueueWriteError as exc:
                 log.warning("sweep: %d of %d tasks not written; the next sweep sends them",
                             len(exc.task_ids), len(tasks))
@@ -309,3 +308,16 @@ class TaskRouter:
                 max_retries = self.registry.max_retries(task.retries, task.queue_id, task.type)
                 await self.lifecycle.task("on_task_scheduled",
                                           self.lifecycle.scheduled_event(task, max_retries, now))
+
+
+def as_sent(rows: Sequence[Task]) -> list[Task]:
+    """Claimed rows as their records carry them: `scheduled`, with no time from the row."""
+    return [t.model_copy(update={"status": TaskStatus.SCHEDULED, "processing_started_at": None,
+                                 "lease_until": None}) for t in rows]
+
+
+def waiting(task: Task) -> Task:
+    """A stored task's next attempt as its row waits for it: `scheduled`, so the sweeper sends
+    it when due (a copy of a record that carried `processing`, as a re-driven one may, would
+    otherwise wait for stale recovery)."""
+    return task.model_copy(update={"status": TaskStatus.SCHEDULED})

@@ -78,6 +78,7 @@ class TaskRunner:
         storage: TaskStorage | None = None,
         stale_after: timedelta = timedelta(minutes=30),
         barriers: FlowBarrierProvider | None = None,
+        history: bool = False,
     ) -> None:
         self.registry = registry
         self.locks = locks
@@ -91,6 +92,7 @@ class TaskRunner:
         self.storage = storage
         self.stale_after = stale_after
         self.barriers = barriers
+        self.history = history
         self.commit_async: AsyncCommit | None = None
         self.on_async_uncommitted: UncommittedHook | None = None
 
@@ -105,7 +107,7 @@ class TaskRunner:
         keep_locked: set[str] = set()
         try:
             mine = await self._not_yet_committed([t for k, t in unique.items() if k in claimed], result,
-                                                 runner_id, recorder)
+                                                 runner_id, recorder, claim_ttl)
             mine = await self._hold_until_due(mine, recorder)
             if self.on_processing is not None:
                 await self.on_processing([t for t in mine if t.entity and not t.retry_count])
@@ -152,6 +154,17 @@ class TaskRunner:
             await self.clock.sleep(max(held))
         return [t for t in tasks if early.get(t.key, 0.0) <= MAX_HOLD.total_seconds()]
 
+    async def release_leases(self, tasks: Sequence[Task], owner: str) -> None:
+        """Handed-back tasks' run leases end now, so their redelivered records run at once (a
+        release that fails ends at the lease's deadline)."""
+        mine = [t for t in tasks if usable_id(t.id) and self.has_row(t)]
+        if self.storage is None or not mine:
+            return
+        try:
+            await self.storage.release_leases(mine, owner)
+        except Exception:
+            log.exception("could not release %d run leases; they end at their deadline", len(mine))
+
     async def _release(self, keys: list[str], owner: str) -> None:
         """A claim that could not be released expires with its TTL; the batch's outcomes stand."""
         try:
@@ -160,11 +173,14 @@ class TaskRunner:
             log.exception("could not release %d claims; they expire with their TTL", len(keys))
 
     async def _not_yet_committed(self, tasks: list[Task], result: RunResult, owner: str,
-                                 recorder: RunRecorder) -> list[Task]:
-        """Drop stored tasks whose row shows this attempt already committed (final, or a later
-        attempt recorded): a redelivered batch never runs a committed attempt again. Take the
-        run lease of the rest; one whose lease another live run holds is deferred."""
-        stored = [t for t in tasks if t.force_store]
+                                 recorder: RunRecorder, claim_ttl: timedelta | None) -> list[Task]:
+        """Drop tasks whose row shows this attempt already committed (final, or a later attempt
+        recorded): a redelivered batch never runs a committed attempt again. Take the run lease
+        of the rest, until this run's deadline (`claim_ttl`, a Lambda's remaining time, else
+        the stale window); one whose lease another live run holds is deferred until that lease
+        ends. Rows are read for tasks that have one by design: stored (force_store), of an
+        executor that stores failures, or every task with `history`."""
+        stored = [t for t in tasks if self.has_row(t)]
         if self.storage is None or not stored:
             return tasks
         rows = {r.key: r for r in await self.storage.get([t.key for t in stored])}
@@ -174,13 +190,24 @@ class TaskRunner:
         result.committed_rows += [rows[k] for k in done if rows[k].status.is_terminal]
         to_lease = [t for t in stored if t.key in rows and t.key not in done]
         now = self.clock.now()
-        leased = await self.storage.take_leases(to_lease, owner, now, now - self.stale_after) if to_lease else set()
+        until = now + (claim_ttl or self.stale_after)
+        leased = (await self.storage.take_leases(to_lease, owner, now, now - self.stale_after, until)
+                  if to_lease else set())
         for task in to_lease:  # a live run holds it: look again once that run must have ended
             if task.key not in leased:
-                recorder.record(task, error=CLAIMED_ELSEWHERE, retry_delay=self.stale_after.total_seconds(),
-                                consume_attempt=False)
+                ends = rows[task.key].lease_until
+                wait = (ends - now).total_seconds() + 1 if ends is not None and ends > now else 1.0
+                recorder.record(task, error=CLAIMED_ELSEWHERE, consume_attempt=False,
+                                retry_delay=min(wait, self.stale_after.total_seconds()))
         refused = {t.key for t in to_lease} - leased
         return [t for t in tasks if t.key not in done and t.key not in refused]
+
+    def has_row(self, task: Task) -> bool:
+        """Whether the task may have a row (so its runs read it and take its lease)."""
+        if task.force_store or self.history:
+            return True
+        executor = self.registry.get_executor(task.queue_id, task.type)
+        return bool(executor and executor.options.store_on_failure)
 
     def _validated(self, executor: Executor, group: list[Task], recorder: RunRecorder) -> list[Pair]:
         """A pair for each task whose payload fits the executor's model; the rest fail for good
@@ -321,6 +348,7 @@ class TaskRunner:
             log.exception("late commit of handed-off task %s failed; reported for redelivery", task.key)
             if self.on_async_uncommitted is not None:
                 self.on_async_uncommitted(task)
+            await self.release_leases([task], consumer_id)
         finally:
             await self._release([task.key], consumer_id)
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import resource
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tq_cloud.asynctasks.manager import AsyncTaskManager
@@ -54,7 +54,7 @@ class ConsumingHandler(Protocol):
     async def process_batch(self, tasks: Sequence[Task], consumer_id: str = "direct",
                             claim_ttl: timedelta | None = None) -> Any: ...
 
-    async def process_mature_tasks(self) -> int: ...
+    async def process_mature_tasks(self, deadline: datetime | None = None) -> int: ...
 
     def take_async_uncommitted(self) -> list[Task]: ...
 

@@ -78,11 +78,13 @@ class TaskStorage(Protocol):
 
     async def mark_executed(self, tasks: Sequence[Task], at: datetime) -> None:
         """Terminal success, with `execution_result`; a no-op for tasks already terminal or
-        never stored."""
+        never stored, and over a row whose attempt is ahead of the task's (a re-drive or a
+        retry written since: a stale copy's outcome never undoes newer work)."""
         ...
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
-        """Terminal failure, upserted (a task never stored before is created as failed)."""
+        """Terminal failure, upserted (a task never stored before is created as failed); never
+        over a final row or a row whose attempt is ahead of the task's."""
         ...
 
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
@@ -104,18 +106,28 @@ class TaskStorage(Protocol):
         ...
 
     async def take_leases(self, tasks: Sequence[Task], owner: str, now: datetime,
-                          expired_before: datetime) -> set[str]:
+                          expired_before: datetime, until: datetime | None = None) -> set[str]:
         """Take the run lease of each stored task about to run; return the ids leased. The row
         moves to (or stays) `processing` with `processing_started_at = now`, so stale recovery
-        counts from the start of the run, never from when the record was queued. Refused while
-        another owner's lease is live (started at or after `expired_before`), or when the row
-        holds another attempt, is final or is missing. Any other write of the row ends the lease."""
+        counts from the start of the run, never from when the record was queued. The lease
+        lasts until `until` (the holder's deadline: a Lambda invocation's end; by default
+        `now + (now - expired_before)`); a lease an earlier version wrote without an end is
+        live while its run started at or after `expired_before`. Refused while another owner's
+        lease is live, or when the row holds another attempt, is final or is missing. A lease
+        ends at its holder's commit (any other write of the row), hand-back (`release_leases`)
+        or deadline; `get` shows a live lease's end as `lease_until`."""
+        ...
+
+    async def release_leases(self, tasks: Sequence[Task], owner: str) -> None:
+        """End the leases `owner` holds on these tasks: its batch handed them back uncommitted,
+        so their redelivered records may run at once instead of waiting for the deadline."""
         ...
 
     async def reset_to_scheduled(self, tasks: Sequence[Task]) -> None:
         """Undo a claim whose queue write failed, so the sweeper offers the task again: only
         while the row still holds the attempt that was being sent (a later attempt may have
-        been written, and sent, meanwhile)."""
+        been written, and sent, meanwhile) and no run has leased it since the send (a write
+        whose answer was lost may have reached the queue, and a consumer may be running it)."""
         ...
 
     async def claim_mature(self, now: datetime, limit: int) -> list[Task]:

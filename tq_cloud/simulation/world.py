@@ -242,7 +242,8 @@ class Deployment:
                 if row.status is TaskStatus.PROCESSING and since != NOT_STAMPED and since < cutoff:
                     self.tracker.recovered(key)
             sweeper = SweeperHandler(SimRuntime(handler, self.tracker))
-            if await invocation(sweeper.handle(), self.plan.invocation("sweeper"), 60.0) is None:
+            context = SimContext(f"sweep-{self.loop.time()}", self.loop.time() + 60.0)
+            if await invocation(sweeper.handle(context), self.plan.invocation("sweeper"), 60.0) is None:
                 handler = self.container()
 
     def settled(self) -> bool:

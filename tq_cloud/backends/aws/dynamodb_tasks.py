@@ -41,6 +41,9 @@ DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 _ITEM_OVERHEAD = 1024
 _TERMINAL = {":executed": s("executed"), ":failed": s("failed"), ":ignored": s("ignored")}
 _NOT_TERMINAL = "NOT (#s IN (:executed, :failed, :ignored))"
+_NOT_AHEAD = "retry_count <= :rc"
+"""A task's outcome lands only on a row at its attempt or an earlier one: never over a re-drive
+or a retry written since (a deferral, which uses no attempt, is not ahead)."""
 log = logging.getLogger("tq_cloud.dynamodb")
 DUE_INDEX = "due"
 BUCKETS_ITEM = "_tq#meta#buckets"
@@ -51,6 +54,10 @@ FINISHED_INDEX = "finished"
 
 def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
+
+
+def _at(value: dict[str, str]) -> datetime:
+    return datetime.fromtimestamp(int(value["N"]) / 1000, UTC)
 
 
 class DynamoDbAdapter:
@@ -119,7 +126,7 @@ class DynamoDbAdapter:
     @staticmethod
     def _update_expression(values: Item) -> str:
         sets = ["#s = :status", "body = :body", "retry_count = :rc", "deferrals = :d", "execute_at_ms = :at"]
-        removes: list[str] = ["lease_owner"]  # a new state of the task: no run holds it yet
+        removes: list[str] = ["lease_owner", "lease_until"]  # a new state of the task: no run holds it yet
         for attr, key in (("due_bucket", ":due"), ("running_bucket", ":run"), ("expires_at", ":exp"),
                           ("finished_key", ":fin"), ("finished_ms", ":fms")):
             (sets if key in values else removes).append(f"{attr} = {key}" if key in values else attr)
@@ -135,16 +142,18 @@ class DynamoDbAdapter:
 
     async def _conditional(self, task_id: str, update: str, condition: str, values: Item) -> Item | None:
         await self._remember_buckets()
+        names = {"ExpressionAttributeNames": {"#s": "status"}} if "#s" in update + condition else {}
         return await update_if(self.client, TableName=self.table, Key={"id": s(task_id)}, UpdateExpression=update,
-                               ConditionExpression=condition, ExpressionAttributeNames={"#s": "status"},
-                               ExpressionAttributeValues=values)
+                               ConditionExpression=condition, ExpressionAttributeValues=values, **names)
 
     @staticmethod
     def _decode(item: Item) -> Task:
         task = Task.model_validate_json(item["body"]["S"])
         update: dict[str, Any] = {"status": TaskStatus(item["status"]["S"])}
         if "processing_ms" in item and update["status"] is TaskStatus.PROCESSING:
-            update["processing_started_at"] = datetime.fromtimestamp(int(item["processing_ms"]["N"]) / 1000, UTC)
+            update["processing_started_at"] = _at(item["processing_ms"])
+        if "lease_until" in item:
+            update["lease_until"] = _at(item["lease_until"])
         return task.model_copy(update=update)
 
     async def insert(self, tasks: Sequence[Task]) -> list[Task]:
@@ -182,7 +191,7 @@ class DynamoDbAdapter:
     async def mark_executed(self, tasks: Sequence[Task], at: datetime) -> None:
         done = [t.model_copy(update={"status": TaskStatus.EXECUTED, "updated_at": at}) for t in tasks]
         await bounded_gather(done, lambda t: self._update(
-            t, TaskStatus.EXECUTED, f"attribute_exists(id) AND {_NOT_TERMINAL}", _TERMINAL, at))
+            t, TaskStatus.EXECUTED, f"attribute_exists(id) AND {_NOT_TERMINAL} AND {_NOT_AHEAD}", _TERMINAL, at))
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
         await self._finish([failure_row(t, TaskStatus.FAILED, at, None, self.max_item_bytes, failed_at=at)
@@ -249,11 +258,11 @@ class DynamoDbAdapter:
         return TaskPage(page, page_cursor(*examined) if truncated and examined else None)
 
     async def _finish(self, rows: list[Task], at: datetime) -> None:
-        """Upsert final rows, except over a task that is already final."""
+        """Upsert final rows, except over a task that is already final or at a later attempt."""
         for row in rows:
             self._body(row)
         await bounded_gather(rows, lambda t: self._update(
-            t, t.status, f"attribute_not_exists(id) OR {_NOT_TERMINAL}", _TERMINAL, at))
+            t, t.status, f"attribute_not_exists(id) OR ({_NOT_TERMINAL} AND {_NOT_AHEAD})", _TERMINAL, at))
 
     async def _move(self, task_id: str, expect: TaskStatus, to: TaskStatus, now: datetime,
                     extra_condition: str = "", extra_values: Item | None = None) -> Item | None:
@@ -262,35 +271,43 @@ class DynamoDbAdapter:
                         **(extra_values or {})}
         if to is TaskStatus.PROCESSING:
             values[":pms"] = n(_ms(now))
-            update = "SET #s = :to, running_bucket = :bucket, processing_ms = :pms REMOVE due_bucket, lease_owner"
+            update = ("SET #s = :to, running_bucket = :bucket, processing_ms = :pms "
+                      "REMOVE due_bucket, lease_owner, lease_until")
         else:
-            update = "SET #s = :to, due_bucket = :bucket REMOVE running_bucket, processing_ms, lease_owner"
+            update = "SET #s = :to, due_bucket = :bucket REMOVE running_bucket, processing_ms, lease_owner, lease_until"
         return await self._conditional(task_id, update, "#s = :expect" + extra_condition, values)
 
     async def take_leases(self, tasks: Sequence[Task], owner: str, now: datetime,
-                          expired_before: datetime) -> set[str]:
+                          expired_before: datetime, until: datetime | None = None) -> set[str]:
         """Each stored task's run lease: its row moves to (or stays) `processing` with
         `processing_ms` now, so stale recovery counts from the start of the run, not from when
-        the record was queued. Refused while another owner's lease is live (younger than
-        `expired_before`), or when the row holds another attempt or is final."""
+        the record was queued, and `lease_until` the holder's deadline. Refused while another
+        owner's lease is live, or when the row holds another attempt or is final."""
         condition = ("#s IN (:processing, :scheduled) AND retry_count = :rc AND deferrals = :d AND "
-                     "(attribute_not_exists(lease_owner) OR lease_owner = :owner OR processing_ms < :expired)")
+                     "(attribute_not_exists(lease_owner) OR lease_owner = :owner OR lease_until < :pms OR "
+                     "(attribute_not_exists(lease_until) AND processing_ms < :expired))")
+        ends = until or now + (now - expired_before)
 
         async def lease(task: Task) -> str | None:
             stats = task.execution_stats
             values: Item = {":processing": s("processing"), ":scheduled": s("scheduled"), ":rc": n(stats.retry_count),
                             ":d": n(stats.deferrals), ":owner": s(owner), ":expired": n(_ms(expired_before)),
-                            ":pms": n(_ms(now)), ":bucket": s(self._bucket(task.key))}
-            update = ("SET #s = :processing, processing_ms = :pms, running_bucket = :bucket, lease_owner = :owner "
-                      "REMOVE due_bucket")
+                            ":pms": n(_ms(now)), ":bucket": s(self._bucket(task.key)), ":until": n(_ms(ends))}
+            update = ("SET #s = :processing, processing_ms = :pms, running_bucket = :bucket, lease_owner = :owner, "
+                      "lease_until = :until REMOVE due_bucket")
             return task.key if await self._conditional(task.key, update, condition, values) else None
 
         return {k for k in await bounded_gather(tasks, lease) if k is not None}
 
+    async def release_leases(self, tasks: Sequence[Task], owner: str) -> None:
+        await bounded_gather(tasks, lambda t: self._conditional(
+            t.key, "REMOVE lease_owner, lease_until", "lease_owner = :owner", {":owner": s(owner)}))
+
     async def reset_to_scheduled(self, tasks: Sequence[Task]) -> None:
         now = datetime.now(UTC)
         await bounded_gather(tasks, lambda t: self._move(
-            t.key, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, now, " AND retry_count = :rc AND deferrals = :d",
+            t.key, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, now,
+            " AND retry_count = :rc AND deferrals = :d AND attribute_not_exists(lease_owner)",
             {":rc": n(t.execution_stats.retry_count), ":d": n(t.execution_stats.deferrals)}))
 
     async def _query_index(self, index: str, bucket_attr: str, sort_attr: str, bucket: str,

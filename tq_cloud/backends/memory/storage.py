@@ -56,7 +56,8 @@ class InMemoryAdapter:
     def __init__(self, *, max_item_bytes: int = DYNAMODB_MAX_ITEM_BYTES) -> None:
         self._rows = _Rows()
         self._open: set[str] = set()
-        self._leases: dict[str, str] = {}
+        self._leases: dict[str, tuple[str, datetime]] = {}
+        """Live run leases: the holder and when its lease ends."""
         """Keys of scheduled and processing rows, the only ones sweeps look at (as the sparse
         due and running indexes of the DynamoDB backend)."""
         self._max = max_item_bytes
@@ -91,7 +92,11 @@ class InMemoryAdapter:
         return [self._put(t).model_copy() for t in tasks if t.key not in self._rows]
 
     async def get(self, ids: Sequence[str]) -> list[Task]:
-        return [_copy(self._rows[i]) for i in ids if i in self._rows]
+        rows = [_copy(self._rows[i]) for i in ids if i in self._rows]
+        for row in rows:
+            if (lease := self._leases.get(row.key)) is not None:
+                row.lease_until = lease[1]
+        return rows
 
     async def schedule_retry(self, tasks: Sequence[Task]) -> list[Task]:
         self._write_gate(tasks)
@@ -108,7 +113,7 @@ class InMemoryAdapter:
         self._write_gate(tasks)
         for task in tasks:
             row = self._rows.get(task.key)
-            if row is not None and not row.status.is_terminal:
+            if row is not None and not row.status.is_terminal and row.retry_count <= task.retry_count:
                 self._put(row, status=TaskStatus.EXECUTED, updated_at=at,
                           execution_result=task.execution_result,
                           execution_stats=task.execution_stats)
@@ -152,34 +157,40 @@ class InMemoryAdapter:
         return written
 
     def _finish(self, rows: list[Task]) -> None:
-        """Upsert final rows, except over a task that is already final."""
+        """Upsert final rows, except over a task that is already final or at a later attempt."""
         self._write_gate(rows)
         for row in rows:
             current = self._rows.get(row.key)
-            if current is None or not current.status.is_terminal:
+            if current is None or not (current.status.is_terminal or current.retry_count > row.retry_count):
                 self._put(row)
 
     async def take_leases(self, tasks: Sequence[Task], owner: str, now: datetime,
-                          expired_before: datetime) -> set[str]:
+                          expired_before: datetime, until: datetime | None = None) -> set[str]:
         leased = set()
         for task in tasks:
             row = self._rows.get(task.key)
             if row is None or row.status not in (TaskStatus.PROCESSING, TaskStatus.SCHEDULED):
                 continue
             holder = self._leases.get(task.key)
-            since = row.processing_started_at
-            live = holder is not None and holder != owner and since is not None and since >= expired_before
+            live = holder is not None and holder[0] != owner and holder[1] >= now
             if _attempt(row) != _attempt(task) or live:
                 continue
             self._put(row, status=TaskStatus.PROCESSING, processing_started_at=now)
-            self._leases[task.key] = owner
+            self._leases[task.key] = (owner, until or now + (now - expired_before))
             leased.add(task.key)
         return leased
+
+    async def release_leases(self, tasks: Sequence[Task], owner: str) -> None:
+        for task in tasks:
+            holder = self._leases.get(task.key)
+            if holder is not None and holder[0] == owner:
+                del self._leases[task.key]
 
     async def reset_to_scheduled(self, tasks: Sequence[Task]) -> None:
         for task in tasks:
             row = self._rows.get(task.key)
-            if row is not None and row.status is TaskStatus.PROCESSING and _attempt(row) == _attempt(task):
+            if (row is not None and row.status is TaskStatus.PROCESSING and _attempt(row) == _attempt(task)
+                    and task.key not in self._leases):
                 self._put(row, status=TaskStatus.SCHEDULED)
 
     async def claim_mature(self, now: datetime, limit: int) -> list[Task]:
