@@ -129,3 +129,7 @@ class InvalidTaskError(TaskRejectedError):
 
 class InvalidFlowError(TqError):
     """A flow definition that cannot run (no steps, a non-positive timeout)."""
+
+
+class InvalidDelayError(TqError, ValueError):
+    """A delay, deferral or timeout that is not a finite number of seconds from 0 to 366 days."""

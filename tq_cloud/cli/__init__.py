@@ -35,6 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(run=_demo)
     dev.add_commands(commands, _app_name_option)
     operate.add_commands(commands, _app_name_option)
+    from tq_cloud.local.terminal import SafeTerminal
+
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeTerminal(streams[0]), SafeTerminal(streams[1])  # task data never drives the terminal
+    try:
+        return _run(parser, argv)
+    except BrokenPipeError:  # `tq-cloud ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), streams[0].fileno())  # so the flush at exit is silent
+        return 0
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _run(parser: OneLineParser, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")

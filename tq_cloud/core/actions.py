@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.limits import bounded_error, checked_result, json_safe_details
+from tq_cloud.core.limits import bounded_error, checked_delay, checked_result, json_safe_details
 from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import Outcome
 from tq_cloud.errors import FlowsNotConfiguredError, NonRetryableError, TaskNotInScopeError
@@ -159,7 +159,10 @@ class ExecutorActions:
             self._recorder.record(own, error=error, details=stats, for_good=not retry)
 
     def defer(self, task: Task, seconds: float, reason: str = "deferred") -> None:
-        """Run the task again after `seconds`, without using one of its attempts."""
+        """Run the task again after `seconds`, without using one of its attempts. Raises
+        InvalidDelayError for a delay that is not a finite number from 0 to 366 days (a
+        computed Retry-After gone wrong): raised here, it fails only this task."""
+        seconds = checked_delay(seconds, f"defer of task {task.id!r}")
         own = self._own(task)
         if own is not None:
             self._recorder.record(own, error=reason, retry_delay=seconds, consume_attempt=False)

@@ -13,7 +13,7 @@ from datetime import datetime
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from tq_cloud.core.limits import MAX_ID_CHARS, describe_validation_error
+from tq_cloud.core.limits import MAX_ID_CHARS, RESERVED_ID_PREFIX, describe_validation_error
 from tq_cloud.core.models import ExecutionStats, Task, TaskStatus
 from tq_cloud.errors import UnserialisableTaskError
 from tq_cloud.ids import derived_id
@@ -58,4 +58,5 @@ def decode_task(data: bytes, record_id: str) -> Task | UndecodableRecord:
 
 
 def usable_id(task_id: str | None) -> bool:
-    return bool(task_id) and len(task_id or "") <= MAX_ID_CHARS
+    """1 to MAX_ID_CHARS characters, not in the stores' reserved key space."""
+    return bool(task_id) and len(task_id or "") <= MAX_ID_CHARS and not (task_id or "").startswith(RESERVED_ID_PREFIX)

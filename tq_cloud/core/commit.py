@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.limits import bounded_error, json_safe_details
+from tq_cloud.core.limits import bounded_error, clamped_delay, json_safe_details
 from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import Outcome, RunResult, Verdict
 from tq_cloud.core.registry import TaskQueuesManager
@@ -110,7 +110,7 @@ class Decider:
             if outcome.succeeded:
                 outcome.verdict = Verdict.EXECUTED
             elif not outcome.consume_attempt:
-                delay = timedelta(seconds=outcome.retry_delay or 0)
+                delay = timedelta(seconds=clamped_delay(outcome.retry_delay))
                 outcome.verdict, outcome.retry = Verdict.RETRY, self._retry_copy(outcome, now + delay, 0, 1)
             elif outcome.retryable and (used := task.retry_count - task.execution_stats.redrive_base) < \
                     self.registry.max_retries(task.retries, task.queue_id, task.type):

@@ -9,22 +9,47 @@ replaced by a note saying how large it was.
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import to_json, to_jsonable_python
 
 from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.errors import InvalidDelayError
 
 MAX_ID_CHARS = 256
 """Ids and partition keys: Kinesis allows 256 characters in a partition key, the default key."""
+RESERVED_ID_PREFIX = "_tq#"
+"""Ids the stores keep for their own bookkeeping (the tasks table's `_tq#meta#buckets`): no task
+may have one, so no task can overwrite or be lost as such an item."""
 MAX_ERROR_CHARS = 4096
 MAX_DETAILS_BYTES = 8192
 ROW_HEADROOM_BYTES = 16 * 1024
 """A stored task must leave this much room under the item limit for its execution stats
 (a bounded error and details), so that its failure can always be recorded."""
 MAX_RESULT_BYTES = 256 * 1024
+MAX_DELAY = timedelta(days=366)
+"""The longest delay, deferral or timeout a caller may give (a computed Retry-After of 1e12 s
+is a bug to report where it is made, not a date past the year 9999 at commit)."""
+
+
+def checked_delay(seconds: float, what: str) -> float:
+    """`seconds` if it is a finite number from 0 to MAX_DELAY, else InvalidDelayError saying so
+    (raised in the caller's own call: an executor's error fails only its task)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) \
+            or not 0 <= seconds <= MAX_DELAY.total_seconds():
+        raise InvalidDelayError(f"{what}: {seconds!r} is not a delay; give a finite number of seconds "
+                                f"from 0 to {MAX_DELAY.total_seconds():.0f} ({MAX_DELAY.days} days)")
+    return float(seconds)
+
+
+def clamped_delay(seconds: float | None) -> float:
+    """A delay the commit can always write: NaN and negatives as 0, the rest at most MAX_DELAY."""
+    if seconds is None or not seconds > 0:
+        return 0.0
+    return min(float(seconds), MAX_DELAY.total_seconds())
 
 
 def bounded_error(text: str | None) -> str | None:

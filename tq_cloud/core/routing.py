@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from tq_cloud.clock import Clock
 from tq_cloud.core.codec import encode_task, usable_id
 from tq_cloud.core.executors import Executor
-from tq_cloud.core.limits import MAX_ID_CHARS, ROW_HEADROOM_BYTES, describe_validation_error
+from tq_cloud.core.limits import MAX_ID_CHARS, RESERVED_ID_PREFIX, ROW_HEADROOM_BYTES, describe_validation_error
 from tq_cloud.core.log_context import limit_log_context
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.registry import TaskQueuesManager
@@ -83,8 +83,9 @@ class TaskRouter:
         executor = self.registry.get_executor(task.queue_id, task.type)
         name = f"task {task.id!r} ({task.queue_id}/{task.type})"
         if task.id is not None and not usable_id(task.id):
-            raise InvalidTaskError(f"{name}: an id must have 1 to {MAX_ID_CHARS} characters, "
-                                   f"this one has {len(task.id)}", task.id)
+            raise InvalidTaskError(f"{name}: an id must have 1 to {MAX_ID_CHARS} characters and not start "
+                                   f"with {RESERVED_ID_PREFIX!r} (kept for the stores' own items), this one "
+                                   f"has {len(task.id)}", task.id)
         if executor and executor.options.payload_model is not None:
             try:
                 executor.options.payload_model.model_validate(task.payload)
@@ -121,7 +122,7 @@ class TaskRouter:
                 raise InvalidTaskError(f"{name}: the executor's partition_key raised {exc!r}; make it "
                                        "handle every task it can be given", task.id) from exc
             key = str(chosen) if chosen else key
-        if key is not None and not usable_id(key):
+        if key is not None and not 0 < len(key) <= MAX_ID_CHARS:
             raise InvalidTaskError(f"{name}: a partition key must have 1 to {MAX_ID_CHARS} characters, "
                                    f"this one has {len(key)}", task.id)
         return key

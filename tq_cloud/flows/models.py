@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tq_cloud.core.limits import MAX_DELAY
 from tq_cloud.core.models import EntityRef, FailurePolicy, JoinTarget, StepFailurePolicy, Task
 
 FLOW_TIMEOUT_TYPE = "_flow.timeout"
@@ -34,7 +35,7 @@ class FlowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
     join: JoinTarget
     failure_policy: FailurePolicy = "continue"
-    timeout_ms: int | None = Field(default=None, gt=0)
+    timeout_ms: int | None = Field(default=None, gt=0, le=int(MAX_DELAY.total_seconds() * 1000))
     entity: EntityRef | None = None
 
 

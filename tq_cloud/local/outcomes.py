@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any, TextIO
 
 from tq_cloud.lifecycle.events import TaskCancelled, TaskCompleted, TaskExhausted, TaskFailed
+from tq_cloud.local.terminal import escape_controls
 
 
 class OutcomeLog:
@@ -25,8 +26,8 @@ class OutcomeLog:
 
     def _line(self, outcome: str, event: Any, detail: str = "", ms: float | None = None) -> None:
         took = f"{ms:.0f} ms" if ms is not None else ""
-        line = (f"  {outcome:<10} {event.task_type:<14} {event.task_id:<36} attempt {event.attempt:<3} "
-                f"{took:>8}{('  ' + detail) if detail else ''}")
+        line = escape_controls(f"  {outcome:<10} {event.task_type:<14} {event.task_id:<36} attempt {event.attempt:<3} "
+                               f"{took:>8}{('  ' + detail) if detail else ''}")
         with self._lock:
             self.totals[outcome] += 1
             print(line.rstrip(), file=self.out, flush=True)

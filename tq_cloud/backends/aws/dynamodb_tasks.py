@@ -31,7 +31,7 @@ from tq_cloud.backends.aws.dynamo import (
     update_if,
 )
 from tq_cloud.core.codec import encode_task
-from tq_cloud.core.limits import failure_row
+from tq_cloud.core.limits import RESERVED_ID_PREFIX, failure_row
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError
 from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
@@ -46,7 +46,7 @@ _NOT_AHEAD = "retry_count <= :rc"
 or a retry written since (a deferral, which uses no attempt, is not ahead)."""
 log = logging.getLogger("tq_cloud.dynamodb")
 DUE_INDEX = "due"
-BUCKETS_ITEM = "_tq#meta#buckets"
+BUCKETS_ITEM = f"{RESERVED_ID_PREFIX}meta#buckets"
 """A reserved id in the tasks table: the largest TQ_DUE_BUCKETS any writer used."""
 RUNNING_INDEX = "running"
 FINISHED_INDEX = "finished"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -94,7 +95,7 @@ class SqsDelayLane:
 def lane_message(task: Task, now: datetime) -> tuple[bytes, int]:
     """A task's message body and its DelaySeconds: whole seconds, rounded down (the worker
     holds a task that arrives early), at most 15 minutes; PayloadTooLargeError over 256 KB."""
-    body = encode_task(task)
+    body = sqs_safe(encode_task(task))
     if len(body) > MAX_MESSAGE_BYTES:
         raise PayloadTooLargeError(task.id, len(body), MAX_MESSAGE_BYTES, "the SQS delay lane")
     wait = (task.execute_at - now).total_seconds() if task.execute_at else 0.0
@@ -114,3 +115,17 @@ def _batches(entries: list[tuple[Task, dict[str, Any]]]) -> Iterator[list[tuple[
         size += length
     if batch:
         yield batch
+
+
+_SQS_REFUSED = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""Characters an SQS message body may not hold (#x9, #xA, #xD, #x20 to #xD7FF, #xE000 to
+#xFFFD, #x10000 to #x10FFFF are allowed); Kinesis and DynamoDB take them all."""
+
+
+def sqs_safe(body: bytes) -> bytes:
+    """A task's JSON with every character SQS refuses written as a JSON escape: such characters
+    can only stand inside JSON strings, so the body decodes to the very same task."""
+    text = body.decode("utf-8", "surrogatepass")
+    if _SQS_REFUSED.search(text) is None:
+        return body
+    return _SQS_REFUSED.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()

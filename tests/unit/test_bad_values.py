@@ -1,0 +1,88 @@
+"""Bad values where they are given: delays and deferrals out of range, ids in the stores'
+reserved key space, characters a transport refuses. Each fails only its own task, at the call,
+with a clear error; each check is shown to fail with its bug put back."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from tq_cloud import ExecutorActions, Task, TaskQueuesManager, TaskStatus
+from tq_cloud.backends.aws import sqs_delay
+from tq_cloud.core import commit, limits
+from tq_cloud.core.codec import decode_task, encode_task
+from tq_cloud.errors import InvalidDelayError, InvalidTaskError
+from tq_cloud.flows.models import FlowConfig
+from tq_cloud.testing import InMemoryStack
+
+SQS_ALLOWED = re.compile("^[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*$")
+
+
+def deferring_app(runs: Counter[str], delays: dict[str, float]) -> TaskQueuesManager:
+    app = TaskQueuesManager()
+
+    @app.task("q", "defer", retries=0, store_on_failure=True)
+    async def defer(task: Task, actions: ExecutorActions) -> None:
+        runs[task.key] += 1
+        if runs[task.key] == 1:
+            actions.defer(task, delays[task.key])
+        else:
+            actions.success(task)
+
+    return app
+
+
+@pytest.mark.parametrize("delay", [1e12, math.inf, math.nan, -5.0])
+async def test_an_out_of_range_deferral_fails_only_its_task(delay: float) -> None:
+    runs: Counter[str] = Counter()
+    stack = InMemoryStack.create(deferring_app(runs, {"bad": delay, "good": 3.0}))
+    await stack.handler.add_tasks([Task(id=i, type="defer", queue_id="q", payload={}) for i in ("bad", "good")])
+    await stack.run_until_idle()
+    assert all(not r.not_committed for r in stack.reports), "no batch went back"
+    rows = {r.key: r for r in await stack.storage.get(["bad", "good"])}
+    assert rows["bad"].status is TaskStatus.FAILED and "not a delay" in (rows["bad"].execution_stats.last_error or "")
+    assert runs == Counter({"bad": 1, "good": 2})
+
+
+def test_checked_delay_takes_finite_seconds_within_the_limit() -> None:
+    assert limits.checked_delay(0, "x") == 0.0 and limits.checked_delay(86400, "x") == 86400.0
+    for bad in (math.nan, math.inf, -1, 1e12, True, "5"):
+        with pytest.raises(InvalidDelayError, match="finite number of seconds"):
+            limits.checked_delay(bad, "defer")  # type: ignore[arg-type]
+    assert limits.clamped_delay(math.nan) == 0.0 and limits.clamped_delay(1e12) == limits.MAX_DELAY.total_seconds()
+    with pytest.raises(ValueError, match="timeout_ms"):
+        FlowConfig.model_validate({"join": {"type": "j", "queue_id": "q"}, "timeout_ms": 10**15})
+
+
+async def test_the_deferral_check_fails_when_delays_are_not_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tq_cloud.core.actions.checked_delay", lambda seconds, what: seconds)
+    monkeypatch.setattr(commit, "clamped_delay", lambda seconds: seconds or 0)
+    with pytest.raises((AssertionError, OverflowError, ValueError)):
+        await test_an_out_of_range_deferral_fails_only_its_task(1e12)
+
+
+async def test_a_reserved_id_is_refused_at_the_producer_and_replaced_on_a_record() -> None:
+    stack = InMemoryStack.create(TaskQueuesManager())
+    with pytest.raises(InvalidTaskError, match="_tq#"):
+        await stack.handler.add_tasks([Task(id="_tq#meta#buckets", type="t", queue_id="q", payload={})])
+    foreign = Task(id="_tq#meta#buckets", type="t", queue_id="q", payload={})
+    decoded = decode_task(encode_task(foreign), "seq-1")
+    assert isinstance(decoded, Task) and not decoded.key.startswith("_tq#")
+
+
+def test_a_delay_lane_body_holds_only_what_sqs_accepts() -> None:
+    task = Task(id="x", type="t", queue_id="q", payload={"s": "a\ufffe\uffffb\u00e9\U0001f600\x00"})
+    body, _ = sqs_delay.lane_message(task, datetime.now(UTC))
+    assert SQS_ALLOWED.match(body.decode()), "SQS would refuse this body"
+    decoded = decode_task(body, "m")
+    assert isinstance(decoded, Task) and decoded.payload == task.payload
+
+
+def test_the_sqs_body_check_fails_without_the_escaping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqs_delay, "sqs_safe", lambda body: body)
+    with pytest.raises(AssertionError, match="would refuse"):
+        test_a_delay_lane_body_holds_only_what_sqs_accepts()
