@@ -18,6 +18,7 @@ from typing import Any
 
 from tq_cloud.core.handler import TaskHandler
 from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.core.redrive import RedriveReport
 from tq_cloud.ports.barrier import BarrierSnapshot, FlowBarrierProvider
 from tq_cloud.ports.projections import EntityProjectionProvider
 from tq_cloud.ports.storage import TaskQuery, listed_at
@@ -35,6 +36,7 @@ def task_view(task: Task) -> dict[str, Any]:
         "error_type": stats.last_error_type,
         "result": task.execution_result, "redrives": stats.redrives, "payload": task.payload,
         "redriven_at": _iso(stats.redriven_at), "failed_at": _iso(stats.failed_at),
+        "not_redrivable": stats.not_redrivable,
         "execute_at": _iso(task.execute_at), "created_at": _iso(task.created_at), "updated_at": _iso(task.updated_at),
         "entity": f"{task.entity.type}:{task.entity.id}" if task.entity else None,
         "flow": {"id": meta.flow_id, "step": meta.step_index} if meta else None,
@@ -65,11 +67,12 @@ class Operations:
         page = await self.handler.list_tasks(query)
         return {"tasks": [task_view(t) for t in page.tasks], "cursor": page.cursor}
 
-    async def redrive(self, ids: list[str]) -> list[dict[str, Any]]:
-        return [task_view(t) for t in await self.handler.redrive(ids)]
+    async def redrive(self, ids: list[str]) -> dict[str, Any]:
+        """`{"sent": [task views], "skipped": {id: why}}`."""
+        return _report(await self.handler.redrive_report(ids))
 
-    async def redrive_matching(self, query: TaskQuery, limit: int) -> list[dict[str, Any]]:
-        return [task_view(t) for t in await self.handler.redrive_matching(query, limit)]
+    async def redrive_matching(self, query: TaskQuery, limit: int) -> dict[str, Any]:
+        return _report(await self.handler.redrive_report(query=query, limit=limit))
 
     async def flows(self, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
         if self.barriers is None:
@@ -121,3 +124,7 @@ class Operations:
                 for (q, t, s), c in sorted(counts.items())]
         executed = sum(n for (_, _, s), n in recent.items() if s == TaskStatus.EXECUTED.value)
         return {"at": now.isoformat(), "rows": rows, "executed_last_minute": executed, "total": sum(counts.values())}
+
+
+def _report(report: RedriveReport) -> dict[str, Any]:
+    return {"sent": [task_view(t) for t in report.sent], "skipped": report.skipped}

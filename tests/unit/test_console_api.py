@@ -54,7 +54,8 @@ async def test_the_api_answers_and_refuses_bad_input_with_the_reason() -> None:
             assert (await post(b'{"ids": "a"}'))[0] == 400
             status, sent = await post(b'{"ids": ["a"]}')
             assert status == 200 and [t["id"] for t in sent["redriven"]] == ["a"]
-            assert (await post(b'{"ids": ["a"]}'))[1] == {"redriven": []}, "a second redrive sends nothing"
+            assert (await post(b'{"ids": ["a"]}'))[1] == {"redriven": [], "skipped": {"a": "processing, not failed or ignored"}}, \
+            "a second redrive sends nothing, and says why"
     finally:
         stop.set()
         await serving

@@ -206,15 +206,20 @@ async def _redrive(args: argparse.Namespace) -> int:
     async with _stack(args) as stack:
         ops = _operations(stack)
         if args.ids:
-            sent = await ops.redrive(list(args.ids))
+            report = await ops.redrive(list(args.ids))
         else:
             query = TaskQuery(status=TaskStatus(args.status), queue=args.queue, type=args.type, since=args.since)
-            sent = await ops.redrive_matching(query, args.limit)
+            report = await ops.redrive_matching(query, args.limit)
+    sent, skipped = report["sent"], report["skipped"]
     if args.json:
         print(json.dumps(sent, default=str))
-    else:
-        print(f"re-driven: {len(sent)}" + (f" ({', '.join(t['id'] for t in sent[:20])}"
-                                           f"{' ...' if len(sent) > 20 else ''})" if sent else ""))
+        return 0
+    print(f"re-driven: {len(sent)}" + (f" ({', '.join(t['id'] for t in sent[:20])}"
+                                       f"{' ...' if len(sent) > 20 else ''})" if sent else ""))
+    for task_id, why in list(skipped.items())[:100]:
+        print(f"skipped {task_id}: {why}")
+    if len(skipped) > 100:
+        print(f"... and {len(skipped) - 100} more skipped")
     return 0
 
 

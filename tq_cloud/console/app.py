@@ -79,7 +79,8 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
         ids = body.get("ids") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not 0 < len(ids) <= 1000:
             return JSONResponse({"error": "give {\"ids\": [...]}, 1 to 1000 task ids"}, status_code=400)
-        return JSONResponse({"redriven": await ops.redrive(ids)})
+        report = await ops.redrive(ids)
+        return JSONResponse({"redriven": report["sent"], "skipped": report["skipped"]})
 
     async def flows(request: Request) -> Response:
         return JSONResponse(await ops.flows(int(request.query_params.get("limit", 50)),

@@ -20,7 +20,7 @@ from tq_cloud.core.commit import CommitBatch, CommitPipeline, CommitStep, Decide
 from tq_cloud.core.commit_steps import NewTasksStep, RetriesStep, StatsStep, TerminalStep
 from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import RunResult, Verdict
-from tq_cloud.core.redrive import Redriver
+from tq_cloud.core.redrive import Redriver, RedriveReport
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.resilience import RetryPolicy, retrying
 from tq_cloud.core.routing import TaskRouter
@@ -193,7 +193,7 @@ class TaskHandler:
         Example:
             sent = await handler.redrive(["order-17", "order-18"])
         """
-        return await self.redriver.redrive(ids)
+        return (await self.redriver.redrive(ids)).sent
 
     async def redrive_matching(self, query: TaskQuery, limit: int = 1000) -> list[Task]:
         """Re-drive up to `limit` failed (or ignored) tasks that `query` lists, a page at a time.
@@ -201,7 +201,20 @@ class TaskHandler:
         Example:
             sent = await handler.redrive_matching(TaskQuery(status=TaskStatus.FAILED, type="send"))
         """
-        return await self.redriver.redrive_matching(query, limit)
+        return (await self.redriver.redrive_matching(query, limit)).sent
+
+    async def redrive_report(self, ids: Sequence[str] | None = None, query: TaskQuery | None = None,
+                             limit: int = 1000) -> RedriveReport:
+        """Like `redrive` (by `ids`) or `redrive_matching` (by `query`), with why each task
+        left as it was was skipped.
+
+        Example:
+            report = await handler.redrive_report(["order-17"])
+            for task_id, why in report.skipped.items(): print(task_id, why)
+        """
+        if query is not None:
+            return await self.redriver.redrive_matching(query, limit)
+        return await self.redriver.redrive(ids or [])
 
     async def post_process(self, result: RunResult, consumer_id: str | None = None) -> CommitBatch:
         return await self.pipeline.commit(result, consumer_id)

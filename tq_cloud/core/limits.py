@@ -112,5 +112,8 @@ def failure_row(task: Task, status: TaskStatus, at: datetime, reason: str | None
     if size <= max_bytes:
         return row
     note = {"_tq_payload_dropped": f"the task did not fit the store ({size} bytes); payload not kept"}
-    return row.model_copy(update={"payload": note, "metadata": row.metadata.model_copy(
+    kept = row.execution_stats.model_copy(update={"not_redrivable": (
+        f"the row keeps a note instead of the payload ({size} bytes did not fit the store): "
+        "send the task again from its source")})
+    return row.model_copy(update={"payload": note, "execution_stats": kept, "metadata": row.metadata.model_copy(
         update={"log_context": None})})

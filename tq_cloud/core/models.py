@@ -93,6 +93,8 @@ class ExecutionStats(BaseModel):
     redriven_at: AwareDatetime | None = None
     redrive_base: int = Field(default=0, ge=0, description="retry_count when last re-driven: the retry "
                                                            "budget and the back-off count from here")
+    not_redrivable: str | None = Field(default=None, description=(
+        "why this row cannot be sent back to run (it keeps a stand-in, not the task as sent)"))
     details: dict[str, Any] = Field(default_factory=dict)
 
 

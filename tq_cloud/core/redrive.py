@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.models import Task, TaskStatus
@@ -44,34 +44,59 @@ class Redriver:
             "status": TaskStatus.PROCESSING, "execute_at": now, "processing_started_at": NOT_STAMPED,
             "updated_at": now, "execution_stats": stats, "execution_result": None, "lease_until": None})
 
-    async def redrive(self, ids: Sequence[str]) -> list[Task]:
-        """Send the failed or ignored tasks among `ids` back to run; the ones sent (a task not
-        stored, still running, executed, or re-driven already is left as it is)."""
-        sent: list[Task] = []
+    async def redrive(self, ids: Sequence[str]) -> RedriveReport:
+        """Send the failed or ignored tasks among `ids` back to run; the ones sent, and why
+        each other id was skipped (not stored, not failed, a row that keeps a stand-in)."""
+        report = RedriveReport()
         for start in range(0, len(ids), REDRIVE_BATCH):
-            rows = await self.storage.get(list(dict.fromkeys(ids[start:start + REDRIVE_BATCH])))
-            copies = [self._next_attempt(row) for row in rows if row.status in REDRIVABLE]
+            wanted = list(dict.fromkeys(ids[start:start + REDRIVE_BATCH]))
+            rows = {row.key: row for row in await self.storage.get(wanted)}
+            for key in wanted:
+                if (reason := _skip_reason(rows.get(key))) is not None:
+                    report.skipped[key] = reason
+            copies = [self._next_attempt(row) for key, row in rows.items() if key not in report.skipped]
             moved = await self.storage.redrive(copies, self.clock.now()) if copies else []
+            report.skipped |= {c.key: "re-driven meanwhile by another call" for c in copies
+                               if c.key not in {m.key for m in moved}}
             if moved:
                 try:
                     await self.queue.publish(as_sent(moved))
                 except Exception:
                     log.exception("%d re-driven tasks not sent now; the sweeper sends them", len(moved))
                     await self.storage.reset_to_scheduled(moved)
-            sent += moved
-        return sent
+            report.sent += moved
+        return report
 
-    async def redrive_matching(self, query: TaskQuery, limit: int = 1000) -> list[Task]:
+    async def redrive_matching(self, query: TaskQuery, limit: int = 1000) -> RedriveReport:
         """Re-drive up to `limit` tasks that `query` lists (failed or ignored), page by page."""
         if query.status not in REDRIVABLE:
             raise ValueError(f"only failed or ignored tasks can be re-driven, not {query.status.value}")
-        sent: list[Task] = []
+        report = RedriveReport()
         cursor = query.cursor
-        while len(sent) < limit:
-            page = await self.storage.list_tasks(replace(query, limit=min(REDRIVE_BATCH, limit - len(sent)),
+        while len(report.sent) < limit:
+            page = await self.storage.list_tasks(replace(query, limit=min(REDRIVE_BATCH, limit - len(report.sent)),
                                                          cursor=cursor))
-            sent += await self.redrive([t.key for t in page.tasks])
+            done = await self.redrive([t.key for t in page.tasks])
+            report.sent += done.sent
+            report.skipped |= done.skipped
             if page.cursor is None:
                 break
             cursor = page.cursor
-        return sent
+        return report
+
+
+@dataclass
+class RedriveReport:
+    """What a re-drive did: the tasks sent (their new attempts) and, by id, why each other one
+    was left as it is."""
+
+    sent: list[Task] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _skip_reason(row: Task | None) -> str | None:
+    if row is None:
+        return "no stored task (a task that succeeded at once leaves no row unless TQ_HISTORY is on)"
+    if row.status not in REDRIVABLE:
+        return f"{row.status.value}, not failed or ignored"
+    return row.execution_stats.not_redrivable

@@ -30,9 +30,9 @@ from tq_cloud.backends.aws.dynamo import (
     tolerant_gather,
     update_if,
 )
-from tq_cloud.core.codec import encode_task
+from tq_cloud.core.codec import UNDECODABLE_QUEUE, UNDECODABLE_TYPE, encode_task
 from tq_cloud.core.limits import RESERVED_ID_PREFIX, failure_row
-from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.core.models import ExecutionStats, Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError
 from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
 from tq_cloud.ports.storage import NOT_STAMPED, TaskPage, TaskQuery
@@ -156,6 +156,26 @@ class DynamoDbAdapter:
             update["lease_until"] = _at(item["lease_until"])
         return task.model_copy(update=update)
 
+    @classmethod
+    def _decode_or_stand_in(cls, item: Item) -> Task:
+        """A row as its task; one this version cannot decode (a newer producer in a rolling
+        deploy) as a stand-in that says what it is: its id, status and attempt, the decode
+        error, and why it cannot be re-driven. Listings and counts show it; nothing writes it."""
+        try:
+            return cls._decode(item)
+        except ValueError as exc:
+            reason = item.get("decode_error", {}).get("S") or \
+                f"this version cannot decode the stored task: {str(exc)[:500]}"
+            status = item.get("status", {}).get("S", "failed")
+            return Task(
+                id=item["id"]["S"], type=UNDECODABLE_TYPE, queue_id=UNDECODABLE_QUEUE, force_store=True,
+                payload={"body": item["body"]["S"][:2000]},
+                status=TaskStatus(status) if status in TaskStatus.__members__.values() else TaskStatus.FAILED,
+                execution_stats=ExecutionStats(
+                    retry_count=int(item.get("retry_count", {}).get("N", 0)),
+                    deferrals=int(item.get("deferrals", {}).get("N", 0)), last_error=reason,
+                    last_error_type="UndecodableRow", not_redrivable=reason))
+
     async def insert(self, tasks: Sequence[Task]) -> list[Task]:
         for task in tasks:
             self._body(task)
@@ -175,7 +195,7 @@ class DynamoDbAdapter:
                 response = await self.client.batch_get_item(RequestItems=request)
                 for item in response["Responses"].get(self.table, []):
                     if "body" in item:  # not the table's own bookkeeping
-                        found[item["id"]["S"]] = self._decode(item)
+                        found[item["id"]["S"]] = self._decode_or_stand_in(item)
                 request = response.get("UnprocessedKeys") or {}
         return [found[i] for i in ids if i in found]
 
