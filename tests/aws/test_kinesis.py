@@ -94,11 +94,11 @@ async def test_records_refused_past_the_deadline_are_named(env: tuple[Any, AwsSe
 def test_lambda_record_decoding() -> None:
     good = Task(id="g", type="t", queue_id="q", payload={"a": 1})
     record = {"kinesis": {"sequenceNumber": "1", "data": base64.b64encode(encode_task(good)).decode()}}
-    assert decode_lambda_record(record) == good
+    assert decode_lambda_record(record) == [good]
     for data in ("not base64!!", base64.b64encode(b"{not json").decode(),
                  base64.b64encode(b'{"type": "t", "queue_id": 5, "payload": {}}').decode(),
                  base64.b64encode(b'{"type": "t", "queue_id": "q", "payload": {}, "execute_at": "yesterday"}').decode()):
-        decoded = decode_lambda_record({"kinesis": {"sequenceNumber": "9", "data": data}})
+        [decoded] = decode_lambda_record({"kinesis": {"sequenceNumber": "9", "data": data}})
         assert isinstance(decoded, UndecodableRecord) and decoded.record_id == "9"
 
 

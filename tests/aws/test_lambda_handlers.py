@@ -232,3 +232,44 @@ def test_claims_are_owned_by_the_invocation_and_end_with_its_time(settings: AwsS
     [item] = seen
     assert item["owner"]["S"] == "lambda:req-1"
     assert int(item["expires_ms"]["N"]) <= before + 61_000, "a claim never outlives its invocation"
+
+
+def aggregated_event(*groups: list[Task]) -> dict[str, Any]:
+    """A Lambda event of KPL aggregated records, one per group of tasks."""
+    from tq_cloud.backends.aws.kpl import aggregate
+
+    records = []
+    for n, group in enumerate(groups):
+        record = copy.deepcopy(SAMPLE["Records"][0])
+        data = aggregate([(t.partition_key or t.key, encode_task(t)) for t in group])
+        record["kinesis"]["data"] = base64.b64encode(data).decode()
+        record["kinesis"]["sequenceNumber"] = f"{n + 100:056d}"
+        records.append(record)
+    return {"Records": records}
+
+
+def test_aggregated_records_run_each_task_and_a_partial_failure_reruns_none(settings: AwsSettings) -> None:
+    """A failed sub-record names its aggregated record (Lambda's contract knows no more), so the
+    whole record and those after it come back; the sub-records that committed do not run again."""
+    runs: list[str] = []
+    handler = kinesis_handler(app_with(runs), settings, chunk_size=1)
+    first = [Task(id=f"a{i}", type="t", queue_id="q", payload={}, force_store=True) for i in range(3)]
+    second = [Task(id="b0", type="t", queue_id="q", payload={}, force_store=True)]
+    event = aggregated_event(first, second)
+    handler.runtime.run(handler.runtime.stack())  # type: ignore[attr-defined]
+    handler.runtime.run(handler.runtime._stack.storage.insert(  # type: ignore[attr-defined]
+        [t.model_copy(update={"status": TaskStatus.PROCESSING}) for t in first + second]))
+    faults = CallFaults(handler.runtime._stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError",  # type: ignore[attr-defined]
+                        times=100, match=lambda p: p.get("Key", {}).get("id", {}).get("S") == "a1"
+                        and "executed" in json.dumps(p.get("ExpressionAttributeValues", {})))
+    response = handler(event, FakeContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]}
+    assert {k: runs.count(k) for k in ("a0", "a2", "b0")} == {"a0": 1, "a2": 1, "b0": 1}
+    faults.remaining = 0
+    before = runs.count("a1")
+    assert handler(event, FakeContext()) == {"batchItemFailures": []}  # Lambda redelivers the record, and after
+    assert {k: runs.count(k) for k in ("a0", "a2", "b0")} == {"a0": 1, "a2": 1, "b0": 1}, \
+        "a committed sub-record ran again"
+    assert runs.count("a1") == before + 1
+    assert {k: r.status for k, r in rows(handler, "a0", "a1", "a2", "b0").items()} == dict.fromkeys(
+        ["a0", "a1", "a2", "b0"], TaskStatus.EXECUTED)

@@ -21,9 +21,11 @@ def typed(id_: str, clock: ManualClock, queue: str, type_: str, **kw: Any) -> An
     return t(id_, clock, **kw).model_copy(update={"queue_id": queue, "type": type_})
 
 
-async def _pages(storage: Any, query: TaskQuery) -> list[list[str]]:
-    pages, cursor = [], None
+async def _pages(storage: Any, query: TaskQuery, most: int = 100) -> list[list[str]]:
+    pages: list[list[str]] = []
+    cursor = None
     while True:
+        assert len(pages) < most, f"limit {query.limit}: no end after {most} pages ({pages[:3]}...)"
         page = await storage.list_tasks(replace(query, cursor=cursor))
         pages.append([x.key for x in page.tasks])
         if page.cursor is None:
@@ -154,3 +156,54 @@ async def test_listings_query_indexes_and_never_scan(moto_endpoint: str, scannin
         await _list_everything(storage, barriers)
     assert ("Scan" in seen) is scanning
     assert scanning or set(seen) <= {"Query", "BatchGetItem", "GetItem"}
+
+
+async def test_pages_step_past_any_number_of_rows_sharing_one_time(storage: Any, clock: ManualClock) -> None:
+    """One batch's failures share their finish millisecond: a listing still pages through
+    every one of them exactly once, whatever the page size."""
+    ids = [f"tie{i:02d}" for i in range(23)]
+    await storage.mark_failed([typed(i, clock, "q", "t") for i in ids], clock.now())
+    for limit in (1, 4, 10):
+        pages = await _pages(storage, TaskQuery(status=TaskStatus.FAILED, limit=limit))
+        listed = [k for page in pages for k in page]
+        assert sorted(listed) == ids and len(listed) == len(set(listed)), f"limit {limit}: {pages}"
+        assert all(len(page) == limit for page in pages[:-1])
+    filtered = await _pages(storage, TaskQuery(status=TaskStatus.FAILED, type="other", limit=3))
+    assert [k for page in filtered for k in page] == []
+
+
+async def test_flow_pages_step_past_flows_started_at_once(barriers: Any, clock: ManualClock) -> None:
+    for i in range(12):
+        await barriers.init_barrier(f"same{i}", 2, clock.now())
+    listed, cursor = [], None
+    while True:
+        page = await barriers.list_flows(limit=5, cursor=cursor)
+        listed += [f.flow_id for f in page.flows]
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    assert sorted(listed) == sorted(f"same{i}" for i in range(12)) and len(listed) == 12
+
+
+async def test_the_ties_check_fails_with_a_cursor_of_a_sort_value(moto_endpoint: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug put back: each bucket read on from the last sort value, not the last row."""
+    from tests.aws_support import aws_resources, fresh_settings
+    from tq_cloud.backends.aws import DynamoDbAdapter, bucket_pages
+
+    original = bucket_pages.read_page
+
+    async def by_value(*args: Any, **kwargs: Any) -> Any:
+        cursor = kwargs.get("cursor")
+        if cursor:  # forget each bucket's row: start again at the top of the shared time
+            kwargs["cursor"] = bucket_pages.encode_cursor(
+                {b: p for b, p in bucket_pages.decode_cursor(cursor).items() if p == bucket_pages.EXHAUSTED})
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr("tq_cloud.backends.aws.dynamodb_tasks.read_page", by_value)
+    settings = fresh_settings(moto_endpoint)
+    async with aws_resources(settings) as clients:
+        storage = DynamoDbAdapter(clients.dynamodb, settings.tasks_table, buckets=1)
+        clock = ManualClock()
+        with pytest.raises(AssertionError, match="limit"):
+            await test_pages_step_past_any_number_of_rows_sharing_one_time(storage, clock)

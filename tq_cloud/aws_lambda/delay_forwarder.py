@@ -3,13 +3,15 @@
 Each message body is a task as it was sent; it goes to Kinesis under the task's partition key
 (which the router set when the task was added), so it keeps the ordering of its key and runs
 through the one execution path. A message that is not a task is recorded as a failed task,
-once (its id derives from the message id), and deleted. A message not written to the stream
-is reported in `batchItemFailures`, so SQS delivers it again; after the queue's receive limit
-it goes to the dead-letter queue, never silently away.
+once (its id derives from the message id), and deleted. Every message of a batch ends
+forwarded, recorded as failed with its reason, or named in `batchItemFailures` (a write that
+failed, a failure that could not be recorded), so SQS delivers it again; after the queue's
+receive limit it goes to the dead-letter queue: never deleted unrecorded.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,8 @@ from tq_cloud.errors import QueueWriteError
 
 if TYPE_CHECKING:
     from tq_cloud.core.handler import TaskHandler
+
+log = logging.getLogger("tq_cloud.delay_lane")
 
 def is_sqs_event(event: Mapping[str, Any]) -> bool:
     records = event.get("Records") or []
@@ -40,11 +44,27 @@ async def forward_due(handler: TaskHandler, records: Sequence[Mapping[str, Any]]
     if await handler.record_undecodable(list(undecodable.values())) is not None:
         failed |= set(undecodable)  # not recorded: delivered again, never dropped
     if tasks:
-        try:
-            await handler.router.queue.publish(list(tasks.values()))
-        except QueueWriteError as exc:
-            unwritten = set(exc.task_ids)
-            failed = {m for m, t in tasks.items() if t.key in unwritten}
-            if exc.rejected:
-                await handler.router.fail_rejected([t for t in tasks.values() if t.key in exc.rejected], exc.rejected)
+        failed |= await _publish(handler, tasks)
     return sorted(failed)
+
+
+async def _publish(handler: TaskHandler, tasks: dict[str, Task]) -> set[str]:
+    """The ids of the messages to deliver again: those whose tasks were not written, or could
+    never be and whose failure could not be recorded either; all of them when the write failed
+    without saying which records went through."""
+    try:
+        await handler.router.queue.publish(list(tasks.values()))
+    except QueueWriteError as exc:
+        again = {m for m, t in tasks.items() if t.key in set(exc.task_ids)}
+        if exc.rejected:
+            rejected = {m: t for m, t in tasks.items() if t.key in exc.rejected}
+            try:
+                await handler.router.fail_rejected(list(rejected.values()), exc.rejected)
+            except Exception:
+                log.exception("could not record %d tasks the stream refuses; delivered again", len(rejected))
+                again |= set(rejected)
+        return again
+    except Exception:
+        log.exception("forwarding %d due tasks failed; their messages are delivered again", len(tasks))
+        return set(tasks)
+    return set()

@@ -86,7 +86,8 @@ class KinesisBatchHandler:
             failed_messages = await forward_due(handler, records)
             await self._drain(handler, context)
             return {"batchItemFailures": [{"itemIdentifier": m} for m in failed_messages]}
-        decoded = [(str(r.get("kinesis", {}).get("sequenceNumber", "?")), decode_lambda_record(r)) for r in records]
+        decoded = [(str(r.get("kinesis", {}).get("sequenceNumber", "?")), task)
+                   for r in records for task in decode_lambda_record(r)]
         owner = f"lambda:{getattr(context, 'aws_request_id', None) or new_id()}"
         left = self._time_left_ms(context)
         _check_stale_after(handler.settings.stale_after, left)
@@ -95,7 +96,7 @@ class KinesisBatchHandler:
         for start in range(0, len(decoded), self.chunk_size):
             chunk = decoded[start:start + self.chunk_size]
             if self._time_left_ms(context) < self.safety_margin_ms:
-                log.warning("%d records left unstarted near the deadline; reported for redelivery",
+                log.warning("%d tasks left unstarted near the deadline; reported for redelivery",
                             len(decoded) - start)
                 failed += [seq for seq, _ in decoded[start:]]
                 break
@@ -104,9 +105,9 @@ class KinesisBatchHandler:
         if handler.async_manager is not None and budget != float("inf"):
             await handler.async_manager.settle(handler.clock.now() + timedelta(milliseconds=budget))
         late = {t.key for t in handler.take_async_uncommitted()}
-        failed += [seq for seq, rec in decoded if _key(seq, rec) in late and seq not in failed]
+        failed += [seq for seq, rec in decoded if _key(seq, rec) in late]
         await self._drain(handler, context)
-        return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
+        return {"batchItemFailures": [{"itemIdentifier": seq} for seq in dict.fromkeys(failed)]}
 
     async def _drain(self, handler: Any, context: Any) -> None:
         """Deliver lifecycle events still in flight, within the time left."""

@@ -23,17 +23,17 @@ start and its deadline (its timeout), so a flow with a 30-day timeout keeps its 
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tq_cloud.backends.aws.bucket_pages import BucketIndex, IndexRow, read_page
 from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s, update_if
 from tq_cloud.flows.models import FlowStepResult, StepCounts
 from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState, FlowPage
-from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
+from tq_cloud.ports.paging import MAX_PAGE
 
 _META = "meta"
 SHARD_STEPS = 100
@@ -189,13 +189,22 @@ class DynamoDbFlowBarrierProvider:
         return BarrierDecrementResult(-1, snapshot.state, snapshot.join_dispatched)
 
     async def step_results_page(self, flow_id: str, after: int = -1, limit: int = 100) -> list[FlowStepResult]:
-        self.calls += 1
-        response = await self.client.query(
-            TableName=self.table, ConsistentRead=True, Limit=limit,
-            KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
-            ExpressionAttributeValues={":pk": _flow_key(flow_id), ":from": _step_key(after + 1),
-                                       ":to": s("step#9999999")})
-        return [FlowStepResult.model_validate_json(i["result"]["S"]) for i in response["Items"]]
+        """Up to `limit` step results after step `after`, fewer only at the end: a Query
+        returns at most 1 MB, so pages of large results follow LastEvaluatedKey."""
+        request: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :from AND :to",
+            "ExpressionAttributeValues": {":pk": _flow_key(flow_id), ":from": _step_key(after + 1),
+                                          ":to": s("step#9999999")}}
+        results: list[FlowStepResult] = []
+        while len(results) < limit:
+            self.calls += 1
+            response = await self.client.query(**request, Limit=limit - len(results))
+            results += [FlowStepResult.model_validate_json(i["result"]["S"]) for i in response["Items"]]
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return results
 
     async def get_step_results(self, flow_id: str) -> list[FlowStepResult]:
         results: list[FlowStepResult] = []
@@ -253,28 +262,16 @@ class DynamoDbFlowBarrierProvider:
         return _snapshot(flow_id, item) if item is not None else None
 
     async def list_flows(self, limit: int = 50, cursor: str | None = None) -> FlowPage:
-        """Each bucket of the flows index, newest first; merged up to the last row of a bucket
-        that has more (below it, that bucket's next flows could come first)."""
-        limit, after = min(max(limit, 1), MAX_PAGE), after_cursor(cursor)
-        high = after[0] if after else 2**62
-
-        async def bucket(k: int) -> tuple[list[tuple[int, str]], bool]:
-            response = await self.client.query(
-                TableName=self.table, IndexName=FLOWS_INDEX, Limit=limit + 1, ScanIndexForward=False,
-                KeyConditionExpression="flow_bucket = :b AND started_ms <= :hi",
-                ExpressionAttributeValues={":b": s(f"b{k}"), ":hi": n(high)})
-            rows = [(int(i["started_ms"]["N"]), i["pk"]["S"].removeprefix("flow#")) for i in response["Items"]]
-            return rows, bool(response.get("LastEvaluatedKey"))
+        """Each bucket of the flows index, newest first, read on from where the last page
+        stopped in it (see bucket_pages.py)."""
+        async def accept(run: list[IndexRow]) -> dict[str, BarrierSnapshot]:
+            snapshots = [await self.get(row.item_id) for row in run]
+            return {snap.flow_id: snap for snap in snapshots if snap is not None}
 
         self.calls += FLOW_BUCKETS
-        found = await asyncio.gather(*(bucket(k) for k in range(FLOW_BUCKETS)))
-        horizon = max((rows[-1] for rows, more in found if more), default=None)
-        listed = sorted({r for rows, _ in found for r in rows if (after is None or r < after)
-                         and (horizon is None or r >= horizon)}, reverse=True)
-        rows, more = listed[:limit], horizon is not None or len(listed) > limit
-        snapshots = [await self.get(flow_id) for _, flow_id in rows]
-        return FlowPage([snap for snap in snapshots if snap is not None],
-                        page_cursor(*rows[-1]) if rows and more else None)
+        flows, after = await read_page(self.client, self.table, _FLOWS, [f"b{k}" for k in range(FLOW_BUCKETS)],
+                                       limit=min(max(limit, 1), MAX_PAGE), cursor=cursor, accept=accept)
+        return FlowPage(flows, after)
 
     async def mark_join_dispatched(self, flow_id: str) -> None:
         self.calls += 1
@@ -286,6 +283,10 @@ class DynamoDbFlowBarrierProvider:
         except Exception as exc:
             if not is_condition_failure(exc):
                 raise
+
+
+_FLOWS = BucketIndex(FLOWS_INDEX, "flow_bucket", "started_ms", ("pk", "sk"),
+                     lambda item: item["pk"]["S"].removeprefix("flow#"))
 
 
 def _bucket(flow_id: str) -> str:

@@ -13,7 +13,6 @@ explicit condition expressions does the job instead.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import zlib
@@ -21,6 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tq_cloud.backends.aws.bucket_pages import BucketIndex, IndexRow, read_page
 from tq_cloud.backends.aws.dynamo import (
     Item,
     bounded_gather,
@@ -34,7 +34,7 @@ from tq_cloud.core.codec import UNDECODABLE_QUEUE, UNDECODABLE_TYPE, encode_task
 from tq_cloud.core.limits import RESERVED_ID_PREFIX, failure_row
 from tq_cloud.core.models import ExecutionStats, Task, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError
-from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
+from tq_cloud.ports.paging import MAX_PAGE
 from tq_cloud.ports.storage import NOT_STAMPED, TaskPage, TaskQuery
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
@@ -50,6 +50,15 @@ BUCKETS_ITEM = f"{RESERVED_ID_PREFIX}meta#buckets"
 """A reserved id in the tasks table: the largest TQ_DUE_BUCKETS any writer used."""
 RUNNING_INDEX = "running"
 FINISHED_INDEX = "finished"
+
+
+def _index(name: str, bucket_attr: str, sort_attr: str) -> BucketIndex:
+    return BucketIndex(name, bucket_attr, sort_attr, ("id",), lambda item: item["id"]["S"])
+
+
+_INDEXES = {TaskStatus.SCHEDULED: _index(DUE_INDEX, "due_bucket", "execute_at_ms"),
+            TaskStatus.PROCESSING: _index(RUNNING_INDEX, "running_bucket", "processing_ms")}
+_FINISHED = _index(FINISHED_INDEX, "finished_key", "finished_ms")
 
 
 def _ms(value: datetime) -> int:
@@ -234,48 +243,22 @@ class DynamoDbAdapter:
         return [t for t in await bounded_gather(tasks, back) if t is not None]
 
     async def list_tasks(self, query: TaskQuery) -> TaskPage:
-        """Each bucket of the status's sparse index, newest first, up to a page per bucket;
-        merged, then the rows read (BatchGetItem) and filtered by queue and type. A page cut
-        short by the filter still gives a cursor while any bucket had more."""
-        status, limit = query.status, min(max(query.limit, 1), MAX_PAGE)
-        index, key_attr, sort_attr = {TaskStatus.SCHEDULED: (DUE_INDEX, "due_bucket", "execute_at_ms"),
-                                      TaskStatus.PROCESSING: (RUNNING_INDEX, "running_bucket", "processing_ms")
-                                      }.get(status, (FINISHED_INDEX, "finished_key", "finished_ms"))
-        after = after_cursor(query.cursor)
-        low, high = _ms(query.since) if query.since else 0, after[0] if after else 2**62
+        """Each bucket of the status's sparse index, newest first, read on from where the last
+        page stopped in it (see bucket_pages.py); the rows read (BatchGetItem) and filtered by
+        status, queue and type."""
+        status = query.status
+        index = _INDEXES.get(status, _FINISHED)
+        prefix = "" if status in _INDEXES else f"{status.value}#"
 
-        async def bucket(name: str) -> tuple[list[tuple[int, str]], bool]:
-            key = name if status in (TaskStatus.SCHEDULED, TaskStatus.PROCESSING) else f"{status.value}#{name}"
-            response = await self.client.query(
-                TableName=self.table, IndexName=index, Limit=limit + 1, ScanIndexForward=False,
-                KeyConditionExpression=f"{key_attr} = :k AND {sort_attr} BETWEEN :lo AND :hi",
-                ExpressionAttributeValues={":k": s(key), ":lo": n(low), ":hi": n(high)})
-            rows = [(int(i[sort_attr]["N"]), i["id"]["S"]) for i in response.get("Items", [])]
-            return rows, bool(response.get("LastEvaluatedKey"))
+        async def accept(run: list[IndexRow]) -> dict[str, Task]:
+            return {row.key: row for row in await self.get([r.item_id for r in run])
+                    if row.status is status and query.queue in (None, row.queue_id) and query.type in (None, row.type)}
 
-        found = await asyncio.gather(*(bucket(name) for name in await self._swept_buckets()))
-        # below the last row read of a bucket that has more, that bucket's next rows could come
-        # first: this page stops there
-        horizon = max((rows[-1] for rows, more in found if more), default=None)
-        truncated = horizon is not None
-        candidates = sorted({row for rows, _ in found for row in rows
-                             if (after is None or row < after) and (horizon is None or row >= horizon)},
-                            reverse=True)
-        page: list[Task] = []
-        examined: tuple[int, str] | None = None
-        for start in range(0, len(candidates), 100):
-            chunk = candidates[start:start + 100]
-            rows = {t.key: t for t in await self.get([i for _, i in chunk])}
-            for at, task_id in chunk:
-                row = rows.get(task_id)
-                examined = (at, task_id)
-                if row is not None and row.status is status and query.queue in (None, row.queue_id) \
-                        and query.type in (None, row.type):
-                    page.append(row)
-                    if len(page) == limit:
-                        more = examined != candidates[-1] or truncated
-                        return TaskPage(page, page_cursor(*examined) if more else None)
-        return TaskPage(page, page_cursor(*examined) if truncated and examined else None)
+        tasks, cursor = await read_page(
+            self.client, self.table, index, [prefix + b for b in await self._swept_buckets()],
+            limit=min(max(query.limit, 1), MAX_PAGE), low=_ms(query.since) if query.since else 0,
+            cursor=query.cursor, accept=accept)
+        return TaskPage(tasks, cursor)
 
     async def _finish(self, rows: list[Task], at: datetime) -> None:
         """Upsert final rows, except over a task that is already final or at a later attempt."""

@@ -20,7 +20,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from tq_cloud.backends.aws.kpl import deaggregate
 from tq_cloud.core.codec import UndecodableRecord, decode_task, encode_task
+from tq_cloud.core.limits import MAX_ID_CHARS
 from tq_cloud.core.models import Task
 from tq_cloud.errors import ConfigurationError, PayloadTooLargeError, QueueWriteError, TaskRejectedError
 
@@ -127,17 +129,34 @@ class KinesisQueue:
         await self.publish(tasks)
 
 
-def decode_lambda_record(record: Mapping[str, Any]) -> Task | UndecodableRecord:
-    """A record of a Lambda Kinesis event: base64 data under record["kinesis"]["data"]."""
+def decode_record(data: bytes, sequence: str) -> list[Task | UndecodableRecord]:
+    """The tasks of one Kinesis record: one, or each user record of a KPL aggregated record
+    (identified as `sequence:index`, keeping its own partition key). A record that is neither a
+    task nor an aggregate of them is that record's recorded failure, and no other's."""
+    users = deaggregate(data)
+    if users is None:
+        return [decode_task(data, sequence)]
+    decoded: list[Task | UndecodableRecord] = []
+    for user in users:
+        task = decode_task(user.data, f"{sequence}:{user.index}")
+        if isinstance(task, Task) and task.partition_key is None and 0 < len(user.partition_key) <= MAX_ID_CHARS:
+            task = task.model_copy(update={"partition_key": user.partition_key})
+        decoded.append(task)
+    return decoded
+
+
+def decode_lambda_record(record: Mapping[str, Any]) -> list[Task | UndecodableRecord]:
+    """The tasks of a record of a Lambda Kinesis event (base64 data under record["kinesis"]["data"])."""
     kinesis = record.get("kinesis", {})
     sequence = str(kinesis.get("sequenceNumber", "?"))
     try:
         data = base64.b64decode(kinesis["data"], validate=True)
     except (KeyError, TypeError, ValueError) as exc:
-        return UndecodableRecord(sequence, f"record data is not base64: {exc!r}", str(kinesis.get("data"))[:200])
-    return decode_task(data, sequence)
+        return [UndecodableRecord(sequence, f"record data is not base64: {exc!r}", str(kinesis.get("data"))[:200])]
+    return decode_record(data, sequence)
 
 
 def decode_get_records(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Task | UndecodableRecord]]:
-    """Records from GetRecords: raw bytes under "Data"."""
-    return [(r["SequenceNumber"], decode_task(r["Data"], r["SequenceNumber"])) for r in records]
+    """The tasks of records from GetRecords (raw bytes under "Data"), each with its record's
+    sequence number."""
+    return [(r["SequenceNumber"], task) for r in records for task in decode_record(r["Data"], r["SequenceNumber"])]
