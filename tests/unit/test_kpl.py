@@ -15,7 +15,6 @@ from tq_cloud.backends.aws.kpl import MAGIC, aggregate, deaggregate
 from tq_cloud.core.codec import UndecodableRecord, encode_task
 
 
-
 def test_records_aggregated_by_aws_kinesis_agg_are_read() -> None:
     agg = aggregator.RecordAggregator()
     users = [("pk-a", b"one"), ("pk-b", b"two"), ("pk-a", b"\x00" * 300)]
