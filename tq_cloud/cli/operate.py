@@ -231,10 +231,13 @@ async def _redrive_failure_queue(args: argparse.Namespace) -> int:
         if not url:
             raise UsageError("give the on-failure queue's URL (the stack's WorkerFailureQueue): "
                              "--from-failure-queue URL, or TQ_FAILURE_QUEUE_URL")
-        report = await redrive_failure_destination(stack.clients, url, max_messages=args.limit)
-    summary = {"messages": report.messages, "records": report.records, "unavailable": report.unavailable}
+        report = await redrive_failure_destination(stack.clients, url, max_messages=args.limit,
+                                                   storage=stack.storage)
+    summary = {"messages": report.messages, "records": report.records, "skipped": report.skipped,
+               "unavailable": report.unavailable}
     print(json.dumps(summary) if args.json else
           f"re-sent {report.records} records of {report.messages} failed batches"
+          + (f" ({report.skipped} skipped: their tasks had committed)" if report.skipped else "")
           + (f"; no longer in the stream: {', '.join(report.unavailable)}" if report.unavailable else ""))
     return 0
 

@@ -18,7 +18,7 @@ import base64
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from tq_cloud.backends.aws.kpl import deaggregate
 from tq_cloud.core.codec import UndecodableRecord, decode_task, encode_task
@@ -47,8 +47,12 @@ def kinesis_record(task: Task) -> tuple[bytes, str]:
     return data, key
 
 
-def _chunks(records: list[tuple[Task, dict[str, Any]]]) -> Iterable[list[tuple[Task, dict[str, Any]]]]:
-    chunk: list[tuple[Task, dict[str, Any]]] = []
+K = TypeVar("K")
+
+
+def _chunks(records: list[tuple[K, dict[str, Any]]]) -> Iterable[list[tuple[K, dict[str, Any]]]]:
+    """Runs of at most 500 records and 5 MiB (data and partition keys), as PutRecords takes."""
+    chunk: list[tuple[K, dict[str, Any]]] = []
     size = 0
     for entry in records:
         record_size = len(entry[1]["Data"]) + len(entry[1]["PartitionKey"].encode())
@@ -100,7 +104,15 @@ class KinesisQueue:
             raise QueueWriteError(f"Kinesis kept refusing records for {self.deadline:.0f}s" if unwritten
                                   else "records rejected before sending", [t.key for t in unwritten], rejected)
 
-    async def _put_with_retries(self, chunk: list[tuple[Task, dict[str, Any]]]) -> list[Task]:
+    async def put_raw(self, records: Sequence[dict[str, Any]]) -> int:
+        """Put records as they are (`Data` bytes, `PartitionKey`), within PutRecords' limits, with
+        the same resends as `publish`; how many were still not written at the deadline."""
+        unwritten: list[int] = []
+        for chunk in _chunks(list(enumerate(records))):
+            unwritten += await self._put_with_retries(chunk)
+        return len(unwritten)
+
+    async def _put_with_retries(self, chunk: list[tuple[K, dict[str, Any]]]) -> list[K]:
         started = time.monotonic()
         attempt = 0
         pending = chunk
