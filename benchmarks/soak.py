@@ -60,7 +60,7 @@ async def soak(endpoint: str, rate: float, seconds: float) -> dict[str, object]:
             due = int(elapsed * rate) - sent
             if due > 0:
                 await producer.handler.add_tasks([Task(type="work", queue_id="soak", payload={"n": sent + i})
-                                                  for i in range(due)])
+                                                  for i in range(due)], allow_unknown=True)
                 sent += due
             samples.append((elapsed, rss_mb(), runtime.esm.stats.iterator_age_ms))
             await asyncio.sleep(0.25)

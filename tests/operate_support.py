@@ -58,7 +58,7 @@ def enqueue(settings: AwsSettings, tasks: list[Task]) -> None:
 
     async def add() -> None:
         async with aws_stack(TaskQueuesManager(), settings) as stack:
-            await stack.handler.add_tasks(tasks)
+            await stack.handler.add_tasks(tasks, allow_unknown=True)
 
     asyncio.run(add())
 

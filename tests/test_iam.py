@@ -204,6 +204,6 @@ async def test_a_producer_makes_no_call_beyond_its_policy(settings: AwsSettings)
         await stack.handler.add_tasks([
             Task(type="t", queue_id="q", payload={}), Task(type="t", queue_id="q", payload={}, force_store=True),
             Task(type="t", queue_id="q", payload={}, execute_at=now + timedelta(minutes=5)),
-            Task(type="t", queue_id="q", payload={}, execute_at=now + timedelta(hours=1))])
+            Task(type="t", queue_id="q", payload={}, execute_at=now + timedelta(hours=1))], allow_unknown=True)
     opened = {("kinesis:DescribeStreamSummary", "TasksStream")}  # by aws_stack, before the log was attached
     assert log.calls | opened == listed("ProducerPolicy", ("code",))

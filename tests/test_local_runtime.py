@@ -99,12 +99,42 @@ def test_enqueue_and_status_commands(moto_endpoint: str) -> None:
     _, env = created_environment(moto_endpoint)
     cli = str(Path(sys.executable).parent / "tq-cloud")
     added = subprocess.run([cli, "enqueue", "--queue", "q", "--type", "t", "--payload", '{"a": 1}', "--delay", "600",
-                            "--entity", "user:u1"], env=env, capture_output=True, text=True, timeout=60, check=True)
+                            "--entity", "user:u1", "--allow-unknown"], env=env, capture_output=True, text=True,
+                           timeout=60, check=True)
     task_id = added.stdout.strip()
     assert len(task_id) == 32
     status = subprocess.run([cli, "status", "--entity", "user:u1"], env=env, capture_output=True, text=True,
                             timeout=60, check=True)
     assert "scheduled=1" in status.stdout and task_id in status.stdout
+
+
+def test_enqueue_checks_the_task_against_the_app_before_sending(moto_endpoint: str, tmp_path: Path) -> None:
+    """An unknown (queue, type), a payload its executor refuses, or a payload that is not an
+    object: one line that says what to do, exit 1, nothing sent. A payload from a file or stdin."""
+    import subprocess
+
+    from tests.aws_support import created_environment
+
+    _, env = created_environment(moto_endpoint)
+    env = {**env, "TQ_APP": "tq_cloud.examples.app:app"}
+    cli = str(Path(sys.executable).parent / "tq-cloud")
+
+    def enqueue(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cli, "enqueue", *args], env=env, capture_output=True, text=True, timeout=60,
+                              input=stdin, cwd=tmp_path)
+
+    for args, says in ((("--queue", "email", "--type", "sned", "--payload", '{"to": "a@b.c"}'), "no executor takes"),
+                       (("--queue", "email", "--type", "send", "--payload", '{"too": 1}'), "to: Field required"),
+                       (("--queue", "email", "--type", "send", "--payload", "[1, 2]"), "not an object")):
+        refused = enqueue(*args)
+        assert refused.returncode != 0 and says in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, \
+            refused.stderr
+        assert "Traceback" not in refused.stderr
+    payload = tmp_path / "email.json"
+    payload.write_text('{"to": "a@b.c"}')
+    assert enqueue("--queue", "email", "--type", "send", "--payload-file", str(payload)).returncode == 0
+    assert enqueue("--queue", "email", "--type", "send", "--payload-file", "-", stdin='{"to": "x@y.z"}').returncode == 0
+    assert enqueue("--queue", "else", "--type", "where", "--allow-unknown").returncode == 0
 
 
 def _counting_app(runs: Counter[str], *types: str) -> TaskQueuesManager:

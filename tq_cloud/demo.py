@@ -113,7 +113,7 @@ async def run_demo(out: TextIO) -> InMemoryStack:
         Task(type="charge", queue_id="billing", payload={"amount": 12},
              entity=EntityRef(id="u-7", type="user")),
         Task(type="refund", queue_id="billing", payload={"amount": 3}),
-    ])
+    ], allow_unknown=True)
     processed = await stack.run_until_idle()
     elapsed = stack.clock.now() - now
     print(f"tq-cloud in-memory demo: {processed} task runs in {elapsed} of simulated time", file=out)

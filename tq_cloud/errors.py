@@ -133,3 +133,15 @@ class InvalidFlowError(TqError):
 
 class InvalidDelayError(TqError, ValueError):
     """A delay, deferral or timeout that is not a finite number of seconds from 0 to 366 days."""
+
+
+class UnknownTaskTypeError(InvalidTaskError):
+    """`add_tasks` of a (queue, type) no executor of this registry takes: a typo, caught at the
+    producer instead of as an `ignored` row at the consumer."""
+
+    def __init__(self, task_id: str | None, queue_id: str, task_type: str, known: list[str]) -> None:
+        hint = f"; this queue has {', '.join(known[:10])}" if known else ""
+        super().__init__(
+            f"task {task_id!r}: no executor takes ({queue_id!r}, {task_type!r}){hint}. Register one, or send "
+            "to executors this process does not have with add_tasks(..., allow_unknown=True) "
+            "(tq-cloud enqueue --allow-unknown)", task_id)

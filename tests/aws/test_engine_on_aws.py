@@ -60,7 +60,7 @@ async def test_immediate_success_writes_nothing_to_dynamodb(env: Env, registry: 
     async def ok(task: Task, actions: ExecutorActions) -> None:
         actions.success(task)
 
-    await env.stack.handler.add_tasks([Task(type="t", queue_id="q", payload=i) for i in range(10)])
+    await env.stack.handler.add_tasks([Task(type="t", queue_id="q", payload=i) for i in range(10)], allow_unknown=True)
     assert await env.drain() == 10
     assert await env.rows() == {}
 
@@ -73,7 +73,7 @@ async def test_retries_wait_in_dynamodb_because_kinesis_cannot_delay(env: Env, r
         attempts.append(task.retry_count)
         actions.fail(task, "later") if task.retry_count < 2 else actions.success(task, "ok")
 
-    await env.stack.handler.add_tasks([Task(id="r", type="t", queue_id="q", payload={})])
+    await env.stack.handler.add_tasks([Task(id="r", type="t", queue_id="q", payload={})], allow_unknown=True)
     await env.drain()
     assert attempts == [0] and (await env.rows())["r"].status is TaskStatus.SCHEDULED
     await env.later(1.9)
@@ -99,7 +99,7 @@ async def test_delayed_task_and_exhaustion(env: Env, registry: TaskQueuesManager
     when = env.clock.now() + timedelta(minutes=10)
     await env.stack.handler.add_tasks([Task(id="d", type="later", queue_id="q", payload={}, execute_at=when),
                                        Task(id="x", type="doomed", queue_id="q", payload={}),
-                                       Task(id="u", type="unknown", queue_id="q", payload={})])
+                                       Task(id="u", type="unknown", queue_id="q", payload={})], allow_unknown=True)
     await env.drain()
     await env.later(2)
     rows = await env.rows()
@@ -129,7 +129,7 @@ async def test_flow_with_entity_and_timeout_sentinel(env: Env, registry: TaskQue
         joins.append(task.payload["flow_results"])
         actions.success(task, "joined")
 
-    await env.stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)])
+    await env.stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)], allow_unknown=True)
     await env.drain()
     [results] = joins
     assert [s["result"] for s in results["steps"]] == [0, 2, 4]
@@ -156,7 +156,7 @@ async def test_flow_timeout_fires_through_the_scheduler(env: Env, registry: Task
     async def never(task: Task, actions: ExecutorActions) -> None:
         actions.fail(task, "still waiting")
 
-    await env.stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)])
+    await env.stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)], allow_unknown=True)
     await env.drain()
     assert len(await env.stack.timer.pending()) == 1
     await env.later(29)
@@ -180,7 +180,7 @@ async def test_crash_before_commit_then_redelivery_converges(env: Env, registry:
         runs.append("child")
         actions.success(task)
 
-    await env.stack.handler.add_tasks([Task(id="p", type="t", queue_id="q", payload={}, force_store=True)])
+    await env.stack.handler.add_tasks([Task(id="p", type="t", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
     faults = CallFaults(env.stack.clients.dynamodb, "dynamodb.UpdateItem", "ThrottlingException", times=3)
     await env.drain()
     assert faults.raised == 3
@@ -194,7 +194,7 @@ async def test_crash_before_commit_then_redelivery_converges(env: Env, registry:
 async def test_duplicate_step_records_do_not_double_count(env: Env, registry: TaskQueuesManager) -> None:
     register_flow(registry, steps=2)
 
-    await env.stack.handler.add_tasks([Task(id="p", type="parent", queue_id="f", payload=None)])
+    await env.stack.handler.add_tasks([Task(id="p", type="parent", queue_id="f", payload=None)], allow_unknown=True)
     [parent_task] = [t for t in await _stream_tasks(env) if t.type == "parent"]
     await env.stack.handler.process_batch([parent_task])
     steps = [t for t in await _stream_tasks(env) if t.type == "step"]
@@ -244,7 +244,7 @@ async def test_crash_after_the_barrier_is_met_dispatches_the_join_once(env: Env,
     faults = CallFaults(env.stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError", times=8,
                         match=lambda p: '"is_join":true' in p.get("ExpressionAttributeValues", {})
                         .get(":body", {}).get("S", ""))
-    await env.stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)])
+    await env.stack.handler.add_tasks([Task(type="parent", queue_id="f", payload=None)], allow_unknown=True)
     await env.drain()
     assert faults.raised == 8, "two commits failed past their call retries (4 tries each)"
     assert len(joins) == 1 and [s["result"] for s in joins[0]["steps"]] == [0, 1, 2]
@@ -369,7 +369,7 @@ async def test_a_large_fan_out_is_published_in_full_chunks_over_many_keys(env: E
     env.stack.clients.kinesis.meta.events.register(
         "before-parameter-build.kinesis.PutRecords",
         lambda params, **_: chunks.append([r["PartitionKey"] for r in params["Records"]]))
-    await env.stack.handler.add_tasks([Task(id="p", type="parent", queue_id="f", payload=None)])
+    await env.stack.handler.add_tasks([Task(id="p", type="parent", queue_id="f", payload=None)], allow_unknown=True)
     [parent_task] = [t for t in await _stream_tasks(env) if t.type == "parent"]
     chunks.clear()
     await env.stack.handler.process_batch([parent_task])

@@ -86,3 +86,32 @@ def test_the_sqs_body_check_fails_without_the_escaping(monkeypatch: pytest.Monke
     monkeypatch.setattr(sqs_delay, "sqs_safe", lambda body: body)
     with pytest.raises(AssertionError, match="would refuse"):
         test_a_delay_lane_body_holds_only_what_sqs_accepts()
+
+
+async def test_an_unknown_type_is_refused_at_the_producer_unless_allowed() -> None:
+    from tq_cloud.errors import UnknownTaskTypeError
+
+    app = TaskQueuesManager()
+
+    @app.task("email", "send")
+    async def send(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task)
+
+    stack = InMemoryStack.create(app)
+    with pytest.raises(UnknownTaskTypeError, match=r"'sned'.*this queue has send"):
+        await stack.handler.add_tasks([Task(id="ok", type="send", queue_id="email", payload={}),
+                                       Task(id="typo", type="sned", queue_id="email", payload={})])
+    assert await stack.queue.receive("email", 10) == [], "nothing of the call was sent"
+    await stack.handler.add_tasks([Task(id="elsewhere", type="other", queue_id="email", payload={})],
+                                  allow_unknown=True)
+    await stack.run_until_idle()
+    [row] = await stack.storage.get(["elsewhere"])
+    assert row.status is TaskStatus.IGNORED
+
+
+async def test_the_unknown_type_check_fails_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.core.routing import TaskRouter
+
+    monkeypatch.setattr(TaskRouter, "check_known", lambda self, task: None)
+    with pytest.raises(pytest.fail.Exception):
+        await test_an_unknown_type_is_refused_at_the_producer_unless_allowed()

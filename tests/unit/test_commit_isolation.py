@@ -36,7 +36,7 @@ async def test_executed_row_over_the_item_limit_keeps_the_success_and_drops_the_
         actions.success(task, "r" * (230 * KB))
 
     [added] = await stack.handler.add_tasks([Task(type="big", queue_id="q", payload="p" * (200 * KB),
-                                                  force_store=True)])
+                                                  force_store=True)], allow_unknown=True)
     await stack.run_until_idle()
     row = stack.storage.snapshot()[added.key]
     assert row.status is TaskStatus.EXECUTED and row.execution_result is None
@@ -53,7 +53,7 @@ async def test_a_huge_error_text_is_truncated_and_the_retry_is_written(stack: In
         runs.append(task.retry_count)
         raise RuntimeError("e" * (450 * KB))
 
-    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={})])
+    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={})], allow_unknown=True)
     await stack.run_until_idle()
     row = stack.storage.snapshot()[added.key]
     assert runs == [0, 1] and row.status is TaskStatus.FAILED
@@ -67,7 +67,7 @@ async def test_details_that_are_not_json_are_recorded_as_text(stack: InMemorySta
     async def odd(task: Task, actions: ExecutorActions) -> None:
         actions.fail(task, "bad", {"when": object(), "ok": 1, "many": {1, 2}})
 
-    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={})])
+    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={})], allow_unknown=True)
     await stack.run_until_idle()
     details = stack.storage.snapshot()[added.key].execution_stats.details
     assert details["ok"] == 1 and details["when"].startswith("<object object") and sorted(details["many"]) == [1, 2]
@@ -80,15 +80,15 @@ async def test_a_task_kept_on_failure_must_fit_the_store_at_add(stack: InMemoryS
 
     with pytest.raises(PayloadTooLargeError, match=r"'big'.*task store"):
         await stack.handler.add_tasks([Task(id="ok", type="keep", queue_id="q", payload={}),
-                                       Task(id="big", type="keep", queue_id="q", payload="x" * (500 * KB))])
+                                       Task(id="big", type="keep", queue_id="q", payload="x" * (500 * KB))], allow_unknown=True)
     assert stack.queue.depth() == 0, "nothing of the call was written"
     limit = stack.storage.max_item_bytes - ROW_HEADROOM_BYTES
-    await stack.handler.add_tasks([Task(type="keep", queue_id="q", payload="x" * (limit - 200))])
+    await stack.handler.add_tasks([Task(type="keep", queue_id="q", payload="x" * (limit - 200))], allow_unknown=True)
 
 
 async def test_non_json_payload_fails_at_add_naming_the_task(stack: InMemoryStack) -> None:
     with pytest.raises(UnserialisableTaskError, match="'odd'"):
-        await stack.handler.add_tasks([Task(id="odd", type="t", queue_id="q", payload={"x": object()})])
+        await stack.handler.add_tasks([Task(id="odd", type="t", queue_id="q", payload={"x": object()})], allow_unknown=True)
 
 
 class Order(BaseModel):
@@ -112,7 +112,7 @@ async def test_children_are_checked_in_the_executors_call(stack: InMemoryStack) 
                 errors.append(str(exc))
         actions.success(task)
 
-    await stack.handler.add_tasks([Task(type="parent", queue_id="q", payload={})])
+    await stack.handler.add_tasks([Task(type="parent", queue_id="q", payload={})], allow_unknown=True)
     await stack.run_until_idle()
     assert len(errors) == 2
     assert "payload does not match Order" in errors[0] and "number" in errors[0]
@@ -128,9 +128,9 @@ async def test_an_over_long_or_raising_partition_key_is_the_tasks_error_at_add(s
     async def raising(task: Task, actions: ExecutorActions) -> None: ...
 
     with pytest.raises(InvalidTaskError, match="partition key must have 1 to 256"):
-        await stack.handler.add_tasks([Task(id="a", type="long", queue_id="q", payload={})])
+        await stack.handler.add_tasks([Task(id="a", type="long", queue_id="q", payload={})], allow_unknown=True)
     with pytest.raises(InvalidTaskError, match=r"'b'.*partition_key raised KeyError"):
-        await stack.handler.add_tasks([Task(id="b", type="raising", queue_id="q", payload={})])
+        await stack.handler.add_tasks([Task(id="b", type="raising", queue_id="q", payload={})], allow_unknown=True)
 
 
 async def test_a_child_whose_partition_key_raises_fails_only_its_parent(stack: InMemoryStack) -> None:
@@ -148,7 +148,7 @@ async def test_a_child_whose_partition_key_raises_fails_only_its_parent(stack: I
         actions.success(task, "fine")
 
     [bad, good] = await stack.handler.add_tasks([Task(type="parent", queue_id="q", payload={}, force_store=True),
-                                                 Task(type="other", queue_id="q", payload={}, force_store=True)])
+                                                 Task(type="other", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
     await stack.run_until_idle()
     rows = stack.storage.snapshot()
     assert rows[bad.key].status is TaskStatus.FAILED and "partition_key raised" in (
@@ -177,7 +177,7 @@ async def test_a_join_whose_results_exceed_a_record_reads_them_by_reference(stac
                            FlowConfig(join=JoinTarget(type="join", queue_id="q")))
         actions.success(task)
 
-    await stack.handler.add_tasks([Task(type="start", queue_id="q", payload={})])
+    await stack.handler.add_tasks([Task(type="start", queue_id="q", payload={})], allow_unknown=True)
     await stack.run_until_idle()
     [(size, steps)] = joined
     assert size < 2 * KB, "the join's payload holds no results"
@@ -234,7 +234,7 @@ async def test_a_partial_publish_resets_only_the_tasks_not_written(stack: InMemo
     stack.queue.publish = partial.publish  # type: ignore[method-assign]
     with pytest.raises(QueueWriteError):
         await stack.handler.add_tasks([Task(id=i, type="t", queue_id="q", payload={}, force_store=True)
-                                       for i in "abc"])
+                                       for i in "abc"], allow_unknown=True)
     rows = stack.storage.snapshot()
     assert rows["b"].status is TaskStatus.SCHEDULED
     assert rows["a"].status is rows["c"].status is TaskStatus.PROCESSING, "written ones are not reset"
@@ -279,7 +279,7 @@ async def test_a_committed_stored_attempt_is_not_run_again_on_redelivery(stack: 
         runs.append(task.key)
         actions.success(task)
 
-    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, force_store=True)])
+    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
     [record] = await stack.queue.receive("q", 10)
     for _ in range(3):
         report = await stack.handler.process_batch([record])
@@ -304,7 +304,7 @@ async def test_a_failed_late_async_commit_is_redelivered_not_lost() -> None:
             await release.wait()
         actions.success(task, "late")
 
-    [added] = await stack.handler.add_tasks([Task(type="slow", queue_id="q", payload={}, force_store=True)])
+    [added] = await stack.handler.add_tasks([Task(type="slow", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
     await stack.process_ready()
     assert manager.is_handed_off(added.key)
     stack.storage.fail_next_writes = 10  # every try of the late commit fails

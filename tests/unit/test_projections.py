@@ -32,7 +32,7 @@ async def test_lifecycle_scheduled_processing_executed(stack: InMemoryStack) -> 
         assert stack.projections.get(task.key).status == "processing"  # type: ignore[union-attr]
         actions.success(task, {"r": 1})
 
-    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"p": 1}, entity=USER)])
+    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"p": 1}, entity=USER)], allow_unknown=True)
     assert stack.projections.get(added.key).status == "scheduled"  # type: ignore[union-attr]
     await stack.run_until_idle()
     final = stack.projections.get(added.key)
@@ -48,7 +48,7 @@ async def test_failed_projection_only_when_final_and_processing_only_first_attem
     async def broken(task: Task, actions: ExecutorActions) -> None:
         actions.fail(task, "bad")
 
-    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, entity=USER)])
+    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, entity=USER)], allow_unknown=True)
     await stack.run_until_idle()
     statuses = [status for batch in recording.batches for _, status in batch]
     assert statuses == ["scheduled", "processing", "failed"]
@@ -66,7 +66,7 @@ async def test_one_provider_call_per_phase_for_a_batch() -> None:
             actions.success(t)
 
     tasks = [Task(type="t", queue_id="q", payload=i, entity=USER if i % 3 == 0 else None) for i in range(30)]
-    await stack.handler.add_tasks(tasks)
+    await stack.handler.add_tasks(tasks, allow_unknown=True)
     await stack.run_until_idle()
     assert [len(b) for b in recording.batches] == [10, 10, 10]
 
@@ -79,14 +79,14 @@ async def test_provider_errors_are_not_fatal(stack: InMemoryStack) -> None:
         actions.success(task)
 
     [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, entity=USER,
-                                                  force_store=True)])
+                                                  force_store=True)], allow_unknown=True)
     await stack.run_until_idle()
     assert stack.storage.snapshot()[added.key].status == "executed"
 
 
 async def test_include_payload() -> None:
     stack = InMemoryStack.create(projection_config=ProjectionConfig(include_payload=True))
-    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"p": 1}, entity=USER)])
+    [added] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"p": 1}, entity=USER)], allow_unknown=True)
     assert stack.projections.get(added.key).payload == {"p": 1}  # type: ignore[union-attr]
 
 

@@ -21,7 +21,7 @@ def by_user(task: Task) -> str:
 
 
 async def test_immediate_task_goes_to_the_queue_only_with_an_id(stack: InMemoryStack) -> None:
-    [routed] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={})])
+    [routed] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={})], allow_unknown=True)
     assert routed.id and routed.created_at == stack.clock.now() and routed.execute_at == stack.clock.now()
     assert stack.queue.depth("q") == 1
     assert stack.storage.snapshot() == {}
@@ -30,7 +30,7 @@ async def test_immediate_task_goes_to_the_queue_only_with_an_id(stack: InMemoryS
 async def test_future_task_is_stored_as_scheduled_and_swept_when_due(stack: InMemoryStack) -> None:
     later = stack.clock.now() + timedelta(minutes=10)
     [routed] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, execute_at=later,
-                                                   force_store=True)])
+                                                   force_store=True)], allow_unknown=True)
     row = stack.storage.snapshot()[routed.key]
     assert row.status is TaskStatus.SCHEDULED and row.force_store
     assert stack.queue.depth() == 0
@@ -43,7 +43,7 @@ async def test_future_task_is_stored_as_scheduled_and_swept_when_due(stack: InMe
 
 
 async def test_force_store_is_stored_processing_and_queued(stack: InMemoryStack) -> None:
-    [routed] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, force_store=True)])
+    [routed] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
     assert stack.storage.snapshot()[routed.key].status is TaskStatus.PROCESSING
     [queued] = await stack.queue.receive("q", 10)
     assert queued.id == routed.id and queued.status is TaskStatus.SCHEDULED
@@ -52,7 +52,7 @@ async def test_force_store_is_stored_processing_and_queued(stack: InMemoryStack)
 async def test_force_store_queue_failure_resets_row_and_raises(stack: InMemoryStack) -> None:
     stack.queue.fail_next_publishes = 1
     with pytest.raises(QueueWriteError):
-        await stack.handler.add_tasks([Task(id="f1", type="t", queue_id="q", payload={}, force_store=True)])
+        await stack.handler.add_tasks([Task(id="f1", type="t", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
     assert stack.storage.snapshot()["f1"].status is TaskStatus.SCHEDULED
     assert await stack.handler.process_mature_tasks() == 1, "the sweeper sends it instead"
     assert stack.queue.depth("q") == 1
@@ -61,21 +61,21 @@ async def test_force_store_queue_failure_resets_row_and_raises(stack: InMemorySt
 async def test_store_failure_on_force_store_sends_nothing(stack: InMemoryStack) -> None:
     stack.storage.fail_next_writes = 1
     with pytest.raises(Exception, match="injected storage failure"):
-        await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, force_store=True)])
+        await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
     assert stack.queue.depth() == 0
 
 
 async def test_redispatching_a_stored_task_with_the_same_id_is_a_no_op(stack: InMemoryStack) -> None:
     task = Task(id="same", type="t", queue_id="q", payload={}, force_store=True)
-    await stack.handler.add_tasks([task])
-    await stack.handler.add_tasks([task])
+    await stack.handler.add_tasks([task], allow_unknown=True)
+    await stack.handler.add_tasks([task], allow_unknown=True)
     assert stack.queue.depth("q") == 1
 
 
 async def test_near_future_task_on_a_queue_that_cannot_delay_goes_to_the_store() -> None:
     stack = InMemoryStack.create(honours_execute_at=False)
     soon = stack.clock.now() + timedelta(seconds=30)
-    [routed] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, execute_at=soon)])
+    [routed] = await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={}, execute_at=soon)], allow_unknown=True)
     assert stack.queue.depth() == 0
     assert stack.storage.snapshot()[routed.key].status is TaskStatus.SCHEDULED
 
@@ -87,7 +87,7 @@ async def test_partition_key_from_the_executor_on_every_path(stack: InMemoryStac
         Task(type="t", queue_id="q", payload={"user": 1}),
         Task(type="t", queue_id="q", payload={"user": 2}, force_store=True),
         Task(type="t", queue_id="q", payload={"user": 3}, execute_at=now + timedelta(hours=1)),
-    ])
+    ], allow_unknown=True)
     assert [t.partition_key for t in routed] == ["user-1", "user-2", "user-3"]
     assert stack.storage.snapshot()[routed[2].key].partition_key == "user-3"
 
@@ -99,7 +99,7 @@ async def test_log_context_is_limited_to_ten_keys_and_one_kilobyte(stack: InMemo
     routed = await stack.handler.add_tasks([
         Task(type="t", queue_id="q", payload={}, metadata=TaskMetadata(log_context=ctx))
         for ctx in (many, big, fine)
-    ])
+    ], allow_unknown=True)
     assert list(routed[0].metadata.log_context or {}) == [f"k{i:02d}" for i in range(10)]
     assert routed[1].metadata.log_context is None
     assert routed[2].metadata.log_context == fine
@@ -110,14 +110,14 @@ async def test_oversized_payload_is_rejected_before_anything_is_sent(stack: InMe
         await stack.handler.add_tasks([
             Task(type="t", queue_id="q", payload={}),
             Task(id="huge", type="t", queue_id="q", payload={"x": "y" * (1024 * 1024)}),
-        ])
+        ], allow_unknown=True)
     assert stack.queue.depth() == 0
 
 
 async def test_payload_too_large_for_the_store(stack: InMemoryStack) -> None:
     with pytest.raises(PayloadTooLargeError, match="task store"):
         await stack.handler.add_tasks([
-            Task(type="t", queue_id="q", payload={"x": "y" * (500 * 1024)}, force_store=True)])
+            Task(type="t", queue_id="q", payload={"x": "y" * (500 * 1024)}, force_store=True)], allow_unknown=True)
 
 
 async def test_payload_not_matching_the_model_is_rejected_at_add(stack: InMemoryStack) -> None:
@@ -128,12 +128,12 @@ async def test_payload_not_matching_the_model_is_rejected_at_add(stack: InMemory
 
     stack.registry.task("q", "mail", payload_model=Email)(ok)
     with pytest.raises(InvalidTaskError, match="payload does not match Email"):
-        await stack.handler.add_tasks([Task(type="mail", queue_id="q", payload={"bad": 1})])
+        await stack.handler.add_tasks([Task(type="mail", queue_id="q", payload={"bad": 1})], allow_unknown=True)
 
 
 async def test_non_json_payload_fails_at_add(stack: InMemoryStack) -> None:
     with pytest.raises(Exception, match="serialize"):
-        await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"f": object()})])
+        await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"f": object()})], allow_unknown=True)
 
 
 async def test_the_in_memory_delay_lane_takes_what_sqs_would() -> None:
@@ -158,7 +158,7 @@ async def test_the_in_memory_delay_lane_takes_what_sqs_would() -> None:
                     execute_at=start + timedelta(minutes=minutes), **extra)  # type: ignore[arg-type]
 
     await stack.handler.add_tasks([later("lane", 10), later("row", 20), later("stored", 5, force_store=True),
-                                   later("large", 5, payload={"pad": "x" * 300_000})])
+                                   later("large", 5, payload={"pad": "x" * 300_000})], allow_unknown=True)
     lane = stack.handler.router.delay_lane
     assert lane is not None and set(stack.storage.snapshot()) == {"row", "stored", "large"}
     assert {r.status for r in stack.storage.snapshot().values()} == {TaskStatus.SCHEDULED}

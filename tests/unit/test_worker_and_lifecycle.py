@@ -48,7 +48,7 @@ async def test_start_consuming_processes_until_stopped(registry: TaskQueuesManag
     handler, queue = live_handler(registry)
     stop = asyncio.Event()
     consumer = asyncio.create_task(handler.start_consuming("q", stop))
-    await handler.add_tasks([Task(type="t", queue_id="q", payload=i) for i in range(3)])
+    await handler.add_tasks([Task(type="t", queue_id="q", payload=i) for i in range(3)], allow_unknown=True)
     await asyncio.wait_for(done.wait(), 5)
     stop.set()
     await asyncio.wait_for(consumer, 5)
@@ -68,7 +68,7 @@ async def test_graceful_stop_finishes_the_batch_in_hand(registry: TaskQueuesMana
 
     handler, queue = live_handler(registry)
     stop = asyncio.Event()
-    await handler.add_tasks([Task(type="t", queue_id="q", payload=i) for i in range(2)])
+    await handler.add_tasks([Task(type="t", queue_id="q", payload=i) for i in range(2)], allow_unknown=True)
     consumer = asyncio.create_task(handler.start_consuming("q", stop))
     await asyncio.wait_for(started.wait(), 5)
     stop.set()
@@ -86,7 +86,7 @@ async def test_cancelled_consumer_returns_its_batch_to_the_queue(registry: TaskQ
         await asyncio.Event().wait()
 
     handler, queue = live_handler(registry)
-    await handler.add_tasks([Task(type="t", queue_id="q", payload=i) for i in range(3)])
+    await handler.add_tasks([Task(type="t", queue_id="q", payload=i) for i in range(3)], allow_unknown=True)
     consumer = asyncio.create_task(handler.start_consuming("q", asyncio.Event()))
     await asyncio.wait_for(started.wait(), 5)
     consumer.cancel()
@@ -108,7 +108,7 @@ async def test_task_process_server_emits_worker_events_and_stops(registry: TaskQ
     stop = asyncio.Event()
     server = asyncio.create_task(handler.task_process_server(stop))
     await events.seen("on_worker_started")
-    await handler.add_tasks([Task(type="t", queue_id="a", payload=None)])
+    await handler.add_tasks([Task(type="t", queue_id="a", payload=None)], allow_unknown=True)
     await asyncio.wait_for(done.wait(), 5)
     await events.seen("on_batch_completed")
     events._signals["on_worker_heartbeat"].clear()
@@ -132,7 +132,7 @@ async def test_stale_processing_rows_are_recovered(stack: InMemoryStack) -> None
     async def ok(task: Task, actions: ExecutorActions) -> None:
         actions.success(task)
 
-    await stack.handler.add_tasks([Task(id="lost", type="t", queue_id="q", payload={}, force_store=True)])
+    await stack.handler.add_tasks([Task(id="lost", type="t", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
     await stack.queue.receive("q", 10)  # the worker that took it died
     await stack.clock.advance(29 * 60)
     assert await stack.handler.process_mature_tasks() == 0  # the sweeper stamps the row on first sight
@@ -161,7 +161,7 @@ async def test_listener_errors_never_break_processing() -> None:
         async def ok(task: Task, actions: ExecutorActions) -> None:
             actions.success(task)
 
-        await stack.handler.add_tasks([Task(id="x", type="t", queue_id="q", payload={}, force_store=True)])
+        await stack.handler.add_tasks([Task(id="x", type="t", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
         await stack.run_until_idle()
         await stack.handler.lifecycle.drain()
         assert stack.storage.snapshot()["x"].status is TaskStatus.EXECUTED
@@ -205,7 +205,7 @@ async def test_task_events_carry_context_and_payload_only_when_asked() -> None:
         async def ok(task: Task, actions: ExecutorActions) -> None:
             actions.success(task, "r")
 
-        await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"secret": 1})])
+        await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"secret": 1})], allow_unknown=True)
         await stack.clock.advance(3)
         await stack.run_until_idle()
         [scheduled] = events.of("on_task_scheduled")
@@ -234,7 +234,7 @@ async def test_console_health_provider_logs_every_event(caplog: pytest.LogCaptur
         actions.fail(task, "x")
 
     with caplog.at_level(logging.DEBUG, logger="tq_cloud.health"):
-        await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={})])
+        await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={})], allow_unknown=True)
         await stack.run_until_idle()
     text = caplog.text
     for word in ("scheduled t", "started t", "failed t", "will_retry=True", "exhausted t", "batch of 1"):

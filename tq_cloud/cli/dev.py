@@ -53,7 +53,7 @@ def _dev(args: argparse.Namespace) -> int:
 
     sys.path.insert(0, str(Path.cwd()))
     template = (args.template or default_template()).resolve()
-    app, seed_spec = (DEMO_APP, DEMO_SEED) if args.demo else (args.app or _app_of(template), args.seed)
+    app, seed_spec = (DEMO_APP, DEMO_SEED) if args.demo else (args.app or project_app(template), args.seed)
     options = DevOptions(app=app, endpoint_url=args.endpoint_url, template=template, worker=args.worker,
                          sweeper=args.sweeper, sweep_interval=args.sweep_interval, batch_size=args.batch_size,
                          until_settled=args.until_settled, max_seconds=args.max_seconds,
@@ -72,7 +72,7 @@ def _dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def _app_of(template: Path) -> str | None:
+def project_app(template: Path) -> str | None:
     """TQ_APP, else the app the project's own template deploys (its AppSpec parameter)."""
     if os.environ.get("TQ_APP"):
         return os.environ["TQ_APP"]

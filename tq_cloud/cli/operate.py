@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import re
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -31,8 +32,15 @@ def add_commands(commands: Any, app_name_option: Any) -> None:
     enqueue = command("enqueue", "add a task", _enqueue)
     enqueue.add_argument("--queue", required=True)
     enqueue.add_argument("--type", required=True)
-    enqueue.add_argument("--payload", type=_json_value, default={}, help="the payload, as JSON")
+    given = enqueue.add_mutually_exclusive_group()
+    given.add_argument("--payload", type=_json_object, help="the payload, a JSON object (default {})")
+    given.add_argument("--payload-file", type=argparse.FileType("r"), metavar="PATH",
+                       help="the payload from a file of JSON (- for standard input)")
     enqueue.add_argument("--delay", type=float, default=0, help="seconds")
+    enqueue.add_argument("--app", help="the app whose executors check the task, as module:attribute "
+                         "(default: TQ_APP, else ./template.yaml's AppSpec)")
+    enqueue.add_argument("--allow-unknown", action="store_true",
+                         help="send it even if no executor of the app takes its queue and type (or without an app)")
     enqueue.add_argument("--entity", type=_entity, help="type:id")
     status = command("status", "counts of stored tasks; an entity's timeline", _status)
     status.add_argument("--entity", type=_entity, help="type:id: this entity's tasks, oldest first")
@@ -78,12 +86,16 @@ def add_commands(commands: Any, app_name_option: Any) -> None:
     console.add_argument("--port", type=int, default=8765, help="default 8765; 0 picks a free one")
 
 
-def _json_value(text: str) -> Any:
+def _json_object(text: str) -> dict[str, Any]:
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at character {exc.pos}): give a JSON value, "
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at character {exc.pos}): give a JSON object, "
                                          """e.g. '{"to": "a@b.c"}'""") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON {type(value).__name__}, not an object: a payload is a JSON "
+                                         """object, e.g. '{"items": [1, 2]}'""")
+    return value
 
 
 def _entity(text: str) -> tuple[str, str]:
@@ -115,14 +127,14 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 @asynccontextmanager
-async def _stack(args: argparse.Namespace) -> AsyncIterator[Any]:
+async def _stack(args: argparse.Namespace, app: Any = None) -> AsyncIterator[Any]:
     from tq_cloud.backends.aws import aws_stack
     from tq_cloud.backends.aws.stack import check_reachable
     from tq_cloud.core.registry import TaskQueuesManager
 
     settings = _settings(args)
     await check_reachable(settings)
-    async with aws_stack(TaskQueuesManager(), settings) as stack:
+    async with aws_stack(app or TaskQueuesManager(), settings) as stack:
         yield stack
 
 
@@ -134,14 +146,44 @@ def _operations(stack: Any) -> Any:
 
 async def _enqueue(args: argparse.Namespace) -> int:
     from tq_cloud.core.models import EntityRef, Task
+    from tq_cloud.errors import TaskRejectedError
 
+    payload = args.payload if args.payload is not None else {}
+    if args.payload_file is not None:
+        with args.payload_file as source:
+            try:
+                payload = _json_object(source.read())
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"--payload-file {source.name}: {exc}") from None
+    app = _producer_app(args)
     entity = EntityRef(type=args.entity[0], id=args.entity[1]) if args.entity else None
-    task = Task(type=args.type, queue_id=args.queue, payload=args.payload, entity=entity,
+    task = Task(type=args.type, queue_id=args.queue, payload=payload, entity=entity,
                 execute_at=datetime.now(UTC) + timedelta(seconds=args.delay))
-    async with _stack(args) as stack:
-        [added] = await stack.handler.add_tasks([task])
+    async with _stack(args, app) as stack:
+        try:
+            [added] = await stack.handler.add_tasks([task], allow_unknown=args.allow_unknown)
+        except TaskRejectedError as exc:
+            raise UsageError(str(exc)) from None
     print(added.key)
     return 0
+
+
+def _producer_app(args: argparse.Namespace) -> Any:
+    """The app whose registry checks what `enqueue` sends; None with --allow-unknown and no app."""
+    from pathlib import Path
+
+    from tq_cloud.aws_lambda.entry import load_app
+    from tq_cloud.cli.dev import project_app
+    from tq_cloud.local.template import default_template
+
+    spec = args.app or project_app(default_template().resolve())
+    if spec is None:
+        if args.allow_unknown:
+            return None
+        raise UsageError("name the app whose executors check the task: --app MODULE:ATTR (or TQ_APP, or run "
+                         "from the project's folder); or send it unchecked with --allow-unknown")
+    sys.path.insert(0, str(Path.cwd()))
+    return load_app(spec)
 
 
 async def _status(args: argparse.Namespace) -> int:

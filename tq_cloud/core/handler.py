@@ -158,16 +158,18 @@ class TaskHandler:
         return WorkerInfo(worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
                           started_at=self.started_at, enabled_queues=tuple(queues))
 
-    async def add_tasks(self, tasks: Sequence[Task]) -> list[Task]:
+    async def add_tasks(self, tasks: Sequence[Task], *, allow_unknown: bool = False) -> list[Task]:
         """Route tasks to the queue or the store (see routing.py); returns them with their ids.
-        Raises TaskRejectedError naming the first task that breaks a limit, before anything of
-        the call is written; raises on a queue or store failure (nothing of the failing part is
-        sent).
+        Raises TaskRejectedError naming the first task that breaks a limit, or whose (queue,
+        type) no executor of this handler's registry takes (UnknownTaskTypeError), before
+        anything of the call is written; raises on a queue or store failure (nothing of the
+        failing part is sent). A producer that sends to executors it does not register says so:
+        `allow_unknown=True` (the consumer stores a task nobody executes as `ignored`).
 
         Example:
             [task] = await handler.add_tasks([Task(type="send", queue_id="email", payload={"to": "a@b.c"})])
         """
-        return (await self.router.dispatch(tasks))[0]
+        return (await self.router.dispatch(tasks, allow_unknown=allow_unknown))[0]
 
     async def find(self, task_id: str) -> Task | None:
         """A stored task (status, attempts, times, last error, result, redrives), or None.

@@ -30,7 +30,13 @@ from tq_cloud.core.limits import MAX_ID_CHARS, RESERVED_ID_PREFIX, ROW_HEADROOM_
 from tq_cloud.core.log_context import limit_log_context
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.errors import InvalidTaskError, PayloadTooLargeError, QueueWriteError, TaskRejectedError
+from tq_cloud.errors import (
+    InvalidTaskError,
+    PayloadTooLargeError,
+    QueueWriteError,
+    TaskRejectedError,
+    UnknownTaskTypeError,
+)
 from tq_cloud.flows.models import timeout_timer_name
 from tq_cloud.ids import new_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
@@ -76,6 +82,12 @@ class TaskRouter:
         """The routed copy of a task an executor adds, or TaskRejectedError now, in the
         executor's call, where the mistake can be seen and fixed."""
         return self.prepare(task, self.clock.now())
+
+    def check_known(self, task: Task) -> None:
+        """UnknownTaskTypeError unless an executor of the registry (or the framework) takes the task."""
+        if self.registry.get_executor(task.queue_id, task.type) is None and not task.type.startswith("_"):
+            raise UnknownTaskTypeError(task.id, task.queue_id, task.type,
+                                       self.registry.get_task_types_for_queue(task.queue_id))
 
     def prepare(self, task: Task, now: datetime) -> Task:
         """A routed copy (id, timestamps, bounded log context, the executor's partition key)
@@ -159,12 +171,13 @@ class TaskRouter:
             delay > timedelta(0) and not self.queue.honours_execute_at
         )
 
-    async def dispatch(self, tasks: Sequence[Task], *, strict: bool = True,
-                       prepared: bool = False) -> tuple[list[Task], Rejected]:
+    async def dispatch(self, tasks: Sequence[Task], *, strict: bool = True, prepared: bool = False,
+                       allow_unknown: bool = True) -> tuple[list[Task], Rejected]:
         """Route tasks. `strict` (add_tasks): a task that breaks a limit raises before anything
         is written. Otherwise (the commit path) such tasks come back as rejected and the rest
         are dispatched. Transient failures (throttling) raise in both modes. `prepared`: the
-        tasks are `check`'s copies already (children checked in the executor's call)."""
+        tasks are `check`'s copies already (children checked in the executor's call).
+        `allow_unknown=False` (add_tasks): a (queue, type) no executor takes is refused too."""
         if not tasks:
             return [], {}
         now = self.clock.now()
@@ -172,6 +185,8 @@ class TaskRouter:
         rejected: Rejected = {}
         for task in () if prepared else tasks:
             try:
+                if not allow_unknown:
+                    self.check_known(task)
                 routed.append(self.prepare(task, now))
             except TaskRejectedError as exc:
                 if strict:

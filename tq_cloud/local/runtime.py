@@ -213,7 +213,7 @@ class LocalRuntime:
         from tq_cloud.core.registry import TaskQueuesManager
 
         async with aws_stack(TaskQueuesManager(), settings) as stack:
-            await stack.handler.add_tasks(tasks)
+            await stack.handler.add_tasks(tasks, allow_unknown=True)
         print(f"enqueued {len(tasks)} tasks", file=self.out, flush=True)
 
     async def _feed(self, settings: AwsSettings, feed: AsyncIterator[Sequence[Task]] | None) -> None:

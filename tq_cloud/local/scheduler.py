@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tq_cloud.backends.aws.dynamo import error_code
+from tq_cloud.backends.aws.scheduler import schedule_names
 
 
 class EmulatedScheduler:
@@ -29,8 +30,7 @@ class EmulatedScheduler:
 
     async def fire_due(self, now: datetime) -> int:
         fired = 0
-        listed = await self.scheduler.list_schedules(GroupName=self.group)
-        for name in sorted(s["Name"] for s in listed.get("Schedules", [])):
+        for name in sorted(await schedule_names(self.scheduler, self.group)):
             try:
                 schedule = await self.scheduler.get_schedule(Name=name, GroupName=self.group)
             except Exception as exc:

@@ -216,7 +216,7 @@ class Deployment:
                 await asyncio.sleep(1.0)
             for task in work.rejected_at_add:
                 try:
-                    await producer.add_tasks([task])
+                    await producer.add_tasks([task], allow_unknown=True)
                     self.tracker.violate(f"task {task.key!r} over a limit was accepted by add_tasks")
                 except TaskRejectedError:
                     pass
@@ -224,8 +224,8 @@ class Deployment:
                 self.stream.append(data, key)
             now = self.clock.now()
             chunk = [t.model_copy(update={"execute_at": now + timedelta(seconds=d)}) if d else t for t, d in work.roots]
-            while chunk and await invocation(producer.add_tasks(chunk), self.plan.invocation("producer"),  # noqa: ASYNC110
-                                             60.0) is None:
+            while chunk and await invocation(producer.add_tasks(chunk, allow_unknown=True),  # noqa: ASYNC110
+                                             self.plan.invocation("producer"), 60.0) is None:
                 await asyncio.sleep(1.0)  # the producer tries again a second later
             await asyncio.sleep(0.05)
         self.produced.set()

@@ -54,8 +54,19 @@ class EventBridgeTimer:
                 raise
 
     async def pending(self) -> list[str]:
-        response = await self.client.list_schedules(GroupName=self.group)
-        return sorted(s["Name"] for s in response.get("Schedules", []))
+        return sorted(await schedule_names(self.client, self.group))
 
     async def fire_due(self, now: datetime) -> int:
         return 0  # EventBridge Scheduler fires the schedules
+
+
+async def schedule_names(client: Any, group: str) -> list[str]:
+    """Every schedule of the group: ListSchedules answers a page at a time (NextToken)."""
+    names: list[str] = []
+    request: dict[str, Any] = {"GroupName": group}
+    while True:
+        response = await client.list_schedules(**request)
+        names += [s["Name"] for s in response.get("Schedules", [])]
+        if not response.get("NextToken"):
+            return names
+        request["NextToken"] = response["NextToken"]
