@@ -4,6 +4,7 @@ for what it cannot use."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import aiohttp
@@ -39,8 +40,12 @@ async def test_the_api_answers_and_refuses_bad_input_with_the_reason() -> None:
                 async with http.get(base + path) as response:
                     return response.status, await response.json()
 
+            async with http.get(base + "/") as response:
+                token = re.search(r'name="csrf-token" content="([^"]+)"', await response.text())[1]  # type: ignore[index]
+
             async def post(body: bytes) -> tuple[int, Any]:
-                async with http.post(base + "/api/redrive", data=body) as response:
+                headers = {"Content-Type": "application/json", "X-CSRF-Token": token}
+                async with http.post(base + "/api/redrive", data=body, headers=headers) as response:
                     return response.status, await response.json()
 
             status, page = await get("/api/tasks?status=failed")
@@ -59,3 +64,66 @@ async def test_the_api_answers_and_refuses_bad_input_with_the_reason() -> None:
     finally:
         stop.set()
         await serving
+
+
+async def _served(app: TaskQueuesManager | None = None) -> tuple[InMemoryStack, asyncio.Event, Any, str]:
+    stack = InMemoryStack.create(app or TaskQueuesManager())
+    stop, announced = asyncio.Event(), asyncio.Event()
+    urls: list[str] = []
+
+    def announce(line: str) -> None:
+        urls.append(line.split(" ", 1)[1])
+        announced.set()
+
+    serving = asyncio.ensure_future(serve_console(stack, port=0, announce=announce, stop=stop))
+    await announced.wait()
+    return stack, stop, serving, urls[0]
+
+
+async def test_cross_site_and_rebinding_requests_are_refused() -> None:
+    """A page elsewhere can send a text/plain POST without a preflight, and a rebinding page
+    reaches 127.0.0.1 under its own name: neither changes or reads anything."""
+    app = TaskQueuesManager()
+
+    @app.task("q", "t", store_on_failure=True)
+    async def fails(task: Task, actions: ExecutorActions) -> None:
+        actions.fail(task, "secret error text", retry=False)
+
+    stack, stop, serving, base = await _served(app)
+    await stack.handler.add_tasks([Task(id="a", type="t", queue_id="q", payload={})])
+    await stack.run_until_idle()
+    port = base.rsplit(":", 1)[1]
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base + "/") as response:
+                token = re.search(r'name="csrf-token" content="([^"]+)"', await response.text())[1]  # type: ignore[index]
+
+            async def status(method: str, path: str, **kwargs: Any) -> int:
+                async with http.request(method, base + path, **kwargs) as response:
+                    return response.status
+
+            body = b'{"ids": ["a"]}'
+            json_with_token = {"Content-Type": "application/json", "X-CSRF-Token": token}
+            assert await status("POST", "/api/redrive", data=body, headers={"Content-Type": "text/plain"}) == 403
+            assert await status("POST", "/api/redrive", data=body,
+                                headers={"Content-Type": "application/json"}) == 403, "no token"
+            assert await status("POST", "/api/redrive", data=body, headers={
+                **json_with_token, "Origin": "https://evil.example"}) == 403
+            assert await status("POST", "/api/redrive", data=body, headers={
+                **json_with_token, "Sec-Fetch-Site": "cross-site"}) == 403
+            assert await status("GET", "/api/tasks?status=failed", headers={"Host": f"evil.example:{port}"}) == 421
+            assert await status("GET", "/", headers={"Host": f"localhost:{port}"}) == 200
+            assert (await stack.storage.get(["a"]))[0].status.value == "failed", "nothing was re-driven"
+            assert await status("POST", "/api/redrive", data=body, headers={
+                **json_with_token, "Origin": base, "Sec-Fetch-Site": "same-origin"}) == 200
+    finally:
+        stop.set()
+        await serving
+
+
+async def test_the_guard_check_fails_without_the_guard(monkeypatch: Any) -> None:
+    import pytest
+
+    monkeypatch.setattr("tq_cloud.console.app.guarded", lambda app, token: app)
+    with pytest.raises(AssertionError):
+        await test_cross_site_and_rebinding_requests_are_refused()

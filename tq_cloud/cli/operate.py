@@ -83,7 +83,8 @@ def add_commands(commands: Any, app_name_option: Any) -> None:
     flow_show.add_argument("--json", action="store_true")
 
     console = command("console", "the web console on 127.0.0.1", _console)
-    console.add_argument("--port", type=int, default=8765, help="default 8765; 0 picks a free one")
+    console.add_argument("--port", type=int, default=0, help="default: a free port (printed); a fixed one is "
+                         "easier for other pages on this machine to find")
 
 
 def _json_object(text: str) -> dict[str, Any]:

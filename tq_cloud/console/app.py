@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tq_cloud.console.guard import ASGIApp, guarded, new_csrf_token
 from tq_cloud.core.models import TaskStatus
 from tq_cloud.operations import Operations
 from tq_cloud.ports.storage import TaskQuery
@@ -32,11 +33,14 @@ from tq_cloud.ports.storage import TaskQuery
 STATUSES = {s.value for s in TaskStatus}
 
 
-def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | None = None) -> Starlette:
-    """The console's routes over `ops`; `tick` is the seconds between two live updates, which
-    end when `stopping` is set (so that the server stops without cutting a stream off)."""
+def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | None = None) -> ASGIApp:
+    """The console's routes over `ops`, behind its guard (guard.py: its own host names only; a
+    change only as same-origin JSON with the page's CSRF token); `tick` is the seconds between
+    two live updates, which end when `stopping` is set (so that the server stops without
+    cutting a stream off)."""
     stopping = stopping or asyncio.Event()
-    page = files("tq_cloud.console").joinpath("page.html").read_text()
+    token = new_csrf_token()
+    page = files("tq_cloud.console").joinpath("page.html").read_text().replace("{{csrf_token}}", token)
 
     async def index(request: Request) -> Response:
         return HTMLResponse(page)
@@ -106,12 +110,12 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
     async def bad_request(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": str(exc)}, status_code=400)  # a limit or cursor that is not one
 
-    return Starlette(exception_handlers={ValueError: bad_request}, routes=[
+    return guarded(Starlette(exception_handlers={ValueError: bad_request}, routes=[
         Route("/", index), Route("/api/counts", counts), Route("/api/tasks", tasks),
         Route("/api/tasks/{task_id:path}", task), Route("/api/redrive", redrive, methods=["POST"]),
         Route("/api/flows", flows), Route("/api/flows/{flow_id:path}", flow),
         Route("/api/entities/{kind}/{entity_id:path}", entity), Route("/api/events", events),
-    ])
+    ]), token)
 
 
 def bind(port: int) -> socket.socket:
@@ -124,7 +128,7 @@ def bind(port: int) -> socket.socket:
     return sock
 
 
-async def serve_console(stack: Any, *, port: int = 8765, announce: Callable[[str], Any] = print,
+async def serve_console(stack: Any, *, port: int = 0, announce: Callable[[str], Any] = print,
                         stop: asyncio.Event | None = None, tick: float = 1.0) -> None:
     """Serve the console for `stack` until cancelled or `stop` is set; announces its URL first."""
     import uvicorn
