@@ -66,7 +66,7 @@ def _one_line(args: list[str], env: dict[str, str] | None = None, code: int = 1)
 def test_a_payload_that_is_not_json_is_one_line() -> None:
     line = _one_line(["enqueue", "--queue", "q", "--type", "t", "--payload", "{to: 1}"], code=2)
     assert line.startswith("tq-cloud enqueue: argument --payload: not JSON (Expecting property name")
-    assert "give a JSON value" in line
+    assert "give a JSON object" in line
 
 
 def test_an_entity_without_type_and_id_is_one_line() -> None:
