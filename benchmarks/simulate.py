@@ -44,6 +44,7 @@ def show(report: SimReport) -> None:
           f"({report.tasks_per_second:.0f} tasks/s; {report.virtual_seconds:.0f} s simulated), "
           f"{report.invocations} invocations, {report.redelivered} records redelivered, peak RSS {report.peak_mb:.0f} MB")
     print(f"  faults injected: {faults}")
+    print(f"  operator: {report.redrives} tasks re-driven (stale records of their old attempts put back)")
     if report.lateness:
         late = sorted(report.lateness)
         print(f"  delay lane: {report.lane_messages} messages; lateness of delayed runs p50 "

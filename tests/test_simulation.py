@@ -36,6 +36,15 @@ def test_fixed_seeds_hold_every_invariant_under_faults(seed: int) -> None:
     assert report.faults["crash_before"] + report.faults["crash_after"] > 0 and report.faults["partial_publish"] > 0
 
 
+def test_a_short_batching_window_holds_every_invariant() -> None:
+    """Consumers that start within the retries of a send whose answer was lost: the race
+    between a reset and a run's lease happens here (see the reset mutation below)."""
+    for seed in (1, 2):
+        report = Simulation(SimConfig(tasks=2000, fault_rate=0.2, seed=seed, batching_window=0.05)).run()
+        assert report.violations == [], "\n".join(report.violations[:10])
+        assert report.redrives > 0
+
+
 def test_a_seed_replays_the_same_trace() -> None:
     first = Simulation(SimConfig(tasks=600, fault_rate=0.2, seed=42)).run()
     second = Simulation(SimConfig(tasks=600, fault_rate=0.2, seed=42)).run()
@@ -44,10 +53,11 @@ def test_a_seed_replays_the_same_trace() -> None:
     assert other.trace != first.trace
 
 
-def violations_within(seeds: range, tasks: int = 1500, fault_rate: float = 0.2, about: str = "") -> list[str]:
+def violations_within(seeds: range, tasks: int = 1500, fault_rate: float = 0.2, about: str = "",
+                      **config: Any) -> list[str]:
     """The violations of the first seed that has some (mentioning `about`, if given)."""
     for seed in seeds:
-        report = Simulation(SimConfig(tasks=tasks, fault_rate=fault_rate, seed=seed)).run()
+        report = Simulation(SimConfig(tasks=tasks, fault_rate=fault_rate, seed=seed, **config)).run()
         found = [v for v in report.violations if about in v]
         if found:
             return found
@@ -55,9 +65,9 @@ def violations_within(seeds: range, tasks: int = 1500, fault_rate: float = 0.2, 
 
 
 def test_mutation_resetting_every_task_of_a_partial_publish_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tq_cloud.core.routing import TaskRouter
+    from tq_cloud.core.routing import RowSender
 
-    async def reset_all(self: TaskRouter, tasks: list[Task]) -> dict[str, str]:
+    async def reset_all(self: RowSender, tasks: list[Task]) -> dict[str, str]:
         try:
             await self.queue.publish(tasks)
         except Exception:
@@ -65,7 +75,7 @@ def test_mutation_resetting_every_task_of_a_partial_publish_is_caught(monkeypatc
             raise
         return {}
 
-    monkeypatch.setattr(TaskRouter, "_publish_or_reset", reset_all)
+    monkeypatch.setattr(RowSender, "publish", reset_all)
     found = violations_within(range(1, 6))
     assert any("reported written" in v for v in found), found[:5]
 
@@ -191,3 +201,61 @@ def test_the_benchmark_runs_and_prints_its_last_line(capsys: pytest.CaptureFixtu
     assert main(["--tasks", "200", "--fault-rate", "0.2", "--seeds", "7..8"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("simulated ") and " 0 violations, " in last and ", trace " in last
+
+
+def test_mutation_an_old_attempts_outcome_landing_over_a_later_one_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug put back: terminal writes conditioned on the row being open, not on its attempt."""
+    from tq_cloud.backends.memory import InMemoryAdapter
+    from tq_cloud.core.models import TaskStatus
+
+    def finish(self: InMemoryAdapter, rows: list[Task]) -> None:
+        for row in rows:
+            current = self._rows.get(row.key)
+            if current is None or not current.status.is_terminal:
+                self._put(row)
+
+    async def mark_executed(self: InMemoryAdapter, tasks: list[Task], at: datetime) -> None:
+        for task in tasks:
+            row = self._rows.get(task.key)
+            if row is not None and not row.status.is_terminal:
+                self._put(row, status=TaskStatus.EXECUTED, updated_at=at, execution_result=task.execution_result,
+                          execution_stats=task.execution_stats)
+
+    monkeypatch.setattr(InMemoryAdapter, "_finish", finish)
+    monkeypatch.setattr(InMemoryAdapter, "mark_executed", mark_executed)
+    found = violations_within(range(1, 6), tasks=2000)
+    assert any("landed over" in v for v in found), found[:5]
+
+
+def test_mutation_a_reset_wiping_a_live_lease_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.backends.memory import InMemoryAdapter
+    from tq_cloud.core.models import TaskStatus
+
+    async def reset(self: InMemoryAdapter, tasks: list[Task]) -> None:
+        for task in tasks:
+            row = self._rows.get(task.key)
+            if row is not None and row.status is TaskStatus.PROCESSING and row.retry_count == task.retry_count \
+                    and row.execution_stats.deferrals == task.execution_stats.deferrals:
+                self._put(row, status=TaskStatus.SCHEDULED)
+
+    monkeypatch.setattr(InMemoryAdapter, "reset_to_scheduled", reset)
+    found = violations_within(range(1, 6), tasks=2000, batching_window=0.05)
+    assert any("held its lease" in v for v in found), found[:5]
+
+
+def test_mutation_a_redriven_retry_waiting_as_processing_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.core import redrive, routing
+
+    monkeypatch.setattr(routing, "waiting", lambda task: task)
+    monkeypatch.setattr(redrive, "as_sent", lambda rows: list(rows))
+    found = violations_within(range(1, 8), tasks=2000)
+    assert any("waits as processing" in v for v in found), found[:5]
+
+
+def test_mutation_not_reading_the_rows_of_executors_that_keep_failures_is_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.core.runner import TaskRunner
+
+    monkeypatch.setattr(TaskRunner, "has_row", lambda self, task: task.force_store)
+    found = violations_within(range(1, 6), tasks=2000)
+    assert any("ran again after it committed" in v for v in found), found[:5]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.models import Task, TaskStatus
-from tq_cloud.core.routing import as_sent
+from tq_cloud.core.routing import RowSender, as_sent
 from tq_cloud.ports.queue import MessageQueue
 from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, TaskQuery, TaskStorage
 
@@ -31,8 +31,8 @@ REDRIVE_BATCH = 100
 class Redriver:
     def __init__(self, storage: TaskStorage, queue: MessageQueue, clock: Clock) -> None:
         self.storage = storage
-        self.queue = queue
         self.clock = clock
+        self.rows = RowSender(queue, storage, clock)
 
     def _next_attempt(self, row: Task) -> Task:
         now = self.clock.now()
@@ -60,10 +60,9 @@ class Redriver:
                                if c.key not in {m.key for m in moved}}
             if moved:
                 try:
-                    await self.queue.publish(as_sent(moved))
-                except Exception:
-                    log.exception("%d re-driven tasks not sent now; the sweeper sends them", len(moved))
-                    await self.storage.reset_to_scheduled(moved)
+                    await self.rows.publish(as_sent(moved))
+                except Exception:  # the rows not written are back to scheduled: the sweeper sends them
+                    log.exception("re-driven tasks not all sent now; the sweeper sends the rest")
             report.sent += moved
         return report
 

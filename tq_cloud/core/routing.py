@@ -77,6 +77,7 @@ class TaskRouter:
         self.timer = timer
         self.delay_lane = delay_lane
         self._cached_limits: tuple[int, int, bool] | None = None
+        self.rows = RowSender(queue, storage, clock)
 
     def check(self, task: Task) -> Task:
         """The routed copy of a task an executor adds, or TaskRejectedError now, in the
@@ -246,39 +247,11 @@ class TaskRouter:
         return await self._publish_or_reset(fresh) if fresh else {}
 
     async def _publish_or_reset(self, tasks: list[Task]) -> Rejected:
-        """Publish tasks that have a `processing` row. Of a partial write, put exactly the rows
-        not written back to `scheduled` (the sweeper sends them) and re-raise; record the ones
-        that can never be written as failed. Any other error resets them all."""
-        try:
-            await self.queue.publish(tasks)
-            return {}
-        except QueueWriteError as exc:
-            unwritten = set(exc.task_ids)
-            await self._reset([t for t in tasks if t.key in unwritten])
-            if exc.rejected:
-                await self.fail_rejected([t for t in tasks if t.key in exc.rejected], exc.rejected)
-            if unwritten:
-                raise
-            return exc.rejected
-        except Exception:
-            await self._reset(tasks)
-            raise
-
-    async def _reset(self, tasks: list[Task]) -> None:
-        if not tasks:
-            return
-        try:
-            await self.storage.reset_to_scheduled(tasks)
-        except Exception:
-            log.exception("could not reset %d tasks to scheduled; stale recovery will", len(tasks))
+        return await self.rows.publish(tasks)
 
     async def fail_rejected(self, tasks: list[Task], rejected: Rejected) -> None:
         """Record tasks that can never be written to the queue as failed, with the reason."""
-        rows = [t.model_copy(update={"execution_stats": t.execution_stats.model_copy(update={
-            "last_error": rejected[t.key], "last_error_type": "TaskRejectedError"})}) for t in tasks]
-        await self.storage.mark_failed(rows, self.clock.now())
-        log.error("%d tasks can never be written to the queue; recorded as failed: %s", len(rows),
-                  ", ".join(t.key for t in rows))
+        await self.rows.fail_rejected(tasks, rejected)
 
     async def dispatch_retries(self, copies: Sequence[Task]) -> Rejected:
         """Retry copies of stored tasks are upserted (conditionally: a replayed failure does not
@@ -337,3 +310,46 @@ def waiting(task: Task) -> Task:
     it when due (a copy of a record that carried `processing`, as a re-driven one may, would
     otherwise wait for stale recovery)."""
     return task.model_copy(update={"status": TaskStatus.SCHEDULED})
+
+
+class RowSender:
+    """Publishes tasks that have a `processing` row (force_store, re-drives, swept rows). Of a
+    partial write, exactly the rows not written go back to `scheduled` (the sweeper sends them)
+    and the error is raised; the ones that can never be written are recorded as failed. Any
+    other error resets them all (a reset never touches a row a run has leased since)."""
+
+    def __init__(self, queue: MessageQueue, storage: TaskStorage, clock: Clock) -> None:
+        self.queue = queue
+        self.storage = storage
+        self.clock = clock
+
+    async def publish(self, tasks: list[Task]) -> Rejected:
+        try:
+            await self.queue.publish(tasks)
+            return {}
+        except QueueWriteError as exc:
+            unwritten = set(exc.task_ids)
+            await self._reset([t for t in tasks if t.key in unwritten])
+            if exc.rejected:
+                await self.fail_rejected([t for t in tasks if t.key in exc.rejected], exc.rejected)
+            if unwritten:
+                raise
+            return exc.rejected
+        except Exception:
+            await self._reset(tasks)
+            raise
+
+    async def _reset(self, tasks: list[Task]) -> None:
+        if not tasks:
+            return
+        try:
+            await self.storage.reset_to_scheduled(tasks)
+        except Exception:
+            log.exception("could not reset %d tasks to scheduled; stale recovery will", len(tasks))
+
+    async def fail_rejected(self, tasks: list[Task], rejected: Rejected) -> None:
+        rows = [t.model_copy(update={"execution_stats": t.execution_stats.model_copy(update={
+            "last_error": rejected[t.key], "last_error_type": "TaskRejectedError"})}) for t in tasks]
+        await self.storage.mark_failed(rows, self.clock.now())
+        log.error("%d tasks can never be written to the queue; recorded as failed: %s", len(rows),
+                  ", ".join(t.key for t in rows))

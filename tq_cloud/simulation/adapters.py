@@ -9,7 +9,7 @@ from typing import Any
 
 from tq_cloud.backends.memory import InMemoryAdapter, InMemoryProjectionProvider
 from tq_cloud.core.handler import TaskHandler
-from tq_cloud.core.models import Task
+from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.errors import QueueWriteError
 from tq_cloud.simulation.checks import Tracker
 from tq_cloud.simulation.stream import attempt_key
@@ -59,14 +59,56 @@ class SimContext:
 
 
 class TrackedStorage(InMemoryAdapter):
+    """The store with the checker's eyes on its writes: no outcome lands over a later attempt,
+    no reset wipes a live lease, no retry due later waits as `processing`; and it keeps the
+    failed rows an operator may re-drive."""
+
     def __init__(self, tracker: Tracker) -> None:
         super().__init__()
         self.tracker = tracker
+        self.failed: list[str] = []
+        """Ids of rows that became failed, in order (the operator's candidates)."""
 
     async def reset_to_scheduled(self, tasks: Any) -> None:
         current = [row for t in tasks if t.key in self._rows and _same_attempt(row := self._rows[t.key], t)]
         self.tracker.resetting(current)
+        now = self.tracker.clock.now()
+        live = {t.key for t in tasks if (lease := self._leases.get(t.key)) is not None and lease[1] >= now}
         await super().reset_to_scheduled(tasks)
+        for key in live:
+            if self._rows[key].status is TaskStatus.SCHEDULED:
+                self.tracker.violate(f"task {key} reset to scheduled while a run held its lease")
+
+    def _finish(self, rows: list[Task]) -> None:
+        before = {r.key: self._rows[r.key] for r in rows if r.key in self._rows}
+        super()._finish(rows)
+        for row in rows:
+            self._landed(before.get(row.key), row)
+
+    async def mark_executed(self, tasks: Any, at: Any) -> None:
+        before = {t.key: self._rows[t.key] for t in tasks if t.key in self._rows}
+        await super().mark_executed(tasks, at)
+        for task in tasks:
+            self._landed(before.get(task.key), task)
+
+    def _landed(self, before: Task | None, outcome: Task) -> None:
+        after = self._rows.get(outcome.key)
+        if after is None or not after.status.is_terminal:
+            return
+        if before is not None and not before.status.is_terminal and before.retry_count > after.retry_count:
+            self.tracker.violate(f"task {outcome.key}: attempt {after.retry_count}'s outcome landed over "
+                                 f"attempt {before.retry_count} (a re-drive or retry undone)")
+        if after.status is TaskStatus.FAILED and (before is None or before.status is not TaskStatus.FAILED):
+            self.failed.append(outcome.key)
+
+    async def schedule_retry(self, tasks: Any) -> list[Task]:
+        written = await super().schedule_retry(tasks)
+        now = self.tracker.clock.now()
+        for task in written:
+            if task.status is TaskStatus.PROCESSING and task.execute_at is not None and task.execute_at > now:
+                self.tracker.violate(f"task {task.key}: its retry, due later, waits as processing "
+                                     "(only stale recovery would send it)")
+        return written
 
 
 class TrackedProjections(InMemoryProjectionProvider):

@@ -2,8 +2,8 @@
 
 As it goes (each is a violation the moment it happens):
 - an executor runs an attempt at most as often as records of that attempt were delivered;
-- a stored task's attempt that already committed (its row final, or a later attempt recorded)
-  never runs again;
+- a task with a row by design (stored, or of an executor that stores its failures) never runs
+  an attempt that already committed (its row final, or a later attempt recorded);
 - a stored task's attempt is never sent again after a send of it was reported written (only a
   write that failed, or stale recovery, may send it again);
 - every record a successful invocation leaves committed (before the first failure it names)
@@ -41,6 +41,8 @@ class Seen:
     want: Verdict | None = None
     label: str = ""
     has_row: bool = False
+    kept: bool = False
+    """Its executor stores its failures: once it has a row, a committed attempt never runs again."""
     bound: bool = False
     step: bool = False
     """A flow step: its result is kept, to compare with its join's."""
@@ -73,6 +75,8 @@ class Tracker:
     joins: dict[str, list[Joined]] = field(default_factory=dict)
     exhausted_events: Counter[str] = field(default_factory=Counter)
     projection_rank: dict[str, int] = field(default_factory=dict)
+    redriven: dict[str, int] = field(default_factory=dict)
+    """Tasks an operator re-drove, with the attempt (retry count) each re-drive sent."""
     lateness: list[float] = field(default_factory=list)
     """Start less due time of each delayed run (see SimReport.lateness)."""
     trace: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
@@ -131,7 +135,8 @@ class Tracker:
                 self.lateness.append(late)
         if counts[1] > counts[0]:
             self.violate(f"task {task.key} attempt {key[1:]} ran {counts[1]} times for {counts[0]} deliveries")
-        row = self.peek_row(task.key) if task.force_store else None
+        seen = self.seen.get(task.key)
+        row = self.peek_row(task.key) if task.force_store or (seen is not None and seen.kept) else None
         if row is not None and (row.status.is_terminal or _attempt(row) > key[1:]):
             self.violate(f"task {task.key} attempt {key[1:]} ran again after it committed ({row.status})")
 

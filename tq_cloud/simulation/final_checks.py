@@ -41,6 +41,7 @@ class FinalChecks:
             tracker.violate(f"{len(mapping.on_failure)} batches reached the on-failure destination: "
                             f"{mapping.on_failure[:3]}")
         self._tasks()
+        self._redriven()
         self._foreign()
         for flow_id, flow in flows.items():
             self._flow(flow_id, flow)
@@ -48,6 +49,8 @@ class FinalChecks:
     def _tasks(self) -> None:
         tracker, rows = self.tracker, self.storage._rows
         for key, seen in tracker.seen.items():
+            if key in tracker.redriven:
+                continue  # its new attempts decide how it ends (checked in _redriven)
             want = seen.want
             if seen.verdict is not want:
                 tracker.violate(f"task {key} ({seen.label}) ended {seen.verdict}, expected {want}")
@@ -61,6 +64,20 @@ class FinalChecks:
                 tracker.violate(f"stored task {key} should have an executed row, has {row.status if row else None}")
             if seen.bound and want is not None:
                 self._projection(key, want)
+
+    def _redriven(self) -> None:
+        """Every re-drive reported sent ran its new attempt, and the task's row ends final at
+        that attempt or a later one (never undone by a stale copy of an older one)."""
+        tracker, rows = self.tracker, self.storage._rows
+        for key, attempt in tracker.redriven.items():
+            row = rows.get(key)
+            if row is None or not row.status.is_terminal or row.retry_count < attempt:
+                tracker.violate(f"re-driven task {key} (attempt {attempt}) ended as "
+                                f"{row.status.value if row else None} at attempt {row.retry_count if row else None}")
+            elif row.retry_count == attempt and not any(  # it ran, perhaps after deferrals
+                    tracker.attempts.get((key, attempt, d), [0, 0])[1]
+                    for d in range(row.execution_stats.deferrals + 1)):
+                tracker.violate(f"re-driven task {key}: attempt {attempt} never ran")
 
     def _foreign(self) -> None:
         """Records of other producers: each ran under its derived id, or is a recorded poison."""

@@ -134,6 +134,7 @@ def describe(task: Task, *, lane: bool) -> Seen:
     meta = task.flow_meta
     return Seen(want=expected(task, lane=lane), label=sys.intern(f"{task.type}, {kind}"),
                 has_row=task.force_store and task.type != FLOW_TIMEOUT_TYPE,  # sentinels live in the timer
+                kept=task.type in STORED_TYPES,
                 bound=task.entity is not None and task.force_store,
                 step=meta is not None and meta.step_index >= 0)
 

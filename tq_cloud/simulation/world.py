@@ -23,6 +23,7 @@ from typing import Any, cast
 from tq_cloud.asynctasks.manager import AsyncTaskManager
 from tq_cloud.aws_lambda.kinesis import KinesisBatchHandler
 from tq_cloud.aws_lambda.sweeper import SweeperHandler
+from tq_cloud.backends.aws.kinesis import kinesis_record
 from tq_cloud.backends.memory import InMemoryFlowBarrierProvider, InMemoryLockProvider
 from tq_cloud.core.commit import CommitBatch
 from tq_cloud.core.handler import TaskHandler
@@ -50,6 +51,8 @@ from tq_cloud.simulation.timer import SimTimer
 from tq_cloud.simulation.workload import Workload, build_app, describe, generate, generate_delays
 
 BACKLOG_LIMIT = 20_000
+REDRIVABLE_TYPES = frozenset({"seq", "seq_s", "par", "bulk", "slow", "typed"})
+"""What the operator re-drives: tasks of the app's own executors, not flow steps or joins."""
 """Records waiting in the stream before the producer holds its next wave: a deployment sized
 for its load keeps its backlog bounded, and so does the simulation's memory."""
 
@@ -69,6 +72,9 @@ class SimReport:
     """The process's peak resident set size (MB)."""
     lane_messages: int = 0
     """Tasks sent through the delay lane (retries and short delays)."""
+    redrives: int = 0
+    """Tasks an operator re-drove (each then also had a stale record of its old attempt put
+    back, one time in two)."""
     lateness: list[float] = field(default_factory=list)
     """Of each delayed run (a task with an `execute_at` in the future when it was added): its
     start less its due time, in seconds."""
@@ -116,7 +122,7 @@ class Deployment:
         self.cfg = cfg
         seeds = random.Random(cfg.seed)
         self.rngs = {name: random.Random(seeds.getrandbits(64))
-                     for name in ("work", "faults", "yields", "timer", "lane")}
+                     for name in ("work", "faults", "yields", "timer", "lane", "operator")}
         self.loop = asyncio.get_running_loop()
         self.clock = LoopClock()
         self.tracker = tracker = Tracker(peek_row=lambda key: self.storage._rows.get(key), now=self.loop.time,
@@ -246,6 +252,46 @@ class Deployment:
             if await invocation(sweeper.handle(context), self.plan.invocation("sweeper"), 60.0) is None:
                 handler = self.container()
 
+    async def operate(self) -> None:
+        """An operator re-driving failed tasks now and then (`tq-cloud redrive`), under the same
+        faults: at most one task in a hundred, each once. Flow steps and joins are left alone (a
+        flow's outcome is decided). Half of the re-driven tasks then get a stale record of their
+        old attempt back on the stream, as Kinesis redelivering an old batch or a failure-queue
+        re-drive of a range holding it would."""
+        handler, rng, picked, budget = self.container(), self.rngs["operator"], 0, max(1, self.cfg.tasks // 100)
+        while picked < budget:
+            await asyncio.sleep(self.cfg.sweep_interval * 1.5)
+            ids: list[str] = []
+            while self.storage.failed and len(ids) < 5:
+                key = self.storage.failed.pop(0)
+                seen = self.tracker.seen.get(key)
+                if seen is not None and not seen.step and key not in self.tracker.redriven and \
+                        seen.label.split(",")[0] in REDRIVABLE_TYPES and rng.random() < 0.5:
+                    ids.append(key)
+            if not ids:
+                continue
+            picked += len(ids)
+            if await invocation(handler.redrive(ids), self.plan.invocation("operator"), 60.0) is None:
+                handler = self.container()  # it died: the rows say which re-drives it made
+            for key in ids:
+                row = self.storage._rows[key]
+                if row.execution_stats.redrives:
+                    self.tracker.redriven[key] = row.execution_stats.redrive_base
+                    if rng.random() < 0.5:
+                        self._stale_copy(key, row.execution_stats.redrive_base - 1)
+
+    def _stale_copy(self, key: str, attempt: int) -> None:
+        """The record of `key`'s attempt before its re-drive, as it was first sent."""
+        row = self.storage._rows[key]
+        stats = row.execution_stats.model_copy(update={
+            "retry_count": attempt, "redrives": 0, "redriven_at": None, "redrive_base": 0})
+        stale = row.model_copy(update={"status": TaskStatus.SCHEDULED, "execution_stats": stats,
+                                       "processing_started_at": None, "lease_until": None,
+                                       "force_store": self.tracker.seen[key].has_row})
+        data, partition_key = kinesis_record(stale)
+        self.tracker.recovered(key)  # sent again by the outside, not by a send the engine repeated
+        self.stream.append(data, partition_key, stale)
+
     def settled(self) -> bool:
         return (self.produced.is_set() and self.mapping.idle() and not self.timer.pending
                 and not self.storage._open and (self.lane is None or not self.lane.pending())
@@ -253,7 +299,7 @@ class Deployment:
 
     async def run(self, report: SimReport) -> None:
         actors = [asyncio.ensure_future(self.mapping.consume(lane)) for lane in self.stream.lanes]
-        actors += [asyncio.ensure_future(a) for a in (self.produce(), self.sweep(), self.timer.run())]
+        actors += [asyncio.ensure_future(a) for a in (self.produce(), self.sweep(), self.timer.run(), self.operate())]
         if self.lane is not None:
             actors += [asyncio.ensure_future(self.lane_mapping.poll(f"lane-poller{p}"))
                        for p in range(self.lane_mapping.pollers)]
@@ -277,6 +323,7 @@ class Deployment:
         report.trace = self.tracker.trace.hexdigest()
         report.lane_messages = self.lane.sent if self.lane is not None else 0
         report.lateness = self.tracker.lateness
+        report.redrives = len(self.tracker.redriven)
 
 
 async def invocation(work: Any, current: Invocation, limit: float) -> Any:
