@@ -116,7 +116,7 @@ class LostAnswerQueue:
 
     def __init__(self, stack: InMemoryStack) -> None:
         self.stack = stack
-        self.inner = stack.handler.router.queue
+        self.inner = stack.handler.router.rows.queue
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)
@@ -132,13 +132,13 @@ class LostAnswerQueue:
 async def test_a_reset_after_a_lost_answer_never_wipes_a_live_lease() -> None:
     runs: Counter[str] = Counter()
     stack = InMemoryStack.create(app_with(runs, set()))
-    stack.handler.router.queue = LostAnswerQueue(stack)  # type: ignore[assignment]
+    stack.handler.router.rows.queue = LostAnswerQueue(stack)  # type: ignore[assignment]
     with pytest.raises(TimeoutError):
         await stack.handler.add_tasks([Task(id="s", type="stored", queue_id="q", payload={}, force_store=True)])
     row = await _row(stack, "s")
     assert row.status is TaskStatus.PROCESSING, "the running task's row was put back for a second send"
     assert await stack.handler.process_mature_tasks() == 0
-    stack.handler.router.queue = stack.queue
+    stack.handler.router.rows.queue = stack.handler.router.queue
     await stack.run_until_idle()
     assert runs["s"] == 1 and (await _row(stack, "s")).status is TaskStatus.EXECUTED
 
