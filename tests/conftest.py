@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,18 @@ def moto_endpoint() -> Iterator[str]:
 
     with moto_server() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def aws_target(moto_endpoint: str) -> Iterator[Any]:
+    """Where AWS-backend suites run: moto, or dynalite and kinesalite (TQ_TEST_EMULATOR=dynalite)."""
+    from tests.emulator_support import AwsTarget, dynalite_and_kinesalite, selected
+
+    if selected() == "moto":
+        yield AwsTarget("moto", moto_endpoint)
+        return
+    with dynalite_and_kinesalite() as (dynamodb, kinesis):
+        yield AwsTarget("dynalite", moto_endpoint, dynamodb, kinesis)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.aws_support import aws_resources, fresh_settings
+from tests.aws_support import aws_resources
 from tq_cloud.backends.aws import (
     DynamoDbAdapter,
     DynamoDbFlowBarrierProvider,
@@ -69,8 +69,7 @@ async def _backend(request: pytest.FixtureRequest, port: str, clock: ManualClock
     if request.param == "memory":
         yield MEMORY[port](clock)
         return
-    endpoint = request.getfixturevalue("moto_endpoint")
-    settings = fresh_settings(endpoint)
+    settings = request.getfixturevalue("aws_target").settings()
     async with aws_resources(settings) as clients:
         yield _dynamodb(port, clients, settings, clock)
 

@@ -43,10 +43,10 @@ async def test_the_stand_in_check_fails_when_redrive_ignores_the_mark(
 
 
 @pytest.fixture
-async def dynamodb(moto_endpoint: str) -> Any:
-    from tests.aws_support import aws_resources, fresh_settings
+async def dynamodb(aws_target: Any) -> Any:
+    from tests.aws_support import aws_resources
 
-    settings = fresh_settings(moto_endpoint)
+    settings = aws_target.settings()
     async with aws_resources(settings) as clients:
         yield DynamoDbAdapter(clients.dynamodb, settings.tasks_table), clients.dynamodb
 

@@ -138,12 +138,12 @@ async def _list_everything(storage: Any, barriers: Any) -> None:
 
 
 @pytest.mark.parametrize("scanning", [False, True], ids=["as built", "a scan put back (the check fails)"])
-async def test_listings_query_indexes_and_never_scan(moto_endpoint: str, scanning: bool,
+async def test_listings_query_indexes_and_never_scan(aws_target: Any, scanning: bool,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.aws_support import aws_resources, fresh_settings
+    from tests.aws_support import aws_resources
     from tq_cloud.backends.aws import DynamoDbAdapter, DynamoDbFlowBarrierProvider
 
-    settings = fresh_settings(moto_endpoint)
+    settings = aws_target.settings()
     async with aws_resources(settings) as clients:
         storage = DynamoDbAdapter(clients.dynamodb, settings.tasks_table)
         barriers = DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
@@ -185,10 +185,10 @@ async def test_flow_pages_step_past_flows_started_at_once(barriers: Any, clock: 
     assert sorted(listed) == sorted(f"same{i}" for i in range(12)) and len(listed) == 12
 
 
-async def test_the_ties_check_fails_with_a_cursor_of_a_sort_value(moto_endpoint: str,
+async def test_the_ties_check_fails_with_a_cursor_of_a_sort_value(aws_target: Any,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The bug put back: each bucket read on from the last sort value, not the last row."""
-    from tests.aws_support import aws_resources, fresh_settings
+    from tests.aws_support import aws_resources
     from tq_cloud.backends.aws import DynamoDbAdapter, bucket_pages
 
     original = bucket_pages.read_page
@@ -201,7 +201,7 @@ async def test_the_ties_check_fails_with_a_cursor_of_a_sort_value(moto_endpoint:
         return await original(*args, **kwargs)
 
     monkeypatch.setattr("tq_cloud.backends.aws.dynamodb_tasks.read_page", by_value)
-    settings = fresh_settings(moto_endpoint)
+    settings = aws_target.settings()
     async with aws_resources(settings) as clients:
         storage = DynamoDbAdapter(clients.dynamodb, settings.tasks_table, buckets=1)
         clock = ManualClock()

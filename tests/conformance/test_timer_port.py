@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.aws_support import aws_resources, fresh_settings
+from tests.aws_support import aws_resources
 from tq_cloud import Task
 from tq_cloud.backends.aws.scheduler import EventBridgeTimer
 from tq_cloud.backends.memory import InMemoryQueue, InMemoryTimer
@@ -42,7 +42,7 @@ async def timer(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIter
         queue = InMemoryQueue(clock)
         yield InMemoryTimer(queue), Delivered("memory", queue=queue)
         return
-    settings = fresh_settings(request.getfixturevalue("moto_endpoint"))
+    settings = request.getfixturevalue("aws_target").settings()
     async with aws_resources(settings) as clients:
         arn = (await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name))[
             "StreamDescriptionSummary"]["StreamARN"]

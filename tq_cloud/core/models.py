@@ -7,10 +7,11 @@ Framework data lives in `execution_stats` and `metadata`; the user's payload is 
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any, Generic, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import TypeVar
 
 P = TypeVar("P", default=Any)
@@ -40,12 +41,27 @@ StepFailurePolicy = Literal["continue", "abort", "ignore"]
 failed, `ignore` never does and the join sees the step `ignored`."""
 
 
+MAX_ENTITY_KEY_BYTES = 1024
+"""An entity's key (its type and id as a JSON pair) is a DynamoDB index key (2,048 bytes for a
+partition key, 1,024 for a sort key): kept within the smaller, so it fits wherever it goes."""
+
+
 class EntityRef(BaseModel):
-    """The domain object a task works on (a user, an order); projections are keyed by it."""
+    """The domain object a task works on (a user, an order); projections are keyed by it. Its
+    type and id together are refused past MAX_ENTITY_KEY_BYTES where the task is made, so no
+    projection is lost at commit for a key DynamoDB would refuse."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str = Field(min_length=1)
     type: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _key_fits(self) -> EntityRef:
+        size = len(json.dumps([self.type, self.id], separators=(",", ":")).encode())
+        if size > MAX_ENTITY_KEY_BYTES:
+            raise ValueError(f"entity type and id make a {size}-byte key, over the {MAX_ENTITY_KEY_BYTES}-byte "
+                             "limit of the index they are kept in: use a shorter id (a hash of a long one)")
+        return self
 
 
 class JoinTarget(BaseModel):

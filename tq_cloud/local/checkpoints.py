@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tq_cloud.local.ready import table_ready
+
 
 class ShardCheckpoints:
     """Example:
@@ -33,6 +35,7 @@ class ShardCheckpoints:
                 AttributeDefinitions=[{"AttributeName": "mapping", "AttributeType": "S"}])
         except self.dynamodb.exceptions.ResourceInUseException:
             pass
+        await table_ready(self.dynamodb, self.table)
 
     def _key(self, stream_arn: str, shard: str) -> dict[str, Any]:
         return {"mapping": {"S": f"{self.consumer}|{stream_arn}|{shard}"}}

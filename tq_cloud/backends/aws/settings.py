@@ -19,6 +19,10 @@ class AwsSettings(BaseSettings):
 
     region: str = "us-east-1"
     endpoint_url: str | None = Field(default=None, description="moto or LocalStack; None for AWS")
+    dynamodb_endpoint_url: str | None = Field(
+        default=None, description="DynamoDB alone elsewhere (dynalite, DynamoDB Local); else endpoint_url")
+    kinesis_endpoint_url: str | None = Field(
+        default=None, description="Kinesis alone elsewhere (kinesalite); else endpoint_url")
     app_name: str = Field(
         default="tq", pattern=r"^[A-Za-z0-9_.-]{1,40}$",
         description="names the resources not named one by one; `tq-cloud` commands default it to "
@@ -46,6 +50,11 @@ class AwsSettings(BaseSettings):
         default=False, description="keep every outcome as a row for the finished TTL, so any task can be "
                                    "found (a write per task; on in `tq-cloud dev`)")
     max_attempts: int = Field(default=8, ge=1, description="botocore retries for throttling")
+
+    def endpoint_of(self, service: str) -> str | None:
+        """Where `service` is answered: its own endpoint if one is given, else `endpoint_url`."""
+        own: str | None = {"dynamodb": self.dynamodb_endpoint_url, "kinesis": self.kinesis_endpoint_url}.get(service)
+        return own or self.endpoint_url
 
     @model_validator(mode="after")
     def _name_resources(self) -> Self:

@@ -48,7 +48,7 @@ async def open_clients(settings: AwsSettings, session: Any = None) -> AsyncItera
     async with AsyncExitStack() as exits:
         def client(name: str) -> Any:
             return exits.enter_async_context(session.client(
-                name, endpoint_url=settings.endpoint_url, region_name=settings.region, config=config))
+                name, endpoint_url=settings.endpoint_of(name), region_name=settings.region, config=config))
 
         yield AwsClients(await client("kinesis"), await client("dynamodb"), await client("scheduler"),
                          await client("sqs"))
