@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,12 +81,21 @@ async def test_example_app_reaches_every_terminal_state(moto_endpoint: str, monk
     assert "stored tasks:" in out.getvalue()
 
 
-def test_the_readme_dev_command_runs_to_a_settled_state() -> None:
+def test_the_readme_dev_command_runs_to_a_settled_state(aws_target: Any) -> None:
+    """`tq-cloud dev --demo --until-settled` as the README gives it; with TQ_TEST_EMULATOR=dynalite,
+    against dynalite and kinesalite (moto's server for SQS and the scheduler)."""
+    import os
     import subprocess
 
-    result = subprocess.run([str(Path(sys.executable).parent / "tq-cloud"), "dev", "--demo", "--until-settled",
-                             "--max-seconds", "90"], cwd=ROOT, capture_output=True, text=True, timeout=150)
+    command = [str(Path(sys.executable).parent / "tq-cloud"), "dev", "--demo", "--until-settled", "--max-seconds", "90"]
+    env = dict(os.environ)
+    if aws_target.name != "moto":
+        command += ["--endpoint-url", aws_target.endpoint, "--app-name", f"e2e{os.getpid()}"]
+        env |= aws_target.environment()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+    if aws_target.dynamodb:
+        assert f"DynamoDB at {aws_target.dynamodb}" in result.stdout and f"Kinesis at {aws_target.kinesis}" in result.stdout
     assert "flows: aborted=1 complete=1 timed_out=1" in result.stdout
     assert result.stdout.rstrip().endswith("stopped")
     assert "Unclosed client session" not in result.stderr

@@ -126,8 +126,11 @@ class LocalRuntime:
             os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines in the live view
             os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")  # the outcome lines say what failed
             settings = self.options.aws or settings_for(endpoint)
-            print(f"tq-cloud dev: AWS at {endpoint}, app {settings.app_name} (stream {settings.stream_name}, "
-                  f"table {settings.tasks_table})", file=self.out, flush=True)
+            elsewhere = "".join(f", {name} at {settings.endpoint_of(service)}" for service, name in
+                                (("dynamodb", "DynamoDB"), ("kinesis", "Kinesis"))
+                                if settings.endpoint_of(service) != endpoint)
+            print(f"tq-cloud dev: AWS at {endpoint}{elsewhere}, app {settings.app_name} (stream "
+                  f"{settings.stream_name}, table {settings.tasks_table})", file=self.out, flush=True)
             if not await _unless_stopped(stop, self._prepare(settings)):
                 return None
             if self.options.aws is None:  # the handlers read TQ_*: give them the delay lane too

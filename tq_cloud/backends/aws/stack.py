@@ -108,17 +108,20 @@ async def check_reachable(settings: AwsSettings, within: float = 5.0) -> None:
     """Fail within `within` seconds if `settings.endpoint_url` (a local AWS) does not answer,
     rather than after the SDK's retries (about 45 s per call): EndpointUnreachableError says
     what to do. Nothing is checked for AWS itself (no endpoint URL)."""
-    if not settings.endpoint_url:
-        return
     import aioboto3
     from botocore.config import Config
 
     config = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 1})
-    try:
-        async with aioboto3.Session(region_name=settings.region).client(
-                "dynamodb", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config) as client:
-            await asyncio.wait_for(client.list_tables(Limit=1), within)
-    except Exception as exc:
-        raise EndpointUnreachableError(
-            f"cannot reach {settings.endpoint_url} ({type(exc).__name__}): start moto or LocalStack there, "
-            "or leave out --endpoint-url") from exc
+    for service, call in (("dynamodb", "list_tables"), ("kinesis", "list_streams")):
+        endpoint = settings.endpoint_of(service)
+        if not endpoint or (service != "dynamodb" and endpoint == settings.endpoint_of("dynamodb")):
+            continue
+        try:
+            async with aioboto3.Session(region_name=settings.region).client(
+                    service, endpoint_url=endpoint, region_name=settings.region, config=config) as client:
+                await asyncio.wait_for(getattr(client, call)(Limit=1), within)
+        except Exception as exc:
+            raise EndpointUnreachableError(
+                f"cannot reach {endpoint} ({type(exc).__name__}): start moto or LocalStack there, "
+                "or leave out --endpoint-url" + ("" if endpoint == settings.endpoint_url else
+                                                 f" (TQ_{service.upper()}_ENDPOINT_URL)")) from exc
