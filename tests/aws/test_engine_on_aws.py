@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.aws_support import CallFaults, aws_resources, fresh_settings
+from tests.aws_support import CallFaults, aws_resources, fresh_settings, scan_all
 from tq_cloud import EntityRef, ExecutorActions, FlowConfig, JoinTarget, ManualClock, Task, TaskStatus
 from tq_cloud.backends.aws import AwsStack, build_stack
 from tq_cloud.core.registry import TaskQueuesManager
@@ -38,7 +38,7 @@ class Env:
         return await self.drain()
 
     async def rows(self) -> dict[str, Task]:
-        items = (await self.stack.clients.dynamodb.scan(TableName=self.stack.settings.tasks_table))["Items"]
+        items = await scan_all(self.stack.clients.dynamodb, self.stack.settings.tasks_table)
         return {t.key: t for t in await self.stack.storage.get([i["id"]["S"] for i in items])}
 
 
@@ -375,5 +375,5 @@ async def test_a_large_fan_out_is_published_in_full_chunks_over_many_keys(env: E
     await env.stack.handler.process_batch([parent_task])
     assert [len(c) for c in chunks] == [500, 500, 200]
     assert len({key for chunk in chunks for key in chunk}) == 1200
-    items = (await env.stack.clients.dynamodb.scan(TableName=env.stack.settings.barriers_table))["Items"]
+    items = await scan_all(env.stack.clients.dynamodb, env.stack.settings.barriers_table)
     assert sorted(i["sk"]["S"][:5] for i in items) == ["count"] * 12 + ["meta"]

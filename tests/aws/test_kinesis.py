@@ -30,7 +30,12 @@ async def read_all(kinesis: Any, stream: str) -> list[dict[str, Any]]:
     for shard in (await kinesis.list_shards(StreamName=stream))["Shards"]:
         it = (await kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
                                                ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
-        records += (await kinesis.get_records(ShardIterator=it, Limit=10000))["Records"]
+        while it:  # page after page, to the shard's tip
+            response = await kinesis.get_records(ShardIterator=it, Limit=10000)
+            records += response["Records"]
+            if not response["Records"]:
+                break
+            it = response.get("NextShardIterator")
     return records
 
 

@@ -3,11 +3,12 @@ and the AWS one (on moto's server), through the very same tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
+from tests.aws_rules import AwsRules, enforced
 from tests.aws_support import aws_resources
 from tq_cloud.backends.aws import (
     DynamoDbAdapter,
@@ -58,6 +59,13 @@ def _dynamodb(port: str, clients: Any, settings: Any, clock: ManualClock) -> Any
     if port == "locks":
         return DynamoDbLockProvider(clients.dynamodb, settings.locks_table, clock)
     return ProjectionReader(DynamoDbProjectionProvider(clients.dynamodb, settings.projections_table))
+
+
+@pytest.fixture(autouse=True)
+def aws_rules() -> Iterator[AwsRules]:
+    """The AWS backends' suites run under AWS's rules (tests/aws_rules.py)."""
+    with enforced(AwsRules()) as rules:
+        yield rules
 
 
 @pytest.fixture

@@ -315,12 +315,19 @@ class DynamoDbAdapter:
 
     async def _query_index(self, index: str, bucket_attr: str, sort_attr: str, bucket: str,
                           before_ms: int, limit: int) -> list[tuple[str, int]]:
-        """The ids in one bucket of a sparse index up to `before_ms`, each with its sort value."""
-        response = await self.client.query(
-            TableName=self.table, IndexName=index, Limit=limit,
-            KeyConditionExpression=f"{bucket_attr} = :b AND {sort_attr} <= :t",
-            ExpressionAttributeValues={":b": s(bucket), ":t": n(before_ms)})
-        return [(item["id"]["S"], int(item[sort_attr]["N"])) for item in response.get("Items", [])]
+        """Up to `limit` ids in one bucket of a sparse index up to `before_ms`, each with its sort
+        value (a page cut short, at 1 MB, is followed by the next)."""
+        request: dict[str, Any] = {
+            "TableName": self.table, "IndexName": index, "KeyConditionExpression": f"{bucket_attr} = :b AND "
+            f"{sort_attr} <= :t", "ExpressionAttributeValues": {":b": s(bucket), ":t": n(before_ms)}}
+        found: list[tuple[str, int]] = []
+        while len(found) < limit:
+            response = await self.client.query(**request, Limit=limit - len(found))
+            found += [(item["id"]["S"], int(item[sort_attr]["N"])) for item in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return found
 
     async def claim_mature(self, now: datetime, limit: int) -> list[Task]:
         """Query every bucket, then claim candidates in random order until `limit` are won, so
