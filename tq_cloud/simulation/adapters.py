@@ -5,6 +5,8 @@ reported written, rows reset, projections stored)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tq_cloud.backends.memory import InMemoryAdapter, InMemoryProjectionProvider
@@ -63,11 +65,41 @@ class TrackedStorage(InMemoryAdapter):
     no reset wipes a live lease, no retry due later waits as `processing`; and it keeps the
     failed rows an operator may re-drive."""
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, index_lag: float = 0.0) -> None:
         super().__init__()
         self.tracker = tracker
         self.failed: list[str] = []
         """Ids of rows that became failed, in order (the operator's candidates)."""
+        self.index_lag = index_lag
+        self._written: dict[str, float] = {}
+        """When each open row was last written (its index entries show `index_lag` later)."""
+
+    def _put(self, task: Task, **update: object) -> Task:
+        row = super()._put(task, **update)
+        if row.status.is_terminal:
+            self._written.pop(row.key, None)
+        else:
+            self._written[row.key] = self.tracker.now()
+        return row
+
+    async def claim_mature(self, now: Any, limit: int) -> list[Task]:
+        with self._index_view():
+            return await super().claim_mature(now, limit)
+
+    async def recover_stale(self, processing_before: Any, now: Any) -> int:
+        with self._index_view():
+            return await super().recover_stale(processing_before, now)
+
+    @contextmanager
+    def _index_view(self) -> Iterator[None]:
+        """What an eventually consistent index shows: open rows but those written just now."""
+        horizon = self.tracker.now() - self.index_lag
+        hidden = {k for k in self._open if self._written.get(k, horizon) > horizon}
+        self._open -= hidden
+        try:
+            yield
+        finally:
+            self._open |= {k for k in hidden if k in self._rows and not self._rows[k].status.is_terminal}
 
     async def reset_to_scheduled(self, tasks: Any) -> None:
         current = [row for t in tasks if t.key in self._rows and _same_attempt(row := self._rows[t.key], t)]

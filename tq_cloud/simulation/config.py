@@ -29,6 +29,9 @@ class SimConfig:
     workload: Literal["mixed", "delays"] = "mixed"
     """`delays`: only tasks that wait, for the lateness benchmark (see workload.generate_delays)."""
     max_virtual_seconds: float = 6 * 3600.0
+    index_lag: float = 1.0
+    """Seconds a written row stays unseen by the sweeper's index reads (DynamoDB's indexes are
+    eventually consistent): it is swept by a later sweep."""
 
     def __post_init__(self) -> None:
         if self.tasks < 1 or self.shards < 1 or not 1 <= self.parallelization <= 10:

@@ -128,7 +128,7 @@ class Deployment:
         self.tracker = tracker = Tracker(peek_row=lambda key: self.storage._rows.get(key), now=self.loop.time,
                                          describe=lambda task: describe(task, lane=cfg.delay_lane),
                                          clock=self.clock)
-        self.storage = TrackedStorage(tracker)
+        self.storage = TrackedStorage(tracker, cfg.index_lag)
         self.plan = FaultPlan(self.rngs["faults"], cfg.fault_rate,
                               on_fault=lambda kind, where: tracker.note("fault", kind, where))
         self.stream = SimStream(cfg.shards, cfg.parallelization, tracker.written)
