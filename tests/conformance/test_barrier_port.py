@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tq_cloud.clock import ManualClock
 from tq_cloud.flows.models import FlowStepResult
 from tq_cloud.ports.barrier import BarrierState
@@ -126,3 +128,42 @@ async def test_concurrent_reports_of_one_flow_close_it_once(barriers: Any, clock
     closed = [c for run in await asyncio.gather(*(worker(w) for w in range(12))) for c in run]
     assert closed.count(True) == 1
     assert (await barriers.step_counts("hot")).succeeded == 300
+
+
+async def test_a_flow_without_a_deadline_keeps_its_items_while_active(aws_target: Any) -> None:
+    """Its counters and results never expire while it runs, however long (as its meta item);
+    after its close `retire` dates them all, and a step reported later dates itself."""
+    from datetime import UTC, datetime
+
+    from tests.aws_support import aws_resources, scan_all
+    from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider
+    from tq_cloud.flows.models import FlowStepResult
+    from tq_cloud.ports.barrier import BarrierState
+
+    settings = aws_target.settings()
+    async with aws_resources(settings) as clients:
+        barriers = DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
+        await barriers.init_barrier("open", 250, datetime.now(UTC), deadline=None)
+        done = [FlowStepResult(step_index=i, status="success", result=i) for i in range(0, 240)]
+        await barriers.batch_decrement_and_check("open", done, keep_until=None)
+        items = await scan_all(clients.dynamodb, settings.barriers_table)
+        assert items and not [i["sk"]["S"] for i in items if "expires_at" in i], "an item of a live flow expires"
+        assert await barriers.close("open", BarrierState.ABORTED)
+        after, pages = -1, 0
+        while (after := await barriers.retire("open", after, limit=100)) is not None:
+            pages += 1
+            assert pages < 10
+        late = [FlowStepResult(step_index=245, status="success", result=245)]
+        await barriers.batch_decrement_and_check("open", late, keep_until=None)
+        items = await scan_all(clients.dynamodb, settings.barriers_table)
+        assert pages == 2 and all("expires_at" in i for i in items), [i["sk"]["S"] for i in items if "expires_at" not in i]
+
+
+async def test_the_lifetime_check_fails_when_items_expire_from_the_start(aws_target: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider
+
+    monkeypatch.setattr(DynamoDbFlowBarrierProvider, "_kept",
+                        lambda self, keep_until: {"expires_at": self._expiry(keep_until)})
+    with pytest.raises(AssertionError, match="of a live flow expires"):
+        await test_a_flow_without_a_deadline_keeps_its_items_while_active(aws_target)

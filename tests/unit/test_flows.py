@@ -429,3 +429,34 @@ async def test_a_join_of_more_steps_than_fit_inline_pages_through_the_barrier(st
     assert payload["steps_inline"] is False and payload["steps"] == []
     assert payload["counts"] == {"succeeded": n, "failed": 0, "ignored": 0} and payload["total_steps"] == n
     assert results == list(range(n))
+
+
+async def test_a_flow_without_a_timeout_is_retired_after_it_closes() -> None:
+    """Its items were kept while it ran; once it closes, the framework's retire task dates them."""
+    from tq_cloud import ExecutorActions, FlowConfig, JoinTarget, Task, TaskQueuesManager, TaskStatus
+    from tq_cloud.flows.models import FLOW_RETIRE_TYPE
+    from tq_cloud.ids import derived_id
+    from tq_cloud.testing import InMemoryStack
+
+    app = TaskQueuesManager()
+
+    @app.task("f", "parent")
+    async def parent(task: Task, actions: ExecutorActions) -> None:
+        actions.start_flow([{"type": "step", "queue_id": "f", "payload": {}}] * 2,
+                           FlowConfig(join=JoinTarget(type="join", queue_id="f")))
+        actions.success(task)
+
+    @app.task("f", "step")
+    async def step(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task)
+
+    @app.task("f", "join")
+    async def join(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task)
+
+    stack = InMemoryStack.create(app)
+    await stack.handler.add_tasks([Task(id="p", type="parent", queue_id="f", payload={})])
+    await stack.run_until_idle()
+    [flow] = (await stack.barriers.list_flows()).flows
+    [retire] = await stack.storage.get([derived_id(flow.flow_id, "retire", -1)])
+    assert retire.type == FLOW_RETIRE_TYPE and retire.status is TaskStatus.EXECUTED

@@ -32,7 +32,7 @@ from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import TaskRejectedError
-from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE
+from tq_cloud.flows.models import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, retire_task
 from tq_cloud.ids import derived_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
 from tq_cloud.lifecycle.events import TaskStarted
@@ -355,7 +355,10 @@ class TaskRunner:
     def _builtin(self, task_type: str) -> Executor | None:
         """Executors the framework ships: the flow-timeout sentinel needs no user code (the
         reference library silently never fired timeouts without one). A sentinel delivered
-        before its deadline (a timer firing early) is put back until then, never acknowledged."""
+        before its deadline (a timer firing early) is put back until then, never acknowledged.
+        The retire task dates a closed flow's items a page at a time, each page its own task."""
+        if task_type == FLOW_RETIRE_TYPE and self.barriers is not None:
+            return SingleTaskExecutor(fn=self._retire)
         if task_type != FLOW_TIMEOUT_TYPE:
             return None
         clock = self.clock
@@ -369,6 +372,15 @@ class TaskRunner:
                 actions.success(task)
 
         return SingleTaskExecutor(fn=acknowledge)
+
+
+    async def _retire(self, task: Task, actions: ExecutorActions) -> None:
+        assert self.barriers is not None
+        flow_id, after = str(task.payload["flow_id"]), int(task.payload["after"])
+        done = await self.barriers.retire(flow_id, after)
+        if done is not None:
+            actions.add_tasks([retire_task(flow_id, task.queue_id, self.clock.now(), done)])
+        actions.success(task)
 
 
 def _attempt(task: Task) -> tuple[int, int]:

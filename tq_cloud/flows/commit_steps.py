@@ -23,7 +23,7 @@ from tq_cloud.core.commit import CommitBatch
 from tq_cloud.core.models import FlowMeta, Task, TaskMetadata
 from tq_cloud.core.outcomes import Outcome, Verdict
 from tq_cloud.flows.join_payload import join_payload
-from tq_cloud.flows.models import FlowStepResult, timeout_timer_name
+from tq_cloud.flows.models import FlowStepResult, retire_task, timeout_timer_name
 from tq_cloud.ids import derived_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
 from tq_cloud.lifecycle.events import FlowCompleted, FlowStarted
@@ -105,7 +105,7 @@ class FlowBarrierStep:
         self.barrier_calls += 1
         results = [r for _, r in group]
         aborting = [m.step_index for m, _ in group if _step_policy(m) == "abort"]
-        keep_until = max(meta.started_at, meta.timeout_at or meta.started_at) if meta.started_at else None
+        keep_until = max(meta.started_at, meta.timeout_at) if meta.started_at and meta.timeout_at else None
         outcome = await self.barriers.batch_decrement_and_check(
             meta.flow_id, results, abort_steps=aborting, keep_until=keep_until)
         if outcome.closed and outcome.state is not None:
@@ -143,7 +143,8 @@ class FlowBarrierStep:
         limit = min(self.router.queue.max_message_bytes, self.router.storage.max_item_bytes)
         payload, counts = await join_payload(join, meta.flow_id, meta.total_steps, state, self.barriers, limit)
         join = join.model_copy(update={"payload": payload})
-        _, rejected = await self.router.dispatch([join], strict=False)
+        retire = [] if meta.timeout_at is not None else [retire_task(meta.flow_id, meta.join.queue_id, now)]
+        _, rejected = await self.router.dispatch([join, *retire], strict=False)
         if rejected:
             raise RuntimeError(f"flow {meta.flow_id}: its join could not be written: {rejected}")
         await self.barriers.mark_join_dispatched(meta.flow_id)
@@ -180,3 +181,4 @@ def _step_result(meta: FlowMeta, outcome: Outcome) -> FlowStepResult:
     if meta.step_failure_policy == "ignore":
         return FlowStepResult(step_index=meta.step_index, status="ignored", error=reason)
     return FlowStepResult(step_index=meta.step_index, status="fail", error=reason)
+

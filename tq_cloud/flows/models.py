@@ -11,8 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tq_cloud.core.limits import MAX_DELAY
 from tq_cloud.core.models import EntityRef, FailurePolicy, JoinTarget, StepFailurePolicy, Task
+from tq_cloud.ids import derived_id
 
 FLOW_TIMEOUT_TYPE = "_flow.timeout"
+FLOW_RETIRE_TYPE = "_flow.retire"
+"""The framework's task that gives a closed flow's items their expiry, a page at a time (a flow
+without a deadline keeps them, as its meta item, for as long as it is active)."""
 
 
 def timeout_timer_name(flow_id: str) -> str:
@@ -78,3 +82,10 @@ class StartedFlow:
     started_at: datetime
     config: FlowConfig
     tasks: list[Task] = field(default_factory=list)
+
+def retire_task(flow_id: str, queue_id: str, now: datetime, after: int = -1) -> Task:
+    """The task that dates a closed flow's items from step `after` on (see FLOW_RETIRE_TYPE):
+    stored, so that it is sent once whatever redelivers its parent."""
+    return Task(id=derived_id(flow_id, "retire", after), type=FLOW_RETIRE_TYPE, queue_id=queue_id,
+                payload={"flow_id": flow_id, "after": after}, execute_at=now, created_at=now, force_store=True,
+                retries=10)

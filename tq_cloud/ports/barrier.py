@@ -73,9 +73,16 @@ class FlowBarrierProvider(Protocol):
         """Record new results and count each step once. A recorded failure (this report's, or
         an earlier one of the same step: a replay after a crash) closes an active flow as
         ABORTED when `abort_on_failure` or its index is in `abort_steps`. `keep_until` (the
-        later of the flow's start and its deadline) bounds how long step items are kept. A
+        later of the flow's start and its deadline) bounds how long step items are kept; None
+        (a flow without a deadline) keeps them until `retire` after the close. A
         report to an unknown flow (never started, or expired) counts nothing and returns -1; it
         may leave its results behind, to expire."""
+        ...
+
+    async def retire(self, flow_id: str, after: int = -1, limit: int = 100) -> int | None:
+        """After a flow without a deadline closed: give its items (kept while it was active)
+        their expiry, the shards' first, then the steps' after index `after`, at most `limit`;
+        the last step index done, or None once every item has one. Idempotent."""
         ...
 
     async def step_results_page(self, flow_id: str, after: int = -1, limit: int = 100) -> list[FlowStepResult]:

@@ -23,7 +23,7 @@ from tq_cloud.core.models import EntityRef, JoinTarget, Task
 from tq_cloud.core.outcomes import Verdict
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import TaskRejectedError
-from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE, FlowConfig
+from tq_cloud.flows.models import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, FlowConfig
 from tq_cloud.simulation.checks import Seen, Tracker
 
 Q = "sim"
@@ -111,7 +111,7 @@ async def _perform(task: Task, actions: ExecutorActions) -> None:
 def expected(task: Task, *, lane: bool) -> Verdict:
     """The final verdict a task's plan implies (`lane`: retries of tasks without a row wait in
     the delay lane, not in the store)."""
-    if task.type == FLOW_TIMEOUT_TYPE or task.type == "join":
+    if task.type in (FLOW_TIMEOUT_TYPE, FLOW_RETIRE_TYPE, "join"):
         return Verdict.EXECUTED
     if task.type not in RETRIES:
         return Verdict.IGNORED

@@ -81,15 +81,20 @@ class DynamoDbFlowBarrierProvider:
     def _expiry(self, keep_until: datetime | None) -> dict[str, str]:
         return n(int(((keep_until or datetime.now(UTC)) + self.ttl).timestamp()))
 
+    def _kept(self, keep_until: datetime | None) -> Item:
+        """The expiry of an item kept until `keep_until`; none for a flow without a deadline (its
+        items live while it is active, and `retire` dates them after its close)."""
+        return {"expires_at": self._expiry(keep_until)} if keep_until is not None else {}
+
     async def init_barrier(self, flow_id: str, total_steps: int, started_at: datetime,
                            deadline: datetime | None = None) -> None:
         """The shard items first, then the meta item: a crash in between leaves a barrier that
         a second call completes (each put is set-if-absent, so it never resets a count)."""
-        expires = self._expiry(max(started_at, deadline or started_at))
+        kept = self._kept(max(started_at, deadline) if deadline else None)
         shards = -(-total_steps // SHARD_STEPS)
 
         async def shard(k: int) -> None:
-            await self._put_if_absent({"pk": _flow_key(flow_id), "sk": _shard_key(k), "expires_at": expires,
+            await self._put_if_absent({"pk": _flow_key(flow_id), "sk": _shard_key(k), **kept,
                                        "size": n(min(SHARD_STEPS, total_steps - k * SHARD_STEPS))})
 
         self.calls += shards + 1
@@ -97,7 +102,7 @@ class DynamoDbFlowBarrierProvider:
         await self._put_if_absent({
             "pk": _flow_key(flow_id), "sk": s(_META), "total": n(total_steps), "shards": n(shards),
             "state": s(BarrierState.ACTIVE.value), "started_at": s(started_at.isoformat()),
-            "join_dispatched": {"BOOL": False}, "steps_expire_at": expires, "failed_in": {"M": {}},
+            "join_dispatched": {"BOOL": False}, **{f"steps_{k}": v for k, v in kept.items()}, "failed_in": {"M": {}},
             "ignored_in": {"M": {}}, "flow_bucket": s(_bucket(flow_id)), "started_ms": n(_ms(started_at)),
             **({"deadline": s(deadline.isoformat())} if deadline else {})})
 
@@ -122,11 +127,11 @@ class DynamoDbFlowBarrierProvider:
     ) -> BarrierDecrementResult:
         unique = list({r.step_index: r for r in reversed(results)}.values())
         self.calls += len(unique)
-        expires = self._expiry(keep_until)
+        kept = self._kept(keep_until)
 
         async def record(result: FlowStepResult) -> FlowStepResult:
             old = await self._put_if_absent({"pk": _flow_key(flow_id), "sk": _step_key(result.step_index),
-                                             "result": s(result.model_dump_json()), "expires_at": expires})
+                                             "result": s(result.model_dump_json()), **kept})
             return FlowStepResult.model_validate_json(old["result"]["S"]) if old else result
 
         recorded = await bounded_gather(unique, record)
@@ -136,6 +141,8 @@ class DynamoDbFlowBarrierProvider:
         counted = await bounded_gather(list(by_shard.items()), lambda kv: self._count(flow_id, *kv))
         if any(item is None for item in counted):
             return BarrierDecrementResult(-1)  # an unknown flow (never started, or expired)
+        if not kept and any("expires_at" in item for item in counted if item):  # reported after `retire` began
+            await self._date(flow_id, [_step_key(r.step_index) for r in unique])
         meta = None
         for k, item in zip(by_shard, counted, strict=True):
             if item and _size(item, "done") >= int(item["size"]["N"]):
@@ -187,6 +194,42 @@ class DynamoDbFlowBarrierProvider:
         if snapshot is None:
             return BarrierDecrementResult(-1)
         return BarrierDecrementResult(-1, snapshot.state, snapshot.join_dispatched)
+
+    async def retire(self, flow_id: str, after: int = -1, limit: int = 100) -> int | None:
+        """The shard items first (a step reported later sees its shard dated and dates itself),
+        then a page of step items; each update only where no expiry is set yet."""
+        pk = _flow_key(flow_id)
+        if after < 0:
+            shards = await self._keys({"TableName": self.table, "KeyConditionExpression": "pk = :pk AND "
+                                       "begins_with(sk, :count)", "ExpressionAttributeValues": {
+                                           ":pk": pk, ":count": s("count#")}})
+            await self._date(flow_id, shards)
+        steps = await self._keys({"TableName": self.table, "KeyConditionExpression": "pk = :pk AND sk BETWEEN "
+                                  ":from AND :to", "ExpressionAttributeValues": {
+                                      ":pk": pk, ":from": _step_key(after + 1), ":to": s("step#9999999")}}, limit)
+        await self._date(flow_id, steps)
+        return int(steps[-1]["S"].removeprefix("step#")) if len(steps) == limit else None
+
+    async def _keys(self, request: dict[str, Any], limit: int | None = None) -> list[dict[str, str]]:
+        """The sort keys a Query finds (every page, up to `limit`)."""
+        keys: list[dict[str, str]] = []
+        request = {**request, "ConsistentRead": True, "ProjectionExpression": "sk"}
+        while limit is None or len(keys) < limit:
+            self.calls += 1
+            response = await self.client.query(**request, **({"Limit": limit - len(keys)} if limit else {}))
+            keys += [item["sk"] for item in response["Items"]]
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return keys
+
+    async def _date(self, flow_id: str, sort_keys: list[dict[str, str]]) -> None:
+        expires = self._expiry(None)
+        self.calls += len(sort_keys)
+        await bounded_gather(sort_keys, lambda sk: update_if(
+            self.client, TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": sk},
+            UpdateExpression="SET expires_at = :e", ConditionExpression="attribute_exists(pk) AND "
+            "attribute_not_exists(expires_at)", ExpressionAttributeValues={":e": expires}))
 
     async def step_results_page(self, flow_id: str, after: int = -1, limit: int = 100) -> list[FlowStepResult]:
         """Up to `limit` step results after step `after`, fewer only at the end: a Query

@@ -79,6 +79,9 @@ class InMemoryFlowBarrierProvider:
         return StepCounts(succeeded=statuses.count("success"), failed=statuses.count("fail"),
                           ignored=statuses.count("ignored"))
 
+    async def retire(self, flow_id: str, after: int = -1, limit: int = 100) -> int | None:
+        return None  # nothing here expires
+
     async def close(self, flow_id: str, state: BarrierState) -> bool:
         self.calls += 1
         barrier = self._flows.get(flow_id)
