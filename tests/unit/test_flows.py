@@ -433,7 +433,7 @@ async def test_a_join_of_more_steps_than_fit_inline_pages_through_the_barrier(st
 
 async def test_a_flow_without_a_timeout_is_retired_after_it_closes() -> None:
     """Its items were kept while it ran; once it closes, the framework's retire task dates them."""
-    from tq_cloud import ExecutorActions, FlowConfig, JoinTarget, Task, TaskQueuesManager, TaskStatus
+    from tq_cloud import FlowConfig, JoinTarget, Task, TaskQueuesManager, TaskStatus
     from tq_cloud.flows.models import FLOW_RETIRE_TYPE
     from tq_cloud.ids import derived_id
     from tq_cloud.testing import InMemoryStack
