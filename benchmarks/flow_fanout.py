@@ -164,7 +164,9 @@ async def one_flow(steps: int, batch_size: int, lanes: int, ports: dict[str, Any
     @stack.registry.task("f", "parent")
     async def parent(task: Task, actions: ExecutorActions) -> None:
         actions.start_flow([{"type": "step", "queue_id": "f", "payload": i} for i in range(steps)],
-                           FlowConfig(join=JoinTarget(type="join", queue_id="f")))
+                           FlowConfig(join=JoinTarget(type="join", queue_id="f"), timeout_ms=3_600_000))
+        # with a timeout, as long flows should have: one without pays a retire pass after its
+        # close (one more write per step; README, Running it for months)
         actions.success(task)
 
     @stack.registry.task("f", "step", parallel=True, chunk_size=50)

@@ -143,3 +143,31 @@ async def test_nothing_is_lost_when_index_reads_lag(moto_endpoint: str) -> None:
             lagging.index_lag = 0.0  # the index caught up
             await env.later(60)
             assert sorted(runs) == [f"d{i}" for i in range(5)]
+
+
+async def test_the_largest_entity_key_allowed_fits_the_projection_index(moto_endpoint: str) -> None:
+    """An entity key is refused past 1,024 bytes where the task is made; one just within
+    is written by the projection provider under AWS's key limits. Past it (the check taken
+    out), the index refuses the write and the projection would be lost at commit."""
+    from datetime import UTC, datetime
+
+    from tq_cloud import EntityRef
+    from tq_cloud.backends.aws import DynamoDbProjectionProvider
+    from tq_cloud.core.models import MAX_ENTITY_KEY_BYTES
+    from tq_cloud.ports.projections import EntityTaskProjection, ProjectionStatus
+
+    settings = fresh_settings(moto_endpoint)
+    async with aws_resources(settings) as clients:
+        provider = DynamoDbProjectionProvider(clients.dynamodb, settings.projections_table)
+        now = datetime.now(UTC)
+
+        def entry(entity: EntityRef, task_id: str) -> EntityTaskProjection:
+            return EntityTaskProjection(task_id=task_id, entity_id=entity.id, entity_type=entity.type, task_type="t",
+                                        queue_id="q", status=ProjectionStatus.EXECUTED, created_at=now, updated_at=now)
+
+        largest = EntityRef(type="u", id="x" * (MAX_ENTITY_KEY_BYTES - 9))
+        await provider.upsert_projections([entry(largest, "fits")])
+        assert await provider.get_projection("fits") is not None
+        unchecked = EntityRef.model_construct(type="u", id="x" * 2100)  # the check taken out
+        with pytest.raises(ClientError, match="Size of key"):
+            await provider.upsert_projections([entry(unchecked, "lost")])

@@ -69,3 +69,27 @@ async def test_timers_fire_once_when_due_and_cancel(timer: tuple[Any, Delivered]
     await clock.advance(270)
     assert await backend.fire_due(clock.now()) == 1
     assert await delivered.ids() == ["later", "soon"]
+
+
+async def test_every_due_timer_fires_however_many_are_pending(timer: tuple[Any, Delivered], clock: ManualClock) -> None:
+    """ListSchedules answers a page at a time (2 here, under tests/aws_rules.py; up to 100 on
+    AWS): timers past the first page fire too."""
+    backend, delivered = timer
+    for i in range(7):
+        await backend.schedule(f"t{i}", Task(id=f"t{i}", type="t", queue_id="q", payload={},
+                                             execute_at=clock.now() + timedelta(seconds=5)))
+    await clock.advance(5)
+    assert await backend.fire_due(clock.now()) == 7
+    assert await delivered.ids() == [f"t{i}" for i in range(7)]
+
+
+async def test_the_timer_pages_check_fails_with_a_one_page_listing(timer: tuple[Any, Delivered], clock: ManualClock,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    if isinstance(timer[0], InMemoryTimer):
+        return  # the in-memory timer has no pages to lose
+    async def one_page(client: Any, group: str) -> list[str]:
+        return [s["Name"] for s in (await client.list_schedules(GroupName=group)).get("Schedules", [])]
+
+    monkeypatch.setattr("tq_cloud.local.scheduler.schedule_names", one_page)
+    with pytest.raises(AssertionError):
+        await test_every_due_timer_fires_however_many_are_pending(timer, clock)

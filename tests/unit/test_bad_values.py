@@ -67,8 +67,9 @@ async def test_the_deferral_check_fails_when_delays_are_not_checked(monkeypatch:
 
 async def test_a_reserved_id_is_refused_at_the_producer_and_replaced_on_a_record() -> None:
     stack = InMemoryStack.create(TaskQueuesManager())
-    with pytest.raises(InvalidTaskError, match="_tq#"):
-        await stack.handler.add_tasks([Task(id="_tq#meta#buckets", type="t", queue_id="q", payload={})])
+    with pytest.raises(InvalidTaskError, match="not start with '_tq#'"):
+        await stack.handler.add_tasks([Task(id="_tq#meta#buckets", type="t", queue_id="q", payload={})],
+                                      allow_unknown=True)
     foreign = Task(id="_tq#meta#buckets", type="t", queue_id="q", payload={})
     decoded = decode_task(encode_task(foreign), "seq-1")
     assert isinstance(decoded, Task) and not decoded.key.startswith("_tq#")
@@ -115,3 +116,25 @@ async def test_the_unknown_type_check_fails_without_it(monkeypatch: pytest.Monke
     monkeypatch.setattr(TaskRouter, "check_known", lambda self, task: None)
     with pytest.raises(pytest.fail.Exception):
         await test_an_unknown_type_is_refused_at_the_producer_unless_allowed()
+
+
+def test_an_entity_key_past_the_index_limit_is_refused_where_it_is_made() -> None:
+    from pydantic import ValidationError
+
+    from tq_cloud import EntityRef
+    from tq_cloud.core.models import MAX_ENTITY_KEY_BYTES
+
+    with pytest.raises(ValidationError, match="limit of the index"):
+        Task(id="t", type="t", queue_id="q", payload={}, entity={"type": "user", "id": "é" * 600})
+    fits = EntityRef(type="user", id="x" * (MAX_ENTITY_KEY_BYTES - 20))
+    assert len(fits.id) > 1000
+
+
+def test_the_reserved_id_check_fails_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from tq_cloud.core import codec
+
+    monkeypatch.setattr(codec, "RESERVED_ID_PREFIX", "\x00never")
+    with pytest.raises((pytest.fail.Exception, AssertionError)):
+        asyncio.run(test_a_reserved_id_is_refused_at_the_producer_and_replaced_on_a_record())

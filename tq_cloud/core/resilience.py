@@ -23,6 +23,7 @@ _TRANSIENT_CODES = frozenset({
     "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
     "TransactionConflictException", "InternalServerError", "ServiceUnavailable", "InternalFailure",
     "LimitExceededException", "KMSThrottlingException",
+    "ResourceInUseException",  # a table or stream being updated (a new index, a reshard): it passes
 })
 _TRANSIENT_CLASSES = frozenset({"ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError",
                                 "ConnectionClosedError", "ServerDisconnectedError"})
