@@ -108,15 +108,3 @@ def tq_variables(settings: AwsSettings) -> dict[str, str]:
     return {f"TQ_{k.upper()}": str(v) for k, v in settings.model_dump().items()
             if v is not None and not isinstance(v, bool)}
 
-
-async def scan_all(dynamodb: Any, table: str) -> list[dict[str, Any]]:
-    """Every item of a table, page after page (a Scan answers at most 1 MB, a few items under
-    tests/aws_rules.py)."""
-    items: list[dict[str, Any]] = []
-    request: dict[str, Any] = {"TableName": table}
-    while True:
-        response = await dynamodb.scan(**request)
-        items += response["Items"]
-        if "LastEvaluatedKey" not in response:
-            return items
-        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

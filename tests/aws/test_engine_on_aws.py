@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.aws_support import CallFaults, aws_resources, fresh_settings, scan_all
+from tests.aws_support import CallFaults, aws_resources, fresh_settings
 from tq_cloud import EntityRef, ExecutorActions, FlowConfig, JoinTarget, ManualClock, Task, TaskStatus
 from tq_cloud.backends.aws import AwsStack, build_stack
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.local.poller import KinesisShardPoller
 from tq_cloud.local.scheduler import EmulatedScheduler
+from tq_cloud.local.view import scan_all
 
 
 class Env:

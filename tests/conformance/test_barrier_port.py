@@ -6,6 +6,7 @@ import pytest
 
 from tq_cloud.clock import ManualClock
 from tq_cloud.flows.models import FlowStepResult
+from tq_cloud.local.view import scan_all
 from tq_cloud.ports.barrier import BarrierState
 
 
@@ -135,7 +136,7 @@ async def test_a_flow_without_a_deadline_keeps_its_items_while_active(aws_target
     after its close `retire` dates them all, and a step reported later dates itself."""
     from datetime import UTC, datetime
 
-    from tests.aws_support import aws_resources, scan_all
+    from tests.aws_support import aws_resources
     from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider
     from tq_cloud.flows.models import FlowStepResult
     from tq_cloud.ports.barrier import BarrierState

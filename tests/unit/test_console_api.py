@@ -21,19 +21,9 @@ async def test_the_api_answers_and_refuses_bad_input_with_the_reason() -> None:
     async def fails(task: Task, actions: ExecutorActions) -> None:
         actions.fail(task, "nope", retry=False)
 
-    stack = InMemoryStack.create(app)
+    stack, stop, serving, base = await _served(app)
     await stack.handler.add_tasks([Task(id="a", type="t", queue_id="q", payload={})])
     await stack.run_until_idle()
-    stop, announced = asyncio.Event(), asyncio.Event()
-    urls: list[str] = []
-
-    def announce(line: str) -> None:
-        urls.append(line.split(" ", 1)[1])
-        announced.set()
-
-    serving = asyncio.ensure_future(serve_console(stack, port=0, announce=announce, stop=stop))
-    await announced.wait()
-    base = urls[0]
     try:
         async with aiohttp.ClientSession() as http:
             async def get(path: str) -> tuple[int, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from tq_cloud.backends.aws.settings import AwsSettings
 
 
-async def _scan(dynamodb: Any, table: str, *attributes: str) -> list[dict[str, Any]]:
+async def scan_all(dynamodb: Any, table: str, *attributes: str) -> list[dict[str, Any]]:
     """All items of a table, with only `attributes` when given: the live view runs every second
     and must not pay for task bodies it does not read."""
     items: list[dict[str, Any]] = []
@@ -58,7 +58,7 @@ async def snapshot(dynamodb: Any, settings: AwsSettings, *, by_type: bool = Fals
     import json
 
     view = Snapshot()
-    for item in await _scan(dynamodb, settings.tasks_table, *(() if by_type else ("status", "execute_at_ms"))):
+    for item in await scan_all(dynamodb, settings.tasks_table, *(() if by_type else ("status", "execute_at_ms"))):
         if "status" not in item:  # the table's own bookkeeping (the bucket count)
             continue
         status = item["status"]["S"]
@@ -68,9 +68,9 @@ async def snapshot(dynamodb: Any, settings: AwsSettings, *, by_type: bool = Fals
             view.next_due_ms = due if view.next_due_ms is None else min(view.next_due_ms, due)
         if by_type:
             view.by_type[(json.loads(item["body"]["S"])["type"], status)] += 1
-    for item in await _scan(dynamodb, settings.barriers_table, "sk", "state"):
+    for item in await scan_all(dynamodb, settings.barriers_table, "sk", "state"):
         if item["sk"]["S"] == "meta":
             view.flows[item["state"]["S"]] += 1
-    for item in await _scan(dynamodb, settings.projections_table, "status"):
+    for item in await scan_all(dynamodb, settings.projections_table, "status"):
         view.projections[item["status"]["S"]] += 1
     return view
