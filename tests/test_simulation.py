@@ -259,3 +259,14 @@ def test_mutation_not_reading_the_rows_of_executors_that_keep_failures_is_caught
     monkeypatch.setattr(TaskRunner, "has_row", lambda self, task: task.force_store)
     found = violations_within(range(1, 6), tasks=2000)
     assert any("ran again after it committed" in v for v in found), found[:5]
+
+
+def test_mutation_keeping_the_leases_of_a_handed_back_batch_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.backends.memory import InMemoryAdapter
+
+    async def keep(self: InMemoryAdapter, tasks: list[Task], owner: str) -> None:
+        return None
+
+    monkeypatch.setattr(InMemoryAdapter, "release_leases", keep)
+    found = violations_within(range(5, 9), tasks=2000)
+    assert any("handed back held up" in v for v in found), found[:5]

@@ -44,11 +44,14 @@ class _Counting:
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._handler, attr)
 
-    async def process_records(self, records: list[Any], *args: Any) -> Any:
+    async def process_records(self, records: list[Any], owner: str = "direct", *args: Any) -> Any:
         for record in records:
             if isinstance(record, Task):
                 self._tracker.delivered(attempt_key(record))
-        return await self._handler.process_records(records, *args)
+        report = await self._handler.process_records(records, owner, *args)
+        for task in report.not_committed:  # handed back: its lease must not hold up the redelivery
+            self._tracker.handed_back.add((task.key, owner))
+        return report
 
 
 class SimContext:
@@ -81,6 +84,15 @@ class TrackedStorage(InMemoryAdapter):
         else:
             self._written[row.key] = self.tracker.now()
         return row
+
+    async def take_leases(self, tasks: Any, owner: str, now: Any, expired_before: Any, until: Any = None) -> set[str]:
+        held = {t.key: lease[0] for t in tasks if (lease := self._leases.get(t.key)) is not None
+                and lease[0] != owner and lease[1] >= now}
+        leased = await super().take_leases(tasks, owner, now, expired_before, until)
+        for key, holder in held.items():
+            if key not in leased and (key, holder) in self.tracker.handed_back:
+                self.tracker.violate(f"task {key}: a lease its holder handed back held up the redelivery")
+        return leased
 
     async def claim_mature(self, now: Any, limit: int) -> list[Task]:
         with self._index_view():

@@ -9,7 +9,9 @@ As it goes (each is a violation the moment it happens):
 - every record a successful invocation leaves committed (before the first failure it names)
   has an outcome: committed by this or an earlier invocation, or superseded by a later attempt;
 - a flow's timeout join never happens before its deadline; a flow is joined once;
-- a projection's stored status never moves back.
+- a projection's stored status never moves back;
+- no outcome lands over a later attempt of its task, no reset wipes a live lease, no retry due
+  later waits as `processing`, and no lease its holder handed back holds up the redelivery.
 At quiescence: every task that was sent ends in the state its plan implies (see workload.py);
 nothing is left scheduled or processing; each flow has exactly one join whose results name each
 step once, with the step's final result; bound tasks' projections are final; the on-failure
@@ -75,6 +77,8 @@ class Tracker:
     joins: dict[str, list[Joined]] = field(default_factory=dict)
     exhausted_events: Counter[str] = field(default_factory=Counter)
     projection_rank: dict[str, int] = field(default_factory=dict)
+    handed_back: set[tuple[str, str]] = field(default_factory=set)
+    """(task, owner) of each record an invocation handed back uncommitted."""
     redriven: dict[str, int] = field(default_factory=dict)
     """Tasks an operator re-drove, with the attempt (retry count) each re-drive sent."""
     lateness: list[float] = field(default_factory=list)
