@@ -101,5 +101,5 @@ def dynalite_and_kinesalite() -> Iterator[tuple[str, str]]:
         dynamodb = stack.enter_context(node_emulator("dynalite", "--host", "127.0.0.1",
                                                      "--createTableMs", str(CREATING_MS)))
         kinesis = stack.enter_context(node_emulator("kinesalite", "--createStreamMs", str(CREATING_MS),
-                                                    "--shardLimit", "100"))
+                                                    "--shardLimit", "100000"))  # every test makes a stream of its own
         yield dynamodb, kinesis
