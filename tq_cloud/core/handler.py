@@ -207,8 +207,8 @@ class TaskHandler:
 
     async def redrive_report(self, ids: Sequence[str] | None = None, query: TaskQuery | None = None,
                              limit: int = 1000) -> RedriveReport:
-        """Like `redrive` (by `ids`) or `redrive_matching` (by `query`), with why each task
-        left as it was was skipped.
+        """Like `redrive` (by `ids`) or `redrive_matching` (by `query`), with the reason for
+        each id it left as it was.
 
         Example:
             report = await handler.redrive_report(["order-17"])

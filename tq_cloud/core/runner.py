@@ -195,8 +195,9 @@ class TaskRunner:
                   if to_lease else set())
         for task in to_lease:  # a live run holds it: look again once that run must have ended
             if task.key not in leased:
-                ends = rows[task.key].lease_until
-                wait = (ends - now).total_seconds() + 1 if ends is not None and ends > now else 1.0
+                ends = rows[task.key].lease_until  # none: a lease of an earlier version, for the stale window
+                wait = (max((ends - now).total_seconds(), 0.0) + 1 if ends is not None
+                        else self.stale_after.total_seconds())
                 recorder.record(task, error=CLAIMED_ELSEWHERE, consume_attempt=False,
                                 retry_delay=min(wait, self.stale_after.total_seconds()))
         refused = {t.key for t in to_lease} - leased
