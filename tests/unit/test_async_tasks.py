@@ -17,6 +17,8 @@ from tq_cloud import (
     Task,
     TaskStatus,
 )
+from tq_cloud.backends.memory import InMemoryLockProvider
+from tq_cloud.core.handler import TaskHandler
 from tq_cloud.errors import ConfigurationError
 from tq_cloud.testing import InMemoryStack
 
@@ -277,3 +279,47 @@ async def test_a_handed_off_task_is_retried_with_its_payload_exactly_as_sent() -
     assert stack.storage.snapshot()[added.key].payload == sent, "aliases kept, secrets not masked"
     await stack.run_until_idle()
     assert attempts == ["s3cret", "s3cret"] and stack.storage.snapshot()[added.key].status is TaskStatus.EXECUTED
+
+
+async def test_a_handed_off_task_keeps_its_lease_when_its_batch_is_handed_back() -> None:
+    """The batch's commit fails after the slow task was handed off: the batch goes back, but the
+    slow task still runs, so its redelivered record must not run beside it."""
+    stack, manager = make()
+    slow = Slow(stack)
+
+    @stack.registry.task("q", "fast")
+    async def fast(task: Task, actions: ExecutorActions) -> None:
+        actions.success(task)
+
+    await stack.handler.add_tasks([Task(id="s", type="slow", queue_id="q", payload={}, force_store=True),
+                                   Task(id="f", type="fast", queue_id="q", payload={}, force_store=True)])
+    records = await stack.queue.receive("q", 10)
+    stack.storage.fail_next_writes = 20  # the batch's commit (f's executed row) fails
+    report = await stack.handler.process_batch(records, "first", timedelta(minutes=5))
+    assert report.not_committed and manager.is_handed_off("s")
+    stack.storage.fail_next_writes = 0
+    other = TaskHandler(queue=stack.queue, registry=stack.registry, storage=stack.storage, clock=stack.clock,
+                        locks=InMemoryLockProvider(stack.clock),  # another container: its own claims
+                        async_manager=AsyncTaskManager(AsyncTaskManagerOptions(max_tasks=10, sweep_interval=0),
+                                                       clock=stack.clock))
+    again = await other.process_batch(records, "second", timedelta(minutes=5))
+    assert again.not_committed == []
+    assert stack.storage.snapshot()["s"].execution_stats.deferrals == 1, "the redelivery waited for the live run"
+    slow.release.set()
+    await manager.wait_idle()
+    assert stack.storage.snapshot()["s"].status is TaskStatus.EXECUTED
+
+
+async def test_the_handed_off_lease_check_fails_when_every_lease_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.backends.memory import InMemoryAdapter
+    from tq_cloud.core.runner import TaskRunner
+
+    async def release_every_lease(self: TaskRunner, tasks: list[Task], owner: str) -> None:
+        storage = self.storage._inner  # type: ignore[union-attr]
+        assert isinstance(storage, InMemoryAdapter)
+        await storage.release_leases([Task(id=k, type="t", queue_id="q", payload={}) for k, (holder, _)
+                                      in list(storage._leases.items()) if holder == owner], owner)
+
+    monkeypatch.setattr(TaskRunner, "release_leases", release_every_lease)
+    with pytest.raises(AssertionError, match="waited for the live run"):
+        await test_a_handed_off_task_keeps_its_lease_when_its_batch_is_handed_back()

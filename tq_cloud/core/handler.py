@@ -235,6 +235,7 @@ class TaskHandler:
             types = tuple(sorted({t.type for t in tasks}))
             await self.lifecycle.worker("on_batch_started", BatchStarted(
                 **worker_info_fields(info), batch_size=len(tasks), task_types=types))
+        result: RunResult | None = None
         try:
             result = await self.runner.run(consumer_id, tasks, claim_ttl)
             batch = await self.pipeline.commit(result, consumer_id, started)
@@ -242,7 +243,9 @@ class TaskHandler:
             log.exception("batch of %d tasks not committed; it will be redelivered", len(tasks))
             report.error = exc
             report.not_committed = list(tasks)
-            await self.runner.release_leases(tasks, consumer_id)
+            running = {t.key for t in result.handed_off} if result is not None else set()
+            # a handed-off task still runs: its lease stays until its late commit or deadline
+            await self.runner.release_leases([t for t in tasks if t.id not in running], consumer_id)
             await self.stats.error(exc, "process_batch")
         else:
             ran = [o for o in batch.outcomes if o.verdict is not Verdict.IGNORED]

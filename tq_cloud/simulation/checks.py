@@ -78,7 +78,10 @@ class Tracker:
     exhausted_events: Counter[str] = field(default_factory=Counter)
     projection_rank: dict[str, int] = field(default_factory=dict)
     handed_back: set[tuple[str, str]] = field(default_factory=set)
-    """(task, owner) of each record an invocation handed back uncommitted."""
+    """(task, owner) of each record an invocation handed back uncommitted (and whose release
+    of its leases met no fault: a release that fails leaves them to their deadline)."""
+    release_failed: set[str] = field(default_factory=set)
+    """Invocations whose release of leases met a fault."""
     redriven: dict[str, int] = field(default_factory=dict)
     """Tasks an operator re-drove, with the attempt (retry count) each re-drive sent."""
     lateness: list[float] = field(default_factory=list)

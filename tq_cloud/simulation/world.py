@@ -130,7 +130,7 @@ class Deployment:
                                          clock=self.clock)
         self.storage = TrackedStorage(tracker, cfg.index_lag)
         self.plan = FaultPlan(self.rngs["faults"], cfg.fault_rate,
-                              on_fault=lambda kind, where: tracker.note("fault", kind, where))
+                              on_fault=self._fault)
         self.stream = SimStream(cfg.shards, cfg.parallelization, tracker.written)
         self.timer = SimTimer(self.stream, self.rngs["timer"])
         self.projections = TrackedProjections(tracker)
@@ -153,6 +153,12 @@ class Deployment:
             if cfg.workload == "mixed" else generate_delays(self.rngs["work"], cfg.tasks, new_id))
         self.produced = asyncio.Event()
         self._names = iter(range(1, 1 << 62))
+
+    def _fault(self, kind: str, where: str) -> None:
+        self.tracker.note("fault", kind, where)
+        current = CURRENT.get(None)
+        if where.endswith(".release_leases") and current is not None:  # its leases end at the deadline
+            self.tracker.release_failed.add(current.name)
 
     def _faulty(self, port: Any, name: str) -> Any:
         return Faulty(port, name, self.plan, self.rngs["yields"])
