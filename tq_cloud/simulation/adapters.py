@@ -51,9 +51,11 @@ class _Counting:
                 self._tracker.delivered(attempt_key(record))
         report = await self._handler.process_records(records, owner, *args)
         current = CURRENT.get(None)
+        manager = self._handler.async_manager
         if current is None or current.name not in self._tracker.release_failed:
             for task in report.not_committed:  # handed back: its lease must not hold up the redelivery
-                self._tracker.handed_back.add((task.key, owner))
+                if task.id and not (manager and manager.is_handed_off(task.id)):  # still running keeps it
+                    self._tracker.handed_back.add((task.key, owner))
         return report
 
 
