@@ -257,7 +257,7 @@ async def _check(aws: Any, design: Design, truth: Truth) -> list[str]:
 
     from tq_cloud.backends.aws.dynamodb_projections import DynamoDbProjectionProvider
     from tq_cloud.backends.aws.stack import open_clients
-    from tq_cloud.local.view import _scan
+    from tq_cloud.local.view import scan_all
 
     violations = []
     missing = design.must_succeed - set(truth.succeeded)
@@ -268,7 +268,7 @@ async def _check(aws: Any, design: Design, truth: Truth) -> list[str]:
         violations.append(f"tasks designed to fail succeeded: {sorted(wrong)[:5]}")
     async with open_clients(aws) as clients:
         rows = {}
-        for item in [i for i in await _scan(clients.dynamodb, aws.tasks_table) if "body" in i]:
+        for item in [i for i in await scan_all(clients.dynamodb, aws.tasks_table) if "body" in i]:
             body = json.loads(item["body"]["S"])
             rows[item["id"]["S"]] = (body["type"], item["status"]["S"])
         stuck = [k for k, (_, status) in rows.items() if status in (TaskStatus.SCHEDULED, TaskStatus.PROCESSING)]

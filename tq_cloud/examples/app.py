@@ -40,10 +40,11 @@ async def track(tasks: list[Task], actions: ExecutorActions) -> None:
 @app.task("orders", "fulfil", store_on_failure=True)
 async def fulfil(task: Task, actions: ExecutorActions) -> None:
     skus = task.payload["skus"]
-    # a slow reservation retries after 5 s, past the 3 s timeout of the demo's timed flow
+    # a slow reservation retries after 15 s, well past the 3 s timeout of the demo's timed flow
+    # (with 5 s, a loaded machine could fire the timeout after the retry's failure)
     actions.start_flow(
         [{"type": "reserve", "queue_id": "orders", "payload": {"sku": sku},
-          "retry_after": 5000 if sku.startswith("slow") else None} for sku in skus],
+          "retry_after": 15_000 if sku.startswith("slow") else None} for sku in skus],
         FlowConfig(join=JoinTarget(type="ship", queue_id="orders"),
                    failure_policy=task.payload.get("policy", "continue"),
                    timeout_ms=task.payload.get("timeout_ms"),
