@@ -198,3 +198,20 @@ class ReportingQueue:
 def _same_attempt(row: Task, task: Task) -> bool:
     return (row.execution_stats.retry_count, row.execution_stats.deferrals) == (
         task.execution_stats.retry_count, task.execution_stats.deferrals)
+
+
+class SlowClaims:
+    """The store as the sweeper meets it on DynamoDB: a wave's claims (a conditional update per
+    row) take `seconds`, so a backlog makes a sweep long."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self.inner = inner
+        self.seconds = seconds
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    async def claim_mature(self, now: Any, limit: int) -> list[Task]:
+        await asyncio.sleep(self.seconds)
+        claimed: list[Task] = await self.inner.claim_mature(now, limit)
+        return claimed

@@ -11,7 +11,8 @@ As it goes (each is a violation the moment it happens):
 - a flow's timeout join never happens before its deadline; a flow is joined once;
 - a projection's stored status never moves back;
 - no outcome lands over a later attempt of its task, no reset wipes a live lease, no retry due
-  later waits as `processing`, and no lease its holder handed back holds up the redelivery.
+  later waits as `processing`, no lease its holder handed back holds up the redelivery, and no
+  sweep runs into its invocation's timeout (world.py checks that one).
 At quiescence: every task that was sent ends in the state its plan implies (see workload.py);
 nothing is left scheduled or processing; each flow has exactly one join whose results name each
 step once, with the step's final result; bound tasks' projections are final; the on-failure

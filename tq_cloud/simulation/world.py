@@ -37,6 +37,7 @@ from tq_cloud.simulation.adapters import (
     ReportingQueue,
     SimContext,
     SimRuntime,
+    SlowClaims,
     TrackedProjections,
     TrackedStorage,
 )
@@ -163,7 +164,7 @@ class Deployment:
     def _faulty(self, port: Any, name: str) -> Any:
         return Faulty(port, name, self.plan, self.rngs["yields"])
 
-    def container(self) -> TaskHandler:
+    def container(self, *, sweeper: bool = False) -> TaskHandler:
         flows = self.flows
 
         class FlowsStarted:
@@ -177,9 +178,12 @@ class Deployment:
             locks=self._faulty(InMemoryLockProvider(self.clock), "locks"),
             async_manager=AsyncTaskManager(clock=self.clock), task_lifecycle=cast(Any, Announcements(self.tracker)),
             worker_id=f"container-{next(self._names)}",
-            settings=HandlerSettings(mature_interval=self.cfg.sweep_interval),
+            settings=HandlerSettings(mature_interval=self.cfg.sweep_interval,
+                                     mature_batch_limit=self.cfg.sweep_wave if sweeper else 1000),
             extra_commit_steps=[FlowsStarted(), TrackerStep(self.tracker)],
-            retry_policy=RetryPolicy(rng=random.Random(self.rngs["yields"].getrandbits(64))), **self.shared)
+            retry_policy=RetryPolicy(rng=random.Random(self.rngs["yields"].getrandbits(64))),
+            **(self.shared | ({"storage": SlowClaims(self.shared["storage"], self.cfg.claim_seconds)} if sweeper
+                              else {})))
 
     async def invoke(self, lane: Lane, batch: list[Record]) -> list[int] | None:
         """The worker Lambda on one batch; the failed sequence numbers, or None if it died."""
@@ -244,7 +248,7 @@ class Deployment:
 
     async def sweep(self) -> None:
         """The sweeper on its schedule. Rows it may recover as stale may be sent again."""
-        handler, stale_after = self.container(), HandlerSettings().stale_after
+        handler, stale_after = self.container(sweeper=True), HandlerSettings().stale_after
         while True:
             await asyncio.sleep(self.cfg.sweep_interval)
             cutoff = self.clock.now() - stale_after
@@ -254,9 +258,12 @@ class Deployment:
                 if row.status is TaskStatus.PROCESSING and since != NOT_STAMPED and since < cutoff:
                     self.tracker.recovered(key)
             sweeper = SweeperHandler(SimRuntime(handler, self.tracker))
-            context = SimContext(f"sweep-{self.loop.time()}", self.loop.time() + 60.0)
-            if await invocation(sweeper.handle(context), self.plan.invocation("sweeper"), 60.0) is None:
-                handler = self.container()
+            started, limit = self.loop.time(), self.cfg.sweeper_timeout
+            context = SimContext(f"sweep-{started}", started + limit)
+            if await invocation(sweeper.handle(context), self.plan.invocation("sweeper"), limit) is None:
+                if self.loop.time() - started >= limit:
+                    self.tracker.violate("the sweeper ran into its timeout: what it claimed waits for stale recovery")
+                handler = self.container(sweeper=True)
 
     async def operate(self) -> None:
         """An operator re-driving failed tasks now and then (`tq-cloud redrive`), under the same
