@@ -30,11 +30,11 @@ class SimConfig:
     """`delays`: only tasks that wait, for the lateness benchmark (see workload.generate_delays)."""
     max_virtual_seconds: float = 6 * 3600.0
     sweeper_timeout: float = 30.0
-    sweep_wave: int = 5
-    claim_seconds: float = 2.0
+    sweep_wave: int = 1000
+    claim_seconds: float = 0.0
     """The sweeper's shape: its Lambda timeout, the rows one wave claims, and what a wave's claim
-    takes (a wave of conditional updates); a backlog of due rows makes a sweep longer than its
-    timeout, which it must stop short of (it stops 10 s before)."""
+    takes (a wave of conditional updates). Small slow waves (5 rows, 2 s) make a backlog's sweep
+    longer than the timeout, which the sweeper must stop short of (it stops 10 s before)."""
     index_lag: float = 1.0
     """Seconds a written row stays unseen by the sweeper's index reads (DynamoDB's indexes are
     eventually consistent): it is swept by a later sweep."""
