@@ -272,10 +272,11 @@ class Deployment:
         old attempt back on the stream, as Kinesis redelivering an old batch or a failure-queue
         re-drive of a range holding it would."""
         handler, rng, picked, budget = self.container(), self.rngs["operator"], 0, max(1, self.cfg.tasks // 100)
+        per_round = max(5, budget // 20)  # done within about 20 rounds, long before the run's end
         while picked < budget:
             await asyncio.sleep(self.cfg.sweep_interval * 1.5)
             ids: list[str] = []
-            while self.storage.failed and len(ids) < 5:
+            while self.storage.failed and len(ids) < per_round:
                 key = self.storage.failed.pop(0)
                 seen = self.tracker.seen.get(key)
                 if seen is not None and not seen.step and key not in self.tracker.redriven and \
