@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -218,17 +218,18 @@ def test_mutation_an_old_attempts_outcome_landing_over_a_later_one_is_caught(mon
     from tq_cloud.backends.memory import InMemoryAdapter
     from tq_cloud.core.models import TaskStatus
 
-    def finish(self: InMemoryAdapter, rows: list[Task]) -> None:
+    def finish(self: InMemoryAdapter, rows: list[Task], keep_for: timedelta | None = None) -> None:
         for row in rows:
             current = self._rows.get(row.key)
             if current is None or not current.status.is_terminal:
-                self._put(row)
+                self._put(row, keep_for)
 
-    async def mark_executed(self: InMemoryAdapter, tasks: list[Task], at: datetime) -> None:
+    async def mark_executed(self: InMemoryAdapter, tasks: list[Task], at: datetime,
+                            keep_for: timedelta | None = None) -> None:
         for task in tasks:
             row = self._rows.get(task.key)
             if row is not None and not row.status.is_terminal:
-                self._put(row, status=TaskStatus.EXECUTED, updated_at=at, execution_result=task.execution_result,
+                self._put(row, keep_for, status=TaskStatus.EXECUTED, updated_at=at, execution_result=task.execution_result,
                           execution_stats=task.execution_stats)
 
     monkeypatch.setattr(InMemoryAdapter, "_finish", finish)

@@ -145,3 +145,62 @@ class UnknownTaskTypeError(InvalidTaskError):
             f"task {task_id!r}: no executor takes ({queue_id!r}, {task_type!r}){hint}. Register one, or send "
             "to executors this process does not have with add_tasks(..., allow_unknown=True) "
             "(tq-cloud enqueue --allow-unknown)", task_id)
+
+
+class InvalidPayloadError(InvalidTaskError, ValueError):
+    """`handler.send` of a payload its executor's model refuses; the message names each field
+    that is wrong (never its value: payloads may hold secrets). Nothing was sent."""
+
+
+class TaskFailedError(TqError):
+    """`handler.result` of a task that failed for good (or that no executor takes): `error`
+    and `error_type` are what its last attempt recorded.
+
+    Example:
+        try:
+            total = await handler.result(task.id, timeout=30)
+        except TaskFailedError as exc:
+            print("failed:", exc.error)
+    """
+
+    def __init__(self, task_id: str, error: str | None, error_type: str | None = None,
+                 status: str = "failed") -> None:
+        super().__init__(f"task {task_id!r} {status}: {error or 'no error recorded'}")
+        self.task_id = task_id
+        self.error = error
+        self.error_type = error_type
+        self.status = status
+
+
+class TaskCancelledError(TqError):
+    """`handler.result` of a task that was cancelled (`reason` as given to `handler.cancel`).
+    An executor may raise it too, to stop a run it sees cancelled (`actions.is_cancelled`):
+    the task then ends cancelled, not failed, and is not retried.
+
+    Example:
+        if actions.is_cancelled(task):
+            raise TaskCancelledError("stopped at row 4,000")
+    """
+
+    def __init__(self, reason: str = "", task_id: str | None = None) -> None:
+        super().__init__(f"task {task_id!r} was cancelled: {reason}" if task_id else reason or "cancelled")
+        self.reason = reason
+        self.task_id = task_id
+
+
+class TaskTimeoutError(TqError):
+    """A run that passed its executor's `timeout` was stopped; the task is retried like any
+    failure, and fails with this error once its retries are used."""
+
+
+class ResultNotKeptError(KeyError):
+    """`handler.result` of an id with no result to give: unknown, never stored (its executor has
+    no `keep_result`), expired, or its result was dropped (not JSON, or too large to keep)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "no result kept"
+
+
+class InvalidProgressError(TqError, ValueError):
+    """`actions.progress` with a value that is not a fraction from 0.0 to 1.0 (raised in the
+    executor's call, where the mistake is)."""

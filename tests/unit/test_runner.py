@@ -114,17 +114,24 @@ async def test_batch_executor_crash_fails_only_unreported_tasks(stack: InMemoryS
     assert [(o.task.key, o.error) for o in result.failures] == [("b-2", "half way")]
 
 
-async def test_forgotten_outcome_is_a_retryable_failure_not_an_ignore(stack: InMemoryStack) -> None:
+async def test_returning_is_reporting_for_one_task_and_a_batch_keeps_its_rule(stack: InMemoryStack) -> None:
+    """A single-task executor that returns succeeds with what it returned (None included); a
+    batch executor's task left without a report fails, retryably (not ignored)."""
     @stack.registry.task("q", "t")
-    async def forgetful(t: Task, actions: ExecutorActions) -> None:
+    async def returns(t: Task, actions: ExecutorActions) -> dict[str, int]:
+        return {"n": 1}
+
+    @stack.registry.task("q", "none")
+    async def returns_nothing(t: Task, actions: ExecutorActions) -> None:
         return None
 
     @stack.registry.batch_task("q", "b")
     async def forgetful_batch(tasks: list[Task], actions: ExecutorActions) -> None:
         return None
 
-    result = await stack.handler.runner.run("c", [task(1), task(2, "b")])
-    assert {o.task.key for o in result.failures} == {"t-1", "b-2"}
+    result = await stack.handler.runner.run("c", [task(1), task(3, "none"), task(2, "b")])
+    assert {o.task.key: o.result for o in result.successes} == {"t-1": {"n": 1}, "none-3": None}
+    assert {o.task.key for o in result.failures} == {"b-2"}
     assert all("without calling success() or fail()" in (o.error or "") and o.retryable
                for o in result.failures)
     assert all(o.verdict is None for o in result.failures), "forgotten is a failure to decide, not an ignore"

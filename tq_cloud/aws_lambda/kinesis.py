@@ -121,7 +121,9 @@ class KinesisBatchHandler:
                        claim_ttl: timedelta | None) -> list[str]:
         """Process a chunk; if its commit fails, retry the uncommitted records one by one (while
         time allows), so one failing write does not send the whole chunk back to Kinesis.
-        Returns the sequence numbers still not committed."""
+        Returns the sequence numbers still not committed. Each run gets the time left now
+        (its leases end with the invocation; no task starts whose time limit passes it), and
+        the whole invocation's time as its budget."""
         pending = chunk
         for attempt in range(1 + self.commit_retries):
             if attempt and self._time_left_ms(context) < self.safety_margin_ms:
@@ -129,7 +131,8 @@ class KinesisBatchHandler:
             groups = [pending] if attempt == 0 else [[r] for r in pending]
             still: list[tuple[str, Any]] = []
             for group in groups:
-                report = await handler.process_records([r for _, r in group], owner, claim_ttl)
+                left = None if claim_ttl is None else timedelta(milliseconds=self._time_left_ms(context))
+                report = await handler.process_records([r for _, r in group], owner, left, budget=claim_ttl)
                 self._metrics(report)
                 uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
                 still += [(seq, rec) for seq, rec in group if _key(seq, rec) in uncommitted]

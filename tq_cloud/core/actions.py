@@ -21,6 +21,7 @@ from tq_cloud.errors import FlowsNotConfiguredError, NonRetryableError, TaskNotI
 from tq_cloud.ids import derived_id
 
 if TYPE_CHECKING:
+    from tq_cloud.core.control import RunControl
     from tq_cloud.flows.models import FlowConfig, FlowStep, StartedFlow
     from tq_cloud.flows.results import FlowResultsReader
     from tq_cloud.flows.starter import FlowStarter
@@ -43,6 +44,13 @@ class RunRecorder:
     flows: list[StartedFlow] = field(default_factory=list)
     started_at: dict[str, datetime] = field(default_factory=dict)
     batch_started_at: datetime | None = None
+    deadline: datetime | None = None
+    """When the run must be over (a Lambda invocation's end): no task starts whose time limit passes it."""
+    budget: float | None = None
+    """Seconds the whole invocation had: a time limit longer than that can never be met."""
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else (self.deadline - self.clock.now()).total_seconds()
 
     def record(
         self,
@@ -56,10 +64,15 @@ class RunRecorder:
         for_good: bool = False,
         retry_delay: float | None = None,
         consume_attempt: bool = True,
+        cancelled: str | None = None,
     ) -> Outcome:
         """Record a task's outcome, bounded: error text truncated, details JSON-safe and
-        capped, result JSON or dropped with the reason (the task still succeeds)."""
+        capped, result JSON or dropped with the reason (the task still succeeds). `cancelled`
+        (a reason) ends the task cancelled."""
         now = self.clock.now()
+        if cancelled is not None:
+            cancelled = bounded_error(cancelled) or ""
+            error = f"cancelled: {cancelled}" if cancelled else "cancelled"
         for_good = for_good or isinstance(error, NonRetryableError)
         message = error_type = None
         if not succeeded:
@@ -76,7 +89,7 @@ class RunRecorder:
             result=stored, result_dropped=dropped, error=bounded_error(message), error_type=error_type,
             details=json_safe_details(dict(details)) if details else None, retryable=retryable and not for_good,
             for_good=for_good,
-            retry_delay=retry_delay, consume_attempt=consume_attempt)
+            retry_delay=retry_delay, consume_attempt=consume_attempt, cancel_reason=cancelled)
         self.outcomes[task.key] = outcome
         return outcome
 
@@ -105,8 +118,10 @@ class ExecutorActions:
         flow_starter: FlowStarter | None,
         log_context: Mapping[str, str] | None = None,
         barriers: FlowBarrierProvider | None = None,
+        control: RunControl | None = None,
     ) -> None:
         self._recorder = recorder
+        self._control = control
         self._scope = scope
         self._parent_key_source = parent_key
         self._check_task = check_task
@@ -157,6 +172,27 @@ class ExecutorActions:
         own = self._own(task)
         if own is not None:
             self._recorder.record(own, error=error, details=stats, for_good=not retry)
+
+    def is_cancelled(self, task: Task) -> bool:
+        """Whether `handler.cancel` asked this run to stop (free to ask: it reads a flag). The
+        run may stop (`raise TaskCancelledError(...)` ends the task cancelled) or go on;
+        whatever it reports wins. Cancels asked in another process reach a run of a
+        `cancellable` executor within a few seconds, and any run that records progress."""
+        self._in_scope(task)
+        return self._control is not None and self._control.is_cancelled(task.key)
+
+    def progress(self, task: Task, done: float, note: str | None = None) -> None:
+        """How far the run is, from 0.0 to 1.0, with an optional note: recorded on the task's
+        row (at most once per 5 s per task) for `handler.find`, `tq-cloud tasks show` and the
+        console. A task without a row (no `keep_result`, `cancellable`, `force_store`) has
+        nowhere to show it. Raises InvalidProgressError for a value outside 0.0 to 1.0."""
+        self._in_scope(task)
+        if self._control is not None:
+            self._control.progress(self._scope[task.key], done, note)
+
+    def _in_scope(self, task: Task) -> None:
+        if task.id is None or task.id not in self._scope:
+            raise TaskNotInScopeError(f"task {task.id!r} ({task.type}) was not given to this executor")
 
     def defer(self, task: Task, seconds: float, reason: str = "deferred") -> None:
         """Run the task again after `seconds`, without using one of its attempts. Raises

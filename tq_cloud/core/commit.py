@@ -109,6 +109,8 @@ class Decider:
             task = outcome.task
             if outcome.succeeded:
                 outcome.verdict = Verdict.EXECUTED
+            elif outcome.cancel_reason is not None:
+                outcome.verdict = Verdict.CANCELLED
             elif not outcome.consume_attempt:
                 delay = timedelta(seconds=clamped_delay(outcome.retry_delay))
                 outcome.verdict, outcome.retry = Verdict.RETRY, self._retry_copy(outcome, now + delay, 0, 1)
@@ -122,7 +124,7 @@ class Decider:
 
     def stored(self, task: Task) -> bool:
         executor = self.registry.get_executor(task.queue_id, task.type)
-        return task.force_store or bool(executor and executor.options.store_on_failure)
+        return task.force_store or bool(executor and (executor.options.store_on_failure or executor.options.has_row))
 
     def finalise(self, outcome: Outcome, reason: str) -> None:
         """A task whose commit can never be written: a final, stored failure with the reason

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tq_cloud.core.commit import CommitBatch, failed_stats
 from tq_cloud.core.models import Task
@@ -80,25 +80,45 @@ class TerminalStep:
         ignored = batch.of(Verdict.IGNORED)
         for group in _by_reason(ignored):
             await self.storage.mark_ignored([o.task for o in group], group[0].error or "ignored", batch.now)
+        cancelled = batch.of(Verdict.CANCELLED)
+        if cancelled:
+            await self.storage.mark_cancelled([o.task.model_copy(update={"execution_stats": o.task.execution_stats
+                                               .model_copy(update={"cancel_reason": o.cancel_reason})})
+                                               for o in cancelled], batch.now)
         succeeded = batch.of(Verdict.EXECUTED)
-        await self._executed({o.key: o for o in succeeded if o.task.force_store}, batch, self.storage.mark_executed)
+        stored = [o for o in succeeded if o.task.force_store]
+        for keep_for, group in _by_keep(stored, batch).items():
+            await self._executed({o.key: o for o in group}, batch, self.storage.mark_executed, keep_for)
         if self.history:
             await self._executed({o.key: o for o in succeeded if not o.task.force_store}, batch,
                                  self.storage.keep_history)
 
-    async def _executed(self, executed: dict[str, Outcome], batch: CommitBatch,
-                        write: Callable[[Sequence[Task], datetime], Awaitable[None]]) -> None:
+    async def _executed(self, executed: dict[str, Outcome], batch: CommitBatch, write: ExecutedWrite,
+                        keep_for: timedelta | None = None) -> None:
         if not executed:
             return
 
         async def mark(rows: list[Task]) -> None:
-            await write(rows, batch.now)
+            await write(rows, batch.now, keep_for)
 
         rejected = await batch.isolate([_executed_row(o) for o in executed.values()], mark)
         if rejected:
             slim = [_executed_row(executed[k], dropped=f"the executed row with its result was too large: {r}")
                     for k, r in rejected.items()]
-            await write(slim, batch.now)
+            await write(slim, batch.now, keep_for)
+
+
+ExecutedWrite = Callable[[Sequence[Task], datetime, "timedelta | None"], Awaitable[None]]
+
+
+def _by_keep(outcomes: Sequence[Outcome], batch: CommitBatch) -> dict[timedelta | None, list[Outcome]]:
+    """Executed outcomes by how long their rows are kept (their executor's `keep_result`)."""
+    groups: dict[timedelta | None, list[Outcome]] = {}
+    for outcome in outcomes:
+        task = outcome.task
+        executor = batch.decider.registry.get_executor(task.queue_id, task.type)
+        groups.setdefault(executor.options.keep_result if executor else None, []).append(outcome)
+    return groups
 
 
 def _executed_row(outcome: Outcome, dropped: str | None = None) -> Task:

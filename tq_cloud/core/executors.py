@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -28,13 +29,25 @@ PartitionKeyFn = Callable[["Task[Any]"], "str | None"]
 class ExecutorOptions:
     """`retries`: retries after the first attempt, unless the task sets its own.
     `store_on_failure`: keep final failures in the store instead of discarding them.
-    `handoff_timeout`: seconds after which a long task is handed to the AsyncTaskManager."""
+    `handoff_timeout`: seconds after which a long task is handed to the AsyncTaskManager.
+    `keep_result`: how long an executed task's row and result are kept, for `handler.result`.
+    `cancellable`: the executor's tasks can be cancelled wherever they wait (they get a row).
+    `timeout`: seconds a run may take; a longer one is stopped and fails with TaskTimeoutError."""
 
     retries: int = 0
     store_on_failure: bool = False
     payload_model: type[BaseModel] | None = None
     partition_key: PartitionKeyFn | None = None
     handoff_timeout: float | None = None
+    keep_result: timedelta | None = None
+    cancellable: bool = False
+    timeout: float | None = None
+
+    @property
+    def has_row(self) -> bool:
+        """Whether every task of the executor gets a row when it is sent (results and cancel
+        need one: a task without a row cannot be found)."""
+        return self.keep_result is not None or self.cancellable
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or self.retries < 0:
@@ -51,6 +64,18 @@ class ExecutorOptions:
             raise ConfigurationError(
                 f"handoff_timeout must be a positive number of seconds, got {self.handoff_timeout!r}"
             )
+        if self.keep_result is not None and not (
+                isinstance(self.keep_result, timedelta) and timedelta(0) < self.keep_result <= MAX_KEEP):
+            raise ConfigurationError(f"keep_result must be a timedelta from 1 second to {MAX_KEEP.days} days, "
+                                     f"got {self.keep_result!r}")
+        if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float)
+                                         or not 0 < self.timeout <= MAX_TIMEOUT):
+            raise ConfigurationError(f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:.0f} "
+                                     f"(a day), got {self.timeout!r}")
+
+
+MAX_KEEP = timedelta(days=366)
+MAX_TIMEOUT = 86_400.0
 
 
 def _require_coroutine_function(fn: object, shape: str) -> None:

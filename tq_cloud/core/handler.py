@@ -12,21 +12,23 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.commit import CommitBatch, CommitPipeline, CommitStep, Decider
 from tq_cloud.core.commit_steps import NewTasksStep, RetriesStep, StatsStep, TerminalStep
-from tq_cloud.core.models import Task
+from tq_cloud.core.models import EntityRef, Task
 from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.redrive import Redriver, RedriveReport
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.resilience import RetryPolicy, retrying
 from tq_cloud.core.routing import TaskRouter
 from tq_cloud.core.runner import TaskRunner
+from tq_cloud.core.sending import ExecutorRef, build_task
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.core.stats import StatsBook
+from tq_cloud.core.task_control import TaskControl
 from tq_cloud.core.worker import Worker
 from tq_cloud.flows.commit_steps import FlowBarrierStep, FlowInitStep
 from tq_cloud.flows.starter import FlowStarter
@@ -150,6 +152,7 @@ class TaskHandler:
             *extra_commit_steps,
         ])
         self.redriver = Redriver(storage, queue, self.clock)
+        self.control = TaskControl(storage, self.clock, self.pipeline, self.runner.control, self.flows)
         self.runner.commit_async = self._commit_async
         self._async_uncommitted: list[Task] = []
         self.runner.on_async_uncommitted = self._async_uncommitted.append
@@ -170,6 +173,64 @@ class TaskHandler:
             [task] = await handler.add_tasks([Task(type="send", queue_id="email", payload={"to": "a@b.c"})])
         """
         return (await self.router.dispatch(tasks, allow_unknown=allow_unknown))[0]
+
+    async def send(self, executor: ExecutorRef, payload: Any, *, delay: timedelta | None = None,
+                   at: datetime | None = None, partition_key: str | None = None, entity: EntityRef | None = None,
+                   id: str | None = None) -> Task:
+        """Send one task to `executor` (the handle `@app.task` returned, or a (queue_id,
+        task_type) pair this handler's registry knows); the task sent, with its id. The payload
+        (a pydantic model or a dict) is validated against the executor's model, and every limit
+        checked, before anything is sent: InvalidPayloadError names each wrong field,
+        UnknownTaskTypeError an executor the registry lacks, InvalidDelayError a bad `delay`/`at`
+        (give one of them; a time past is now). With `id`, sending again is idempotent for a
+        task with a row (set-if-absent), and a redelivery is the same task everywhere.
+
+        Example:
+            task = await handler.send(send_email, Email(to="a@example.com"), delay=timedelta(minutes=5))
+            await handler.send(("email", "send"), {"to": "b@example.com"}, id="welcome-b")
+        """
+        task = build_task(self.registry, executor, payload, self.clock.now(), delay=delay, at=at,
+                          partition_key=partition_key, entity=entity, id=id)
+        return (await self.add_tasks([task]))[0]
+
+    async def result(self, task_id: str, timeout: float = 0.0) -> Any:
+        """What an executed task returned (or passed to `actions.success`): its executor keeps
+        it for `keep_result`. Waits up to `timeout` seconds for a task not finished yet (looking
+        with back-off, 50 ms doubling to 2 s), then raises TimeoutError. Raises TaskFailedError
+        (with `.error`) for a task that failed for good, TaskCancelledError for a cancelled one,
+        and KeyError (ResultNotKeptError) for an unknown id or a result not kept (no
+        `keep_result`, expired, or dropped: not JSON or over 256 KB).
+
+        Example:
+            task = await handler.send(build_report, {"month": "2026-11"})
+            url = await handler.result(task.key, timeout=60)
+        """
+        return await self.control.result(task_id, timeout)
+
+    async def cancel(self, task_id: str, reason: str = "") -> bool:
+        """Stop a task. One that has not started (delayed, in the delay lane, on the stream,
+        waiting for a retry) never runs: its status becomes `cancelled` with `reason`, and this
+        returns True. A running one sees `actions.is_cancelled(task)` turn True (True is
+        returned); whatever it then reports wins, and no later attempt starts. A finished or
+        unknown task: False, nothing changed. Only tasks with a row can be found: those of
+        `cancellable` (or `keep_result`) executors always, others while they wait in the store.
+
+        Example:
+            if await handler.cancel(task.key, reason="sent by mistake"):
+                print("it will not run")
+        """
+        return await self.control.cancel(task_id, reason)
+
+    async def cancel_flow(self, flow_id: str, reason: str = "flow cancelled") -> bool:
+        """Close an active flow as `cancelled` (once: True for the call that closed it) and
+        cancel its steps that have not started; it gets no join. Steps without a row (of
+        executors neither `cancellable` nor `keep_result`) may still run; their results are
+        not counted.
+
+        Example:
+            await handler.cancel_flow(flow_id)
+        """
+        return await self.control.cancel_flow(flow_id, reason)
 
     async def find(self, task_id: str) -> Task | None:
         """A stored task (status, attempts, times, last error, result, redrives), or None.
@@ -222,10 +283,11 @@ class TaskHandler:
         return await self.pipeline.commit(result, consumer_id)
 
     async def process_batch(self, tasks: Sequence[Task], consumer_id: str = "direct",
-                            claim_ttl: timedelta | None = None) -> BatchReport:
+                            claim_ttl: timedelta | None = None, budget: timedelta | None = None) -> BatchReport:
         """Run a batch and commit its effects. Never raises for task-level problems; if the
         commit fails transiently, every task of the batch is reported not committed, for
-        redelivery. `claim_ttl` bounds the claims it takes (a Lambda's remaining time)."""
+        redelivery. `claim_ttl` bounds the claims it takes (a Lambda's remaining time), and
+        no task starts whose time limit passes it; `budget` is the whole invocation's time."""
         report = BatchReport(processed=len(tasks))
         if not tasks:
             return report
@@ -237,7 +299,7 @@ class TaskHandler:
                 **worker_info_fields(info), batch_size=len(tasks), task_types=types))
         result: RunResult | None = None
         try:
-            result = await self.runner.run(consumer_id, tasks, claim_ttl)
+            result = await self.runner.run(consumer_id, tasks, claim_ttl, budget)
             batch = await self.pipeline.commit(result, consumer_id, started)
         except Exception as exc:
             log.exception("batch of %d tasks not committed; it will be redelivered", len(tasks))
@@ -248,7 +310,7 @@ class TaskHandler:
             await self.runner.release_leases([t for t in tasks if t.id not in running], consumer_id)
             await self.stats.error(exc, "process_batch")
         else:
-            ran = [o for o in batch.outcomes if o.verdict is not Verdict.IGNORED]
+            ran = [o for o in batch.outcomes if o.verdict not in (Verdict.IGNORED, Verdict.CANCELLED)]
             report.succeeded = sum(1 for o in ran if o.succeeded)
             report.failed = len(ran) - report.succeeded
             report.exhausted = sum(1 for o in ran if o.verdict in (Verdict.FAILED, Verdict.DISCARDED))
@@ -261,12 +323,13 @@ class TaskHandler:
 
     async def process_records(
         self, records: Sequence[Task | UndecodableRecord], consumer_id: str = "direct",
-        claim_ttl: timedelta | None = None,
+        claim_ttl: timedelta | None = None, budget: timedelta | None = None,
     ) -> BatchReport:
         """Like process_batch, for transports that deliver raw records: undecodable ones are
         stored as failed tasks (reported back if even that fails), the rest are processed."""
         poison = [r for r in records if isinstance(r, UndecodableRecord)]
-        report = await self.process_batch([r for r in records if isinstance(r, Task)], consumer_id, claim_ttl)
+        report = await self.process_batch([r for r in records if isinstance(r, Task)], consumer_id, claim_ttl,
+                                          budget)
         error = await self.record_undecodable(poison)
         if error is not None:
             report.unrecorded = poison

@@ -26,13 +26,14 @@ class TaskStatus(StrEnum):
     EXECUTED = "executed"
     FAILED = "failed"
     IGNORED = "ignored"
+    CANCELLED = "cancelled"
 
     @property
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({TaskStatus.EXECUTED, TaskStatus.FAILED, TaskStatus.IGNORED})
+_TERMINAL = frozenset({TaskStatus.EXECUTED, TaskStatus.FAILED, TaskStatus.IGNORED, TaskStatus.CANCELLED})
 
 FailurePolicy = Literal["continue", "abort"]
 StepFailurePolicy = Literal["continue", "abort", "ignore"]
@@ -104,6 +105,7 @@ class ExecutionStats(BaseModel):
     last_error_type: str | None = None
     failed_at: AwareDatetime | None = None
     ignored_reason: str | None = None
+    cancel_reason: str | None = Field(default=None, description="why `handler.cancel` stopped the task")
     result_dropped: str | None = None
     redrives: int = Field(default=0, ge=0, description="times an operator sent the task back to run")
     redriven_at: AwareDatetime | None = None
@@ -112,6 +114,15 @@ class ExecutionStats(BaseModel):
     not_redrivable: str | None = Field(default=None, description=(
         "why this row cannot be sent back to run (it keeps a stand-in, not the task as sent)"))
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskProgress(BaseModel):
+    """How far a running task says it is (`actions.progress`), as its row last recorded it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    done: float = Field(ge=0.0, le=1.0)
+    note: str | None = None
+    at: AwareDatetime
 
 
 class Task(BaseModel, Generic[P]):
@@ -139,6 +150,12 @@ class Task(BaseModel, Generic[P]):
     processing_started_at: AwareDatetime | None = None
     lease_until: AwareDatetime | None = Field(default=None, exclude=True, description=(
         "read from the store only: when the live run lease on the task's row ends; never written"))
+    cancel_requested: str | None = Field(default=None, exclude=True, description=(
+        "read from the store only: the reason of a cancel asked while the task ran (`handler.cancel`)"))
+    progress: TaskProgress | None = Field(default=None, exclude=True, description=(
+        "read from the store only: the last progress a run of the task recorded"))
+    expires_at: AwareDatetime | None = Field(default=None, exclude=True, description=(
+        "read from the store only: when the store deletes the finished row (its TTL)"))
 
     @property
     def key(self) -> str:

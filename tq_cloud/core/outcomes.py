@@ -27,6 +27,7 @@ class Verdict(StrEnum):
     FAILED = "failed"  # final, stored
     DISCARDED = "discarded"  # final, not stored (counted and announced)
     IGNORED = "ignored"  # no executor for its type (stored with the reason)
+    CANCELLED = "cancelled"  # stopped by `handler.cancel` (stored with the reason)
 
     @property
     def is_final(self) -> bool:
@@ -50,6 +51,9 @@ class Outcome:
     as failed whatever its executor's `store_on_failure`."""
     retry_delay: float | None = None
     consume_attempt: bool = True
+    cancel_reason: str | None = None
+    """Set when the task ends cancelled: its executor stopped on a cancel (TaskCancelledError),
+    or its attempt found a cancel asked before it started."""
     verdict: Verdict | None = None
     retry: Task | None = None
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -17,10 +18,11 @@ from tq_cloud.core.executors import (
     SingleTaskFn,
     payload_model_from_annotation,
 )
+from tq_cloud.core.sending import ExecutorHandle
 from tq_cloud.errors import ConfigurationError, DuplicateExecutorError
 
-SF = TypeVar("SF", bound=SingleTaskFn)
-BF = TypeVar("BF", bound=BatchTaskFn)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class TaskQueuesManager:
@@ -51,24 +53,44 @@ class TaskQueuesManager:
         payload_model: type[BaseModel] | None = None,
         partition_key: PartitionKeyFn | None = None,
         handoff_timeout: float | None = None,
-    ) -> Callable[[SF], SF]:
-        """Register `async def fn(task, actions)` as the executor of (queue_id, task_type)."""
+        keep_result: timedelta | None = None,
+        cancellable: bool = False,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], ExecutorHandle[P, Awaitable[R]]]:
+        """Register `async def fn(task, actions)` as the executor of (queue_id, task_type); returns
+        its handle (calling it calls `fn`), which `handler.send` takes.
 
-        def decorate(fn: SF) -> SF:
+        Returning is reporting: a run that returns without `actions.success`/`fail` succeeds with
+        the returned value as its result; raising fails it (retried while `retries` last).
+        `keep_result` keeps the executed task's result that long for `handler.result`;
+        `cancellable` lets `handler.cancel` stop its tasks wherever they wait; `timeout` stops a
+        run after that many seconds (TaskTimeoutError, retried like any failure).
+
+        Example:
+            @app.task("reports", "build", retries=2, keep_result=timedelta(days=1), timeout=300)
+            async def build(task: Task[ReportRequest], actions: ExecutorActions) -> dict[str, str]:
+                actions.progress(task, 0.5, "half the rows")
+                return {"url": "s3://reports/17.pdf"}
+        """
+
+        def decorate(fn: Callable[P, Awaitable[R]]) -> ExecutorHandle[P, Awaitable[R]]:
             options = ExecutorOptions(
                 retries=retries,
                 store_on_failure=store_on_failure,
                 payload_model=payload_model or payload_model_from_annotation(fn),
                 partition_key=partition_key,
                 handoff_timeout=handoff_timeout,
+                keep_result=keep_result,
+                cancellable=cancellable,
+                timeout=timeout,
             )
             if parallel and chunk_size is None:
                 raise ConfigurationError("a parallel executor needs chunk_size (tasks run at once)")
             executor = SingleTaskExecutor(
-                fn=fn, options=options, parallel=parallel, chunk_size=chunk_size or 1
+                fn=cast(SingleTaskFn, fn), options=options, parallel=parallel, chunk_size=chunk_size or 1
             )
             self.register(queue_id, task_type, executor)
-            return fn
+            return ExecutorHandle(fn, queue_id, task_type, executor)
 
         return decorate
 
@@ -81,18 +103,35 @@ class TaskQueuesManager:
         store_on_failure: bool = False,
         payload_model: type[BaseModel] | None = None,
         partition_key: PartitionKeyFn | None = None,
-    ) -> Callable[[BF], BF]:
-        """Register `async def fn(tasks, actions)` to receive all tasks of a batch at once."""
+        keep_result: timedelta | None = None,
+        cancellable: bool = False,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], ExecutorHandle[P, Awaitable[R]]]:
+        """Register `async def fn(tasks, actions)` to receive all tasks of a batch at once; returns
+        its handle. Each task needs its report (`actions.success`/`fail`): one left without
+        fails. `timeout` bounds the whole call; tasks it did not report fail with TaskTimeoutError.
 
-        def decorate(fn: BF) -> BF:
+        Example:
+            @app.batch_task("metrics", "ingest", retries=1)
+            async def ingest(tasks: list[Task[Point]], actions: ExecutorActions) -> None:
+                await db.insert_many([t.payload for t in tasks])
+                for task in tasks:
+                    actions.success(task)
+        """
+
+        def decorate(fn: Callable[P, Awaitable[R]]) -> ExecutorHandle[P, Awaitable[R]]:
             options = ExecutorOptions(
                 retries=retries,
                 store_on_failure=store_on_failure,
                 payload_model=payload_model or payload_model_from_annotation(fn),
                 partition_key=partition_key,
+                keep_result=keep_result,
+                cancellable=cancellable,
+                timeout=timeout,
             )
-            self.register(queue_id, task_type, BatchTaskExecutor(fn=fn, options=options))
-            return fn
+            executor = BatchTaskExecutor(fn=cast(BatchTaskFn, fn), options=options)
+            self.register(queue_id, task_type, executor)
+            return ExecutorHandle(fn, queue_id, task_type, executor)
 
         return decorate
 

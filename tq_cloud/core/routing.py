@@ -5,7 +5,10 @@
   is due within its 15 minutes, fits it and has no row; otherwise stored as `scheduled`, and the
   sweeper enqueues it when due;
 - `force_store` and due: stored as `processing` and enqueued; a failed queue write resets the
-  row to `scheduled`, so the sweeper sends it instead;
+  row to `scheduled`, so the sweeper sends it instead (a stored task the delay lane takes is
+  stored the same way, and given to the lane);
+- a task of an executor with `keep_result` or `cancellable` is stored (`force_store`): results
+  and cancels need its row;
 - otherwise: enqueued only, the cheapest path (no store write at all).
 Stored tasks keep `force_store=True`: it marks "this task has a row" for later transitions.
 
@@ -49,6 +52,7 @@ log = logging.getLogger("tq_cloud.routing")
 
 IMMEDIATE_WINDOW = timedelta(minutes=2)
 TasksHook = Callable[[Sequence[Task]], Awaitable[None]]
+Send = Callable[[Sequence[Task]], Awaitable[None]]
 Rejected = dict[str, str]
 """Ids of tasks that can never be written, with the reason."""
 
@@ -121,6 +125,8 @@ class TaskRouter:
         key = self._partition_key(task, executor, name)
         if key is not None:
             update["partition_key"] = key
+        if executor is not None and executor.options.has_row and not task.force_store:
+            update["force_store"] = True
         routed = task.model_copy(update=update)
         self._check_size(routed, executor)
         return routed
@@ -217,20 +223,25 @@ class TaskRouter:
             rejected |= await self._publish(now_only, strict)
         if delayed:
             assert self.delay_lane is not None
-            rejected |= await self._publish(delayed, strict, self.delay_lane.send)
+            lane = self.delay_lane.send
+            rowless = [t for t in delayed if not t.force_store]
+            if rowless:
+                rejected |= await self._publish(rowless, strict, lane)
+            if len(rowless) < len(delayed):
+                rejected |= await self._store_and_publish([t for t in delayed if t.force_store], now, lane)
         sent = [t for t in routed if t.key not in rejected]
         await self._scheduled(sent, now)
         return sent, rejected
 
     def _lane_takes(self, task: Task, now: datetime) -> bool:
-        """The delay lane takes a task without a row, due within its reach, that fits it."""
+        """The delay lane takes a task due within its reach that fits it (one with a row waits
+        there as `processing`, as a stored task on the stream does)."""
         lane = self.delay_lane
-        if lane is None or task.force_store or task.execute_at is None or task.execute_at - now > lane.max_delay:
+        if lane is None or task.execute_at is None or task.execute_at - now > lane.max_delay:
             return False
         return len(encode_task(task)) <= lane.max_message_bytes
 
-    async def _publish(self, tasks: list[Task], strict: bool,
-                       send: Callable[[Sequence[Task]], Awaitable[None]] | None = None) -> Rejected:
+    async def _publish(self, tasks: list[Task], strict: bool, send: Send | None = None) -> Rejected:
         try:
             await (send or self.queue.publish)(tasks)
         except QueueWriteError as exc:
@@ -239,12 +250,12 @@ class TaskRouter:
             return exc.rejected
         return {}
 
-    async def _store_and_publish(self, tasks: list[Task], now: datetime) -> Rejected:
+    async def _store_and_publish(self, tasks: list[Task], now: datetime, send: Send | None = None) -> Rejected:
         rows = [t.model_copy(update={"status": TaskStatus.PROCESSING, "processing_started_at": NOT_STAMPED})
                 for t in tasks]
         inserted = {t.key for t in await self.storage.insert(rows)}
         fresh = [t for t in tasks if t.key in inserted]
-        return await self._publish_or_reset(fresh) if fresh else {}
+        return await self.rows.publish(fresh, send) if fresh else {}
 
     async def _publish_or_reset(self, tasks: list[Task]) -> Rejected:
         return await self.rows.publish(tasks)
@@ -323,9 +334,10 @@ class RowSender:
         self.storage = storage
         self.clock = clock
 
-    async def publish(self, tasks: list[Task]) -> Rejected:
+    async def publish(self, tasks: list[Task], send: Send | None = None) -> Rejected:
+        """Publish (or give to `send`: the delay lane) tasks whose rows are `processing`."""
         try:
-            await self.queue.publish(tasks)
+            await (send or self.queue.publish)(tasks)
             return {}
         except QueueWriteError as exc:
             unwritten = set(exc.task_ids)

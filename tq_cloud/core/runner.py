@@ -25,13 +25,14 @@ from pydantic import ValidationError
 from tq_cloud.clock import Clock
 from tq_cloud.core.actions import ExecutorActions, RunRecorder, TaskCheck
 from tq_cloud.core.codec import encode_task, usable_id
+from tq_cloud.core.control import RunControl
 from tq_cloud.core.executors import BatchTaskExecutor, Executor, SingleTaskExecutor
 from tq_cloud.core.limits import describe_validation_error
 from tq_cloud.core.log_context import log_context_scope, runtime_context
 from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.errors import TaskRejectedError
+from tq_cloud.errors import TaskCancelledError, TaskRejectedError, TaskTimeoutError
 from tq_cloud.flows.models import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, retire_task
 from tq_cloud.ids import derived_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
@@ -54,7 +55,7 @@ tasks over up to a second early (SQS delays are whole seconds, rounded down so t
 not a second late). One due later still is deferred, never run early."""
 ARRIVED_EARLY = "arrived before it was due; deferred without using an attempt"
 CLAIMED_ELSEWHERE = "claimed by another worker; deferred without using an attempt"
-FORGOTTEN = "executor returned without calling success() or fail()"
+FORGOTTEN = "batch executor returned without calling success() or fail() for this task"
 AsyncCommit = Callable[[RunResult, str], Awaitable[None]]
 UncommittedHook = Callable[[Task], None]
 ProcessingHook = Callable[[Sequence[Task]], Awaitable[None]]
@@ -95,36 +96,34 @@ class TaskRunner:
         self.history = history
         self.commit_async: AsyncCommit | None = None
         self.on_async_uncommitted: UncommittedHook | None = None
+        self.control = RunControl(storage, clock)
 
-    async def run(self, runner_id: str, tasks: Sequence[Task], claim_ttl: timedelta | None = None) -> RunResult:
+    async def run(self, runner_id: str, tasks: Sequence[Task], claim_ttl: timedelta | None = None,
+                  budget: timedelta | None = None) -> RunResult:
+        """Run a batch. `claim_ttl`: the time left to the caller (a Lambda invocation's
+        remaining time), which bounds claims and leases and which no task's time limit may
+        pass; `budget`: the whole time such a caller has (default `claim_ttl`)."""
         result = RunResult()
         unique = _most_advanced(tasks, result.superseded)
         claimed = await self.locks.acquire(list(unique), runner_id, claim_ttl or self.lock_ttl)
         recorder = RunRecorder(self.clock)
+        if claim_ttl is not None:
+            recorder.deadline = self.clock.now() + claim_ttl
+            recorder.budget = (budget or claim_ttl).total_seconds()
         for key, task in unique.items():
             if key not in claimed:
                 recorder.record(task, error=CLAIMED_ELSEWHERE, retry_delay=CLAIM_DEFERRAL, consume_attempt=False)
         keep_locked: set[str] = set()
+        mine: list[Task] = []
         try:
-            mine = await self._not_yet_committed([t for k, t in unique.items() if k in claimed], result,
-                                                 runner_id, recorder, claim_ttl)
+            mine, leased = await self._not_yet_committed([t for k, t in unique.items() if k in claimed], result,
+                                                         runner_id, recorder, claim_ttl)
             mine = await self._hold_until_due(mine, recorder)
+            self.control.begin(mine, runner_id, leased)
             if self.on_processing is not None:
                 await self.on_processing([t for t in mine if t.entity and not t.retry_count])
-            for (queue_id, task_type), group in _group(mine).items():
-                executor = self.registry.get_executor(queue_id, task_type) or self._builtin(task_type)
-                if executor is None:
-                    for task in group:
-                        recorder.record(task, error=f"no executor registered for ({queue_id!r}, {task_type!r})",
-                                        retryable=False).verdict = Verdict.IGNORED
-                    continue
-                runnable = self._validated(executor, group, recorder)
-                if isinstance(executor, BatchTaskExecutor):
-                    await self._run_batch(executor, runnable, recorder, runner_id)
-                elif executor.parallel:
-                    await self._run_parallel(executor, runnable, recorder, runner_id)
-                else:
-                    await self._run_sequential(executor, runnable, recorder, runner_id, result)
+            async with self.control.watching([t.key for t in mine if t.key in leased and self._cancellable(t)]):
+                await self._run_groups(mine, recorder, runner_id, result)
             keep_locked = {t.key for t in result.handed_off}
             for task in mine:
                 if task.key not in recorder.outcomes and task.key not in keep_locked:
@@ -134,7 +133,62 @@ class TaskRunner:
             result.flows = recorder.flows
             return result
         finally:
+            await self.control.settle()
+            self.control.end(t.key for t in mine if t.key not in keep_locked)
             await self._release([k for k in claimed if k not in keep_locked], runner_id)
+
+    async def _run_groups(self, mine: list[Task], recorder: RunRecorder, runner_id: str, result: RunResult) -> None:
+        for (queue_id, task_type), group in _group(mine).items():
+            executor = self.registry.get_executor(queue_id, task_type) or self._builtin(task_type)
+            if executor is None:
+                for task in group:
+                    recorder.record(task, error=f"no executor registered for ({queue_id!r}, {task_type!r})",
+                                    retryable=False).verdict = Verdict.IGNORED
+                continue
+            runnable = self._validated(executor, group, recorder)
+            if isinstance(executor, BatchTaskExecutor):
+                await self._run_batch(executor, runnable, recorder, runner_id)
+            elif executor.parallel:
+                await self._run_parallel(executor, runnable, recorder, runner_id)
+            else:
+                await self._run_sequential(executor, runnable, recorder, runner_id, result)
+
+    def _cancellable(self, task: Task) -> bool:
+        executor = self.registry.get_executor(task.queue_id, task.type)
+        return bool(executor and executor.options.cancellable)
+
+    def _fits(self, executor: Executor, tasks: Sequence[Task], recorder: RunRecorder) -> bool:
+        """Whether a run with the executor's time limit may start before the caller's deadline.
+        If not, the tasks are handed back (sent again, using no attempt: the next invocation
+        starts them with its full time), or, when the limit is longer than a whole invocation,
+        fail with TaskTimeoutError (retried like any failure, then final: never a loop)."""
+        limit, left = executor.options.timeout, recorder.seconds_left()
+        if limit is None or left is None or limit <= left:
+            return True
+        for task in tasks:
+            if recorder.budget is not None and limit > recorder.budget:
+                recorder.record(task, error=TaskTimeoutError(
+                    f"its timeout of {limit:g} s is longer than the {recorder.budget:.0f} s its worker's invocation "
+                    "has: lower the executor's timeout or raise the function's"))
+            else:
+                recorder.record(task, error=f"handed back: its time limit of {limit:g} s passes the {left:.0f} s "
+                                "left to this invocation; sent again without using an attempt",
+                                retry_delay=0.0, consume_attempt=False)
+        return False
+
+    async def _limited(self, executor: Executor, call: Awaitable[Any]) -> Any:
+        """Await an executor's call within its time limit: past it, the call is cancelled and
+        TaskTimeoutError raised (a TimeoutError of the executor's own passes through as it is)."""
+        limit = executor.options.timeout
+        if limit is None:
+            return await call
+        try:
+            async with asyncio.timeout(limit) as scope:
+                return await call
+        except TimeoutError:
+            if scope.expired():
+                raise TaskTimeoutError(f"ran longer than its timeout of {limit:g} s; stopped") from None
+            raise
 
     async def _hold_until_due(self, tasks: list[Task], recorder: RunRecorder) -> list[Task]:
         """Tasks meant to wait (due after they were created) never run before they are due: one
@@ -172,22 +226,27 @@ class TaskRunner:
         except Exception:
             log.exception("could not release %d claims; they expire with their TTL", len(keys))
 
-    async def _not_yet_committed(self, tasks: list[Task], result: RunResult, owner: str,
-                                 recorder: RunRecorder, claim_ttl: timedelta | None) -> list[Task]:
+    async def _not_yet_committed(self, tasks: list[Task], result: RunResult, owner: str, recorder: RunRecorder,
+                                 claim_ttl: timedelta | None) -> tuple[list[Task], set[str]]:
         """Drop tasks whose row shows this attempt already committed (final, or a later attempt
         recorded): a redelivered batch never runs a committed attempt again. Take the run lease
         of the rest, until this run's deadline (`claim_ttl`, a Lambda's remaining time, else
         the stale window); one whose lease another live run holds is deferred until that lease
-        ends. Rows are read for tasks that have one by design: stored (force_store), of an
-        executor that stores failures, or every task with `history`."""
+        ends, one whose row holds a cancel request ends cancelled. Rows are read for tasks that
+        have one by design: stored (force_store), of an executor that stores failures or gives
+        each task a row (keep_result, cancellable), or every task with `history`."""
         stored = [t for t in tasks if self.has_row(t)]
         if self.storage is None or not stored:
-            return tasks
+            return tasks, set()
         rows = {r.key: r for r in await self.storage.get([t.key for t in stored])}
         done = {t.key for t in stored if (row := rows.get(t.key)) is not None and (
             row.status.is_terminal or _attempt(row) > _attempt(t))}
         result.superseded += [t for t in tasks if t.key in done]
         result.committed_rows += [rows[k] for k in done if rows[k].status.is_terminal]
+        for task in stored:  # a cancel asked while an earlier attempt ran: this one never starts
+            if task.key not in done and (reason := rows[task.key].cancel_requested if task.key in rows else None):
+                recorder.record(task, cancelled=reason)
+                done.add(task.key)
         to_lease = [t for t in stored if t.key in rows and t.key not in done]
         now = self.clock.now()
         until = now + (claim_ttl or self.stale_after)
@@ -201,14 +260,14 @@ class TaskRunner:
                 recorder.record(task, error=CLAIMED_ELSEWHERE, consume_attempt=False,
                                 retry_delay=min(wait, self.stale_after.total_seconds()))
         refused = {t.key for t in to_lease} - leased
-        return [t for t in tasks if t.key not in done and t.key not in refused]
+        return [t for t in tasks if t.key not in done and t.key not in refused], leased
 
     def has_row(self, task: Task) -> bool:
         """Whether the task may have a row (so its runs read it and take its lease)."""
         if task.force_store or self.history:
             return True
         executor = self.registry.get_executor(task.queue_id, task.type)
-        return bool(executor and executor.options.store_on_failure)
+        return bool(executor and (executor.options.store_on_failure or executor.options.has_row))
 
     def _validated(self, executor: Executor, group: list[Task], recorder: RunRecorder) -> list[Pair]:
         """A pair for each task whose payload fits the executor's model; the rest fail for good
@@ -231,7 +290,8 @@ class TaskRunner:
         log_context: Mapping[str, str] | None,
     ) -> ExecutorActions:
         return ExecutorActions(recorder, scope, parent_key, check_task=self.check_task,
-                               flow_starter=self.flow_starter, log_context=log_context, barriers=self.barriers)
+                               flow_starter=self.flow_starter, log_context=log_context, barriers=self.barriers,
+                               control=self.control)
 
     async def _started(self, task: Task, recorder: RunRecorder, consumer_id: str) -> None:
         now = self.clock.now()
@@ -246,17 +306,27 @@ class TaskRunner:
     async def _call_single(
         self, executor: SingleTaskExecutor, pair: Pair, recorder: RunRecorder, consumer_id: str
     ) -> None:
+        """Returning is reporting: a run that returns without a report succeeds with what it
+        returned; raising fails it (TaskCancelledError ends it cancelled)."""
         task, given = pair
+        if not self._fits(executor, [task], recorder):
+            return
         await self._started(task, recorder, consumer_id)
         user_ctx = task.metadata.log_context
         actions = self._actions(recorder, {task.key: task}, _attempt_key(task), user_ctx)
         with log_context_scope(runtime_context(user_ctx, task.key, task.type, self.lifecycle.worker_id)):
             try:
-                await executor.fn(given, actions)
+                returned = await self._limited(executor, executor.fn(given, actions))
+            except TaskCancelledError as exc:
+                if task.key not in recorder.outcomes:
+                    recorder.record(task, cancelled=exc.reason or self.control.cancel_reason(task.key) or "")
             except Exception as exc:  # noqa: BLE001 - an executor's crash is its task's failure
                 if task.key not in recorder.outcomes:
                     recorder.record(task, error=exc)
                 log.warning("executor of %s raised for task %s: %r", task.type, task.key, exc)
+            else:
+                if task.key not in recorder.outcomes:
+                    recorder.record(task, succeeded=True, result=returned)
 
     async def _run_parallel(
         self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder, consumer_id: str
@@ -271,6 +341,8 @@ class TaskRunner:
         if not pairs:
             return
         tasks = [task for task, _ in pairs]
+        if not self._fits(executor, tasks, recorder):
+            return
         if not self.lifecycle.wants("on_task_started"):
             recorder.batch_started_at = self.clock.now()
         else:
@@ -285,7 +357,11 @@ class TaskRunner:
         ctx = {"worker_id": self.lifecycle.worker_id, "batch_size": str(len(tasks))}
         with log_context_scope(ctx):
             try:
-                await executor.fn([given for _, given in pairs], actions)
+                await self._limited(executor, executor.fn([given for _, given in pairs], actions))
+            except TaskCancelledError as exc:
+                for task in tasks:
+                    if task.key not in recorder.outcomes:
+                        recorder.record(task, cancelled=exc.reason or self.control.cancel_reason(task.key) or "")
             except Exception as exc:  # noqa: BLE001 - the crash fails every task not yet reported
                 log.warning("batch executor of %s raised: %r", tasks[0].type, exc)
                 for task in tasks:
@@ -310,7 +386,7 @@ class TaskRunner:
         manager and move on. Whatever it reports later is committed through the same path."""
         task = pair[0]
         timeout = executor.options.handoff_timeout or 0.0
-        own = RunRecorder(self.clock)
+        own = RunRecorder(self.clock, deadline=recorder.deadline, budget=recorder.budget)
         job = asyncio.ensure_future(self._call_single(executor, pair, own, consumer_id))
         await asyncio.wait({job}, timeout=timeout)
         if not job.done() and self.async_manager is None:
@@ -337,10 +413,9 @@ class TaskRunner:
     ) -> None:
         """Commit a handed-off task's outcome. If the commit fails, the task is reported
         uncommitted (`on_async_uncommitted`), for redelivery: never dropped."""
+        self.control.end([task.key])
         if task.key not in own.outcomes:
-            reason = ("abandoned: the async task manager stopped it (timeout or shutdown)"
-                      if job.cancelled() else FORGOTTEN)
-            own.record(task, error=reason)
+            own.record(task, error="abandoned: the async task manager stopped it (timeout or shutdown)")
         late = RunResult(outcomes=list(own.outcomes.values()), new_tasks=own.new_tasks, flows=own.flows)
         try:
             if self.commit_async is not None:

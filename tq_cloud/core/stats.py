@@ -31,7 +31,7 @@ class StatsBook:
     async def batch(
         self, result: RunResult, consumer_id: str | None, started: datetime, finished: datetime,
     ) -> None:
-        ran = [o for o in result.outcomes if o.verdict is not Verdict.IGNORED]
+        ran = [o for o in result.outcomes if o.verdict not in (Verdict.IGNORED, Verdict.CANCELLED)]
         succeeded = sum(1 for o in ran if o.succeeded)
         failed = len(ran) - succeeded
         w = self.worker
@@ -48,8 +48,8 @@ class StatsBook:
         touched = set()
         for outcome in result.outcomes:
             counts = self._queues[outcome.task.queue_id]
-            kind = "ignored" if outcome.verdict is Verdict.IGNORED else (
-                "succeeded" if outcome.succeeded else "failed")
+            kind = (outcome.verdict.value if outcome.verdict in (Verdict.IGNORED, Verdict.CANCELLED)
+                    else "succeeded" if outcome.succeeded else "failed")
             counts[kind] += 1
             touched.add(outcome.task.queue_id)
         for task in result.handed_off:

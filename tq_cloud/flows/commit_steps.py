@@ -27,7 +27,7 @@ from tq_cloud.flows.models import FlowStepResult, retire_task, timeout_timer_nam
 from tq_cloud.ids import derived_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
 from tq_cloud.lifecycle.events import FlowCompleted, FlowStarted
-from tq_cloud.ports.barrier import BarrierState, FlowBarrierProvider
+from tq_cloud.ports.barrier import BarrierSnapshot, BarrierState, FlowBarrierProvider
 from tq_cloud.ports.timer import Timer
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tq_cloud.flows")
 
 _OUTCOME = {BarrierState.COMPLETE: "completed", BarrierState.ABORTED: "aborted",
-            BarrierState.TIMED_OUT: "timed_out"}
+            BarrierState.TIMED_OUT: "timed_out", BarrierState.CANCELLED: "cancelled"}
 
 
 class FlowInitStep:
@@ -158,6 +158,28 @@ class FlowBarrierStep:
             flow_id=meta.flow_id, total_steps=meta.total_steps, join=meta.join,
             outcome=_OUTCOME[state], duration_ms=duration,  # type: ignore[arg-type]
             steps_succeeded=counts.succeeded, steps_failed=counts.failed, trigger_step_index=trigger))
+
+    async def cancelled(self, snapshot: BarrierSnapshot, meta: FlowMeta | None) -> None:
+        """After `handler.cancel_flow` closed a flow: its timeout sentinel cancelled, its items
+        dated (a flow without a deadline), and, when a step's row told the flow's join and
+        entity (`meta`), its projection and `on_flow_completed` event."""
+        now = self.clock.now()
+        if snapshot.deadline is None:
+            queues = self.router.registry.get_queues()
+            join_queue = meta.join.queue_id if meta is not None else (queues[0] if queues else None)
+            if join_queue is not None:
+                await self.router.dispatch([retire_task(snapshot.flow_id, join_queue, now)], strict=True)
+        elif self.timer is not None:
+            await self.timer.cancel(timeout_timer_name(snapshot.flow_id))
+        if meta is None:
+            return
+        if self.projections is not None:
+            await self.projections.flow_final(meta, succeeded=False, error="flow_cancelled")
+        counts = await self.barriers.step_counts(snapshot.flow_id)
+        await self.lifecycle.flow("on_flow_completed", FlowCompleted(
+            flow_id=snapshot.flow_id, total_steps=snapshot.total_steps, join=meta.join, outcome="cancelled",
+            duration_ms=(now - snapshot.started_at).total_seconds() * 1000,
+            steps_succeeded=counts.succeeded, steps_failed=counts.failed))
 
     async def _join_finished(self, meta: FlowMeta, outcome: Outcome) -> None:
         if self.projections is not None:

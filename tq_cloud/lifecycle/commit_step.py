@@ -42,6 +42,8 @@ class LifecycleStep:
                     next_attempt_at=outcome.retry.execute_at if outcome.retry else None))
             elif verdict is Verdict.IGNORED:
                 await emit.task("on_task_cancelled", TaskCancelled(**ctx, reason=outcome.error or "ignored"))
+            elif verdict is Verdict.CANCELLED:
+                await emit.task("on_task_cancelled", TaskCancelled(**ctx, reason=f"cancelled: {outcome.cancel_reason}"))
             else:
                 error = outcome.error or "task failed"
                 await emit.task("on_task_failed", TaskFailed(
@@ -57,7 +59,8 @@ class LifecycleStep:
 
 
 _HOOKS = {Verdict.EXECUTED: {"on_task_completed"}, Verdict.RETRY: {"on_task_failed"},
-          Verdict.IGNORED: {"on_task_cancelled"}, Verdict.FAILED: {"on_task_failed", "on_task_exhausted"},
+          Verdict.IGNORED: {"on_task_cancelled"},
+          Verdict.CANCELLED: {"on_task_cancelled"}, Verdict.FAILED: {"on_task_failed", "on_task_exhausted"},
           Verdict.DISCARDED: {"on_task_failed", "on_task_exhausted"}, None: set()}
 
 

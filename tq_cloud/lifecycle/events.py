@@ -177,7 +177,7 @@ class FlowCompleted:
     flow_id: str
     total_steps: int
     join: JoinTarget
-    outcome: Literal["completed", "aborted", "timed_out"]
+    outcome: Literal["completed", "aborted", "timed_out", "cancelled"]
     duration_ms: float | None
     steps_succeeded: int
     steps_failed: int

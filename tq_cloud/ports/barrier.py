@@ -24,6 +24,8 @@ class BarrierState(StrEnum):
     COMPLETE = "complete"
     ABORTED = "aborted"
     TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    """Closed by `handler.cancel_flow`: it has no join (closing marks it dispatched)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,9 @@ class FlowBarrierProvider(Protocol):
         ...
 
     async def close(self, flow_id: str, state: BarrierState) -> bool:
-        """Close an ACTIVE flow as ABORTED or TIMED_OUT; True only for the call that closed it."""
+        """Close an ACTIVE flow as ABORTED, TIMED_OUT or CANCELLED; True only for the call that
+        closed it. CANCELLED marks the join dispatched in the same write: a cancelled flow has
+        none, and a step reported after the close must not send one."""
         ...
 
     async def get(self, flow_id: str) -> BarrierSnapshot | None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
-from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.core.models import Task, TaskProgress, TaskStatus
 
 NOT_STAMPED = datetime(1970, 1, 1, tzinfo=UTC)
 """The `processing_started_at` of a row stored as it is sent (force_store): the clock of
@@ -46,6 +47,20 @@ class TaskPage:
     """Where the next page starts; None when this page is the last."""
 
 
+class CancelOutcome(StrEnum):
+    """What `TaskStorage.cancel` did to a row."""
+
+    CANCELLED = "cancelled"
+    """It waited (scheduled, or processing with no live run): it is cancelled and never runs."""
+    REQUESTED = "requested"
+    """A run holds it: the run sees the request (`actions.is_cancelled`); an attempt after this
+    one never starts."""
+    FINISHED = "finished"
+    """It is final already: nothing changed."""
+    UNKNOWN = "unknown"
+    """No row has this id."""
+
+
 REDRIVABLE = frozenset({TaskStatus.FAILED, TaskStatus.IGNORED})
 
 
@@ -76,10 +91,11 @@ class TaskStorage(Protocol):
         retry); return the copies written."""
         ...
 
-    async def mark_executed(self, tasks: Sequence[Task], at: datetime) -> None:
+    async def mark_executed(self, tasks: Sequence[Task], at: datetime, keep_for: timedelta | None = None) -> None:
         """Terminal success, with `execution_result`; a no-op for tasks already terminal or
         never stored, and over a row whose attempt is ahead of the task's (a re-drive or a
-        retry written since: a stale copy's outcome never undoes newer work)."""
+        retry written since: a stale copy's outcome never undoes newer work). The row is kept
+        `keep_for` (an executor's `keep_result`), else the store's finished-row TTL."""
         ...
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
@@ -90,7 +106,29 @@ class TaskStorage(Protocol):
     async def mark_ignored(self, tasks: Sequence[Task], reason: str, at: datetime) -> None:
         ...
 
-    async def keep_history(self, tasks: Sequence[Task], at: datetime) -> None:
+    async def mark_cancelled(self, tasks: Sequence[Task], at: datetime) -> None:
+        """Terminal cancel from a run (its executor stopped on a cancel, or its attempt found one
+        asked), `execution_stats.cancel_reason` as given; never over a final row or a later attempt."""
+        ...
+
+    async def cancel(self, task_id: str, reason: str, now: datetime) -> CancelOutcome:
+        """Cancel a stored task (see CancelOutcome). A waiting row becomes `cancelled` in one
+        conditional write that only a row with no live run lease passes: a run that takes its
+        lease after it finds the row final and never starts. A row a live run holds keeps
+        the request, which every later attempt of the task honours."""
+        ...
+
+    async def cancel_requests(self, ids: Sequence[str]) -> dict[str, str]:
+        """The ids among `ids` whose rows hold a cancel request, with its reason (a small read:
+        running cancellable tasks poll it)."""
+        ...
+
+    async def record_progress(self, task: Task, owner: str, progress: TaskProgress) -> bool:
+        """Record a running task's progress on its row, only while `owner` holds its run lease;
+        whether a cancel is requested (so progress reports learn of one for free)."""
+        ...
+
+    async def keep_history(self, tasks: Sequence[Task], at: datetime, keep_for: timedelta | None = None) -> None:
         """History (TQ_HISTORY): executed rows for tasks that had none, upserted, except over a
         row that is already final."""
         ...

@@ -136,5 +136,5 @@ class ProjectionStep:
         self.sink = sink
 
     async def __call__(self, batch: CommitBatch) -> None:
-        await self.sink.terminal(batch.of(Verdict.EXECUTED), batch.of(Verdict.FAILED, Verdict.DISCARDED),
-                                 batch.flows, batch.committed_rows)
+        failed = batch.of(Verdict.FAILED, Verdict.DISCARDED, Verdict.CANCELLED)
+        await self.sink.terminal(batch.of(Verdict.EXECUTED), failed, batch.flows, batch.committed_rows)

@@ -45,11 +45,11 @@ class _Counting:
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._handler, attr)
 
-    async def process_records(self, records: list[Any], owner: str = "direct", *args: Any) -> Any:
+    async def process_records(self, records: list[Any], owner: str = "direct", *args: Any, **kwargs: Any) -> Any:
         for record in records:
             if isinstance(record, Task):
                 self._tracker.delivered(attempt_key(record))
-        report = await self._handler.process_records(records, owner, *args)
+        report = await self._handler.process_records(records, owner, *args, **kwargs)
         current = CURRENT.get(None)
         manager = self._handler.async_manager
         if current is None or current.name not in self._tracker.release_failed:
@@ -82,8 +82,8 @@ class TrackedStorage(InMemoryAdapter):
         self._written: dict[str, float] = {}
         """When each open row was last written (its index entries show `index_lag` later)."""
 
-    def _put(self, task: Task, **update: object) -> Task:
-        row = super()._put(task, **update)
+    def _put(self, task: Task, keep_for: Any = None, **update: object) -> Task:
+        row = super()._put(task, keep_for, **update)
         if row.status.is_terminal:
             self._written.pop(row.key, None)
         else:
@@ -130,15 +130,15 @@ class TrackedStorage(InMemoryAdapter):
             if self._rows[key].status is TaskStatus.SCHEDULED:
                 self.tracker.violate(f"task {key} reset to scheduled while a run held its lease")
 
-    def _finish(self, rows: list[Task]) -> None:
+    def _finish(self, rows: list[Task], keep_for: Any = None) -> None:
         before = {r.key: self._rows[r.key] for r in rows if r.key in self._rows}
-        super()._finish(rows)
+        super()._finish(rows, keep_for)
         for row in rows:
             self._landed(before.get(row.key), row)
 
-    async def mark_executed(self, tasks: Any, at: Any) -> None:
+    async def mark_executed(self, tasks: Any, at: Any, keep_for: Any = None) -> None:
         before = {t.key: self._rows[t.key] for t in tasks if t.key in self._rows}
-        await super().mark_executed(tasks, at)
+        await super().mark_executed(tasks, at, keep_for)
         for task in tasks:
             self._landed(before.get(task.key), task)
 

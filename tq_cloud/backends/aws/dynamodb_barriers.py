@@ -287,10 +287,11 @@ class DynamoDbFlowBarrierProvider:
         try:
             await self.client.update_item(
                 TableName=self.table, Key={"pk": _flow_key(flow_id), "sk": s(_META)},
-                UpdateExpression="SET #st = :to, expires_at = :exp", ConditionExpression="#st = :active",
-                ExpressionAttributeNames={"#st": "state"},
+                UpdateExpression="SET #st = :to, expires_at = :exp, join_dispatched = :joined",
+                ConditionExpression="#st = :active", ExpressionAttributeNames={"#st": "state"},
                 ExpressionAttributeValues={":to": s(state.value), ":active": s(BarrierState.ACTIVE.value),
-                                           ":exp": self._expiry(None)})
+                                           ":exp": self._expiry(None),
+                                           ":joined": {"BOOL": state is BarrierState.CANCELLED}})
         except Exception as exc:
             if is_condition_failure(exc):
                 return False

@@ -30,17 +30,18 @@ from tq_cloud.backends.aws.dynamo import (
     tolerant_gather,
     update_if,
 )
-from tq_cloud.core.codec import UNDECODABLE_QUEUE, UNDECODABLE_TYPE, encode_task
+from tq_cloud.core.codec import UNDECODABLE_QUEUE, UNDECODABLE_TYPE, encode_task, usable_id
 from tq_cloud.core.limits import RESERVED_ID_PREFIX, failure_row
-from tq_cloud.core.models import ExecutionStats, Task, TaskStatus
+from tq_cloud.core.models import ExecutionStats, Task, TaskProgress, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError
 from tq_cloud.ports.paging import MAX_PAGE
-from tq_cloud.ports.storage import NOT_STAMPED, TaskPage, TaskQuery
+from tq_cloud.ports.storage import NOT_STAMPED, CancelOutcome, TaskPage, TaskQuery
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 _ITEM_OVERHEAD = 1024
-_TERMINAL = {":executed": s("executed"), ":failed": s("failed"), ":ignored": s("ignored")}
-_NOT_TERMINAL = "NOT (#s IN (:executed, :failed, :ignored))"
+_TERMINAL = {":executed": s("executed"), ":failed": s("failed"), ":ignored": s("ignored"),
+             ":cancelled": s("cancelled")}
+_NOT_TERMINAL = "NOT (#s IN (:executed, :failed, :ignored, :cancelled))"
 _NOT_AHEAD = "retry_count <= :rc"
 """A task's outcome lands only on a row at its attempt or an earlier one: never over a re-drive
 or a retry written since (a deferral, which uses no attempt, is not ahead)."""
@@ -112,7 +113,8 @@ class DynamoDbAdapter:
             raise PayloadTooLargeError(task.id, len(body), self.max_item_bytes, "the DynamoDB task table")
         return body.decode()
 
-    def _values(self, task: Task, status: TaskStatus, now: datetime | None = None) -> Item:
+    def _values(self, task: Task, status: TaskStatus, now: datetime | None = None,
+                keep_for: timedelta | None = None) -> Item:
         """Attribute values for an item holding `task` in `status`."""
         stats = task.execution_stats
         values: Item = {
@@ -127,15 +129,23 @@ class DynamoDbAdapter:
             values[":pms"] = n(_ms(task.processing_started_at or now or datetime.now(UTC)))
         else:
             at = now or datetime.now(UTC)
-            values[":exp"] = n(int((at + self.finished_ttl).timestamp()))
-            values[":fin"] = s(f"{status.value}#{self._bucket(task.key)}")
-            values[":fms"] = n(_ms(at))
+            values.update(self._finished_values(task.key, status, at, keep_for))
         return values
 
+    def _finished_values(self, task_id: str, status: TaskStatus, at: datetime,
+                         keep_for: timedelta | None = None) -> Item:
+        """A final row's TTL and `finished` index keys."""
+        return {":exp": n(int((at + (keep_for or self.finished_ttl)).timestamp())),
+                ":fin": s(f"{status.value}#{self._bucket(task_id)}"), ":fms": n(_ms(at))}
+
     @staticmethod
-    def _update_expression(values: Item) -> str:
+    def _update_expression(values: Item, clear_cancel: bool = False) -> str:
+        """A new state of the task: no run holds it yet, no progress; a cancel request made
+        while it ran outlives it (its next attempt honours it) unless an operator re-drives it."""
         sets = ["#s = :status", "body = :body", "retry_count = :rc", "deferrals = :d", "execute_at_ms = :at"]
-        removes: list[str] = ["lease_owner", "lease_until"]  # a new state of the task: no run holds it yet
+        removes: list[str] = ["lease_owner", "lease_until", "progress", "cancel_reason"]
+        if clear_cancel:
+            removes.append("cancel_requested")
         for attr, key in (("due_bucket", ":due"), ("running_bucket", ":run"), ("expires_at", ":exp"),
                           ("finished_key", ":fin"), ("finished_ms", ":fms")):
             (sets if key in values else removes).append(f"{attr} = {key}" if key in values else attr)
@@ -144,10 +154,11 @@ class DynamoDbAdapter:
         return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
 
     async def _update(self, task: Task, status: TaskStatus, condition: str, extra: Item | None = None,
-                      now: datetime | None = None) -> Item | None:
+                      now: datetime | None = None, keep_for: timedelta | None = None,
+                      clear_cancel: bool = False) -> Item | None:
         """One conditional upsert; returns the new item, or None when the condition failed."""
-        values = {**self._values(task, status, now), **(extra or {})}
-        return await self._conditional(task.key, self._update_expression(values), condition, values)
+        values = {**self._values(task, status, now, keep_for), **(extra or {})}
+        return await self._conditional(task.key, self._update_expression(values, clear_cancel), condition, values)
 
     async def _conditional(self, task_id: str, update: str, condition: str, values: Item) -> Item | None:
         await self._remember_buckets()
@@ -163,6 +174,15 @@ class DynamoDbAdapter:
             update["processing_started_at"] = _at(item["processing_ms"])
         if "lease_until" in item:
             update["lease_until"] = _at(item["lease_until"])
+        if "cancel_requested" in item:
+            update["cancel_requested"] = item["cancel_requested"]["S"]
+        if "progress" in item:
+            update["progress"] = TaskProgress.model_validate_json(item["progress"]["S"])
+        if "expires_at" in item:
+            update["expires_at"] = datetime.fromtimestamp(int(item["expires_at"]["N"]), UTC)
+        if "cancel_reason" in item:  # cancelled by `cancel`, which writes no body
+            update["execution_stats"] = task.execution_stats.model_copy(
+                update={"cancel_reason": item["cancel_reason"]["S"]})
         return task.model_copy(update=update)
 
     @classmethod
@@ -217,10 +237,56 @@ class DynamoDbAdapter:
 
         return [t for t in await bounded_gather(tasks, retry) if t is not None]
 
-    async def mark_executed(self, tasks: Sequence[Task], at: datetime) -> None:
+    async def mark_executed(self, tasks: Sequence[Task], at: datetime, keep_for: timedelta | None = None) -> None:
         done = [t.model_copy(update={"status": TaskStatus.EXECUTED, "updated_at": at}) for t in tasks]
         await bounded_gather(done, lambda t: self._update(
-            t, TaskStatus.EXECUTED, f"attribute_exists(id) AND {_NOT_TERMINAL} AND {_NOT_AHEAD}", _TERMINAL, at))
+            t, TaskStatus.EXECUTED, f"attribute_exists(id) AND {_NOT_TERMINAL} AND {_NOT_AHEAD}", _TERMINAL, at,
+            keep_for))
+
+    async def mark_cancelled(self, tasks: Sequence[Task], at: datetime) -> None:
+        await self._finish([t.model_copy(update={"status": TaskStatus.CANCELLED, "updated_at": at,
+                                                 "force_store": True}) for t in tasks], at)
+
+    async def cancel(self, task_id: str, reason: str, now: datetime) -> CancelOutcome:
+        """A waiting row (no live lease) becomes `cancelled` without a read; else one a live run
+        holds keeps the request; else one read tells finished from unknown."""
+        if not usable_id(task_id):
+            return CancelOutcome.UNKNOWN
+        waiting = {":scheduled": s("scheduled"), ":processing": s("processing")}
+        cancelled = await self._conditional(
+            task_id, "SET #s = :cancelled, cancel_reason = :r, expires_at = :exp, finished_key = :fin, "
+            "finished_ms = :fms REMOVE due_bucket, running_bucket, processing_ms, lease_owner, lease_until, progress",
+            "#s IN (:scheduled, :processing) AND (attribute_not_exists(lease_owner) OR lease_until < :now)",
+            {**waiting, ":cancelled": s("cancelled"), ":r": s(reason), ":now": n(_ms(now)),
+             **self._finished_values(task_id, TaskStatus.CANCELLED, now)})
+        if cancelled is not None:
+            return CancelOutcome.CANCELLED
+        if await self._conditional(task_id, "SET cancel_requested = :r", "#s IN (:scheduled, :processing)",
+                                   {**waiting, ":r": s(reason)}) is not None:
+            return CancelOutcome.REQUESTED
+        response = await self.client.get_item(TableName=self.table, Key={"id": s(task_id)}, ConsistentRead=True,
+                                              ProjectionExpression="id, body")
+        return CancelOutcome.FINISHED if "body" in response.get("Item", {}) else CancelOutcome.UNKNOWN
+
+    async def cancel_requests(self, ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 100):
+            keys: list[Item] = [{"id": s(i)} for i in dict.fromkeys(ids[start:start + 100]) if usable_id(i)]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True,
+                                                    "ProjectionExpression": "id, cancel_requested"}}
+            while keys and request:
+                response = await self.client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.table, []):
+                    if "cancel_requested" in item:
+                        found[item["id"]["S"]] = item["cancel_requested"]["S"]
+                request = response.get("UnprocessedKeys") or {}
+        return found
+
+    async def record_progress(self, task: Task, owner: str, progress: TaskProgress) -> bool:
+        item = await self._conditional(
+            task.key, "SET progress = :p", "#s = :processing AND lease_owner = :owner",
+            {":p": s(progress.model_dump_json()), ":processing": s("processing"), ":owner": s(owner)})
+        return item is not None and "cancel_requested" in item
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
         await self._finish([failure_row(t, TaskStatus.FAILED, at, None, self.max_item_bytes, failed_at=at)
@@ -230,15 +296,18 @@ class DynamoDbAdapter:
         await self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes,
                                          ignored_reason=reason) for t in tasks], at)
 
-    async def keep_history(self, tasks: Sequence[Task], at: datetime) -> None:
-        await self._finish([t.model_copy(update={"status": TaskStatus.EXECUTED, "updated_at": at}) for t in tasks], at)
+    async def keep_history(self, tasks: Sequence[Task], at: datetime, keep_for: timedelta | None = None) -> None:
+        await self._finish([t.model_copy(update={"status": TaskStatus.EXECUTED, "updated_at": at}) for t in tasks],
+                           at, keep_for)
 
     async def redrive(self, tasks: Sequence[Task], now: datetime) -> list[Task]:
+        """(An operator's re-drive overrides an earlier cancel request: see `_update_expression`.)"""
         condition = "#s IN (:failed, :ignored) AND retry_count < :rc"
         values = {":failed": s("failed"), ":ignored": s("ignored")}
 
         async def back(task: Task) -> Task | None:
-            return task if await self._update(task, TaskStatus.PROCESSING, condition, values, now) else None
+            return task if await self._update(task, TaskStatus.PROCESSING, condition, values, now,
+                                              clear_cancel=True) else None
 
         return [t for t in await bounded_gather(tasks, back) if t is not None]
 
@@ -260,12 +329,13 @@ class DynamoDbAdapter:
             cursor=query.cursor, accept=accept)
         return TaskPage(tasks, cursor)
 
-    async def _finish(self, rows: list[Task], at: datetime) -> None:
+    async def _finish(self, rows: list[Task], at: datetime, keep_for: timedelta | None = None) -> None:
         """Upsert final rows, except over a task that is already final or at a later attempt."""
         for row in rows:
             self._body(row)
         await bounded_gather(rows, lambda t: self._update(
-            t, t.status, f"attribute_not_exists(id) OR ({_NOT_TERMINAL} AND {_NOT_AHEAD})", _TERMINAL, at))
+            t, t.status, f"attribute_not_exists(id) OR ({_NOT_TERMINAL} AND {_NOT_AHEAD})", _TERMINAL, at,
+            keep_for))
 
     async def _move(self, task_id: str, expect: TaskStatus, to: TaskStatus, now: datetime,
                     extra_condition: str = "", extra_values: Item | None = None) -> Item | None:

@@ -87,7 +87,7 @@ class InMemoryFlowBarrierProvider:
         barrier = self._flows.get(flow_id)
         if barrier is None or barrier.snapshot.state is not BarrierState.ACTIVE:
             return False
-        barrier.snapshot = replace(barrier.snapshot, state=state)
+        barrier.snapshot = replace(barrier.snapshot, state=state, join_dispatched=state is BarrierState.CANCELLED)
         return True
 
     async def get(self, flow_id: str) -> BarrierSnapshot | None:

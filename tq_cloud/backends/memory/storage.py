@@ -5,14 +5,14 @@ never share objects with it (a bug class of the reference implementation)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tq_cloud.core.codec import encode_task
 from tq_cloud.core.limits import failure_row
-from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.core.models import Task, TaskProgress, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError, TqError
 from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
-from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, TaskPage, TaskQuery, listed_at
+from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, CancelOutcome, TaskPage, TaskQuery, listed_at
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 
@@ -53,14 +53,20 @@ class _Rows(MutableMapping[str, Task]):
 
 
 class InMemoryAdapter:
-    def __init__(self, *, max_item_bytes: int = DYNAMODB_MAX_ITEM_BYTES) -> None:
+    def __init__(self, *, max_item_bytes: int = DYNAMODB_MAX_ITEM_BYTES,
+                 finished_ttl: timedelta = timedelta(days=7)) -> None:
         self._rows = _Rows()
         self._open: set[str] = set()
-        self._leases: dict[str, tuple[str, datetime]] = {}
-        """Live run leases: the holder and when its lease ends."""
         """Keys of scheduled and processing rows, the only ones sweeps look at (as the sparse
         due and running indexes of the DynamoDB backend)."""
+        self._leases: dict[str, tuple[str, datetime]] = {}
+        """Live run leases: the holder and when its lease ends."""
+        self._cancels: dict[str, str] = {}
+        """Cancel requests made while a run held the row (they outlive its later writes)."""
+        self._progress: dict[str, TaskProgress] = {}
+        self._expires: dict[str, datetime] = {}
         self._max = max_item_bytes
+        self.finished_ttl = finished_ttl
         self.fail_next_writes = 0
 
     @property
@@ -76,15 +82,19 @@ class InMemoryAdapter:
             if size > self._max:
                 raise PayloadTooLargeError(task.id, size, self._max, "the task store")
 
-    def _put(self, task: Task, **update: object) -> Task:
-        """Every write is a new state of the task: no run holds it yet (take_leases sets one)."""
+    def _put(self, task: Task, keep_for: timedelta | None = None, **update: object) -> Task:
+        """Every write is a new state of the task: no run holds it yet (take_leases sets one),
+        and no progress; a final one expires after `keep_for` (else the finished-row TTL)."""
         row = _copy(task.model_copy(update=update) if update else task)
         self._rows[row.key] = row
         self._leases.pop(row.key, None)
+        self._progress.pop(row.key, None)
         if row.status.is_terminal:
             self._open.discard(row.key)
+            self._expires[row.key] = (row.updated_at or NOT_STAMPED) + (keep_for or self.finished_ttl)
         else:
             self._open.add(row.key)
+            self._expires.pop(row.key, None)
         return row
 
     async def insert(self, tasks: Sequence[Task]) -> list[Task]:
@@ -96,6 +106,9 @@ class InMemoryAdapter:
         for row in rows:
             if (lease := self._leases.get(row.key)) is not None:
                 row.lease_until = lease[1]
+            row.cancel_requested = self._cancels.get(row.key)
+            row.progress = self._progress.get(row.key)
+            row.expires_at = self._expires.get(row.key)
         return rows
 
     async def schedule_retry(self, tasks: Sequence[Task]) -> list[Task]:
@@ -109,14 +122,43 @@ class InMemoryAdapter:
             written.append(task)
         return written
 
-    async def mark_executed(self, tasks: Sequence[Task], at: datetime) -> None:
+    async def mark_executed(self, tasks: Sequence[Task], at: datetime, keep_for: timedelta | None = None) -> None:
         self._write_gate(tasks)
         for task in tasks:
             row = self._rows.get(task.key)
             if row is not None and not row.status.is_terminal and row.retry_count <= task.retry_count:
-                self._put(row, status=TaskStatus.EXECUTED, updated_at=at,
+                self._put(row, keep_for, status=TaskStatus.EXECUTED, updated_at=at,
                           execution_result=task.execution_result,
                           execution_stats=task.execution_stats)
+
+    async def mark_cancelled(self, tasks: Sequence[Task], at: datetime) -> None:
+        self._finish([t.model_copy(update={"status": TaskStatus.CANCELLED, "updated_at": at, "force_store": True})
+                      for t in tasks])
+
+    async def cancel(self, task_id: str, reason: str, now: datetime) -> CancelOutcome:
+        row = self._rows.get(task_id)
+        if row is None:
+            return CancelOutcome.UNKNOWN
+        if row.status.is_terminal:
+            return CancelOutcome.FINISHED
+        holder = self._leases.get(task_id)
+        if holder is not None and holder[1] >= now:
+            self._cancels[task_id] = reason
+            return CancelOutcome.REQUESTED
+        stats = row.execution_stats.model_copy(update={"cancel_reason": reason})
+        self._put(row, status=TaskStatus.CANCELLED, updated_at=now, execution_stats=stats)
+        return CancelOutcome.CANCELLED
+
+    async def cancel_requests(self, ids: Sequence[str]) -> dict[str, str]:
+        return {i: self._cancels[i] for i in ids if i in self._cancels}
+
+    async def record_progress(self, task: Task, owner: str, progress: TaskProgress) -> bool:
+        row = self._rows.get(task.key)
+        holder = self._leases.get(task.key)
+        if row is None or row.status is not TaskStatus.PROCESSING or holder is None or holder[0] != owner:
+            return False
+        self._progress[task.key] = progress
+        return task.key in self._cancels
 
     async def mark_failed(self, tasks: Sequence[Task], at: datetime) -> None:
         self._finish([failure_row(t, TaskStatus.FAILED, at, None, self.max_item_bytes, failed_at=at)
@@ -126,8 +168,9 @@ class InMemoryAdapter:
         self._finish([failure_row(t, TaskStatus.IGNORED, at, None, self.max_item_bytes,
                                          ignored_reason=reason) for t in tasks])
 
-    async def keep_history(self, tasks: Sequence[Task], at: datetime) -> None:
-        self._finish([t.model_copy(update={"status": TaskStatus.EXECUTED, "updated_at": at}) for t in tasks])
+    async def keep_history(self, tasks: Sequence[Task], at: datetime, keep_for: timedelta | None = None) -> None:
+        self._finish([t.model_copy(update={"status": TaskStatus.EXECUTED, "updated_at": at}) for t in tasks],
+                     keep_for)
 
     async def list_tasks(self, query: TaskQuery) -> TaskPage:
         after = after_cursor(query.cursor)
@@ -152,17 +195,18 @@ class InMemoryAdapter:
         for task in tasks:
             row = self._rows.get(task.key)
             if row is not None and row.status in REDRIVABLE and _attempt(row) < _attempt(task):
+                self._cancels.pop(task.key, None)  # an operator's re-drive overrides an earlier cancel
                 self._put(task)
                 written.append(task)
         return written
 
-    def _finish(self, rows: list[Task]) -> None:
+    def _finish(self, rows: list[Task], keep_for: timedelta | None = None) -> None:
         """Upsert final rows, except over a task that is already final or at a later attempt."""
         self._write_gate(rows)
         for row in rows:
             current = self._rows.get(row.key)
             if current is None or not (current.status.is_terminal or current.retry_count > row.retry_count):
-                self._put(row)
+                self._put(row, keep_for)
 
     async def take_leases(self, tasks: Sequence[Task], owner: str, now: datetime,
                           expired_before: datetime, until: datetime | None = None) -> set[str]:
