@@ -11,31 +11,41 @@ _EXPORTS = {
     "AsyncTaskManagerOptions": "tq_cloud.asynctasks.manager",
     "BatchReport": "tq_cloud.core.handler",
     "BatchTaskExecutor": "tq_cloud.core.executors",
+    "BoundExecutor": "tq_cloud.core.sending",
     "Clock": "tq_cloud.clock",
     "ConsoleHealthProvider": "tq_cloud.lifecycle.console",
     "EntityRef": "tq_cloud.core.models",
     "ExecutorActions": "tq_cloud.core.actions",
+    "ExecutorHandle": "tq_cloud.core.sending",
     "ExecutorOptions": "tq_cloud.core.executors",
     "FlowConfig": "tq_cloud.flows.models",
     "FlowLifecycleProvider": "tq_cloud.ports.lifecycle",
     "FlowResults": "tq_cloud.flows.models",
     "FlowStep": "tq_cloud.flows.models",
     "HandlerSettings": "tq_cloud.core.settings",
+    "InvalidDelayError": "tq_cloud.errors",
+    "InvalidPayloadError": "tq_cloud.errors",
     "JoinTarget": "tq_cloud.core.models",
     "LifecycleConfig": "tq_cloud.lifecycle.emitter",
     "ManualClock": "tq_cloud.clock",
     "NonRetryableError": "tq_cloud.errors",
     "Operations": "tq_cloud.operations",
     "ProjectionConfig": "tq_cloud.projections.sink",
+    "ResultNotKeptError": "tq_cloud.errors",
     "SingleTaskExecutor": "tq_cloud.core.executors",
     "SystemClock": "tq_cloud.clock",
     "Task": "tq_cloud.core.models",
+    "TaskCancelledError": "tq_cloud.errors",
+    "TaskFailedError": "tq_cloud.errors",
     "TaskHandler": "tq_cloud.core.handler",
     "TaskLifecycleProvider": "tq_cloud.ports.lifecycle",
     "TaskPage": "tq_cloud.ports.storage",
+    "TaskProgress": "tq_cloud.core.models",
     "TaskQuery": "tq_cloud.ports.storage",
     "TaskQueuesManager": "tq_cloud.core.registry",
     "TaskStatus": "tq_cloud.core.models",
+    "TaskTimeoutError": "tq_cloud.errors",
+    "UnknownTaskTypeError": "tq_cloud.errors",
     "WorkerLifecycleProvider": "tq_cloud.ports.lifecycle",
 }
 
@@ -44,31 +54,41 @@ __all__ = [
     "AsyncTaskManagerOptions",
     "BatchReport",
     "BatchTaskExecutor",
+    "BoundExecutor",
     "Clock",
     "ConsoleHealthProvider",
     "EntityRef",
     "ExecutorActions",
+    "ExecutorHandle",
     "ExecutorOptions",
     "FlowConfig",
     "FlowLifecycleProvider",
     "FlowResults",
     "FlowStep",
     "HandlerSettings",
+    "InvalidDelayError",
+    "InvalidPayloadError",
     "JoinTarget",
     "LifecycleConfig",
     "ManualClock",
     "NonRetryableError",
     "Operations",
     "ProjectionConfig",
+    "ResultNotKeptError",
     "SingleTaskExecutor",
     "SystemClock",
     "Task",
+    "TaskCancelledError",
+    "TaskFailedError",
     "TaskHandler",
     "TaskLifecycleProvider",
     "TaskPage",
+    "TaskProgress",
     "TaskQuery",
     "TaskQueuesManager",
     "TaskStatus",
+    "TaskTimeoutError",
+    "UnknownTaskTypeError",
     "WorkerLifecycleProvider",
 ]
 
@@ -78,10 +98,20 @@ if TYPE_CHECKING:
     from tq_cloud.core.actions import ExecutorActions
     from tq_cloud.core.executors import BatchTaskExecutor, ExecutorOptions, SingleTaskExecutor
     from tq_cloud.core.handler import BatchReport, TaskHandler
-    from tq_cloud.core.models import EntityRef, JoinTarget, Task, TaskStatus
+    from tq_cloud.core.models import EntityRef, JoinTarget, Task, TaskProgress, TaskStatus
     from tq_cloud.core.registry import TaskQueuesManager
+    from tq_cloud.core.sending import BoundExecutor, ExecutorHandle
     from tq_cloud.core.settings import HandlerSettings
-    from tq_cloud.errors import NonRetryableError
+    from tq_cloud.errors import (
+        InvalidDelayError,
+        InvalidPayloadError,
+        NonRetryableError,
+        ResultNotKeptError,
+        TaskCancelledError,
+        TaskFailedError,
+        TaskTimeoutError,
+        UnknownTaskTypeError,
+    )
     from tq_cloud.flows.models import FlowConfig, FlowResults, FlowStep
     from tq_cloud.lifecycle.console import ConsoleHealthProvider
     from tq_cloud.lifecycle.emitter import LifecycleConfig
