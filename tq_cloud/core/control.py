@@ -27,6 +27,10 @@ log = logging.getLogger("tq_cloud.control")
 
 PROGRESS_INTERVAL = 5.0
 CANCEL_POLL = 5.0
+FRESH = 1.0
+"""A task about to start whose cancel requests were last read longer ago than this (it waited
+in its batch behind others) has them read again first: a cancel asked while it waited stops it
+before it starts."""
 MAX_NOTE_CHARS = 200
 
 
@@ -39,16 +43,43 @@ class RunControl:
         self._cancelled: dict[str, str] = {}
         self._written: dict[str, datetime] = {}
         self._pending: set[asyncio.Future[None]] = set()
+        self._read_at: dict[str, datetime] = {}
+        """When each leased task's row (and so its cancel request) was last read."""
 
     def begin(self, tasks: Iterable[Task], owner: str, leased: set[str]) -> None:
+        now = self.clock.now()
         for task in tasks:
             self._running[task.key] = owner if task.key in leased else None
+            if task.key in leased:
+                self._read_at[task.key] = now
+
+    async def asked_before_start(self, task: Task) -> str | None:
+        """The reason of a cancel asked for `task` (leased, about to start), reading the requests
+        of the leased tasks running here (one batched read) if the last read is stale."""
+        key = task.key
+        if self._running.get(key) is None or self.storage is None:
+            return None
+        read = self._read_at.get(key)
+        now = self.clock.now()
+        if key not in self._cancelled and (read is None or (now - read).total_seconds() > FRESH):
+            fresh = [i for i, owner in self._running.items() if owner is not None and i not in self._cancelled]
+            try:
+                found = await self.storage.cancel_requests(fresh)
+            except Exception as exc:  # noqa: BLE001 - the run's watcher and progress writes look again
+                log.warning("reading cancel requests failed: %r", exc)
+                return None
+            for i in fresh:
+                self._read_at[i] = now
+            for i, reason in found.items():
+                self._cancelled.setdefault(i, reason)
+        return self._cancelled.get(key)
 
     def end(self, ids: Iterable[str]) -> None:
         for key in ids:
             self._running.pop(key, None)
             self._cancelled.pop(key, None)
             self._written.pop(key, None)
+            self._read_at.pop(key, None)
 
     def is_running(self, task_id: str) -> bool:
         return task_id in self._running

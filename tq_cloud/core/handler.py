@@ -193,7 +193,7 @@ class TaskHandler:
                           partition_key=partition_key, entity=entity, id=id)
         return (await self.add_tasks([task]))[0]
 
-    async def result(self, task_id: str, timeout: float = 0.0) -> Any:
+    async def result(self, task_id: str, timeout: float = 0.0) -> Any:  # noqa: ASYNC109 - the API's name
         """What an executed task returned (or passed to `actions.success`): its executor keeps
         it for `keep_result`. Waits up to `timeout` seconds for a task not finished yet (looking
         with back-off, 50 ms doubling to 2 s), then raises TimeoutError. Raises TaskFailedError

@@ -106,6 +106,9 @@ class ExecutionStats(BaseModel):
     failed_at: AwareDatetime | None = None
     ignored_reason: str | None = None
     cancel_reason: str | None = Field(default=None, description="why `handler.cancel` stopped the task")
+    cancel_id: str | None = Field(default=None, description=(
+        "the call of `handler.cancel` that cancelled the row (so a retried call whose first answer "
+        "was lost knows the cancel was its own)"))
     result_dropped: str | None = None
     redrives: int = Field(default=0, ge=0, description="times an operator sent the task back to run")
     redriven_at: AwareDatetime | None = None

@@ -5,8 +5,7 @@
   is due within its 15 minutes, fits it and has no row; otherwise stored as `scheduled`, and the
   sweeper enqueues it when due;
 - `force_store` and due: stored as `processing` and enqueued; a failed queue write resets the
-  row to `scheduled`, so the sweeper sends it instead (a stored task the delay lane takes is
-  stored the same way, and given to the lane);
+  row to `scheduled`, so the sweeper sends it instead;
 - a task of an executor with `keep_result` or `cancellable` is stored (`force_store`): results
   and cancels need its row;
 - otherwise: enqueued only, the cheapest path (no store write at all).
@@ -223,21 +222,17 @@ class TaskRouter:
             rejected |= await self._publish(now_only, strict)
         if delayed:
             assert self.delay_lane is not None
-            lane = self.delay_lane.send
-            rowless = [t for t in delayed if not t.force_store]
-            if rowless:
-                rejected |= await self._publish(rowless, strict, lane)
-            if len(rowless) < len(delayed):
-                rejected |= await self._store_and_publish([t for t in delayed if t.force_store], now, lane)
+            rejected |= await self._publish(delayed, strict, self.delay_lane.send)
         sent = [t for t in routed if t.key not in rejected]
         await self._scheduled(sent, now)
         return sent, rejected
 
     def _lane_takes(self, task: Task, now: datetime) -> bool:
-        """The delay lane takes a task due within its reach that fits it (one with a row waits
-        there as `processing`, as a stored task on the stream does)."""
+        """The delay lane takes a task without a row, due within its reach, that fits it (a
+        stored task waits in the store: the lane delivers at least once, and a stored task's
+        attempt is sent once)."""
         lane = self.delay_lane
-        if lane is None or task.execute_at is None or task.execute_at - now > lane.max_delay:
+        if lane is None or task.force_store or task.execute_at is None or task.execute_at - now > lane.max_delay:
             return False
         return len(encode_task(task)) <= lane.max_message_bytes
 
@@ -250,12 +245,12 @@ class TaskRouter:
             return exc.rejected
         return {}
 
-    async def _store_and_publish(self, tasks: list[Task], now: datetime, send: Send | None = None) -> Rejected:
+    async def _store_and_publish(self, tasks: list[Task], now: datetime) -> Rejected:
         rows = [t.model_copy(update={"status": TaskStatus.PROCESSING, "processing_started_at": NOT_STAMPED})
                 for t in tasks]
         inserted = {t.key for t in await self.storage.insert(rows)}
         fresh = [t for t in tasks if t.key in inserted]
-        return await self.rows.publish(fresh, send) if fresh else {}
+        return await self.rows.publish(fresh) if fresh else {}
 
     async def _publish_or_reset(self, tasks: list[Task]) -> Rejected:
         return await self.rows.publish(tasks)
@@ -334,10 +329,9 @@ class RowSender:
         self.storage = storage
         self.clock = clock
 
-    async def publish(self, tasks: list[Task], send: Send | None = None) -> Rejected:
-        """Publish (or give to `send`: the delay lane) tasks whose rows are `processing`."""
+    async def publish(self, tasks: list[Task]) -> Rejected:
         try:
-            await (send or self.queue.publish)(tasks)
+            await self.queue.publish(tasks)
             return {}
         except QueueWriteError as exc:
             unwritten = set(exc.task_ids)

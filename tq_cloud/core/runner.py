@@ -176,6 +176,19 @@ class TaskRunner:
                                 retry_delay=0.0, consume_attempt=False)
         return False
 
+    async def _cancel_asked(self, executor: Executor, tasks: Sequence[Task], recorder: RunRecorder) -> bool:
+        """Record as cancelled, and never start, the tasks of a cancellable executor for which a
+        cancel was asked after their run took its lease (they waited in the batch); whether any."""
+        if not executor.options.cancellable:
+            return False
+        asked = False
+        for task in tasks:
+            reason = await self.control.asked_before_start(task)
+            if reason is not None:
+                recorder.record(task, cancelled=reason)
+                asked = True
+        return asked
+
     async def _limited(self, executor: Executor, call: Awaitable[Any]) -> Any:
         """Await an executor's call within its time limit: past it, the call is cancelled and
         TaskTimeoutError raised (a TimeoutError of the executor's own passes through as it is)."""
@@ -309,7 +322,7 @@ class TaskRunner:
         """Returning is reporting: a run that returns without a report succeeds with what it
         returned; raising fails it (TaskCancelledError ends it cancelled)."""
         task, given = pair
-        if not self._fits(executor, [task], recorder):
+        if not self._fits(executor, [task], recorder) or await self._cancel_asked(executor, [task], recorder):
             return
         await self._started(task, recorder, consumer_id)
         user_ctx = task.metadata.log_context
@@ -343,6 +356,11 @@ class TaskRunner:
         tasks = [task for task, _ in pairs]
         if not self._fits(executor, tasks, recorder):
             return
+        if await self._cancel_asked(executor, tasks, recorder):
+            pairs = [(t, g) for t, g in pairs if t.key not in recorder.outcomes]
+            tasks = [task for task, _ in pairs]
+            if not pairs:
+                return
         if not self.lifecycle.wants("on_task_started"):
             recorder.batch_started_at = self.clock.now()
         else:

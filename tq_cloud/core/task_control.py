@@ -22,7 +22,7 @@ from tq_cloud.core.control import RunControl
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.outcomes import Outcome, RunResult
 from tq_cloud.errors import ResultNotKeptError, TaskCancelledError, TaskFailedError
-from tq_cloud.ids import derived_id
+from tq_cloud.ids import derived_id, new_id
 from tq_cloud.ports.barrier import BarrierState
 from tq_cloud.ports.storage import CancelOutcome, TaskStorage
 
@@ -45,7 +45,7 @@ class TaskControl:
         self.control = control
         self.flows = flows
 
-    async def result(self, task_id: str, timeout: float = 0.0) -> Any:
+    async def result(self, task_id: str, timeout: float = 0.0) -> Any:  # noqa: ASYNC109 - handler.result's
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) \
                 or timeout < 0:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
@@ -66,17 +66,17 @@ class TaskControl:
             wait = min(wait * 2, LONGEST_WAIT)
 
     async def cancel(self, task_id: str, reason: str) -> bool:
-        now = self.clock.now()
-        outcome = await self.storage.cancel(task_id, reason, now)
+        now, cancel_id = self.clock.now(), new_id()
+        outcome = await self.storage.cancel(task_id, reason, now, cancel_id)
         if outcome is CancelOutcome.REQUESTED:
             self.control.request(task_id, reason)
             return True
         if outcome is CancelOutcome.CANCELLED:
             await self._settle([task_id], now)
             return True
-        if outcome is CancelOutcome.FINISHED:  # a cancel whose outcome was not committed: commit it now
-            await self._settle([task_id], now, only_unsettled=True)
-            return False
+        if outcome is CancelOutcome.FINISHED:  # perhaps this call's own cancel, its answer lost and retried
+            settled = await self._settle([task_id], now, only_unsettled=True, cancel_id=cancel_id)
+            return any(row.execution_stats.cancel_id == cancel_id for row in settled)
         return self.control.request(task_id, reason)  # a task without a row, running in this process
 
     async def cancel_flow(self, flow_id: str, reason: str) -> bool:
@@ -96,13 +96,16 @@ class TaskControl:
         await self.flows.cancelled(snapshot, next((t.flow_meta for t in cancelled if t.flow_meta), None))
         return True
 
-    async def _settle(self, ids: list[str], now: datetime, only_unsettled: bool = False) -> list[Task]:
+    async def _settle(self, ids: list[str], now: datetime, only_unsettled: bool = False,
+                      cancel_id: str | None = None) -> list[Task]:
         """Commit the cancel of rows cancelled before they ran: their flow barriers, projections
         and lifecycle events (every write of the pipeline is idempotent, so doing it again after
-        a failure is safe)."""
+        a failure is safe). `only_unsettled`: of a row cancelled earlier, only what a lost commit
+        could leave stuck (a flow step, a projection), unless the cancel was `cancel_id`'s."""
         rows = [r for r in await self.storage.get(ids) if r.status is TaskStatus.CANCELLED] if ids else []
-        if only_unsettled:  # only what a lost commit could leave stuck: a flow step, a projection
-            rows = [r for r in rows if r.flow_meta is not None or r.entity is not None]
+        if only_unsettled:
+            rows = [r for r in rows if r.flow_meta is not None or r.entity is not None
+                    or r.execution_stats.cancel_id == cancel_id]
         if rows:
             reason = [r.execution_stats.cancel_reason or "" for r in rows]
             await self.pipeline.commit(RunResult(outcomes=[

@@ -111,11 +111,12 @@ class TaskStorage(Protocol):
         asked), `execution_stats.cancel_reason` as given; never over a final row or a later attempt."""
         ...
 
-    async def cancel(self, task_id: str, reason: str, now: datetime) -> CancelOutcome:
+    async def cancel(self, task_id: str, reason: str, now: datetime, cancel_id: str = "") -> CancelOutcome:
         """Cancel a stored task (see CancelOutcome). A waiting row becomes `cancelled` in one
         conditional write that only a row with no live run lease passes: a run that takes its
         lease after it finds the row final and never starts. A row a live run holds keeps
-        the request, which every later attempt of the task honours."""
+        the request, which every later attempt of the task honours. The row keeps `cancel_id`
+        (as `execution_stats.cancel_id`): a call retried after a lost answer finds its own."""
         ...
 
     async def cancel_requests(self, ids: Sequence[str]) -> dict[str, str]:
@@ -153,7 +154,8 @@ class TaskStorage(Protocol):
         live while its run started at or after `expired_before`. Refused while another owner's
         lease is live, or when the row holds another attempt, is final or is missing. A lease
         ends at its holder's commit (any other write of the row), hand-back (`release_leases`)
-        or deadline; `get` shows a live lease's end as `lease_until`."""
+        or deadline; `get` shows a live lease's end as `lease_until`. Refused too for a row
+        holding a cancel request: one asked between the run's read of the row and its lease."""
         ...
 
     async def release_leases(self, tasks: Sequence[Task], owner: str) -> None:

@@ -96,6 +96,8 @@ class TrackedStorage(InMemoryAdapter):
         leased = await super().take_leases(tasks, owner, now, expired_before, until)
         for key in leased:  # leased again (a retry of its hand-back): a new lease, to its deadline
             self.tracker.handed_back.discard((key, owner))
+            if key in self.tracker.cx_runs or key in self.tracker.cancels:
+                self.tracker.leased_at[key] = self.tracker.now()
         for key, holder in held.items():
             if key not in leased and (key, holder) in self.tracker.handed_back:
                 self.tracker.violate(f"task {key}: a lease its holder handed back held up the redelivery")

@@ -9,13 +9,17 @@ As it goes (each is a violation the moment it happens):
 - every record a successful invocation leaves committed (before the first failure it names)
   has an outcome: committed by this or an earlier invocation, or superseded by a later attempt;
 - a flow's timeout join never happens before its deadline; a flow is joined once;
+- a cancelled task never starts after `cancel` returned True; `cancel` returns True only for a
+  task not finished, and False only for one finished;
 - a projection's stored status never moves back;
 - no outcome lands over a later attempt of its task, no reset wipes a live lease, no retry due
   later waits as `processing`, no lease its holder handed back holds up the redelivery, and no
   sweep runs into its invocation's timeout (world.py checks that one).
 At quiescence: every task that was sent ends in the state its plan implies (see workload.py);
 nothing is left scheduled or processing; each flow has exactly one join whose results name each
-step once, with the step's final result; bound tasks' projections are final; the on-failure
+step once, with the step's final result; a task cancelled before it ran ends cancelled, one
+cancelled while it ran ends executed or cancelled as its run reported, and none ends both;
+bound tasks' projections are final; the on-failure
 destination is empty; every discarded task was announced (on_task_exhausted).
 """
 
@@ -88,6 +92,15 @@ class Tracker:
     lateness: list[float] = field(default_factory=list)
     """Start less due time of each delayed run (see SimReport.lateness)."""
     trace: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
+    cx_running: set[str] = field(default_factory=set)
+    """Tasks of the cancellable executor running now."""
+    cx_runs: Counter[str] = field(default_factory=Counter)
+    cancels: dict[str, str] = field(default_factory=dict)
+    """How each cancel went: `waiting` (True, before any run), `running` (True or False while a
+    run was on), `finished` (False, after it ended), `unknown` (the canceller crashed)."""
+    cancelled_at: dict[str, float] = field(default_factory=dict)
+    leased_at: dict[str, float] = field(default_factory=dict)
+    """When a run last took the lease of a task a cancel concerns."""
 
     def violate(self, message: str) -> None:
         if len(self.violations) < 200:
@@ -147,6 +160,32 @@ class Tracker:
         row = self.peek_row(task.key) if task.force_store or (seen is not None and seen.kept) else None
         if row is not None and (row.status.is_terminal or _attempt(row) > key[1:]):
             self.violate(f"task {task.key} attempt {key[1:]} ran again after it committed ({row.status})")
+
+    def cx_started(self, task: Task) -> None:
+        """A run of a cancellable task starts: never by a run that took its lease after a cancel
+        returned True (one holding the lease before may start, seeing the cancel asked)."""
+        self.cx_running.add(task.key)
+        self.cx_runs[task.key] += 1
+        cancelled = self.cancelled_at.get(task.key)
+        if cancelled is not None and self.leased_at.get(task.key, -1.0) >= cancelled:
+            self.violate(f"task {task.key} started {self.now() - cancelled:.3f} s after cancel returned True")
+
+    def cancel_returned(self, key: str, cancelled: bool | None, running: bool) -> None:
+        """What `handler.cancel(key)` returned (None: the canceller died), and whether a run of
+        the task was on during the call (its executor running, or its lease held)."""
+        if cancelled is None:
+            self.cancels[key] = "unknown"
+            return
+        row = self.peek_row(key)
+        final = row is not None and row.status.is_terminal
+        if not cancelled and not final:
+            self.violate(f"cancel of {key} returned False, though it had not finished ({row and row.status})")
+        if cancelled and row is not None and row.status is TaskStatus.EXECUTED and not running:
+            self.violate(f"cancel of {key} returned True, though it had finished")
+        requested = cancelled and not final  # a run held it: the run decides how it ends
+        self.cancels[key] = "running" if running or requested else "waiting" if cancelled else "finished"
+        if cancelled:
+            self.cancelled_at[key] = self.now()
 
     def joined(self, task: Task, summary: FlowResults, steps: Sequence[tuple[int, str, Any]]) -> None:
         """A join ran and read its flow's results (`steps`: index, status, result)."""

@@ -8,7 +8,7 @@ from tq_cloud.core.outcomes import Verdict
 from tq_cloud.flows.models import StartedFlow
 from tq_cloud.ids import derived_id
 from tq_cloud.ports.projections import ProjectionStatus
-from tq_cloud.simulation.checks import Tracker, rows_left_open
+from tq_cloud.simulation.checks import Seen, Tracker, rows_left_open
 from tq_cloud.simulation.stream import EventSourceMapping, Record, SimStream
 
 
@@ -51,6 +51,9 @@ class FinalChecks:
         for key, seen in tracker.seen.items():
             if key in tracker.redriven:
                 continue  # its new attempts decide how it ends (checked in _redriven)
+            if key in tracker.cancels:
+                self._cancelled(key, seen, tracker.cancels[key])
+                continue
             want = seen.want
             if seen.verdict is not want:
                 tracker.violate(f"task {key} ({seen.label}) ended {seen.verdict}, expected {want}")
@@ -64,6 +67,20 @@ class FinalChecks:
                 tracker.violate(f"stored task {key} should have an executed row, has {row.status if row else None}")
             if seen.bound and want is not None:
                 self._projection(key, want)
+
+    def _cancelled(self, key: str, seen: Seen, how: str) -> None:
+        """A task cancelled before it ran ends cancelled; one cancelled while it ran (or by a
+        canceller that died) ends executed or cancelled; one cancelled after it ended stays
+        executed. The row and the outcomes committed agree: none ends both."""
+        row = self.storage._rows.get(key)
+        status = row.status if row is not None else None
+        allowed = {"waiting": {TaskStatus.CANCELLED}, "finished": {TaskStatus.EXECUTED}}.get(
+            how, {TaskStatus.EXECUTED, TaskStatus.CANCELLED})
+        if status not in allowed:
+            self.tracker.violate(f"task {key} ({seen.label}), cancelled ({how}), ended {status}")
+        both = {seen.verdict, Verdict(status.value) if status is not None else None}
+        if {Verdict.EXECUTED, Verdict.CANCELLED} <= both:
+            self.tracker.violate(f"task {key} ended both executed and cancelled")
 
     def _redriven(self) -> None:
         """Every re-drive reported sent ran its new attempt, and the task's row ends final at

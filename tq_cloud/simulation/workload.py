@@ -14,6 +14,7 @@ import random
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -22,14 +23,16 @@ from tq_cloud.core.actions import ExecutorActions
 from tq_cloud.core.models import EntityRef, JoinTarget, Task
 from tq_cloud.core.outcomes import Verdict
 from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.errors import TaskRejectedError
+from tq_cloud.errors import TaskCancelledError, TaskRejectedError
 from tq_cloud.flows.models import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, FlowConfig
 from tq_cloud.simulation.checks import Seen, Tracker
 
 Q = "sim"
 KB = 1024
-STORED_TYPES = {"seq_s", "slow", "join"}
-RETRIES = {"seq": 2, "seq_s": 2, "par": 2, "bulk": 1, "slow": 1, "step": 1, "join": 2, "typed": 0}
+STORED_TYPES = {"seq_s", "slow", "join", "cx"}
+RETRIES = {"seq": 2, "seq_s": 2, "par": 2, "bulk": 1, "slow": 1, "step": 1, "join": 2, "typed": 0, "cx": 1}
+CX = (Q, "cx")
+"""The cancellable executor: its tasks are sent through `handler.send`, and some cancelled."""
 
 
 class Typed(BaseModel):
@@ -65,6 +68,24 @@ def build_app(tracker: Tracker) -> TaskQueuesManager:
     app.task(Q, "step", retries=RETRIES["step"])(perform)
     app.task(Q, "typed", payload_model=Typed)(perform)
     app.task(Q, "join", retries=RETRIES["join"], store_on_failure=True)(join)
+
+    @app.task(Q, "cx", retries=RETRIES["cx"], cancellable=True, keep_result=timedelta(hours=1))
+    async def cancellable(task: Task, actions: ExecutorActions) -> dict[str, Any]:
+        """Works for `d` seconds, a second at a time; on a cancel it stops (`stop`) or finishes."""
+        tracker.ran(task)
+        tracker.cx_started(task)
+        try:
+            for second in range(int(task.payload["d"])):
+                if actions.is_cancelled(task):
+                    if task.payload["stop"]:
+                        raise TaskCancelledError("stopped on a cancel")
+                    break
+                actions.progress(task, second / task.payload["d"])
+                await asyncio.sleep(1.0)
+            return {"v": "done"}
+        finally:
+            tracker.cx_running.discard(task.key)
+
     return app
 
 
@@ -147,7 +168,19 @@ class Workload:
     """Each root with its delay in seconds (due at add time + delay)."""
     raw: list[tuple[bytes, str]] = field(default_factory=list)
     rejected_at_add: list[Task] = field(default_factory=list)
+    sends: list[Send] = field(default_factory=list)
+    """Tasks sent through `handler.send` (with when to cancel, for some)."""
     expected_tasks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    id: str
+    executor: tuple[str, str]
+    payload: dict[str, Any]
+    delay: float
+    cancel_after: float | None = None
+    """Seconds after it is sent that it is cancelled (before, while or after it runs), if it is."""
 
 
 def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: bool,
@@ -167,6 +200,17 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
         payload: dict[str, Any] = {"k": "ok", "v": rng.randrange(1000)}
         extra: dict[str, Any] = {}
         count = 1
+        if roll < 0.03:  # sent through handler.send: cancellable, some of them cancelled
+            delay = rng.choice([0.0, rng.uniform(1, 300)])
+            d = rng.uniform(1, 40)
+            work.sends.append(Send(new_id(), CX, {"k": "cx", "d": d, "stop": rng.random() < 0.5}, delay,
+                                   rng.uniform(0, delay + d + 30) if rng.random() < 0.5 else None))
+            work.expected_tasks += 1
+            continue
+        if roll < 0.05:
+            work.sends.append(Send(new_id(), (Q, "seq"), {"k": "ok", "v": rng.randrange(1000)}, 0.0))
+            work.expected_tasks += 1
+            continue
         if roll < 0.45:
             pass
         elif roll < 0.55:

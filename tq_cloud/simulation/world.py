@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import heapq
 import random
 import resource
 import time
@@ -153,6 +154,8 @@ class Deployment:
             generate(self.rngs["work"], cfg.tasks, cfg.max_flow_steps, cfg.edge_inputs, new_id)
             if cfg.workload == "mixed" else generate_delays(self.rngs["work"], cfg.tasks, new_id))
         self.produced = asyncio.Event()
+        self.cancels: list[tuple[float, str]] = []
+        """When to cancel which task (a heap)."""
         self._names = iter(range(1, 1 << 62))
 
     def _fault(self, kind: str, where: str) -> None:
@@ -243,6 +246,13 @@ class Deployment:
             while chunk and await invocation(producer.add_tasks(chunk, allow_unknown=True),  # noqa: ASYNC110
                                              self.plan.invocation("producer"), 60.0) is None:
                 await asyncio.sleep(1.0)  # the producer tries again a second later
+            for send in work.sends:
+                delay = timedelta(seconds=send.delay) if send.delay else None
+                while await invocation(producer.send(send.executor, send.payload, delay=delay,  # noqa: ASYNC110
+                                                     id=send.id), self.plan.invocation("producer"), 60.0) is None:
+                    await asyncio.sleep(1.0)
+                if send.cancel_after is not None:
+                    heapq.heappush(self.cancels, (self.loop.time() + send.cancel_after, send.id))
             await asyncio.sleep(0.05)
         self.produced.set()
 
@@ -264,6 +274,22 @@ class Deployment:
                 if self.loop.time() - started >= limit:
                     self.tracker.violate("the sweeper ran into its timeout: what it claimed waits for stale recovery")
                 handler = self.container(sweeper=True)
+
+    async def cancel(self) -> None:
+        """A user cancelling some of the tasks sent through `handler.send`, each at its time
+        (before it runs, while it runs, or after it ended), under the same faults."""
+        handler = self.container()
+        while True:
+            await asyncio.sleep(1.0)
+            while self.cancels and self.cancels[0][0] <= self.loop.time():
+                _, key = heapq.heappop(self.cancels)
+                runs, running = self.tracker.cx_runs[key], key in self.tracker.cx_running
+                cancelled = await invocation(handler.cancel(key, "a user asked"), self.plan.invocation("canceller"),
+                                             60.0)
+                running = running or key in self.tracker.cx_running or self.tracker.cx_runs[key] != runs
+                self.tracker.cancel_returned(key, cancelled, running)
+                if cancelled is None:
+                    handler = self.container()
 
     async def operate(self) -> None:
         """An operator re-driving failed tasks now and then (`tq-cloud redrive`), under the same
@@ -307,13 +333,14 @@ class Deployment:
         self.stream.append(data, partition_key, stale)
 
     def settled(self) -> bool:
-        return (self.produced.is_set() and self.mapping.idle() and not self.timer.pending
+        return (self.produced.is_set() and not self.cancels and self.mapping.idle() and not self.timer.pending
                 and not self.storage._open and (self.lane is None or not self.lane.pending())
                 and all(not c.async_manager or not c.async_manager._entries for c in self.containers.values()))
 
     async def run(self, report: SimReport) -> None:
         actors = [asyncio.ensure_future(self.mapping.consume(lane)) for lane in self.stream.lanes]
-        actors += [asyncio.ensure_future(a) for a in (self.produce(), self.sweep(), self.timer.run(), self.operate())]
+        actors += [asyncio.ensure_future(a) for a in (self.produce(), self.sweep(), self.timer.run(), self.operate(),
+                                                      self.cancel())]
         if self.lane is not None:
             actors += [asyncio.ensure_future(self.lane_mapping.poll(f"lane-poller{p}"))
                        for p in range(self.lane_mapping.pollers)]

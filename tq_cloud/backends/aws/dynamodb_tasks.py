@@ -143,7 +143,7 @@ class DynamoDbAdapter:
         """A new state of the task: no run holds it yet, no progress; a cancel request made
         while it ran outlives it (its next attempt honours it) unless an operator re-drives it."""
         sets = ["#s = :status", "body = :body", "retry_count = :rc", "deferrals = :d", "execute_at_ms = :at"]
-        removes: list[str] = ["lease_owner", "lease_until", "progress", "cancel_reason"]
+        removes: list[str] = ["lease_owner", "lease_until", "progress", "cancel_reason", "cancel_id"]
         if clear_cancel:
             removes.append("cancel_requested")
         for attr, key in (("due_bucket", ":due"), ("running_bucket", ":run"), ("expires_at", ":exp"),
@@ -181,8 +181,8 @@ class DynamoDbAdapter:
         if "expires_at" in item:
             update["expires_at"] = datetime.fromtimestamp(int(item["expires_at"]["N"]), UTC)
         if "cancel_reason" in item:  # cancelled by `cancel`, which writes no body
-            update["execution_stats"] = task.execution_stats.model_copy(
-                update={"cancel_reason": item["cancel_reason"]["S"]})
+            update["execution_stats"] = task.execution_stats.model_copy(update={
+                "cancel_reason": item["cancel_reason"]["S"], "cancel_id": item.get("cancel_id", {}).get("S")})
         return task.model_copy(update=update)
 
     @classmethod
@@ -247,17 +247,18 @@ class DynamoDbAdapter:
         await self._finish([t.model_copy(update={"status": TaskStatus.CANCELLED, "updated_at": at,
                                                  "force_store": True}) for t in tasks], at)
 
-    async def cancel(self, task_id: str, reason: str, now: datetime) -> CancelOutcome:
+    async def cancel(self, task_id: str, reason: str, now: datetime, cancel_id: str = "") -> CancelOutcome:
         """A waiting row (no live lease) becomes `cancelled` without a read; else one a live run
         holds keeps the request; else one read tells finished from unknown."""
         if not usable_id(task_id):
             return CancelOutcome.UNKNOWN
         waiting = {":scheduled": s("scheduled"), ":processing": s("processing")}
         cancelled = await self._conditional(
-            task_id, "SET #s = :cancelled, cancel_reason = :r, expires_at = :exp, finished_key = :fin, "
-            "finished_ms = :fms REMOVE due_bucket, running_bucket, processing_ms, lease_owner, lease_until, progress",
+            task_id, "SET #s = :cancelled, cancel_reason = :r, cancel_id = :cid, expires_at = :exp, "
+            "finished_key = :fin, finished_ms = :fms "
+            "REMOVE due_bucket, running_bucket, processing_ms, lease_owner, lease_until, progress",
             "#s IN (:scheduled, :processing) AND (attribute_not_exists(lease_owner) OR lease_until < :now)",
-            {**waiting, ":cancelled": s("cancelled"), ":r": s(reason), ":now": n(_ms(now)),
+            {**waiting, ":cancelled": s("cancelled"), ":r": s(reason), ":cid": s(cancel_id), ":now": n(_ms(now)),
              **self._finished_values(task_id, TaskStatus.CANCELLED, now)})
         if cancelled is not None:
             return CancelOutcome.CANCELLED
@@ -355,8 +356,10 @@ class DynamoDbAdapter:
         """Each stored task's run lease: its row moves to (or stays) `processing` with
         `processing_ms` now, so stale recovery counts from the start of the run, not from when
         the record was queued, and `lease_until` the holder's deadline. Refused while another
-        owner's lease is live, or when the row holds another attempt or is final."""
+        owner's lease is live, when the row holds another attempt or is final, or holds a cancel
+        request (one asked after the run read the row: its attempt must not start)."""
         condition = ("#s IN (:processing, :scheduled) AND retry_count = :rc AND deferrals = :d AND "
+                     "attribute_not_exists(cancel_requested) AND "
                      "(attribute_not_exists(lease_owner) OR lease_owner = :owner OR lease_until < :pms OR "
                      "(attribute_not_exists(lease_until) AND processing_ms < :expired))")
         ends = until or now + (now - expired_before)

@@ -135,7 +135,7 @@ class InMemoryAdapter:
         self._finish([t.model_copy(update={"status": TaskStatus.CANCELLED, "updated_at": at, "force_store": True})
                       for t in tasks])
 
-    async def cancel(self, task_id: str, reason: str, now: datetime) -> CancelOutcome:
+    async def cancel(self, task_id: str, reason: str, now: datetime, cancel_id: str = "") -> CancelOutcome:
         row = self._rows.get(task_id)
         if row is None:
             return CancelOutcome.UNKNOWN
@@ -145,7 +145,7 @@ class InMemoryAdapter:
         if holder is not None and holder[1] >= now:
             self._cancels[task_id] = reason
             return CancelOutcome.REQUESTED
-        stats = row.execution_stats.model_copy(update={"cancel_reason": reason})
+        stats = row.execution_stats.model_copy(update={"cancel_reason": reason, "cancel_id": cancel_id})
         self._put(row, status=TaskStatus.CANCELLED, updated_at=now, execution_stats=stats)
         return CancelOutcome.CANCELLED
 
@@ -217,7 +217,7 @@ class InMemoryAdapter:
                 continue
             holder = self._leases.get(task.key)
             live = holder is not None and holder[0] != owner and holder[1] >= now
-            if _attempt(row) != _attempt(task) or live:
+            if _attempt(row) != _attempt(task) or live or task.key in self._cancels:
                 continue
             self._put(row, status=TaskStatus.PROCESSING, processing_started_at=now)
             self._leases[task.key] = (owner, until or now + (now - expired_before))
