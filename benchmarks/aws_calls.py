@@ -222,6 +222,35 @@ def plain_immediate_calls(endpoint: str, n: int) -> tuple[float, float]:
     return asyncio.run(go())
 
 
+def cancellable_calls(endpoint: str, n: int) -> tuple[float, float, float]:
+    """DynamoDB writes and reads per task, and the cost per million, for immediate successes of
+    an executor declared `cancellable=True` (each task gets a row: insert, lease, final mark)."""
+    async def go() -> tuple[float, float, float]:
+        settings = fresh_settings(endpoint)
+        tally = Tally()
+        app = TaskQueuesManager()
+
+        @app.task("w", "stoppable", cancellable=True)
+        async def stoppable(task: Task, actions: ExecutorActions) -> None:
+            return None
+
+        async with aws_resources(settings) as clients, open_clients(settings) as esm:
+            clients.dynamodb.meta.events.register("before-parameter-build.*.*", tally.hook("dynamodb"))
+            clients.kinesis.meta.events.register("before-parameter-build.*.*", tally.hook("kinesis"))
+            stack = await build_stack(app, settings, clients)
+            for start in range(0, n, 500):
+                await stack.handler.add_tasks([Task(type="stoppable", queue_id="w", payload={})
+                                               for _ in range(min(500, n - start))])
+            poller = KinesisShardPoller(esm.kinesis, settings.stream_name, stack.handler, batch_size=1000)
+            while await poller.poll_once():
+                pass
+        writes = sum(c for k, c in tally.calls.items() if k.split(".")[1] in DDB_WRITES)
+        reads = sum(c for k, c in tally.calls.items() if k.split(".")[1] in {"GetItem", "Query", "BatchGetItem"})
+        cost = tally.kinesis_records * PRICE_KINESIS_PUT_UNIT + writes * PRICE_DDB_WRITE + n * PRICE_DDB_READ
+        return writes / n, reads / n, cost / n * 1e6
+    return asyncio.run(go())
+
+
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
@@ -238,6 +267,9 @@ def main(argv: list[str] | None = None) -> float:
         k, d = plain_immediate_calls(endpoint, max(1000, args.tasks // 10))
         print(f"plain immediate tasks alone: {k:.4f} Kinesis calls and {d:.4f} DynamoDB calls per task "
               "(targets: <= 0.01 and 0)")
+        w, r, c = cancellable_calls(endpoint, max(1000, args.tasks // 10))
+        print(f"cancellable immediate tasks: {w:.2f} DynamoDB write calls and {r:.2f} read calls per task, "
+              f"about ${c:.2f} per million tasks (one consistent read unit each; index writes not counted)")
         print(f"(ran in {time.perf_counter() - started:.1f}s)")
     logging.disable(logging.NOTSET)
     return per_task

@@ -6,6 +6,7 @@ counter moves as tasks run. A screenshot is saved (.artifacts/console.png)."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,20 @@ def test_the_console_lists_failures_redrives_them_and_counts_live(moto_endpoint:
         browser.find_element(By.ID, "task-id").send_keys("order-7")
         browser.find_element(By.CSS_SELECTOR, "#task-form button").click()
         wait.until(seen.text_to_be_present_in_element((By.ID, "detail"), '"status": "executed"'))
+        wait.until(seen.text_to_be_present_in_element((By.ID, "task-result"), '"charged":7'))
+        assert not browser.find_element(By.ID, "cancel-task").is_displayed(), "a finished task offers a cancel"
+
+        later = datetime.now(UTC) + timedelta(hours=1)
+        enqueue(settings, [Task(id="later-1", type="notify", queue_id="mail", payload={}, execute_at=later)])
+        browser.find_element(By.ID, "task-id").clear()
+        browser.find_element(By.ID, "task-id").send_keys("later-1")
+        browser.find_element(By.CSS_SELECTOR, "#task-form button").click()
+        wait.until(seen.text_to_be_present_in_element((By.ID, "task-status"), "scheduled"))
+        browser.find_element(By.ID, "cancel-task").click()
+        wait.until(seen.text_to_be_present_in_element((By.ID, "cancel-result"), "cancelled"))
+        wait.until(seen.text_to_be_present_in_element((By.ID, "task-status"), "cancelled"))
         artifacts = ROOT / ".artifacts"
         artifacts.mkdir(exist_ok=True)
         assert browser.save_screenshot(str(artifacts / "console.png"))
         assert "https://" not in browser.page_source.split("<body>")[0], "nothing loaded from the internet"
-    assert shop.runs["order-7"] == 2
+    assert shop.runs["order-7"] == 2 and "later-1" not in shop.runs

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.aws_support import tq_variables
-from tests.operate_support import Shop, running_dev, wait_for
+from tests.operate_support import Shop, enqueue, running_dev, wait_for
 from tq_cloud import Task
 from tq_cloud.cli import main
 
@@ -52,7 +53,20 @@ def test_failures_are_listed_redriven_once_and_the_redrive_recorded(
         assert shown["attempts"] == 2
         assert cli_json(capsys, "redrive", "order-0", "order-1", "order-2") == [], "nothing to re-drive again"
         assert cli_json(capsys, "tasks", "list", "--status", "failed") == []
-    assert shop.runs == {**{f"order-{i}": 2 for i in range(3)}, **{t.key: 1 for t in notes}}
+
+        assert cli_json(capsys, "tasks", "result", "order-1") == {"id": "order-1", "status": "executed",
+                                                                  "result": {"charged": 1}}
+        enqueue(settings, [Task(id="later", type="notify", queue_id="mail", payload={},
+                                execute_at=datetime.now(UTC) + timedelta(hours=1))])
+        assert main(["tasks", "result", "later", "--wait", "0.2"]) == 2
+        assert "still scheduled" in capsys.readouterr().err
+        assert main(["tasks", "cancel", "later", "--reason", "not needed"]) == 0
+        assert main(["tasks", "cancel", "later"]) == 1, "a cancelled task was cancelled again"
+        assert main(["tasks", "result", "later"]) == 1
+        assert "cancelled: not needed" in capsys.readouterr().err
+        assert cli_json(capsys, "tasks", "list", "--status", "cancelled")[0]["id"] == "later"
+        assert main(["tasks", "result", "ghost"]) == 2 and main(["flows", "cancel", "ghost"]) == 1
+    assert shop.runs == {**{f"order-{i}": 2 for i in range(3)}, **{t.key: 1 for t in notes}}, "later ran"
 
 
 def _one_line(args: list[str], env: dict[str, str] | None = None, code: int = 1) -> str:

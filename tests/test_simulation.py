@@ -296,3 +296,49 @@ def test_mutation_a_sweeper_ignoring_its_deadline_is_caught(monkeypatch: pytest.
     monkeypatch.setattr(TaskHandler, "process_mature_tasks", ignoring)
     found = violations_within(range(1, 3), tasks=2000, **SLOW_SWEEPS)
     assert any("ran into its timeout" in v for v in found), found[:5]
+
+
+def test_mutation_a_run_leasing_a_row_with_a_cancel_request_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug put back: runs take the lease of (and start) a task whose row holds a cancel
+    request (asked while an earlier run held it, or between a run's read and its lease)."""
+    from tq_cloud.backends.memory import InMemoryAdapter
+    from tq_cloud.core import runner as runner_module
+
+    original = InMemoryAdapter.get
+
+    async def get(self: InMemoryAdapter, ids: Any) -> list[Task]:
+        rows = await original(self, ids)
+        for row in rows:
+            row.cancel_requested = None
+        return rows
+
+    monkeypatch.setattr(InMemoryAdapter, "get", get)
+    monkeypatch.setattr(InMemoryAdapter, "_cancels", property(lambda self: {}, lambda self, value: None),
+                        raising=False)
+    monkeypatch.setattr(runner_module.RunControl, "asked_before_start", _never_asked)
+    found = violations_within(range(1, 9), tasks=3000, about="cancel")
+    assert any("after cancel returned True" in v or "cancelled (" in v for v in found), found[:5]
+
+
+async def _never_asked(self: Any, task: Task) -> None:
+    return None
+
+
+def test_mutation_cancelling_a_row_a_run_holds_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug put back: cancel marks a row cancelled though a live run holds it; the run's
+    success then commits over nothing, and the task ends executed and cancelled."""
+    from tq_cloud.backends.memory import InMemoryAdapter
+    from tq_cloud.core.models import TaskStatus
+    from tq_cloud.ports.storage import CancelOutcome
+
+    async def cancel(self: InMemoryAdapter, task_id: str, reason: str, now: Any, cancel_id: str = "") -> Any:
+        row = self._rows.get(task_id)
+        if row is None or row.status.is_terminal:
+            return CancelOutcome.UNKNOWN if row is None else CancelOutcome.FINISHED
+        stats = row.execution_stats.model_copy(update={"cancel_reason": reason, "cancel_id": cancel_id})
+        self._put(row, status=TaskStatus.CANCELLED, updated_at=now, execution_stats=stats)
+        return CancelOutcome.CANCELLED
+
+    monkeypatch.setattr(InMemoryAdapter, "cancel", cancel)
+    found = violations_within(range(1, 9), tasks=3000, about="cancel")
+    assert any("executed and cancelled" in v or "cancelled (" in v for v in found), found[:5]

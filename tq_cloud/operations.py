@@ -32,6 +32,7 @@ def task_view(task: Task) -> dict[str, Any]:
     return {
         "id": task.id, "queue": task.queue_id, "type": task.type, "status": task.status.value,
         "attempts": attempts, "error": None if task.status is TaskStatus.EXECUTED else (
+            f"cancelled: {stats.cancel_reason}" if task.status is TaskStatus.CANCELLED else
             stats.last_error or stats.ignored_reason), "last_error": stats.last_error,
         "error_type": stats.last_error_type,
         "result": task.execution_result, "redrives": stats.redrives, "payload": task.payload,
@@ -40,6 +41,9 @@ def task_view(task: Task) -> dict[str, Any]:
         "execute_at": _iso(task.execute_at), "created_at": _iso(task.created_at), "updated_at": _iso(task.updated_at),
         "entity": f"{task.entity.type}:{task.entity.id}" if task.entity else None,
         "flow": {"id": meta.flow_id, "step": meta.step_index} if meta else None,
+        "progress": task.progress.model_dump(mode="json") if task.progress else None,
+        "cancel_requested": task.cancel_requested, "result_dropped": stats.result_dropped,
+        "expires_at": _iso(task.expires_at),
     }
 
 
@@ -66,6 +70,29 @@ class Operations:
     async def tasks(self, query: TaskQuery) -> dict[str, Any]:
         page = await self.handler.list_tasks(query)
         return {"tasks": [task_view(t) for t in page.tasks], "cursor": page.cursor}
+
+    async def result(self, task_id: str, wait: float = 0.0) -> dict[str, Any]:
+        """`{"id", "status": "executed", "result"}`, or `{"id", "status", "error"}` for a task
+        that failed, was cancelled, is not finished within `wait` seconds, or keeps no result."""
+        from tq_cloud.errors import TaskCancelledError, TaskFailedError
+
+        try:
+            return {"id": task_id, "status": "executed", "result": await self.handler.result(task_id, wait)}
+        except TaskFailedError as exc:
+            return {"id": task_id, "status": exc.status, "error": exc.error, "error_type": exc.error_type}
+        except TaskCancelledError as exc:
+            return {"id": task_id, "status": "cancelled", "error": f"cancelled: {exc.reason}"}
+        except TimeoutError as exc:
+            return {"id": task_id, "status": "pending", "error": str(exc)}
+        except KeyError as exc:
+            return {"id": task_id, "status": "unknown", "error": str(exc)}
+
+    async def cancel(self, task_id: str, reason: str = "") -> dict[str, Any]:
+        """`{"id", "cancelled": bool}`: False for a finished or unknown task."""
+        return {"id": task_id, "cancelled": await self.handler.cancel(task_id, reason)}
+
+    async def cancel_flow(self, flow_id: str, reason: str = "flow cancelled") -> dict[str, Any]:
+        return {"id": flow_id, "cancelled": await self.handler.cancel_flow(flow_id, reason)}
 
     async def redrive(self, ids: list[str]) -> dict[str, Any]:
         """`{"sent": [task views], "skipped": {id: why}}`."""

@@ -384,3 +384,43 @@ async def test_mutation_an_attempt_after_a_cancel_that_starts_is_caught(memory_e
     monkeypatch.setattr(InMemoryAdapter, "get", forgetful)
     with pytest.raises(AssertionError, match="long-fail"):
         await test_a_running_task_sees_its_cancel_and_whatever_it_reports_wins(memory_engine)
+
+
+async def test_a_task_cancelled_while_it_waits_in_its_batch_never_starts(engine: Engine) -> None:
+    """Its run took the lease with the batch's; the cancel (from another process) comes while a
+    task before it runs: it is read before the task would start, and the task ends cancelled."""
+    started: list[str] = []
+
+    @engine.registry.task("w", "one", cancellable=True)
+    async def one(task: Task, actions: ExecutorActions) -> None:
+        started.append(task.key)
+        if task.payload["first"]:
+            await engine.clock.sleep(3)
+
+    other = TaskHandler(queue=engine.handler.queue, registry=engine.registry, storage=engine.handler.storage,
+                        locks=engine.handler.locks, clock=engine.clock)
+    await engine.handler.send(one, {"first": True}, id="first", partition_key="k")
+    await engine.handler.send(one, {"first": False}, id="second", partition_key="k")
+    run = asyncio.ensure_future(engine.drain())
+    while not started:
+        await tick(engine.clock, run, 1)
+    assert await other.cancel("second", reason="changed my mind")
+    while not run.done():
+        await tick(engine.clock, run, 1)
+    await run
+    assert started == ["first"], "a task cancelled while it waited in its batch started"
+    row = await engine.handler.find("second")
+    assert row is not None and row.status is TaskStatus.CANCELLED
+    assert row.execution_stats.cancel_reason == "changed my mind"
+
+
+async def test_mutation_not_reading_cancels_before_a_start_is_caught(memory_engine: Engine,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.core.control import RunControl
+
+    async def never(self: RunControl, task: Task) -> None:
+        return None
+
+    monkeypatch.setattr(RunControl, "asked_before_start", never)
+    with pytest.raises(AssertionError, match="waited in its batch"):
+        await test_a_task_cancelled_while_it_waits_in_its_batch_never_starts(memory_engine)

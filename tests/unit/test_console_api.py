@@ -117,3 +117,45 @@ async def test_the_guard_check_fails_without_the_guard(monkeypatch: Any) -> None
     monkeypatch.setattr("tq_cloud.console.app.guarded", lambda app, token: app)
     with pytest.raises(AssertionError):
         await test_cross_site_and_rebinding_requests_are_refused()
+
+
+async def test_the_task_page_shows_result_and_progress_and_cancels() -> None:
+    from datetime import timedelta
+
+    app = TaskQueuesManager()
+
+    @app.task("q", "report", keep_result=timedelta(hours=1), cancellable=True)
+    async def report(task: Task, actions: ExecutorActions) -> dict[str, int]:
+        return {"rows": 3}
+
+    stack, stop, serving, base = await _served(app)
+    done = await stack.handler.send(report, {})
+    later = await stack.handler.send(report, {}, delay=timedelta(hours=1))
+    await stack.process_ready()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base + "/") as response:
+                token = re.search(r'name="csrf-token" content="([^"]+)"', await response.text())[1]  # type: ignore[index]
+
+            async def cancel(body: bytes) -> tuple[int, Any]:
+                headers = {"Content-Type": "application/json", "X-CSRF-Token": token}
+                async with http.post(base + "/api/cancel", data=body, headers=headers) as response:
+                    return response.status, await response.json()
+
+            async with http.get(base + f"/api/tasks/{done.key}") as response:
+                view = await response.json()
+            assert view["status"] == "executed" and view["result"] == {"rows": 3} and view["expires_at"]
+            assert (await cancel(b'{"reason": "x"}'))[0] == 400
+            assert (await cancel(b'{"id": 5}'))[0] == 400
+            assert await cancel(f'{{"id": "{later.key}", "reason": "no"}}'.encode()) == (
+                200, {"id": later.key, "cancelled": True})
+            assert await cancel(f'{{"id": "{done.key}"}}'.encode()) == (200, {"id": done.key, "cancelled": False})
+            async with http.get(base + f"/api/tasks/{later.key}") as response:
+                view = await response.json()
+            assert view["status"] == "cancelled" and view["error"] == "cancelled: no"
+            async with http.post(base + "/api/cancel", data=b'{"id": "x"}',
+                                 headers={"Content-Type": "application/json"}) as response:
+                assert response.status == 403, "a cancel without the page's token was taken"
+    finally:
+        stop.set()
+        await serving

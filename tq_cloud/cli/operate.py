@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-STATUSES = ("failed", "ignored", "scheduled", "processing", "executed")
+STATUSES = ("failed", "ignored", "scheduled", "processing", "executed", "cancelled")
 
 
 class UsageError(Exception):
@@ -60,6 +60,15 @@ def add_commands(commands: Any, app_name_option: Any) -> None:
     show = command("show", "one task: status, attempts, times, error, result, redrives", _tasks_show, tasks)
     show.add_argument("id")
     show.add_argument("--json", action="store_true", help="print a JSON object")
+    result = command("result", "what a task returned (its executor keeps results: keep_result)", _tasks_result, tasks)
+    result.add_argument("id")
+    result.add_argument("--wait", type=_seconds, default=0.0, metavar="S",
+                        help="wait up to S seconds for it to finish (default: answer now)")
+    result.add_argument("--json", action="store_true", help="print a JSON object")
+    cancel = command("cancel", "stop a task: one not started never runs; a running one is asked to stop",
+                     _tasks_cancel, tasks)
+    cancel.add_argument("id")
+    cancel.add_argument("--reason", default="", help="kept on the task (tasks show)")
 
     redrive = command("redrive", "send failed (or ignored) tasks back to run, as a new attempt", _redrive)
     redrive.add_argument("ids", nargs="*", metavar="ID")
@@ -81,6 +90,10 @@ def add_commands(commands: Any, app_name_option: Any) -> None:
     flow_show = command("show", "a flow: its progress, join and steps", _flows_show, flows)
     flow_show.add_argument("id")
     flow_show.add_argument("--json", action="store_true")
+    flow_cancel = command("cancel", "close a flow as cancelled and cancel its steps not started", _flows_cancel,
+                          flows)
+    flow_cancel.add_argument("id")
+    flow_cancel.add_argument("--reason", default="flow cancelled")
 
     console = command("console", "the web console on 127.0.0.1", _console)
     console.add_argument("--port", type=int, default=0, help="default: a free port (printed); a fixed one is "
@@ -96,6 +109,16 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"a JSON {type(value).__name__}, not an object: a payload is a JSON "
                                          """object, e.g. '{"items": [1, 2]}'""")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds from 0 to 3600")
     return value
 
 
@@ -236,6 +259,43 @@ async def _tasks_show(args: argparse.Namespace) -> int:
         width = max(len(k) for k in task)
         print("\n".join(f"{k:<{width}}  {_cell(v, 200)}" for k, v in task.items()))
     return 0
+
+
+async def _tasks_result(args: argparse.Namespace) -> int:
+    """The result as JSON on standard output (0); a task that did not succeed is one line saying
+    how it ended, on standard error (1: failed or cancelled; 2: not finished, unknown or not kept)."""
+    async with _stack(args) as stack:
+        answer = await _operations(stack).result(args.id, args.wait)
+    if answer["status"] == "executed":
+        print(json.dumps(answer if args.json else answer["result"], default=str))
+        return 0
+    if args.json:
+        print(json.dumps(answer, default=str))
+    hint = {"pending": " (wait longer: --wait S)", "unknown": ""}.get(answer["status"], "")
+    print(f"task {args.id}: {answer['status']}: {answer['error']}{hint}", file=sys.stderr)
+    return 1 if answer["status"] in ("failed", "ignored", "cancelled") else 2
+
+
+async def _tasks_cancel(args: argparse.Namespace) -> int:
+    async with _stack(args) as stack:
+        answer = await _operations(stack).cancel(args.id, args.reason)
+    if answer["cancelled"]:
+        print(f"cancelled {args.id}: it will not start again (a run in progress sees actions.is_cancelled)")
+        return 0
+    print(f"not cancelled: {args.id} has finished, or no stored task has that id (`tq-cloud tasks show {args.id}`)",
+          file=sys.stderr)
+    return 1
+
+
+async def _flows_cancel(args: argparse.Namespace) -> int:
+    async with _stack(args) as stack:
+        answer = await _operations(stack).cancel_flow(args.id, args.reason)
+    if answer["cancelled"]:
+        print(f"cancelled flow {args.id}: its steps not started will not run, and it has no join")
+        return 0
+    print(f"not cancelled: flow {args.id} is closed already, or unknown (`tq-cloud flows show {args.id}`)",
+          file=sys.stderr)
+    return 1
 
 
 async def _redrive(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """The web console: live counts and throughput per queue and type (server-sent events), failed
-tasks with their errors and a re-drive button, a task's detail, flows with their progress and
+tasks with their errors and a re-drive button, a task's detail (its result, progress and a
+cancel button), flows with their progress and
 join, an entity's timeline. Starlette and uvicorn on 127.0.0.1; one page of plain HTML and
 JavaScript (page.html), nothing loaded from the internet, no build step. It reads everything
 through `Operations`, so it works against the local runtime and a deployed stack alike.
@@ -86,6 +87,18 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
         report = await ops.redrive(ids)
         return JSONResponse({"redriven": report["sent"], "skipped": report["skipped"]})
 
+    async def cancel(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        task_id = body.get("id") if isinstance(body, dict) else None
+        reason = body.get("reason", "") if isinstance(body, dict) else ""
+        if not isinstance(task_id, str) or not task_id or not isinstance(reason, str) or len(reason) > 1000:
+            return JSONResponse({"error": "give {\"id\": \"task id\", \"reason\": \"why\"} (a reason of at most "
+                                          "1,000 characters)"}, status_code=400)
+        return JSONResponse(await ops.cancel(task_id, reason))
+
     async def flows(request: Request) -> Response:
         return JSONResponse(await ops.flows(int(request.query_params.get("limit", 50)),
                                             request.query_params.get("cursor") or None))
@@ -113,6 +126,7 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
     return guarded(Starlette(exception_handlers={ValueError: bad_request}, routes=[
         Route("/", index), Route("/api/counts", counts), Route("/api/tasks", tasks),
         Route("/api/tasks/{task_id:path}", task), Route("/api/redrive", redrive, methods=["POST"]),
+        Route("/api/cancel", cancel, methods=["POST"]),
         Route("/api/flows", flows), Route("/api/flows/{flow_id:path}", flow),
         Route("/api/entities/{kind}/{entity_id:path}", entity), Route("/api/events", events),
     ]), token)
