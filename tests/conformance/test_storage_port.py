@@ -10,6 +10,7 @@ from tq_cloud import Task, TaskStatus
 from tq_cloud.clock import ManualClock
 from tq_cloud.core.models import ExecutionStats
 from tq_cloud.errors import PayloadTooLargeError
+from tq_cloud.ports.storage import TaskQuery
 
 
 def t(id_: str, clock: ManualClock, *, at: float = 0, status: TaskStatus = TaskStatus.SCHEDULED,
@@ -213,3 +214,42 @@ async def test_a_lease_ends_at_its_deadline_or_when_released(storage: Any, clock
     assert await storage.take_leases([task], "c", later, stale) == {"e"}, "released"
     await storage.release_leases([t("nobody", clock)], "c")
     assert await storage.get(["nobody"]) == []
+
+
+async def test_cancel_progress_and_kept_results_behave_alike(storage: Any, clock: ManualClock) -> None:
+    """The task-control part of the port: a waiting row is cancelled (with its reason and the
+    call's id), a leased one keeps the request (which refuses any new lease), a final or missing
+    one is left alone; progress lands only under the holder's lease and tells of a request; an
+    executed row is kept as long as asked."""
+    from tq_cloud.core.models import TaskProgress
+    from tq_cloud.ports.storage import CancelOutcome
+
+    now = clock.now()
+    await storage.insert([t("wait", clock, at=60), t("run", clock, status=TaskStatus.PROCESSING),
+                          t("done", clock, status=TaskStatus.PROCESSING)])
+    assert await storage.take_leases([t("run", clock), t("done", clock)], "me", now, now - timedelta(minutes=5),
+                                     now + timedelta(minutes=1)) == {"run", "done"}
+    progress = TaskProgress(done=0.25, note="a quarter", at=now)
+    assert await storage.record_progress(t("run", clock), "me", progress) is False
+    assert await storage.record_progress(t("run", clock), "someone else", progress) is False
+    await storage.mark_executed([t("done", clock).model_copy(update={"execution_result": {"n": 1}})], now,
+                                keep_for=timedelta(hours=2))
+    assert await storage.cancel("wait", "not needed", now, "call-1") is CancelOutcome.CANCELLED
+    assert await storage.cancel("run", "stop", now) is CancelOutcome.REQUESTED
+    assert await storage.cancel("done", "late", now) is CancelOutcome.FINISHED
+    assert await storage.cancel("ghost", "?", now) is CancelOutcome.UNKNOWN
+    assert await storage.cancel("wait", "again", now) is CancelOutcome.FINISHED
+    assert await storage.cancel_requests(["wait", "run", "done", "ghost"]) == {"run": "stop"}
+    assert await storage.record_progress(t("run", clock), "me", progress) is True, "progress hides the request"
+    rows = {r.key: r for r in await storage.get(["wait", "run", "done"])}
+    assert rows["wait"].status is TaskStatus.CANCELLED
+    assert (rows["wait"].execution_stats.cancel_reason, rows["wait"].execution_stats.cancel_id) == (
+        "not needed", "call-1")
+    assert rows["run"].status is TaskStatus.PROCESSING and rows["run"].cancel_requested == "stop"
+    assert rows["run"].progress == progress
+    assert rows["done"].execution_result == {"n": 1} and rows["done"].expires_at is not None
+    assert timedelta(hours=2) - timedelta(seconds=1) <= rows["done"].expires_at - now <= timedelta(hours=2)
+    later = now + timedelta(minutes=2)  # the lease has ended: a new run may not take it, the request stands
+    assert await storage.take_leases([t("run", clock)], "next", later, later - timedelta(minutes=5)) == set()
+    listed = await storage.list_tasks(TaskQuery(status=TaskStatus.CANCELLED))
+    assert [r.key for r in listed.tasks] == ["wait"]
