@@ -356,7 +356,7 @@ async def test_mutation_cancelling_a_leased_row_is_caught(memory_engine: Engine,
     from tq_cloud.backends.memory import InMemoryAdapter
     from tq_cloud.ports.storage import CancelOutcome
 
-    async def cancel(self: InMemoryAdapter, task_id: str, reason: str, now: Any) -> CancelOutcome:
+    async def cancel(self: InMemoryAdapter, task_id: str, reason: str, now: Any, cancel_id: str = "") -> CancelOutcome:
         row = self._rows.get(task_id)
         if row is None or row.status.is_terminal:
             return CancelOutcome.UNKNOWN if row is None else CancelOutcome.FINISHED

@@ -95,12 +95,13 @@ class KinesisBatchHandler:
         failed: list[str] = []
         for start in range(0, len(decoded), self.chunk_size):
             chunk = decoded[start:start + self.chunk_size]
-            if self._time_left_ms(context) < self.safety_margin_ms:
+            left_now = self._time_left_ms(context)
+            if left_now < self.safety_margin_ms:
                 log.warning("%d tasks left unstarted near the deadline; reported for redelivery",
                             len(decoded) - start)
                 failed += [seq for seq, _ in decoded[start:]]
                 break
-            failed += await self._process(handler, chunk, context, owner, claim_ttl)
+            failed += await self._process(handler, chunk, context, owner, claim_ttl, left_now)
         budget = max(self._time_left_ms(context) - self.safety_margin_ms / 2, 0.0)
         if handler.async_manager is not None and budget != float("inf"):
             await handler.async_manager.settle(handler.clock.now() + timedelta(milliseconds=budget))
@@ -118,7 +119,7 @@ class KinesisBatchHandler:
             log.error("lifecycle events still undelivered at the invocation's deadline")
 
     async def _process(self, handler: Any, chunk: list[tuple[str, Any]], context: Any, owner: str,
-                       claim_ttl: timedelta | None) -> list[str]:
+                       claim_ttl: timedelta | None, left_ms: float) -> list[str]:
         """Process a chunk; if its commit fails, retry the uncommitted records one by one (while
         time allows), so one failing write does not send the whole chunk back to Kinesis.
         Returns the sequence numbers still not committed. Each run gets the time left now
@@ -126,12 +127,14 @@ class KinesisBatchHandler:
         the whole invocation's time as its budget."""
         pending = chunk
         for attempt in range(1 + self.commit_retries):
-            if attempt and self._time_left_ms(context) < self.safety_margin_ms:
-                break
+            if attempt:
+                left_ms = self._time_left_ms(context)
+                if left_ms < self.safety_margin_ms:
+                    break
             groups = [pending] if attempt == 0 else [[r] for r in pending]
             still: list[tuple[str, Any]] = []
             for group in groups:
-                left = None if claim_ttl is None else timedelta(milliseconds=self._time_left_ms(context))
+                left = None if claim_ttl is None else timedelta(milliseconds=left_ms)
                 report = await handler.process_records([r for _, r in group], owner, left, budget=claim_ttl)
                 self._metrics(report)
                 uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
