@@ -45,6 +45,10 @@ def show(report: SimReport) -> None:
           f"{report.invocations} invocations, {report.redelivered} records redelivered, peak RSS {report.peak_mb:.0f} MB")
     print(f"  faults injected: {faults}")
     print(f"  operator: {report.redrives} tasks re-driven (stale records of their old attempts put back)")
+    if report.schedules:
+        n = report.schedules
+        print(f"  schedules: {n['occurrences']} occurrences, {n['duplicates']} duplicate firings, {n['twice']} run twice, "
+              f"{n['lost']} lost ({n['skipped']} skipped by overlap='skip', recorded)")
     if report.lateness:
         late = sorted(report.lateness)
         print(f"  delay lane: {report.lane_messages} messages; lateness of delayed runs p50 "

@@ -20,6 +20,7 @@ from tq_cloud import EntityRef, ExecutorActions, FlowConfig, JoinTarget, ManualC
 from tq_cloud.aws_lambda import kinesis_handler, sweeper_handler
 from tq_cloud.backends.aws import AwsSettings
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.schedules.firing import firing
 
 ROOT = Path(__file__).resolve().parents[1]
 Grant = tuple[str, str]
@@ -108,8 +109,9 @@ class CallLog:
             self.calls.add((action.removesuffix("Batch"), self.names.get(params.get("QueueUrl"), "unknown-queue")))
             return
         if service == "scheduler":
-            self.calls.add((action, "FlowTimeoutScheduleGroup/*"))
-            if model.name == "CreateSchedule":
+            recurring = str(params.get("Name", "")).startswith("schedule.")
+            self.calls.add((action, "FlowTimeoutScheduleGroup/schedule.*" if recurring else "FlowTimeoutScheduleGroup/*"))
+            if model.name in ("CreateSchedule", "UpdateSchedule"):
                 self.calls.add(("iam:PassRole", "SchedulerRole"))
             return
         tables = [v["TableName"] for item in params.get("TransactItems", []) for v in item.values()]
@@ -139,6 +141,7 @@ def workload_app(clock: ManualClock) -> TaskQueuesManager:
     async def joined(task: Task, actions: ExecutorActions) -> None:
         actions.success(task)
 
+    app.schedule("nightly", task=joined, cron="0 2 * * *", overlap="skip")
     return app
 
 
@@ -174,7 +177,8 @@ def test_the_functions_make_no_call_beyond_the_list(settings: AwsSettings) -> No
         stack = handler.runtime.run(handler.runtime.stack())  # type: ignore[attr-defined]
         log.attach(stack.clients)
     seen: set[str] = set()
-    batch: list[Task] = [Task(id="p", type="parent", queue_id="q", payload={}, force_store=True)]
+    batch: list[Task] = [Task(id="p", type="parent", queue_id="q", payload={}, force_store=True),
+                         firing(app.schedules["nightly"], clock.now())]
     for _ in range(8):  # deliver what was published, sweep what is due, until quiet
         worker(event_of(*batch), FakeContext())
         worker.runtime.run(clock.advance(120))  # type: ignore[attr-defined]
@@ -185,6 +189,7 @@ def test_the_functions_make_no_call_beyond_the_list(settings: AwsSettings) -> No
     assert {("dynamodb:PutItem", "BarriersTable"), ("scheduler:CreateSchedule", "FlowTimeoutScheduleGroup/*"),
             ("dynamodb:BatchGetItem", "TasksTable"), ("dynamodb:PutItem", "LocksTable")} <= worker_log.calls
     assert ("dynamodb:Query", "TasksTable/index/*") in sweeper_log.calls
+    assert ("scheduler:CreateSchedule", "FlowTimeoutScheduleGroup/schedule.*") in sweeper_log.calls
 
 
 async def test_a_producer_makes_no_call_beyond_its_policy(settings: AwsSettings) -> None:

@@ -342,3 +342,29 @@ def test_mutation_cancelling_a_row_a_run_holds_is_caught(monkeypatch: pytest.Mon
     monkeypatch.setattr(InMemoryAdapter, "cancel", cancel)
     found = violations_within(range(1, 9), tasks=3000, about="cancel")
     assert any("executed and cancelled" in v or "cancelled (" in v for v in found), found[:5]
+
+
+def test_mutation_an_occurrence_sent_under_a_fresh_id_runs_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug put back: a firing makes its occurrence under an id of its own, so a duplicate
+    firing runs the occurrence again."""
+    import itertools
+
+    from tq_cloud.schedules import firing
+
+    fresh, made = itertools.count(), firing.occurrence
+
+    def occurrence(schedule: Any, at: datetime, now: datetime) -> Task:
+        return made(schedule, at, now).model_copy(update={"id": f"{schedule.name}-{next(fresh)}"})
+
+    monkeypatch.setattr(firing, "occurrence", occurrence)
+    found = violations_within(range(1, 9), tasks=1000, about="schedule")
+    assert any("ran twice" in v for v in found), found[:5]
+
+
+def test_mutation_no_catch_up_of_lost_firings_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def nothing(*args: Any) -> list[Task]:
+        return []
+
+    monkeypatch.setattr("tq_cloud.core.handler.catch_up", nothing)
+    found = violations_within(range(1, 9), tasks=1000, about="schedule")
+    assert any("was lost" in v for v in found), found[:5]

@@ -150,7 +150,7 @@ def test_every_alarm_notifies_the_topic_and_exhausted_tasks_raise_one(stack: dic
     worker's metric itself in tests/aws/test_lambda_handlers.py."""
     resources = translated()["Resources"]
     alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    assert len(alarms) == 4 and all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
+    assert len(alarms) == 5 and all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
     exhausted = alarms["ExhaustedTasksAlarm"]
     assert (exhausted["Namespace"], exhausted["MetricName"]) == ("tq-cloud", "TasksExhausted")
     assert exhausted["Dimensions"] == [{"Name": "service", "Value": {"Ref": "AWS::StackName"}}]

@@ -53,15 +53,61 @@ def _iso(value: datetime | None) -> str | None:
 
 class Operations:
     def __init__(self, handler: TaskHandler, barriers: FlowBarrierProvider | None,
-                 projections: EntityProjectionProvider | None) -> None:
+                 projections: EntityProjectionProvider | None, deployed: Any = None) -> None:
         self.handler = handler
         self.barriers = barriers
         self.projections = projections
+        self.deployed = deployed
+        """The deployed schedules (an AwsStack's ScheduleSync), if any."""
 
     @classmethod
     def of(cls, stack: Any) -> Operations:
         """From a stack (AwsStack or InMemoryStack): its handler, barriers and projections."""
-        return cls(stack.handler, stack.barriers, stack.projections)
+        return cls(stack.handler, stack.barriers, stack.projections, getattr(stack, "schedules", None))
+
+    async def schedules(self, upcoming: int = 3, recent: int = 3) -> list[dict[str, Any]]:
+        """Each schedule the app declares or the stack has deployed: its expression, whether the
+        deployed one matches (drift), paused, its next occurrences and its last runs."""
+        from tq_cloud.schedules.firing import ScheduleState, describe, occurrence_id, pause_key
+
+        declared = self.handler.registry.schedules
+        deployed = await self.deployed.deployed() if self.deployed is not None else {}
+        marks = await self.handler.storage.get_marks([pause_key(n) for n in declared])
+        now = self.handler.clock.now()
+        rows = []
+        for name in sorted(set(declared) | set(deployed)):
+            schedule, have = declared.get(name), deployed.get(name)
+            view: dict[str, Any] = {"name": name, **(describe(schedule) if schedule else {
+                "task": None, "expression": (have or {}).get("ScheduleExpression"),
+                "timezone": (have or {}).get("ScheduleExpressionTimezone")})}
+            mark = marks.get(pause_key(name))
+            view["paused"] = bool(mark and ScheduleState.load(mark).paused) or (have or {}).get("State") == "DISABLED"
+            view["deployed"] = ("not deployed" if have is None and self.deployed is not None else
+                                "yes" if schedule is None and not declared else  # no app to compare with
+                                "not declared: removed at the next sync" if schedule is None else
+                                "differs: updated at the next sync" if have is not None and (
+                                    have.get("ScheduleExpression") != schedule.expression or
+                                    have.get("ScheduleExpressionTimezone") != schedule.timezone) else
+                                "yes" if have is not None else "-")
+            if schedule is not None:
+                nexts = schedule.occurrences(now, now + timedelta(days=3660))
+                view["next"] = [at.isoformat() for _, at in zip(range(upcoming), nexts, strict=False)]
+                last: list[datetime] = []
+                at = schedule.previous(now + timedelta(microseconds=1))
+                while at is not None and len(last) < recent:
+                    last.append(at)
+                    at = schedule.previous(at)
+                found = {r.key: r for r in await self.handler.storage.get([occurrence_id(name, a) for a in last])}
+                view["last_runs"] = [{"at": a.isoformat(), "status": (row.status.value if (
+                    row := found.get(occurrence_id(name, a))) else "no run")} for a in last]
+            rows.append(view)
+        return rows
+
+    async def pause_schedule(self, name: str, paused: bool = True) -> dict[str, Any]:
+        """Pause (or resume) a schedule: its mark, and the deployed schedule's state."""
+        await self.handler.pause_schedule(name, paused)
+        changed = await self.deployed.set_enabled(name, not paused) if self.deployed is not None else False
+        return {"name": name, "paused": paused, "deployed": changed}
 
     async def task(self, task_id: str) -> dict[str, Any] | None:
         found = await self.handler.find(task_id)

@@ -1,10 +1,11 @@
 """A whole tq-cloud stack in memory, driven deterministically: for tests (ours and users'),
-benchmarks and the demo. Time moves only when `run_until_idle` jumps to the next due task."""
+benchmarks and the demo. Time moves only when `run_until_idle` jumps to the next due task, or
+`run_until(when)` to the next due task or schedule occurrence."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tq_cloud.asynctasks.manager import AsyncTaskManager
@@ -20,6 +21,7 @@ from tq_cloud.backends.memory import (
 from tq_cloud.clock import ManualClock
 from tq_cloud.core.handler import BatchReport, TaskHandler
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.schedules.firing import firing
 
 
 @dataclass
@@ -34,6 +36,8 @@ class InMemoryStack:
     timer: InMemoryTimer
     handler: TaskHandler
     reports: list[BatchReport] = field(default_factory=list)
+    fired_until: datetime | None = None
+    """Schedule occurrences up to this time have been fired (None: none yet, from the start)."""
 
     @classmethod
     def create(
@@ -99,6 +103,47 @@ class InMemoryStack:
                     return processed
             if not progressed:
                 return processed
+
+    async def run_until(self, when: datetime, *, batch_size: int = 100, max_rounds: int = 100_000) -> int:
+        """Run everything due up to `when`, firing every schedule occurrence in between, in
+        order, at its time (as EventBridge Scheduler does); the clock ends at `when`.
+
+        Example:
+            app.schedule("hourly", task=report, every=timedelta(hours=1))
+            await stack.run_until(stack.clock.now() + timedelta(days=1))   # 24 occurrences, each once
+        """
+        processed = 0
+        for _ in range(max_rounds):
+            processed += await self.process_ready(batch_size)
+            if await self.handler.process_mature_tasks() or await self.fire_schedules():
+                continue
+            upcoming = [d for d in (self.next_due(), self.next_occurrence()) if d is not None and d <= when]
+            if not upcoming:
+                break
+            await self.clock.advance(max((min(upcoming) - self.clock.now()).total_seconds(), 0.0))
+        else:
+            raise RuntimeError(f"still busy after {max_rounds} rounds")
+        if when > self.clock.now():
+            await self.clock.advance((when - self.clock.now()).total_seconds())
+            await self.fire_schedules()
+            processed += await self.process_ready(batch_size)
+        return processed
+
+    async def fire_schedules(self) -> int:
+        """Put a firing on the queue for each occurrence due since the last call (the stack's
+        EventBridge Scheduler); how many."""
+        now, since = self.clock.now(), self.fired_until or self.handler.started_at
+        firings = [firing(s, at) for s in self.registry.schedules.values() for at in s.occurrences(since, now)]
+        self.fired_until = max(now, since)
+        if firings:
+            await self.queue.publish(firings)
+        return len(firings)
+
+    def next_occurrence(self) -> datetime | None:
+        since = max(self.fired_until or self.handler.started_at, self.clock.now())
+        nexts = [next(s.occurrences(since, since + timedelta(days=3660)), None)
+                 for s in self.registry.schedules.values()]
+        return min((n for n in nexts if n is not None), default=None)
 
     def next_due(self) -> datetime | None:
         dues = [d for d in (self.queue.next_due(), self.storage.next_due(), self.timer.next_due()) if d]

@@ -128,6 +128,7 @@ async def test_the_task_page_shows_result_and_progress_and_cancels() -> None:
     async def report(task: Task, actions: ExecutorActions) -> dict[str, int]:
         return {"rows": 3}
 
+    app.schedule("hourly", task=report, every=timedelta(hours=1))
     stack, stop, serving, base = await _served(app)
     done = await stack.handler.send(report, {})
     later = await stack.handler.send(report, {}, delay=timedelta(hours=1))
@@ -142,6 +143,10 @@ async def test_the_task_page_shows_result_and_progress_and_cancels() -> None:
                 async with http.post(base + "/api/cancel", data=body, headers=headers) as response:
                     return response.status, await response.json()
 
+            async with http.get(base + "/api/schedules") as response:
+                [hourly] = await response.json()
+            assert (hourly["name"], hourly["expression"], hourly["paused"]) == ("hourly", "rate(1 hour)", False)
+            assert len(hourly["next"]) == 3 and hourly["last_runs"][0]["status"] == "no run"
             async with http.get(base + f"/api/tasks/{done.key}") as response:
                 view = await response.json()
             assert view["status"] == "executed" and view["result"] == {"rows": 3} and view["expires_at"]

@@ -8,8 +8,10 @@ Example (functions/sweeper/app.py):
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.aws_lambda.kinesis import LambdaHandler
@@ -19,11 +21,21 @@ from tq_cloud.core.registry import TaskQueuesManager
 if TYPE_CHECKING:
     from tq_cloud.backends.aws.settings import AwsSettings
 
+log = logging.getLogger("tq_cloud.sweeper")
+
+
+SYNC_EVERY = timedelta(hours=1)
+DEPLOYED_MARK = "schedules:deployed"
+"""The names of the schedules the last sync deployed (the next one deletes those the app dropped)."""
+
 
 class SweeperHandler:
     def __init__(self, runtime: Runtime, *, safety_margin_ms: int = 10_000) -> None:
         self.runtime = runtime
         self.safety_margin_ms = safety_margin_ms
+        self.synced_at: datetime | None = None
+        """When this container last made the deployed schedules match the app's (see
+        backends/aws/recurring.py): on its first invocation, then hourly."""
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         self.runtime.observability()
@@ -38,9 +50,30 @@ class SweeperHandler:
         deadline = (handler.clock.now() + timedelta(milliseconds=float(remaining()) - self.safety_margin_ms)
                     if callable(remaining) else None)
         try:
+            await self._sync_schedules(stack)
             return {"sent": await handler.process_mature_tasks(deadline)}
         finally:  # Lambda freezes the environment after the return: deliver events now
             await handler.lifecycle.drain()
+
+    async def _sync_schedules(self, stack: Any) -> None:
+        now = stack.handler.clock.now()
+        recent = self.synced_at is not None and now - self.synced_at < SYNC_EVERY
+        if recent or not hasattr(stack, "schedules"):  # (the simulator's stacks have none)
+            return
+        storage = stack.handler.storage
+        try:
+            mark = (await storage.get_marks([DEPLOYED_MARK])).get(DEPLOYED_MARK)
+            report = await stack.schedules.sync(list(stack.handler.registry.schedules.values()), now,
+                                                json.loads(mark) if mark else ())
+            if report.deployed != (json.loads(mark) if mark else []):
+                await storage.set_mark(DEPLOYED_MARK, json.dumps(report.deployed))
+        except Exception:  # the sweep goes on; the next invocation tries again
+            log.exception("could not sync the app's schedules with EventBridge Scheduler")
+            return
+        self.synced_at = now
+        if report:
+            log.info("schedules synced: created %s, updated %s, deleted %s", report.created, report.updated,
+                     report.deleted)
 
 
 def sweeper_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, **handler_options: Any

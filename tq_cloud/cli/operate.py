@@ -95,6 +95,19 @@ def add_commands(commands: Any, app_name_option: Any) -> None:
     flow_cancel.add_argument("id")
     flow_cancel.add_argument("--reason", default="flow cancelled")
 
+    schedules = commands.add_parser("schedules", help="the app's recurring schedules").add_subparsers(
+        dest="action", required=True)
+    schedule_list = command("list", "declared vs deployed (drift), paused, next occurrences, last runs",
+                            _schedules_list, schedules)
+    schedule_list.add_argument("--app", help="the app that declares them, as module:attribute (default: TQ_APP, "
+                               "else ./template.yaml's AppSpec)")
+    schedule_list.add_argument("--json", action="store_true")
+    for action, text in (("pause", "stop a schedule's occurrences (those due while paused never run)"),
+                         ("resume", "run a paused schedule's occurrences again, from now on")):
+        toggle = command(action, text, _schedules_pause if action == "pause" else _schedules_resume, schedules)
+        toggle.add_argument("name")
+        toggle.add_argument("--app", help="the app that declares it (default: TQ_APP, else ./template.yaml's AppSpec)")
+
     console = command("console", "the web console on 127.0.0.1", _console)
     console.add_argument("--port", type=int, default=0, help="default: a free port (printed); a fixed one is "
                          "easier for other pages on this machine to find")
@@ -192,7 +205,7 @@ async def _enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _producer_app(args: argparse.Namespace) -> Any:
+def _producer_app(args: argparse.Namespace, what: str = "whose executors check the task") -> Any:
     """The app whose registry checks what `enqueue` sends; None with --allow-unknown and no app."""
     from pathlib import Path
 
@@ -202,10 +215,11 @@ def _producer_app(args: argparse.Namespace) -> Any:
 
     spec = args.app or project_app(default_template().resolve())
     if spec is None:
-        if args.allow_unknown:
+        if getattr(args, "allow_unknown", False):
             return None
-        raise UsageError("name the app whose executors check the task: --app MODULE:ATTR (or TQ_APP, or run "
-                         "from the project's folder); or send it unchecked with --allow-unknown")
+        raise UsageError(f"name the app {what}: --app MODULE:ATTR (or TQ_APP, or run from the project's "
+                         "folder)" + ("; or send it unchecked with --allow-unknown" if hasattr(args, "allow_unknown")
+                                      else ""))
     sys.path.insert(0, str(Path.cwd()))
     return load_app(spec)
 
@@ -296,6 +310,35 @@ async def _flows_cancel(args: argparse.Namespace) -> int:
     print(f"not cancelled: flow {args.id} is closed already, or unknown (`tq-cloud flows show {args.id}`)",
           file=sys.stderr)
     return 1
+
+
+async def _schedules_list(args: argparse.Namespace) -> int:
+    app = _producer_app(args, "that declares the schedules")
+    async with _stack(args, app) as stack:
+        rows = await _operations(stack).schedules()
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return 0
+    flat = [{**r, "next": ", ".join(r.get("next", [])[:2]),
+             "last_runs": ", ".join(f"{x['at'][11:16]} {x['status']}" for x in r.get("last_runs", []))} for r in rows]
+    print(_table(flat, ("name", "task", "expression", "timezone", "deployed", "paused", "next", "last_runs")))
+    return 0
+
+
+async def _schedules_pause(args: argparse.Namespace, paused: bool = True) -> int:
+    app = _producer_app(args, "that declares the schedule")
+    async with _stack(args, app) as stack:
+        try:
+            answer = await _operations(stack).pause_schedule(args.name, paused)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+    print(f"{'paused' if paused else 'resumed'} schedule {args.name}"
+          + ("" if answer["deployed"] else " (not deployed yet: the sweeper deploys it, as it is now)"))
+    return 0
+
+
+async def _schedules_resume(args: argparse.Namespace) -> int:
+    return await _schedules_pause(args, paused=False)
 
 
 async def _redrive(args: argparse.Namespace) -> int:

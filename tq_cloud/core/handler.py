@@ -46,6 +46,7 @@ from tq_cloud.ports.notifications import NotificationProvider
 from tq_cloud.ports.queue import MessageQueue
 from tq_cloud.ports.storage import TaskPage, TaskQuery, TaskStorage
 from tq_cloud.projections.sink import ProjectionConfig, ProjectionSink, ProjectionStep
+from tq_cloud.schedules.firing import catch_up, pause_key, paused_mark
 
 if TYPE_CHECKING:
     from tq_cloud.asynctasks.manager import AsyncTaskManager
@@ -232,6 +233,20 @@ class TaskHandler:
         """
         return await self.control.cancel_flow(flow_id, reason)
 
+    async def pause_schedule(self, name: str, paused: bool = True) -> None:
+        """Pause a declared schedule (its firings run nothing, and the sweeper catches none up),
+        or resume it (`paused=False`: occurrences from now on run; those of the pause do not).
+        On AWS, `tq-cloud schedules pause|resume` also disables or enables the deployed schedule.
+
+        Example:
+            await handler.pause_schedule("nightly-report")
+        """
+        if name not in self.registry.schedules:
+            raise KeyError(f"no schedule {name!r} is declared ({', '.join(sorted(self.registry.schedules)) or 'none'})")
+        key = pause_key(name)
+        mark = (await self.storage.get_marks([key])).get(key)
+        await self.storage.set_mark(key, paused_mark(mark, paused, self.clock.now()))
+
     async def find(self, task_id: str) -> Task | None:
         """A stored task (status, attempts, times, last error, result, redrives), or None.
 
@@ -393,6 +408,9 @@ class TaskHandler:
         if recovered:
             log.warning("recovered %d stale processing tasks", recovered)
         sent = await self.timer.fire_due(self.clock.now()) if self.timer is not None and time_left() else 0
+        if self.registry.schedules and time_left():
+            missed = await catch_up(list(self.registry.schedules.values()), self.storage, self.clock.now())
+            sent += len((await self.router.dispatch(missed, strict=False))[0])
         while time_left():
             n = await self.router.dispatch_mature(self.settings.mature_batch_limit)
             sent += n

@@ -88,10 +88,20 @@ class FlowMeta(BaseModel):
     timeout_at: AwareDatetime | None = None
 
 
+class ScheduleMeta(BaseModel):
+    """On an occurrence of a schedule (`task.metadata.schedule`): which schedule, and the time
+    the occurrence was scheduled for (EventBridge's `<aws.scheduler.scheduled-time>`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    scheduled_at: AwareDatetime
+
+
 class TaskMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid")
     log_context: dict[str, str] | None = None
     flow_meta: FlowMeta | None = None
+    schedule: ScheduleMeta | None = None
 
 
 class ExecutionStats(BaseModel):

@@ -18,8 +18,9 @@ from tq_cloud.core.executors import (
     SingleTaskFn,
     payload_model_from_annotation,
 )
-from tq_cloud.core.sending import ExecutorHandle
+from tq_cloud.core.sending import ExecutorHandle, ExecutorRef, resolve, validated_payload
 from tq_cloud.errors import ConfigurationError, DuplicateExecutorError
+from tq_cloud.schedules.models import Overlap, Schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,6 +29,33 @@ R = TypeVar("R")
 class TaskQueuesManager:
     def __init__(self) -> None:
         self._executors: dict[tuple[str, str], Executor] = {}
+        self.schedules: dict[str, Schedule] = {}
+
+    def schedule(self, name: str, *, task: ExecutorRef, cron: str | None = None, every: timedelta | None = None,
+                 timezone: str = "UTC", payload: Any = None, overlap: Overlap = "allow") -> Schedule:
+        """Declare a recurring schedule: each occurrence sends one task to `task` (an executor
+        handle, or a (queue_id, task_type) pair registered before), with `payload` (checked
+        against the executor's model now). `cron`: five fields in `timezone` (an IANA name),
+        across daylight-saving changes as EventBridge Scheduler does; or `every`: whole minutes,
+        at least one. `overlap="skip"` skips (and records) an occurrence while the one before
+        has not finished. Each occurrence's task id derives from the name and its time, so a
+        duplicate or late firing runs it once; `task.metadata.schedule` says which occurrence.
+        Raises ConfigurationError for what EventBridge cannot express, an unknown zone or a
+        duplicate name.
+
+        Example:
+            app.schedule("nightly-report", task=build_report, cron="0 2 * * *", timezone="Europe/Paris",
+                         payload={"kind": "daily"}, overlap="skip")
+            app.schedule("heartbeat", task=("ops", "ping"), every=timedelta(minutes=5))
+        """
+        if name in self.schedules:
+            raise ConfigurationError(f"a schedule named {name!r} is declared already; each name is one schedule")
+        queue_id, task_type, executor = resolve(self, task)
+        payload = validated_payload(executor, payload if payload is not None else {}, f"schedule {name!r}")
+        declared = Schedule(name=name, queue_id=queue_id, task_type=task_type, cron=cron, every=every,
+                            timezone=timezone, payload=payload, overlap=overlap)
+        self.schedules[name] = declared
+        return declared
 
     def register(self, queue_id: str, task_type: str, executor: Executor) -> None:
         if not queue_id or not task_type:

@@ -39,6 +39,8 @@ from tq_cloud.lifecycle.emitter import LifecycleEmitter
 from tq_cloud.lifecycle.events import TaskStarted
 from tq_cloud.ports.locks import LockProvider
 from tq_cloud.ports.storage import TaskStorage
+from tq_cloud.schedules.firing import fire
+from tq_cloud.schedules.models import SCHEDULE_FIRE_TYPE
 
 if TYPE_CHECKING:
     from tq_cloud.asynctasks.manager import AsyncTaskManager
@@ -453,6 +455,8 @@ class TaskRunner:
         The retire task dates a closed flow's items a page at a time, each page its own task."""
         if task_type == FLOW_RETIRE_TYPE and self.barriers is not None:
             return SingleTaskExecutor(fn=self._retire)
+        if task_type == SCHEDULE_FIRE_TYPE and self.storage is not None:
+            return SingleTaskExecutor(fn=self._fire)
         if task_type != FLOW_TIMEOUT_TYPE:
             return None
         clock = self.clock
@@ -467,6 +471,10 @@ class TaskRunner:
 
         return SingleTaskExecutor(fn=acknowledge)
 
+
+    async def _fire(self, task: Task, actions: ExecutorActions) -> None:
+        assert self.storage is not None
+        await fire(self.registry.schedules, self.storage, task, actions, self.clock.now())
 
     async def _retire(self, task: Task, actions: ExecutorActions) -> None:
         assert self.barriers is not None

@@ -126,20 +126,27 @@ def build_task(registry: Registry, executor: ExecutorRef, payload: Any, now: dat
     """The task `handler.send` sends: its payload validated into the executor's model (and sent
     as that model's JSON form), due after `delay` or at `at` (not both)."""
     queue_id, task_type, found = resolve(registry, executor)
-    model = found.options.payload_model
+    payload = validated_payload(found, payload, f"payload for {queue_id}/{task_type}", id)
+    return Task(id=id, type=task_type, queue_id=queue_id, payload=payload, entity=entity,
+                partition_key=partition_key, execute_at=_due(now, delay, at))
+
+
+def validated_payload(executor: Executor, payload: Any, what: str, task_id: str | None = None) -> Any:
+    """`payload` (a pydantic model or JSON values) as the JSON form of the executor's model, or
+    InvalidPayloadError naming each wrong field (never its value)."""
+    model = executor.options.payload_model
     if isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json", by_alias=True)
     if model is not None:
         try:
-            payload = model.model_validate(payload).model_dump(mode="json", by_alias=True)
+            return model.model_validate(payload).model_dump(mode="json", by_alias=True)
         except ValidationError as exc:
-            raise InvalidPayloadError(f"payload for {queue_id}/{task_type} does not match {model.__name__}: "
-                                      f"{describe_validation_error(exc)}", id) from exc
-    elif not isinstance(payload, Mapping | list | str | int | float | bool | type(None)):
-        raise InvalidPayloadError(f"payload for {queue_id}/{task_type} must be a pydantic model or JSON "
-                                  f"values, got {type(payload).__name__}", id)
-    return Task(id=id, type=task_type, queue_id=queue_id, payload=payload, entity=entity,
-                partition_key=partition_key, execute_at=_due(now, delay, at))
+            raise InvalidPayloadError(f"{what} does not match {model.__name__}: {describe_validation_error(exc)}",
+                                      task_id) from exc
+    if not isinstance(payload, Mapping | list | str | int | float | bool | type(None)):
+        raise InvalidPayloadError(f"{what} must be a pydantic model or JSON values, got {type(payload).__name__}",
+                                  task_id)
+    return payload
 
 
 def _due(now: datetime, delay: timedelta | None, at: datetime | None) -> datetime:

@@ -1,8 +1,11 @@
 """The example application deployed by template.yaml (`TQ_APP=tq_cloud.examples.app:app`): one
-executor of each kind, a flow with a join, an entity-bound task and a delayed task. Replace it
-with your own executors (`tq-cloud new NAME` scaffolds an app of your own)."""
+executor of each kind, a flow with a join, an entity-bound task, a delayed task and a schedule
+every minute. Replace it with your own executors (`tq-cloud new NAME` scaffolds an app of your
+own)."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from pydantic import BaseModel
 
@@ -73,3 +76,13 @@ async def ship(task: Task, actions: ExecutorActions) -> None:
 @app.task("billing", "invoice", store_on_failure=True)
 async def invoice(task: Task, actions: ExecutorActions) -> None:
     actions.success(task, {"invoice": f"inv-{task.key[:8]}"})
+
+
+@app.task("ops", "heartbeat", keep_result=timedelta(hours=1))
+async def heartbeat(task: Task, actions: ExecutorActions) -> dict[str, str]:
+    """Each occurrence of the `heartbeat` schedule: `task.metadata.schedule` says which one."""
+    scheduled = task.metadata.schedule
+    return {"scheduled_at": scheduled.scheduled_at.isoformat() if scheduled else "?"}
+
+
+app.schedule("heartbeat", task=heartbeat, every=timedelta(minutes=1))

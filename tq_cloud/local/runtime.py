@@ -190,8 +190,8 @@ class LocalRuntime:
         jobs = [asyncio.ensure_future(self.esm.run(stop)), feeding,
                 *([asyncio.ensure_future(self.lane_esm.run(stop))] if self.lane_esm else []),
                 asyncio.ensure_future(self._sweep(sweeper, stop)),
-                asyncio.ensure_future(EmulatedScheduler(clients.scheduler, clients.kinesis,
-                                                        settings.schedule_group).run(stop)),
+                asyncio.ensure_future(EmulatedScheduler(clients.scheduler, clients.kinesis, settings.schedule_group,
+                                                        announce=self._announce).run(stop)),
                 asyncio.ensure_future(self._watch(clients, settings, stop, feeding)),
                 *([asyncio.ensure_future(self._console(clients, settings, stop))]
                   if self.options.console_port is not None else [])]
@@ -253,6 +253,10 @@ class LocalRuntime:
             seen = invocations
             if self.options.until_settled and quiet_rounds >= 2:
                 stop.set()
+
+    def _announce(self, line: str) -> None:
+        """A line of the live view: each schedule firing, as EventBridge Scheduler makes it."""
+        print(line, file=self.out, flush=True)
 
     async def _console(self, clients: Any, settings: AwsSettings, stop: asyncio.Event) -> None:
         """The web console over this runtime's resources (its own stack on the runtime's clients)."""

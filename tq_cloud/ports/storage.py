@@ -129,6 +129,15 @@ class TaskStorage(Protocol):
         whether a cancel is requested (so progress reports learn of one for free)."""
         ...
 
+    async def get_marks(self, keys: Sequence[str]) -> dict[str, str]:
+        """Small bookkeeping values by key (a schedule's paused state), kept beside the tasks
+        under the stores' reserved ids, never listed as tasks."""
+        ...
+
+    async def set_mark(self, key: str, value: str | None) -> None:
+        """Set a mark (None removes it)."""
+        ...
+
     async def keep_history(self, tasks: Sequence[Task], at: datetime, keep_for: timedelta | None = None) -> None:
         """History (TQ_HISTORY): executed rows for tasks that had none, upserted, except over a
         row that is already final."""

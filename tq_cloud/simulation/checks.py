@@ -30,6 +30,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tq_cloud.clock import Clock
@@ -99,6 +100,8 @@ class Tracker:
     """How each cancel went: `waiting` (True, before any run), `running` (True or False while a
     run was on), `finished` (False, after it ended), `unknown` (the canceller crashed)."""
     cancelled_at: dict[str, float] = field(default_factory=dict)
+    occurrence_tasks: dict[tuple[str, datetime], set[str]] = field(default_factory=dict)
+    """Each schedule occurrence's runs: the task ids that ran it (one, if it ran once)."""
     leased_at: dict[str, float] = field(default_factory=dict)
     """When a run last took the lease of a task a cancel concerns."""
 
@@ -160,6 +163,13 @@ class Tracker:
         row = self.peek_row(task.key) if task.force_store or (seen is not None and seen.kept) else None
         if row is not None and (row.status.is_terminal or _attempt(row) > key[1:]):
             self.violate(f"task {task.key} attempt {key[1:]} ran again after it committed ({row.status})")
+
+    def occurrence_ran(self, task: Task) -> None:
+        meta = task.metadata.schedule
+        if meta is None:
+            self.violate(f"task {task.key} of a schedule carries no occurrence")
+            return
+        self.occurrence_tasks.setdefault((meta.name, meta.scheduled_at), set()).add(task.key)
 
     def cx_started(self, task: Task) -> None:
         """A run of a cancellable task starts: never by a run that took its lease after a cancel

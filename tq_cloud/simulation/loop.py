@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+EPOCH = datetime(2026, 3, 29, 0, 52, tzinfo=UTC)
+"""Virtual time 0: Europe's clocks go forward eight minutes later (the schedules' DST change)."""
 
 
 class DeadlockError(RuntimeError):

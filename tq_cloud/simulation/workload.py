@@ -25,12 +25,14 @@ from tq_cloud.core.outcomes import Verdict
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import TaskCancelledError, TaskRejectedError
 from tq_cloud.flows.models import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, FlowConfig
+from tq_cloud.schedules.models import SCHEDULE_FIRE_TYPE
 from tq_cloud.simulation.checks import Seen, Tracker
 
 Q = "sim"
 KB = 1024
 STORED_TYPES = {"seq_s", "slow", "join", "cx"}
-RETRIES = {"seq": 2, "seq_s": 2, "par": 2, "bulk": 1, "slow": 1, "step": 1, "join": 2, "typed": 0, "cx": 1}
+RETRIES = {"seq": 2, "seq_s": 2, "par": 2, "bulk": 1, "slow": 1, "step": 1, "join": 2, "typed": 0, "cx": 1,
+           "tick": 0}
 CX = (Q, "cx")
 """The cancellable executor: its tasks are sent through `handler.send`, and some cancelled."""
 
@@ -86,6 +88,18 @@ def build_app(tracker: Tracker) -> TaskQueuesManager:
         finally:
             tracker.cx_running.discard(task.key)
 
+    @app.task(Q, "tick")
+    async def tick(task: Task, actions: ExecutorActions) -> None:
+        """An occurrence of a schedule; the `slow` schedule's take up to 3 minutes (they overlap)."""
+        tracker.ran(task)
+        tracker.occurrence_ran(task)
+        if task.payload.get("slow"):
+            meta = task.metadata.schedule
+            await asyncio.sleep((meta.scheduled_at.minute * 37 % 180) if meta else 0)
+
+    app.schedule("every-minute", task=tick, every=timedelta(minutes=1))
+    app.schedule("paris", task=tick, cron="*/7 * * * *", timezone="Europe/Paris")  # across the DST change
+    app.schedule("overlapping", task=tick, every=timedelta(minutes=2), payload={"slow": True}, overlap="skip")
     return app
 
 
@@ -132,7 +146,7 @@ async def _perform(task: Task, actions: ExecutorActions) -> None:
 def expected(task: Task, *, lane: bool) -> Verdict:
     """The final verdict a task's plan implies (`lane`: retries of tasks without a row wait in
     the delay lane, not in the store)."""
-    if task.type in (FLOW_TIMEOUT_TYPE, FLOW_RETIRE_TYPE, "join"):
+    if task.type in (FLOW_TIMEOUT_TYPE, FLOW_RETIRE_TYPE, SCHEDULE_FIRE_TYPE, "join"):
         return Verdict.EXECUTED
     if task.type not in RETRIES:
         return Verdict.IGNORED

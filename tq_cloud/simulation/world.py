@@ -15,10 +15,10 @@ import heapq
 import random
 import resource
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from tq_cloud.asynctasks.manager import AsyncTaskManager
@@ -29,11 +29,13 @@ from tq_cloud.backends.memory import InMemoryFlowBarrierProvider, InMemoryLockPr
 from tq_cloud.core.commit import CommitBatch
 from tq_cloud.core.handler import TaskHandler
 from tq_cloud.core.models import TaskStatus
+from tq_cloud.core.outcomes import Verdict
 from tq_cloud.core.resilience import RetryPolicy
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.errors import TaskRejectedError
 from tq_cloud.ids import derived_id
 from tq_cloud.ports.storage import NOT_STAMPED
+from tq_cloud.schedules.firing import ScheduleState, firing_input, occurrence_id, pause_key
 from tq_cloud.simulation.adapters import (
     ReportingQueue,
     SimContext,
@@ -80,6 +82,8 @@ class SimReport:
     lateness: list[float] = field(default_factory=list)
     """Of each delayed run (a task with an `execute_at` in the future when it was added): its
     start less its due time, in seconds."""
+    schedules: dict[str, int] = field(default_factory=dict)
+    """Schedule occurrences, duplicate firings, occurrences run twice, lost, skipped (overlap)."""
 
     @property
     def tasks_per_second(self) -> float:
@@ -88,6 +92,38 @@ class SimReport:
     def summary_line(self) -> str:
         return (f"simulated {self.tasks} tasks, {sum(self.faults.values())} faults, "
                 f"{len(self.violations)} violations, {self.tasks_per_second:.0f} tasks/s, trace {self.trace}")
+
+
+@dataclass
+class FiringStats:
+    """What the simulated EventBridge Scheduler fired, and the check of how it ended."""
+
+    occurrences: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    duplicates: int = 0
+    end: datetime | None = None
+
+    def check(self, tracker: Tracker, storage: Any) -> dict[str, int]:
+        """Each occurrence ran once (one task, executed once), or was skipped by overlap='skip'
+        (recorded on its row); none lost, none run twice."""
+        twice = lost = skipped = 0
+        for name, times in self.occurrences.items():
+            for at in times:
+                key = occurrence_id(name, at)
+                ran = tracker.occurrence_tasks.get((name, at), set())
+                row = storage._rows.get(key)
+                seen = tracker.seen.get(key)
+                if len(ran) > 1 or (seen is not None and seen.verdict is Verdict.EXECUTED and ran != {key}):
+                    twice += 1
+                    tracker.violate(f"schedule {name}: the occurrence of {at.isoformat()} ran twice ({sorted(ran)})")
+                elif row is not None and row.status is TaskStatus.CANCELLED and \
+                        (row.execution_stats.cancel_reason or "").startswith("skipped:"):
+                    skipped += 1
+                elif not ran or row is None or row.status is not TaskStatus.EXECUTED:
+                    lost += 1
+                    tracker.violate(f"schedule {name}: the occurrence of {at.isoformat()} was lost "
+                                    f"({row.status.value if row else 'no row'})")
+        total = sum(len(t) for t in self.occurrences.values())
+        return {"occurrences": total, "duplicates": self.duplicates, "twice": twice, "lost": lost, "skipped": skipped}
 
 
 class Simulation:
@@ -124,7 +160,7 @@ class Deployment:
         self.cfg = cfg
         seeds = random.Random(cfg.seed)
         self.rngs = {name: random.Random(seeds.getrandbits(64))
-                     for name in ("work", "faults", "yields", "timer", "lane", "operator")}
+                     for name in ("work", "faults", "yields", "timer", "lane", "operator", "schedules")}
         self.loop = asyncio.get_running_loop()
         self.clock = LoopClock()
         self.tracker = tracker = Tracker(peek_row=lambda key: self.storage._rows.get(key), now=self.loop.time,
@@ -156,6 +192,8 @@ class Deployment:
         self.produced = asyncio.Event()
         self.cancels: list[tuple[float, str]] = []
         """When to cancel which task (a heap)."""
+        self.firings = FiringStats()
+        self.schedules_done = asyncio.Event()
         self._names = iter(range(1, 1 << 62))
 
     def _fault(self, kind: str, where: str) -> None:
@@ -275,6 +313,54 @@ class Deployment:
                     self.tracker.violate("the sweeper ran into its timeout: what it claimed waits for stale recovery")
                 handler = self.container(sweeper=True)
 
+    async def fire_schedules(self) -> None:
+        """EventBridge Scheduler, as documented: at least once. Each occurrence is fired at its
+        time; one in ten a second time (within two minutes), one in ten late (up to five
+        minutes), one in twenty never (the sweeper catches it up). Once the workload is in and
+        ten more minutes passed, the schedules are paused (a deployed app's schedules would fire
+        for ever) and the last late firings delivered."""
+        rng, start = self.rngs["schedules"], self.clock.now()
+        schedules = list(self.app.schedules.values())
+        producer = self.container()
+        for schedule in schedules:  # deployed before the run: the sweeper may catch up from its start
+            await self.storage.set_mark(pause_key(schedule.name), ScheduleState(seen=start).dump())
+        fired_until, end, late = start, None, []
+        while end is None or fired_until < end:
+            await asyncio.sleep(10.0)
+            if end is None and self.produced.is_set():
+                end = self.clock.now() + timedelta(minutes=10)
+            until = min(self.clock.now(), end) if end is not None else self.clock.now()
+            for schedule in schedules:
+                for at in schedule.occurrences(fired_until, until):
+                    self.firings.occurrences[schedule.name].append(at)
+                    roll = rng.random()
+                    lost = roll < 0.05 and (end is None or at < end - timedelta(minutes=6))
+                    if not lost:
+                        late.append(asyncio.ensure_future(self._fire(schedule, at, rng.uniform(0, 300) if roll > 0.9
+                                                                      else 0.0)))
+                    if 0.05 <= roll < 0.15:
+                        self.firings.duplicates += 1
+                        late.append(asyncio.ensure_future(self._fire(schedule, at, rng.uniform(0, 120))))
+            fired_until = until
+        await asyncio.sleep(1.0)  # the pause comes after the last occurrence fired
+
+        async def pause(name: str) -> bool:
+            await producer.pause_schedule(name)
+            return True
+
+        for schedule in schedules:
+            while await invocation(pause(schedule.name), self.plan.invocation("operator"), 60.0) is None:  # noqa: ASYNC110
+                await asyncio.sleep(1.0)
+        await asyncio.gather(*late)
+        self.firings.end = end
+        self.schedules_done.set()
+
+    async def _fire(self, schedule: Any, at: datetime, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        data = firing_input(schedule).replace("<aws.scheduler.scheduled-time>", at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self.stream.append(data.encode(), schedule.name)
+
     async def cancel(self) -> None:
         """A user cancelling some of the tasks sent through `handler.send`, each at its time
         (before it runs, while it runs, or after it ended), under the same faults."""
@@ -333,14 +419,15 @@ class Deployment:
         self.stream.append(data, partition_key, stale)
 
     def settled(self) -> bool:
-        return (self.produced.is_set() and not self.cancels and self.mapping.idle() and not self.timer.pending
+        return (self.produced.is_set() and self.schedules_done.is_set() and not self.cancels and self.mapping.idle()
+                and not self.timer.pending
                 and not self.storage._open and (self.lane is None or not self.lane.pending())
                 and all(not c.async_manager or not c.async_manager._entries for c in self.containers.values()))
 
     async def run(self, report: SimReport) -> None:
         actors = [asyncio.ensure_future(self.mapping.consume(lane)) for lane in self.stream.lanes]
         actors += [asyncio.ensure_future(a) for a in (self.produce(), self.sweep(), self.timer.run(), self.operate(),
-                                                      self.cancel())]
+                                                      self.cancel(), self.fire_schedules())]
         if self.lane is not None:
             actors += [asyncio.ensure_future(self.lane_mapping.poll(f"lane-poller{p}"))
                        for p in range(self.lane_mapping.pollers)]
@@ -352,6 +439,7 @@ class Deployment:
         if not self.settled():
             self.tracker.violate(f"did not settle within {self.cfg.max_virtual_seconds:.0f} virtual seconds")
         FinalChecks(self.tracker, self.storage, self.projections, self.stream).run(self.flows, self.mapping)
+        report.schedules = self.firings.check(self.tracker, self.storage)
         if self.lane is not None and self.lane.dead_letters:
             self.tracker.violate(f"{len(self.lane.dead_letters)} delay-lane messages reached the dead-letter "
                                  f"queue: {self.lane.dead_letters[:3]}")

@@ -49,6 +49,8 @@ log = logging.getLogger("tq_cloud.dynamodb")
 DUE_INDEX = "due"
 BUCKETS_ITEM = f"{RESERVED_ID_PREFIX}meta#buckets"
 """A reserved id in the tasks table: the largest TQ_DUE_BUCKETS any writer used."""
+MARK_PREFIX = f"{RESERVED_ID_PREFIX}mark#"
+"""Reserved ids of the tasks table's marks (see TaskStorage.get_marks)."""
 RUNNING_INDEX = "running"
 FINISHED_INDEX = "finished"
 
@@ -268,6 +270,26 @@ class DynamoDbAdapter:
         response = await self.client.get_item(TableName=self.table, Key={"id": s(task_id)}, ConsistentRead=True,
                                               ProjectionExpression="id, body")
         return CancelOutcome.FINISHED if "body" in response.get("Item", {}) else CancelOutcome.UNKNOWN
+
+    async def get_marks(self, keys: Sequence[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        ids = {f"{MARK_PREFIX}{k}": k for k in keys}
+        request: dict[str, Any] = {self.table: {"Keys": [{"id": s(i)} for i in ids], "ConsistentRead": True}}
+        found: dict[str, str] = {}
+        while request:
+            response = await self.client.batch_get_item(RequestItems=request)
+            for item in response["Responses"].get(self.table, []):
+                found[ids[item["id"]["S"]]] = item["mark"]["S"]
+            request = response.get("UnprocessedKeys") or {}
+        return found
+
+    async def set_mark(self, key: str, value: str | None) -> None:
+        item_id = {"id": s(f"{MARK_PREFIX}{key}")}
+        if value is None:
+            await self.client.delete_item(TableName=self.table, Key=item_id)
+        else:
+            await self.client.put_item(TableName=self.table, Item={**item_id, "mark": s(value)})
 
     async def cancel_requests(self, ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}

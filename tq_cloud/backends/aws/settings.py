@@ -34,6 +34,8 @@ class AwsSettings(BaseSettings):
     locks_table: str = ""
     schedule_group: str = ""
     scheduler_role_arn: str = "arn:aws:iam::123456789012:role/tq-scheduler"
+    schedule_dlq_arn: str = Field(default="", description=(
+        "the dead-letter queue of the app's recurring schedules (template.yaml's ScheduleDeadLetterQueue)"))
     due_buckets: int = Field(default=8, ge=1, le=256)
     finished_ttl_days: float = Field(default=7, gt=0)
     distributed_claims: bool = Field(

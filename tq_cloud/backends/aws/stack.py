@@ -18,6 +18,7 @@ from tq_cloud.backends.aws.dynamodb_locks import DynamoDbLockProvider
 from tq_cloud.backends.aws.dynamodb_projections import DynamoDbProjectionProvider
 from tq_cloud.backends.aws.dynamodb_tasks import DynamoDbAdapter
 from tq_cloud.backends.aws.kinesis import KinesisQueue
+from tq_cloud.backends.aws.recurring import ScheduleSync
 from tq_cloud.backends.aws.scheduler import EventBridgeTimer
 from tq_cloud.backends.aws.settings import AwsSettings
 from tq_cloud.backends.aws.sqs_delay import SqsDelayLane
@@ -65,6 +66,7 @@ class AwsStack:
     locks: LockProvider
     timer: EventBridgeTimer
     handler: TaskHandler
+    schedules: ScheduleSync
 
 
 async def build_stack(
@@ -91,7 +93,9 @@ async def build_stack(
     handler = TaskHandler(queue=queue, registry=registry, storage=storage, locks=locks, clock=clock,
                           flow_barriers=barriers, projections=projections, timer=timer, delay_lane=lane,
                           **handler_options)
-    return AwsStack(settings, clients, queue, storage, barriers, projections, locks, timer, handler)
+    schedules = ScheduleSync(clients.scheduler, group=settings.schedule_group, stream_arn=timer.stream_arn,
+                             role_arn=settings.scheduler_role_arn, dead_letter_arn=settings.schedule_dlq_arn)
+    return AwsStack(settings, clients, queue, storage, barriers, projections, locks, timer, handler, schedules)
 
 
 @asynccontextmanager

@@ -65,6 +65,7 @@ class InMemoryAdapter:
         """Cancel requests made while a run held the row (they outlive its later writes)."""
         self._progress: dict[str, TaskProgress] = {}
         self._expires: dict[str, datetime] = {}
+        self._marks: dict[str, str] = {}
         self._max = max_item_bytes
         self.finished_ttl = finished_ttl
         self.fail_next_writes = 0
@@ -148,6 +149,15 @@ class InMemoryAdapter:
         stats = row.execution_stats.model_copy(update={"cancel_reason": reason, "cancel_id": cancel_id})
         self._put(row, status=TaskStatus.CANCELLED, updated_at=now, execution_stats=stats)
         return CancelOutcome.CANCELLED
+
+    async def get_marks(self, keys: Sequence[str]) -> dict[str, str]:
+        return {k: self._marks[k] for k in keys if k in self._marks}
+
+    async def set_mark(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._marks.pop(key, None)
+        else:
+            self._marks[key] = value
 
     async def cancel_requests(self, ids: Sequence[str]) -> dict[str, str]:
         return {i: self._cancels[i] for i in ids if i in self._cancels}
