@@ -48,7 +48,8 @@ def show(report: SimReport) -> None:
     if report.schedules:
         n = report.schedules
         print(f"  schedules: {n['occurrences']} occurrences, {n['duplicates']} duplicate firings, {n['twice']} run twice, "
-              f"{n['lost']} lost ({n['skipped']} skipped by overlap='skip', recorded)")
+              f"{n['lost']} lost")
+        print(f"  schedules: {n['skipped']} occurrences skipped by overlap='skip' (recorded on their rows)")
     if report.lateness:
         late = sorted(report.lateness)
         print(f"  delay lane: {report.lane_messages} messages; lateness of delayed runs p50 "

@@ -121,3 +121,34 @@ def test_a_stream_that_does_not_exist_is_named(moto_endpoint: str) -> None:
 def test_redrive_without_ids_or_status_says_what_to_give(moto_endpoint: str) -> None:
     line = _one_line(["redrive", "--endpoint-url", moto_endpoint])
     assert line == "tq-cloud redrive: name the tasks: redrive ID [ID ...], or --status failed [--queue Q] [--type T]"
+
+
+def test_schedules_are_listed_paused_and_resumed_from_the_cli(
+        moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from tests.aws_support import aws_resources, fresh_settings
+
+    settings = fresh_settings(moto_endpoint)
+
+    async def create() -> None:
+        async with aws_resources(settings):
+            pass
+
+    asyncio.run(create())
+    for name, value in tq_variables(settings).items():
+        monkeypatch.setenv(name, value)
+    app = ["--app", "tq_cloud.examples.app:app"]
+    [heartbeat] = cli_json(capsys, "schedules", "list", *app)
+    assert (heartbeat["name"], heartbeat["expression"], heartbeat["deployed"], heartbeat["paused"]) == (
+        "heartbeat", "rate(1 minute)", "not deployed", False)
+    assert len(heartbeat["next"]) == 3
+    assert main(["schedules", "pause", "heartbeat", *app]) == 0
+    assert "paused schedule heartbeat" in capsys.readouterr().out
+    assert cli_json(capsys, "schedules", "list", *app)[0]["paused"] is True
+    assert main(["schedules", "resume", "heartbeat", *app]) == 0
+    assert "resumed schedule heartbeat" in capsys.readouterr().out
+    assert cli_json(capsys, "schedules", "list", *app)[0]["paused"] is False
+    line = _one_line(["schedules", "pause", "nope", *app, "--endpoint-url", moto_endpoint],
+                     env=tq_variables(settings), code=1)
+    assert "no schedule 'nope' is declared (heartbeat)" in line

@@ -234,7 +234,7 @@ def test_mutation_an_old_attempts_outcome_landing_over_a_later_one_is_caught(mon
 
     monkeypatch.setattr(InMemoryAdapter, "_finish", finish)
     monkeypatch.setattr(InMemoryAdapter, "mark_executed", mark_executed)
-    found = violations_within(range(1, 6), tasks=2000)
+    found = violations_within(range(1, 16), tasks=2000, about="landed over")
     assert any("landed over" in v for v in found), found[:5]
 
 
@@ -250,7 +250,7 @@ def test_mutation_a_reset_wiping_a_live_lease_is_caught(monkeypatch: pytest.Monk
                 self._put(row, status=TaskStatus.SCHEDULED)
 
     monkeypatch.setattr(InMemoryAdapter, "reset_to_scheduled", reset)
-    found = violations_within(range(9, 12), tasks=2000, batching_window=0.05)
+    found = violations_within(range(1, 16), tasks=2000, batching_window=0.05, about="held its lease")
     assert any("held its lease" in v for v in found), found[:5]
 
 
@@ -279,7 +279,7 @@ def test_mutation_keeping_the_leases_of_a_handed_back_batch_is_caught(monkeypatc
         return None
 
     monkeypatch.setattr(InMemoryAdapter, "release_leases", keep)
-    found = violations_within(range(11, 13), tasks=3000)
+    found = violations_within(range(1, 16), tasks=3000, about="handed back held up")
     assert any("handed back held up" in v for v in found), found[:5]
 
 

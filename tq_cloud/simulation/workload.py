@@ -71,7 +71,8 @@ def build_app(tracker: Tracker) -> TaskQueuesManager:
     app.task(Q, "typed", payload_model=Typed)(perform)
     app.task(Q, "join", retries=RETRIES["join"], store_on_failure=True)(join)
 
-    @app.task(Q, "cx", retries=RETRIES["cx"], cancellable=True, keep_result=timedelta(hours=1))
+    @app.task(Q, "cx", retries=RETRIES["cx"], cancellable=True, keep_result=timedelta(hours=1), parallel=True,
+              chunk_size=10)
     async def cancellable(task: Task, actions: ExecutorActions) -> dict[str, Any]:
         """Works for `d` seconds, a second at a time; on a cancel it stops (`stop`) or finishes."""
         tracker.ran(task)
@@ -216,7 +217,7 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
         count = 1
         if roll < 0.03:  # sent through handler.send: cancellable, some of them cancelled
             delay = rng.choice([0.0, rng.uniform(1, 300)])
-            d = rng.uniform(1, 40)
+            d = rng.uniform(1, 20)
             work.sends.append(Send(new_id(), CX, {"k": "cx", "d": d, "stop": rng.random() < 0.5}, delay,
                                    rng.uniform(0, delay + d + 30) if rng.random() < 0.5 else None))
             work.expected_tasks += 1

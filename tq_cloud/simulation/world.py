@@ -327,8 +327,8 @@ class Deployment:
         fired_until, end, late = start, None, []
         while end is None or fired_until < end:
             await asyncio.sleep(10.0)
-            if end is None and self.produced.is_set():
-                end = self.clock.now() + timedelta(minutes=10)
+            if end is None and self.produced.is_set():  # at least 45 minutes: across the DST change
+                end = max(self.clock.now() + timedelta(minutes=10), start + timedelta(minutes=45))
             until = min(self.clock.now(), end) if end is not None else self.clock.now()
             for schedule in schedules:
                 for at in schedule.occurrences(fired_until, until):
