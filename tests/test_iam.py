@@ -209,6 +209,10 @@ async def test_a_producer_makes_no_call_beyond_its_policy(settings: AwsSettings)
         await stack.handler.add_tasks([
             Task(type="t", queue_id="q", payload={}), Task(type="t", queue_id="q", payload={}, force_store=True),
             Task(type="t", queue_id="q", payload={}, execute_at=now + timedelta(minutes=5)),
-            Task(type="t", queue_id="q", payload={}, execute_at=now + timedelta(hours=1))], allow_unknown=True)
+            Task(id="later", type="t", queue_id="q", payload={}, execute_at=now + timedelta(hours=1)),
+            Task(id="stored", type="t", queue_id="q", payload={}, force_store=True)], allow_unknown=True)
+        with pytest.raises(TimeoutError):
+            await stack.handler.result("stored")  # results, and cancels, are a producer's too
+        assert await stack.handler.cancel("later") and not await stack.handler.cancel("ghost")
     opened = {("kinesis:DescribeStreamSummary", "TasksStream")}  # by aws_stack, before the log was attached
     assert log.calls | opened == listed("ProducerPolicy", ("code",))

@@ -253,3 +253,18 @@ async def test_cancel_progress_and_kept_results_behave_alike(storage: Any, clock
     assert await storage.take_leases([t("run", clock)], "next", later, later - timedelta(minutes=5)) == set()
     listed = await storage.list_tasks(TaskQuery(status=TaskStatus.CANCELLED))
     assert [r.key for r in listed.tasks] == ["wait"]
+
+
+async def test_marks_are_kept_apart_from_tasks(storage: Any, clock: ManualClock) -> None:
+    """Marks (a schedule's pause state) are set, replaced and removed by key, and never show as
+    tasks: not in `get`, not in a listing."""
+    await storage.set_mark("schedule:a", '{"x": 1}')
+    await storage.set_mark("schedule:b", "two")
+    await storage.set_mark("schedule:a", "one")
+    assert await storage.get_marks(["schedule:a", "schedule:b", "schedule:c"]) == {"schedule:a": "one",
+                                                                                   "schedule:b": "two"}
+    await storage.set_mark("schedule:b", None)
+    assert await storage.get_marks(["schedule:b"]) == {} and await storage.get_marks([]) == {}
+    assert await storage.get(["schedule:a"]) == []
+    for status in TaskStatus:
+        assert (await storage.list_tasks(TaskQuery(status=status))).tasks == []

@@ -293,23 +293,23 @@ async def _tasks_result(args: argparse.Namespace) -> int:
 async def _tasks_cancel(args: argparse.Namespace) -> int:
     async with _stack(args) as stack:
         answer = await _operations(stack).cancel(args.id, args.reason)
-    if answer["cancelled"]:
-        print(f"cancelled {args.id}: it will not start again (a run in progress sees actions.is_cancelled)")
-        return 0
-    print(f"not cancelled: {args.id} has finished, or no stored task has that id (`tq-cloud tasks show {args.id}`)",
-          file=sys.stderr)
-    return 1
+    return _said(answer["cancelled"], f"cancelled {args.id}: it will not start again (a run in progress sees "
+                 "actions.is_cancelled)", f"not cancelled: {args.id} has finished, or no stored task has that id "
+                 f"(`tq-cloud tasks show {args.id}`)")
 
 
 async def _flows_cancel(args: argparse.Namespace) -> int:
     async with _stack(args) as stack:
         answer = await _operations(stack).cancel_flow(args.id, args.reason)
-    if answer["cancelled"]:
-        print(f"cancelled flow {args.id}: its steps not started will not run, and it has no join")
-        return 0
-    print(f"not cancelled: flow {args.id} is closed already, or unknown (`tq-cloud flows show {args.id}`)",
-          file=sys.stderr)
-    return 1
+    return _said(answer["cancelled"], f"cancelled flow {args.id}: its steps not started will not run, and it has "
+                 "no join", f"not cancelled: flow {args.id} is closed already, or unknown (`tq-cloud flows show "
+                 f"{args.id}`)")
+
+
+def _said(done: bool, yes: str, no: str) -> int:
+    """`yes` on standard output (0), or `no` on standard error (1)."""
+    print(yes if done else no, file=sys.stdout if done else sys.stderr)
+    return 0 if done else 1
 
 
 async def _schedules_list(args: argparse.Namespace) -> int:
