@@ -44,25 +44,28 @@ class RunControl:
         self._written: dict[str, datetime] = {}
         self._pending: set[asyncio.Future[None]] = set()
         self._read_at: dict[str, datetime] = {}
-        """When each leased task's row (and so its cancel request) was last read."""
+        """When the row (so the cancel request) of each leased task of a cancellable executor
+        running here was last read."""
 
-    def begin(self, tasks: Iterable[Task], owner: str, leased: set[str]) -> None:
+    def begin(self, tasks: Iterable[Task], owner: str, leased: set[str], cancellable: set[str]) -> None:
+        """Runs start: `leased`, the ids whose run lease `owner` took; `cancellable`, those of
+        them whose executor is cancellable (their requests are read while they wait and run)."""
         now = self.clock.now()
         for task in tasks:
             self._running[task.key] = owner if task.key in leased else None
-            if task.key in leased:
+            if task.key in cancellable:
                 self._read_at[task.key] = now
 
     async def asked_before_start(self, task: Task) -> str | None:
-        """The reason of a cancel asked for `task` (leased, about to start), reading the requests
-        of the leased tasks running here (one batched read) if the last read is stale."""
+        """The reason of a cancel asked for `task` (leased, cancellable, about to start), reading
+        the requests of the cancellable tasks running here (one batched read) if the last read
+        is stale."""
         key = task.key
-        if self._running.get(key) is None or self.storage is None:
+        if key not in self._read_at or self.storage is None:
             return None
-        read = self._read_at.get(key)
         now = self.clock.now()
-        if key not in self._cancelled and (read is None or (now - read).total_seconds() > FRESH):
-            fresh = [i for i, owner in self._running.items() if owner is not None and i not in self._cancelled]
+        if key not in self._cancelled and (now - self._read_at[key]).total_seconds() > FRESH:
+            fresh = [i for i in self._read_at if i not in self._cancelled]
             try:
                 found = await self.storage.cancel_requests(fresh)
             except Exception as exc:  # noqa: BLE001 - the run's watcher and progress writes look again
@@ -80,9 +83,6 @@ class RunControl:
             self._cancelled.pop(key, None)
             self._written.pop(key, None)
             self._read_at.pop(key, None)
-
-    def is_running(self, task_id: str) -> bool:
-        return task_id in self._running
 
     def is_cancelled(self, task_id: str) -> bool:
         return task_id in self._cancelled

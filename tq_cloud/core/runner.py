@@ -121,10 +121,11 @@ class TaskRunner:
             mine, leased = await self._not_yet_committed([t for k, t in unique.items() if k in claimed], result,
                                                          runner_id, recorder, claim_ttl)
             mine = await self._hold_until_due(mine, recorder)
-            self.control.begin(mine, runner_id, leased)
+            watched = {t.key for t in mine if t.key in leased and self._cancellable(t)}
+            self.control.begin(mine, runner_id, leased, watched)
             if self.on_processing is not None:
                 await self.on_processing([t for t in mine if t.entity and not t.retry_count])
-            async with self.control.watching([t.key for t in mine if t.key in leased and self._cancellable(t)]):
+            async with self.control.watching(sorted(watched)):
                 await self._run_groups(mine, recorder, runner_id, result)
             keep_locked = {t.key for t in result.handed_off}
             for task in mine:
