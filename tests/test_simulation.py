@@ -368,3 +368,12 @@ def test_mutation_no_catch_up_of_lost_firings_is_caught(monkeypatch: pytest.Monk
     monkeypatch.setattr("tq_cloud.core.handler.catch_up", nothing)
     found = violations_within(range(1, 9), tasks=1000, about="schedule")
     assert any("was lost" in v for v in found), found[:5]
+
+
+def test_mutation_sending_duplicates_of_a_dedup_key_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def nothing(self: Any, tasks: Any, now: Any) -> dict[int, Task]:
+        return {}
+
+    monkeypatch.setattr("tq_cloud.core.routing.TaskRouter._deduplicated", nothing)
+    found = violations_within(range(1, 9), tasks=1000, about="dedup key")
+    assert any("ran as" in v or "not the first" in v for v in found), found[:5]

@@ -32,7 +32,8 @@ class ExecutorOptions:
     `handoff_timeout`: seconds after which a long task is handed to the AsyncTaskManager.
     `keep_result`: how long an executed task's row and result are kept, for `handler.result`.
     `cancellable`: the executor's tasks can be cancelled wherever they wait (they get a row).
-    `timeout`: seconds a run may take; a longer one is stopped and fails with TaskTimeoutError."""
+    `timeout`: seconds a run may take; a longer one is stopped and fails with TaskTimeoutError.
+    `dedup_window`: how long a task's `dedup_key` keeps a second one of the same key from being sent."""
 
     retries: int = 0
     store_on_failure: bool = False
@@ -42,6 +43,7 @@ class ExecutorOptions:
     keep_result: timedelta | None = None
     cancellable: bool = False
     timeout: float | None = None
+    dedup_window: timedelta = timedelta(minutes=10)
 
     @property
     def has_row(self) -> bool:
@@ -68,6 +70,9 @@ class ExecutorOptions:
                 isinstance(self.keep_result, timedelta) and timedelta(0) < self.keep_result <= MAX_KEEP):
             raise ConfigurationError(f"keep_result must be a timedelta from 1 second to {MAX_KEEP.days} days, "
                                      f"got {self.keep_result!r}")
+        if not isinstance(self.dedup_window, timedelta) or not timedelta(seconds=1) <= self.dedup_window <= MAX_KEEP:
+            raise ConfigurationError(f"dedup_window must be a timedelta from 1 second to {MAX_KEEP.days} days, "
+                                     f"got {self.dedup_window!r}")
         if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float)
                                          or not 0 < self.timeout <= MAX_TIMEOUT):
             raise ConfigurationError(f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:.0f} "

@@ -177,21 +177,23 @@ class TaskHandler:
 
     async def send(self, executor: ExecutorRef, payload: Any, *, delay: timedelta | None = None,
                    at: datetime | None = None, partition_key: str | None = None, entity: EntityRef | None = None,
-                   id: str | None = None) -> Task:
+                   id: str | None = None, dedup_key: str | None = None) -> Task:
         """Send one task to `executor` (the handle `@app.task` returned, or a (queue_id,
         task_type) pair this handler's registry knows); the task sent, with its id. The payload
         (a pydantic model or a dict) is validated against the executor's model, and every limit
         checked, before anything is sent: InvalidPayloadError names each wrong field,
         UnknownTaskTypeError an executor the registry lacks, InvalidDelayError a bad `delay`/`at`
         (give one of them; a time past is now). With `id`, sending again is idempotent for a
-        task with a row (set-if-absent), and a redelivery is the same task everywhere.
+        task with a row (set-if-absent), and a redelivery is the same task everywhere. With
+        `dedup_key`, a second send of the same key within the executor's `dedup_window` sends
+        nothing and returns the first task (its id).
 
         Example:
             task = await handler.send(send_email, Email(to="a@example.com"), delay=timedelta(minutes=5))
             await handler.send(("email", "send"), {"to": "b@example.com"}, id="welcome-b")
         """
         task = build_task(self.registry, executor, payload, self.clock.now(), delay=delay, at=at,
-                          partition_key=partition_key, entity=entity, id=id)
+                          partition_key=partition_key, entity=entity, id=id, dedup_key=dedup_key)
         return (await self.add_tasks([task]))[0]
 
     async def result(self, task_id: str, timeout: float = 0.0) -> Any:  # noqa: ASYNC109 - the API's name

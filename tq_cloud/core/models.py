@@ -157,6 +157,8 @@ class Task(BaseModel, Generic[P]):
     force_store: bool = False
     metadata: TaskMetadata = Field(default_factory=TaskMetadata)
     partition_key: str | None = Field(default=None, min_length=1, max_length=256)
+    dedup_key: str | None = Field(default=None, min_length=1, max_length=256, description=(
+        "a second task of the same queue, type and key within its executor's dedup_window is not sent"))
     execution_result: Any = None
     created_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None

@@ -84,6 +84,7 @@ class TaskQueuesManager:
         keep_result: timedelta | None = None,
         cancellable: bool = False,
         timeout: float | None = None,
+        dedup_window: timedelta = timedelta(minutes=10),
     ) -> Callable[[Callable[P, Awaitable[R]]], ExecutorHandle[P, Awaitable[R]]]:
         """Register `async def fn(task, actions)` as the executor of (queue_id, task_type); returns
         its handle (calling it calls `fn`), which `handler.send` takes.
@@ -111,6 +112,7 @@ class TaskQueuesManager:
                 keep_result=keep_result,
                 cancellable=cancellable,
                 timeout=timeout,
+                dedup_window=dedup_window,
             )
             if parallel and chunk_size is None:
                 raise ConfigurationError("a parallel executor needs chunk_size (tasks run at once)")
@@ -134,6 +136,7 @@ class TaskQueuesManager:
         keep_result: timedelta | None = None,
         cancellable: bool = False,
         timeout: float | None = None,
+        dedup_window: timedelta = timedelta(minutes=10),
     ) -> Callable[[Callable[P, Awaitable[R]]], ExecutorHandle[P, Awaitable[R]]]:
         """Register `async def fn(tasks, actions)` to receive all tasks of a batch at once; returns
         its handle. Each task needs its report (`actions.success`/`fail`): one left without
@@ -156,6 +159,7 @@ class TaskQueuesManager:
                 keep_result=keep_result,
                 cancellable=cancellable,
                 timeout=timeout,
+                dedup_window=dedup_window,
             )
             executor = BatchTaskExecutor(fn=cast(BatchTaskFn, fn), options=options)
             self.register(queue_id, task_type, executor)

@@ -8,7 +8,9 @@
   row to `scheduled`, so the sweeper sends it instead;
 - a task of an executor with `keep_result` or `cancellable` is stored (`force_store`): results
   and cancels need its row;
-- otherwise: enqueued only, the cheapest path (no store write at all).
+- otherwise: enqueued only, the cheapest path (no store write at all);
+- a task with a `dedup_key` is first checked against the others of its queue, type and key
+  within its executor's `dedup_window`: a duplicate is not sent at all (see `_deduplicated`).
 Stored tasks keep `force_store=True`: it marks "this task has a row" for later transitions.
 
 Every limit a task must meet is checked in `prepare`, before anything is written: `add_tasks`
@@ -50,6 +52,7 @@ from tq_cloud.ports.timer import Timer
 log = logging.getLogger("tq_cloud.routing")
 
 IMMEDIATE_WINDOW = timedelta(minutes=2)
+DEFAULT_DEDUP_WINDOW = timedelta(minutes=10)
 TasksHook = Callable[[Sequence[Task]], Awaitable[None]]
 Send = Callable[[Sequence[Task]], Awaitable[None]]
 Rejected = dict[str, str]
@@ -198,8 +201,9 @@ class TaskRouter:
                 if strict:
                     raise
                 rejected[task.id or "?"] = str(exc)
+        twins = await self._deduplicated(routed, now) if any(t.dedup_key for t in routed) else {}
         later, delayed, stored_now, now_only, timed = [], [], [], [], []
-        for task in routed:
+        for task in (t for i, t in enumerate(routed) if i not in twins):
             if self.timer is not None and task.flow_meta is not None and task.flow_meta.is_timeout:
                 timed.append(task)
             elif self._due_later(task):
@@ -211,21 +215,49 @@ class TaskRouter:
                 stored_now.append(task)
             else:
                 now_only.append(task)
-        for task in timed:
-            assert self.timer is not None and task.flow_meta is not None
-            await self.timer.schedule(timeout_timer_name(task.flow_meta.flow_id), task)
-        if later:
-            await self.storage.insert(later)
-        if stored_now:
-            rejected |= await self._store_and_publish(stored_now, now)
-        if now_only:
-            rejected |= await self._publish(now_only, strict)
-        if delayed:
-            assert self.delay_lane is not None
-            rejected |= await self._publish(delayed, strict, self.delay_lane.send)
-        sent = [t for t in routed if t.key not in rejected]
+        try:
+            for task in timed:
+                assert self.timer is not None and task.flow_meta is not None
+                await self.timer.schedule(timeout_timer_name(task.flow_meta.flow_id), task)
+            if later:
+                await self.storage.insert(later)
+            if stored_now:
+                rejected |= await self._store_and_publish(stored_now, now)
+            if now_only:
+                rejected |= await self._publish(now_only, strict)
+            if delayed:
+                assert self.delay_lane is not None
+                rejected |= await self._publish(delayed, strict, self.delay_lane.send)
+        except Exception:  # whatever this call claimed may not have gone out: a retry must send it
+            await self._release_dedup([t for i, t in enumerate(routed) if i not in twins])
+            raise
+        await self._release_dedup([t for t in routed if t.key in rejected])
+        sent = [t for i, t in enumerate(routed) if i not in twins and t.key not in rejected]
         await self._scheduled(sent, now)
+        if twins:  # a deduplicated task comes back as the task that holds its key
+            sent = [twins[i] if i in twins else t for i, t in enumerate(routed) if i in twins or t.key not in rejected]
         return sent, rejected
+
+    async def _release_dedup(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            if task.dedup_key is not None:
+                try:
+                    await self.storage.release_dedup(_scope(task), task.key)
+                except Exception:
+                    log.exception("could not free the dedup key of task %s; it frees at its window's end", task.key)
+
+    async def _deduplicated(self, tasks: list[Task], now: datetime) -> dict[int, Task]:
+        """Each task with a `dedup_key` claims its (queue, type, key) for its executor's
+        `dedup_window` (one conditional write each; none for tasks without a key). One whose key
+        another task holds is not sent: by position, the task that holds it (its id)."""
+        async def holder(task: Task) -> str:
+            executor = self.registry.get_executor(task.queue_id, task.type)
+            window = executor.options.dedup_window if executor else DEFAULT_DEDUP_WINDOW
+            return await self.storage.claim_dedup(_scope(task), task.key, now, window)
+
+        keyed = [(i, t) for i, t in enumerate(tasks) if t.dedup_key is not None]
+        holders = [await holder(t) for _, t in keyed]  # in order: the first of a call holds its key
+        return {i: t.model_copy(update={"id": h}) for (i, t), h in zip(keyed, holders, strict=True) if h != t.key}
 
     def _lane_takes(self, task: Task, now: datetime) -> bool:
         """The delay lane takes a task without a row, due within its reach, that fits it (a
@@ -303,6 +335,11 @@ class TaskRouter:
                 max_retries = self.registry.max_retries(task.retries, task.queue_id, task.type)
                 await self.lifecycle.task("on_task_scheduled",
                                           self.lifecycle.scheduled_event(task, max_retries, now))
+
+
+def _scope(task: Task) -> str:
+    """What a dedup key is unique within: its queue and type."""
+    return "\x1f".join((task.queue_id, task.type, task.dedup_key or ""))
 
 
 def as_sent(rows: Sequence[Task]) -> list[Task]:

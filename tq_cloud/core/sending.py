@@ -74,7 +74,7 @@ class Registry(Protocol):
 class Sender(Protocol):
     async def send(self, executor: ExecutorRef, payload: Any, *, delay: timedelta | None = None,
                    at: datetime | None = None, partition_key: str | None = None,
-                   entity: EntityRef | None = None, id: str | None = None) -> Task: ...
+                   entity: EntityRef | None = None, id: str | None = None, dedup_key: str | None = None) -> Task: ...
 
 
 class BoundExecutor:
@@ -122,13 +122,13 @@ def resolve(registry: Registry, executor: ExecutorRef) -> tuple[str, str, Execut
 
 def build_task(registry: Registry, executor: ExecutorRef, payload: Any, now: datetime, *,
                delay: timedelta | None = None, at: datetime | None = None, partition_key: str | None = None,
-               entity: EntityRef | None = None, id: str | None = None) -> Task:
+               entity: EntityRef | None = None, id: str | None = None, dedup_key: str | None = None) -> Task:
     """The task `handler.send` sends: its payload validated into the executor's model (and sent
     as that model's JSON form), due after `delay` or at `at` (not both)."""
     queue_id, task_type, found = resolve(registry, executor)
     payload = validated_payload(found, payload, f"payload for {queue_id}/{task_type}", id)
     return Task(id=id, type=task_type, queue_id=queue_id, payload=payload, entity=entity,
-                partition_key=partition_key, execute_at=_due(now, delay, at))
+                partition_key=partition_key, dedup_key=dedup_key, execute_at=_due(now, delay, at))
 
 
 def validated_payload(executor: Executor, payload: Any, what: str, task_id: str | None = None) -> Any:

@@ -129,6 +129,17 @@ class TaskStorage(Protocol):
         whether a cancel is requested (so progress reports learn of one for free)."""
         ...
 
+    async def claim_dedup(self, scope: str, task_id: str, now: datetime, window: timedelta) -> str:
+        """The id of the task that holds `scope` (a queue, type and dedup key) until `now + window`:
+        `task_id` if the scope was free, had expired, or is its own (a replay sends it again);
+        else the holder, whose task is the one sent. One conditional write."""
+        ...
+
+    async def release_dedup(self, scope: str, task_id: str) -> None:
+        """Free `scope` if `task_id` holds it: its task could not be sent, and a second send
+        must not be taken for a duplicate of a task that never went out."""
+        ...
+
     async def get_marks(self, keys: Sequence[str]) -> dict[str, str]:
         """Small bookkeeping values by key (a schedule's paused state), kept beside the tasks
         under the stores' reserved ids, never listed as tasks."""

@@ -11,6 +11,8 @@ As it goes (each is a violation the moment it happens):
 - a flow's timeout join never happens before its deadline; a flow is joined once;
 - a cancelled task never starts after `cancel` returned True; `cancel` returns True only for a
   task not finished, and False only for one finished;
+- the tasks sent with one dedup key within its window run as one task, and every send of the
+  key returns that task;
 - a projection's stored status never moves back;
 - no outcome lands over a later attempt of its task, no reset wipes a live lease, no retry due
   later waits as `processing`, no lease its holder handed back holds up the redelivery, and no
@@ -102,6 +104,10 @@ class Tracker:
     cancelled_at: dict[str, float] = field(default_factory=dict)
     occurrence_tasks: dict[tuple[str, datetime], set[str]] = field(default_factory=dict)
     """Each schedule occurrence's runs: the task ids that ran it (one, if it ran once)."""
+    dedup_first: dict[str, str] = field(default_factory=dict)
+    """Each dedup key's first task (what every send of the key must return)."""
+    dedup_ran: dict[str, set[str]] = field(default_factory=dict)
+    """The tasks that ran under each dedup key (one, if duplicates were not sent)."""
     leased_at: dict[str, float] = field(default_factory=dict)
     """When a run last took the lease of a task a cancel concerns."""
 
@@ -159,6 +165,11 @@ class Tracker:
                 self.lateness.append(late)
         if counts[1] > counts[0]:
             self.violate(f"task {task.key} attempt {key[1:]} ran {counts[1]} times for {counts[0]} deliveries")
+        if task.dedup_key is not None:
+            ran = self.dedup_ran.setdefault(task.dedup_key, set())
+            ran.add(task.key)
+            if len(ran) > 1:
+                self.violate(f"dedup key {task.dedup_key} ran as {len(ran)} tasks: {sorted(ran)}")
         seen = self.seen.get(task.key)
         row = self.peek_row(task.key) if task.force_store or (seen is not None and seen.kept) else None
         if row is not None and (row.status.is_terminal or _attempt(row) > key[1:]):

@@ -196,6 +196,7 @@ class Send:
     delay: float
     cancel_after: float | None = None
     """Seconds after it is sent that it is cancelled (before, while or after it runs), if it is."""
+    dedup_key: str | None = None
 
 
 def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: bool,
@@ -222,8 +223,14 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
                                    rng.uniform(0, delay + d + 30) if rng.random() < 0.5 else None))
             work.expected_tasks += 1
             continue
-        if roll < 0.05:
+        if roll < 0.04:
             work.sends.append(Send(new_id(), (Q, "seq"), {"k": "ok", "v": rng.randrange(1000)}, 0.0))
+            work.expected_tasks += 1
+            continue
+        if roll < 0.05:  # the same webhook, two or three times: one task runs
+            key = f"hook-{rng.getrandbits(32):08x}"
+            work.sends += [Send(new_id(), (Q, "seq"), {"k": "ok", "v": n}, 0.0, dedup_key=key)
+                           for n in range(rng.randrange(2, 4))]
             work.expected_tasks += 1
             continue
         if roll < 0.45:

@@ -286,9 +286,15 @@ class Deployment:
                 await asyncio.sleep(1.0)  # the producer tries again a second later
             for send in work.sends:
                 delay = timedelta(seconds=send.delay) if send.delay else None
-                while await invocation(producer.send(send.executor, send.payload, delay=delay,  # noqa: ASYNC110
-                                                     id=send.id), self.plan.invocation("producer"), 60.0) is None:
+                while (sent := await invocation(producer.send(send.executor, send.payload, delay=delay,  # noqa: ASYNC110
+                                                              id=send.id, dedup_key=send.dedup_key),
+                                                self.plan.invocation("producer"), 60.0)) is None:
                     await asyncio.sleep(1.0)
+                if send.dedup_key is not None:
+                    first = self.tracker.dedup_first.setdefault(send.dedup_key, sent.key)
+                    if sent.key != first:
+                        self.tracker.violate(f"a send of dedup key {send.dedup_key} returned {sent.key}, not the "
+                                             f"first task {first}")
                 if send.cancel_after is not None:
                     heapq.heappush(self.cancels, (self.loop.time() + send.cancel_after, send.id))
             await asyncio.sleep(0.05)

@@ -13,6 +13,7 @@ explicit condition expressions does the job instead.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import zlib
@@ -271,6 +272,36 @@ class DynamoDbAdapter:
                                               ProjectionExpression="id, body")
         return CancelOutcome.FINISHED if "body" in response.get("Item", {}) else CancelOutcome.UNKNOWN
 
+    async def claim_dedup(self, scope: str, task_id: str, now: datetime, window: timedelta) -> str:
+        """An item `_tq#dedup#<sha256 of the scope>`: its holder and until when (its TTL after).
+        One conditional UpdateItem; a refused one returns the holder with its failure
+        (ReturnValuesOnConditionCheckFailure), so a duplicate costs no read."""
+        until = now + window
+        try:
+            await self.client.update_item(
+                TableName=self.table, Key=_dedup_key(scope),
+                UpdateExpression="SET holder = :me, until_ms = :until, expires_at = :exp",
+                ConditionExpression="attribute_not_exists(id) OR until_ms < :now OR holder = :me",
+                ExpressionAttributeValues={":me": s(task_id), ":until": n(_ms(until)), ":now": n(_ms(now)),
+                                           ":exp": n(int(until.timestamp()) + 3600)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+            return task_id
+        except Exception as exc:
+            if not is_condition_failure(exc):
+                raise
+            old = getattr(exc, "response", {}).get("Item")
+        if old is None:  # an emulator that does not return the item with the failure
+            old = (await self.client.get_item(TableName=self.table, Key=_dedup_key(scope),
+                                              ConsistentRead=True)).get("Item", {})
+        holder: str = old.get("holder", {}).get("S", task_id)
+        return holder
+
+    async def release_dedup(self, scope: str, task_id: str) -> None:
+        """Ends the claim now (an UpdateItem, as the claim: no other grant needed)."""
+        await update_if(self.client, TableName=self.table, Key=_dedup_key(scope),
+                        UpdateExpression="SET until_ms = :zero", ConditionExpression="holder = :me",
+                        ExpressionAttributeValues={":zero": n(0), ":me": s(task_id)})
+
     async def get_marks(self, keys: Sequence[str]) -> dict[str, str]:
         if not keys:
             return {}
@@ -479,3 +510,7 @@ class DynamoDbAdapter:
             " AND processing_ms <= :cut AND processing_ms > :unstamped",
             {":cut": n(cutoff), ":unstamped": n(_ms(NOT_STAMPED))}), "stale recovery")
         return sum(1 for item in moved if item is not None)
+
+
+def _dedup_key(scope: str) -> Item:
+    return {"id": s(f"{RESERVED_ID_PREFIX}dedup#{hashlib.sha256(scope.encode()).hexdigest()}")}

@@ -66,6 +66,7 @@ class InMemoryAdapter:
         self._progress: dict[str, TaskProgress] = {}
         self._expires: dict[str, datetime] = {}
         self._marks: dict[str, str] = {}
+        self._dedup: dict[str, tuple[str, datetime]] = {}
         self._max = max_item_bytes
         self.finished_ttl = finished_ttl
         self.fail_next_writes = 0
@@ -149,6 +150,18 @@ class InMemoryAdapter:
         stats = row.execution_stats.model_copy(update={"cancel_reason": reason, "cancel_id": cancel_id})
         self._put(row, status=TaskStatus.CANCELLED, updated_at=now, execution_stats=stats)
         return CancelOutcome.CANCELLED
+
+    async def claim_dedup(self, scope: str, task_id: str, now: datetime, window: timedelta) -> str:
+        held = self._dedup.get(scope)
+        if held is not None and held[0] != task_id and held[1] >= now:
+            return held[0]
+        self._dedup[scope] = (task_id, now + window)
+        return task_id
+
+    async def release_dedup(self, scope: str, task_id: str) -> None:
+        held = self._dedup.get(scope)
+        if held is not None and held[0] == task_id:
+            del self._dedup[scope]
 
     async def get_marks(self, keys: Sequence[str]) -> dict[str, str]:
         return {k: self._marks[k] for k in keys if k in self._marks}
