@@ -19,8 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from tq_cloud.errors import ConfigurationError
 
 Overlap = Literal["allow", "skip"]
@@ -81,6 +79,8 @@ class Schedule:
                 at += step
             return
         assert self.cron is not None
+        from croniter import croniter  # here, not at import: apps without a cron pay no cold-start time for it
+
         local = after.astimezone(self.zone).replace(tzinfo=None, second=0, microsecond=0)
         wall = croniter(self.cron, local)
         while True:
@@ -97,6 +97,8 @@ class Schedule:
         if self.every is not None:
             return at - self.every
         assert self.cron is not None
+        from croniter import croniter
+
         wall = croniter(self.cron, at.astimezone(self.zone).replace(tzinfo=None))
         for _ in range(1000):
             candidate = wall.get_prev(datetime)
@@ -147,6 +149,8 @@ def eventbridge_cron(cron: str, name: str) -> str:
     ConfigurationError naming what EventBridge cannot express: a day-of-month and a
     day-of-week both restricted (cron ORs them; EventBridge takes one, with `?` in the other),
     a step in the day-of-week, or a field croniter does not read."""
+    from croniter import croniter
+
     fields = cron.split() if isinstance(cron, str) else []
     if len(fields) != 5 or not all(_FIELD_CHARS.fullmatch(f) for f in fields) or not croniter.is_valid(cron):
         raise ConfigurationError(f"schedule {name!r}: cron={cron!r} is not five cron fields (minute hour "

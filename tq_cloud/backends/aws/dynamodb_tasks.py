@@ -219,17 +219,25 @@ class DynamoDbAdapter:
         return [t for t in await bounded_gather(tasks, put) if t is not None]
 
     async def get(self, ids: Sequence[str]) -> list[Task]:
-        found: dict[str, Task] = {}
-        for start in range(0, len(ids), 100):
-            keys: list[Item] = [{"id": s(i)} for i in dict.fromkeys(ids[start:start + 100])]
-            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+        found = {item["id"]["S"]: self._decode_or_stand_in(item) for item in await self._items(ids)
+                 if "body" in item}  # not the table's own bookkeeping
+        return [found[i] for i in ids if i in found]
+
+    async def _items(self, ids: Sequence[str], projection: str | None = None) -> list[Item]:
+        """The items of `ids` (consistent reads, 100 keys a BatchGetItem, unprocessed keys asked
+        again), with only `projection`'s attributes if given."""
+        items: list[Item] = []
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 100):
+            batch: dict[str, Any] = {"Keys": [{"id": s(i)} for i in unique[start:start + 100]], "ConsistentRead": True}
+            if projection:
+                batch["ProjectionExpression"] = projection
+            request: dict[str, Any] = {self.table: batch}
             while request:
                 response = await self.client.batch_get_item(RequestItems=request)
-                for item in response["Responses"].get(self.table, []):
-                    if "body" in item:  # not the table's own bookkeeping
-                        found[item["id"]["S"]] = self._decode_or_stand_in(item)
+                items += response["Responses"].get(self.table, [])
                 request = response.get("UnprocessedKeys") or {}
-        return [found[i] for i in ids if i in found]
+        return items
 
     async def schedule_retry(self, tasks: Sequence[Task]) -> list[Task]:
         condition = (f"attribute_not_exists(id) OR ({_NOT_TERMINAL} AND (retry_count < :rc "
@@ -303,17 +311,8 @@ class DynamoDbAdapter:
                         ExpressionAttributeValues={":zero": n(0), ":me": s(task_id)})
 
     async def get_marks(self, keys: Sequence[str]) -> dict[str, str]:
-        if not keys:
-            return {}
         ids = {f"{MARK_PREFIX}{k}": k for k in keys}
-        request: dict[str, Any] = {self.table: {"Keys": [{"id": s(i)} for i in ids], "ConsistentRead": True}}
-        found: dict[str, str] = {}
-        while request:
-            response = await self.client.batch_get_item(RequestItems=request)
-            for item in response["Responses"].get(self.table, []):
-                found[ids[item["id"]["S"]]] = item["mark"]["S"]
-            request = response.get("UnprocessedKeys") or {}
-        return found
+        return {ids[item["id"]["S"]]: item["mark"]["S"] for item in await self._items(list(ids))}
 
     async def set_mark(self, key: str, value: str | None) -> None:
         item_id = {"id": s(f"{MARK_PREFIX}{key}")}
@@ -323,18 +322,8 @@ class DynamoDbAdapter:
             await self.client.put_item(TableName=self.table, Item={**item_id, "mark": s(value)})
 
     async def cancel_requests(self, ids: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for start in range(0, len(ids), 100):
-            keys: list[Item] = [{"id": s(i)} for i in dict.fromkeys(ids[start:start + 100]) if usable_id(i)]
-            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True,
-                                                    "ProjectionExpression": "id, cancel_requested"}}
-            while keys and request:
-                response = await self.client.batch_get_item(RequestItems=request)
-                for item in response["Responses"].get(self.table, []):
-                    if "cancel_requested" in item:
-                        found[item["id"]["S"]] = item["cancel_requested"]["S"]
-                request = response.get("UnprocessedKeys") or {}
-        return found
+        items = await self._items([i for i in ids if usable_id(i)], "id, cancel_requested")
+        return {item["id"]["S"]: item["cancel_requested"]["S"] for item in items if "cancel_requested" in item}
 
     async def record_progress(self, task: Task, owner: str, progress: TaskProgress) -> bool:
         item = await self._conditional(
