@@ -194,8 +194,9 @@ def test_mutation_firing_a_timeout_early_is_caught(monkeypatch: pytest.MonkeyPat
         return tasks
 
     monkeypatch.setattr(world, "_at", truncated)
-    monkeypatch.setattr(TaskRunner, "_builtin",
-                        lambda self, t: SingleTaskExecutor(fn=acknowledge) if t == FLOW_TIMEOUT_TYPE else None)
+    builtin = TaskRunner._builtin
+    monkeypatch.setattr(TaskRunner, "_builtin",  # the others (flow retires, schedule firings) as they are
+                        lambda self, t: SingleTaskExecutor(fn=acknowledge) if t == FLOW_TIMEOUT_TYPE else builtin(self, t))
     monkeypatch.setattr(TaskRunner, "_hold_until_due", run_at_once)  # the other guard against early runs
     found = violations_within(range(1, 9), tasks=2500, about="timed out before its deadline")
     assert found, "an early timeout went unnoticed"
@@ -377,3 +378,14 @@ def test_mutation_sending_duplicates_of_a_dedup_key_is_caught(monkeypatch: pytes
     monkeypatch.setattr("tq_cloud.core.routing.TaskRouter._deduplicated", nothing)
     found = violations_within(range(1, 9), tasks=1000, about="dedup key")
     assert any("ran as" in v or "not the first" in v for v in found), found[:5]
+
+
+def test_mutation_a_run_not_stopped_at_its_time_limit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.core.runner import TaskRunner
+
+    async def unlimited(self: TaskRunner, executor: Any, call: Any) -> Any:
+        return await call
+
+    monkeypatch.setattr(TaskRunner, "_limited", unlimited)
+    found = violations_within(range(1, 9), tasks=1000, about="time limit")
+    assert any("past its time limit" in v for v in found), found[:5]

@@ -30,13 +30,10 @@ async def test_the_api_answers_and_refuses_bad_input_with_the_reason() -> None:
                 async with http.get(base + path) as response:
                     return response.status, await response.json()
 
-            async with http.get(base + "/") as response:
-                token = re.search(r'name="csrf-token" content="([^"]+)"', await response.text())[1]  # type: ignore[index]
+            token = await _token(http, base)
 
             async def post(body: bytes) -> tuple[int, Any]:
-                headers = {"Content-Type": "application/json", "X-CSRF-Token": token}
-                async with http.post(base + "/api/redrive", data=body, headers=headers) as response:
-                    return response.status, await response.json()
+                return await _post_json(http, base + "/api/redrive", token, body)
 
             status, page = await get("/api/tasks?status=failed")
             assert status == 200 and [t["id"] for t in page["tasks"]] == ["a"] and page["tasks"][0]["error"] == "nope"
@@ -54,6 +51,20 @@ async def test_the_api_answers_and_refuses_bad_input_with_the_reason() -> None:
     finally:
         stop.set()
         await serving
+
+
+async def _token(http: aiohttp.ClientSession, base: str) -> str:
+    """The CSRF token the console's page carries."""
+    async with http.get(base + "/") as response:
+        found = re.search(r'name="csrf-token" content="([^"]+)"', await response.text())
+    assert found is not None, "the page carries no CSRF token"
+    return found[1]
+
+
+async def _post_json(http: aiohttp.ClientSession, url: str, token: str, body: bytes) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json", "X-CSRF-Token": token}
+    async with http.post(url, data=body, headers=headers) as response:
+        return response.status, await response.json()
 
 
 async def _served(app: TaskQueuesManager | None = None) -> tuple[InMemoryStack, asyncio.Event, Any, str]:
@@ -85,8 +96,7 @@ async def test_cross_site_and_rebinding_requests_are_refused() -> None:
     port = base.rsplit(":", 1)[1]
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.get(base + "/") as response:
-                token = re.search(r'name="csrf-token" content="([^"]+)"', await response.text())[1]  # type: ignore[index]
+            token = await _token(http, base)
 
             async def status(method: str, path: str, **kwargs: Any) -> int:
                 async with http.request(method, base + path, **kwargs) as response:
@@ -135,13 +145,10 @@ async def test_the_task_page_shows_result_and_progress_and_cancels() -> None:
     await stack.process_ready()
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.get(base + "/") as response:
-                token = re.search(r'name="csrf-token" content="([^"]+)"', await response.text())[1]  # type: ignore[index]
+            token = await _token(http, base)
 
             async def cancel(body: bytes) -> tuple[int, Any]:
-                headers = {"Content-Type": "application/json", "X-CSRF-Token": token}
-                async with http.post(base + "/api/cancel", data=body, headers=headers) as response:
-                    return response.status, await response.json()
+                return await _post_json(http, base + "/api/cancel", token, body)
 
             async with http.get(base + "/api/schedules") as response:
                 [hourly] = await response.json()

@@ -13,6 +13,7 @@ As it goes (each is a violation the moment it happens):
   task not finished, and False only for one finished;
 - the tasks sent with one dedup key within its window run as one task, and every send of the
   key returns that task;
+- no run outlives its executor's time limit;
 - a projection's stored status never moves back;
 - no outcome lands over a later attempt of its task, no reset wipes a live lease, no retry due
   later waits as `processing`, no lease its holder handed back holds up the redelivery, and no
@@ -181,6 +182,11 @@ class Tracker:
             self.violate(f"task {task.key} of a schedule carries no occurrence")
             return
         self.occurrence_tasks.setdefault((meta.name, meta.scheduled_at), set()).add(task.key)
+
+    def limited_ended(self, task: Task, ran_for: float, limit: float) -> None:
+        """A run of an executor with a time limit ended (returned, raised or was stopped)."""
+        if ran_for > limit + 0.001:
+            self.violate(f"task {task.key} ran {ran_for:.3f} s, past its time limit of {limit:g} s")
 
     def cx_started(self, task: Task) -> None:
         """A run of a cancellable task starts: never by a run that took its lease after a cancel

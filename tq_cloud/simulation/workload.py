@@ -32,7 +32,10 @@ Q = "sim"
 KB = 1024
 STORED_TYPES = {"seq_s", "slow", "join", "cx"}
 RETRIES = {"seq": 2, "seq_s": 2, "par": 2, "bulk": 1, "slow": 1, "step": 1, "join": 2, "typed": 0, "cx": 1,
-           "tick": 0}
+           "tick": 0, "limited": 1}
+LIMIT = 100.0
+"""The `limited` executor's time limit: its `hang` tasks outlive it on their first attempt (two in
+one batch leave a third too little of the invocation's 300 s: it is handed back)."""
 CX = (Q, "cx")
 """The cancellable executor: its tasks are sent through `handler.send`, and some cancelled."""
 
@@ -88,6 +91,17 @@ def build_app(tracker: Tracker) -> TaskQueuesManager:
             return {"v": "done"}
         finally:
             tracker.cx_running.discard(task.key)
+
+    @app.task(Q, "limited", retries=RETRIES["limited"], timeout=LIMIT)
+    async def limited(task: Task, actions: ExecutorActions) -> dict[str, int]:
+        tracker.ran(task)
+        started = tracker.now()
+        try:
+            if task.payload.get("k") == "hang" and task.retry_count == 0:
+                await asyncio.sleep(LIMIT * 3)
+            return {"v": 1}
+        finally:
+            tracker.limited_ended(task, tracker.now() - started, LIMIT)
 
     @app.task(Q, "tick")
     async def tick(task: Task, actions: ExecutorActions) -> None:
@@ -231,6 +245,11 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
             key = f"hook-{rng.getrandbits(32):08x}"
             work.sends += [Send(new_id(), (Q, "seq"), {"k": "ok", "v": n}, 0.0, dedup_key=key)
                            for n in range(rng.randrange(2, 4))]
+            work.expected_tasks += 1
+            continue
+        if roll < 0.06:  # a time limit: `hang` runs are stopped at it, then retried
+            work.roots.append((Task(id=new_id(), type="limited", queue_id=Q,
+                                    payload={"k": rng.choice(["ok", "hang"])}), 0.0))
             work.expected_tasks += 1
             continue
         if roll < 0.45:
