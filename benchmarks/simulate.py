@@ -50,6 +50,10 @@ def show(report: SimReport) -> None:
         print(f"  schedules: {n['occurrences']} occurrences, {n['duplicates']} duplicate firings, {n['twice']} run twice, "
               f"{n['lost']} lost")
         print(f"  schedules: {n['skipped']} occurrences skipped by overlap='skip' (recorded on their rows)")
+    if report.flow_control:
+        f = report.flow_control
+        print(f"  flow control: {f['limited']:.0f} limited tasks, {f['over']:.0f} over limit, "
+              f"{f['out_of_order']:.0f} out of order, max wait {f['max_wait']:.0f} s")
     if report.lateness:
         late = sorted(report.lateness)
         print(f"  delay lane: {report.lane_messages} messages; lateness of delayed runs p50 "

@@ -63,6 +63,11 @@ def test_a_seed_replays_the_same_trace() -> None:
     assert other.trace != first.trace
 
 
+HIGH_FAULTS_FOR = 1800.0
+"""Virtual seconds a run at 60% faults lasts: past the design's envelope nothing settles (retries
+and deferrals fail more often than not), and what these runs check is seen as it happens."""
+
+
 def violations_within(seeds: range, tasks: int = 1500, fault_rate: float = 0.2, about: str = "",
                       **config: Any) -> list[str]:
     """The violations of the first seed that has some (mentioning `about`, if given)."""
@@ -123,12 +128,13 @@ def test_mutation_swallowing_a_failed_late_async_commit_is_caught(monkeypatch: p
 
     monkeypatch.setattr(TaskRunner, "_finish_async", swallow)
     monkeypatch.setattr(TaskHandler, "_commit_async", commit_once)  # as the old code: one try, then swallowed
-    found = violations_within(range(1, 9), fault_rate=0.6, about="without an outcome")  # late commits fail often
+    found = violations_within(range(1, 9), fault_rate=0.6, about="without an outcome", tasks=600,
+                              max_virtual_seconds=HIGH_FAULTS_FOR)  # late commits fail often
     assert any("without an outcome" in v for v in found), found[:5]
 
 
 def test_at_a_high_fault_rate_no_record_leaves_a_batch_without_an_outcome() -> None:
-    report = Simulation(SimConfig(tasks=1500, fault_rate=0.6, seed=1)).run()
+    report = Simulation(SimConfig(tasks=600, fault_rate=0.6, seed=1, max_virtual_seconds=HIGH_FAULTS_FOR)).run()
     assert sum(report.faults.values()) > 10_000
     assert not [v for v in report.violations if "without an outcome" in v or "sent again" in v]
 
@@ -389,3 +395,45 @@ def test_mutation_a_run_not_stopped_at_its_time_limit_is_caught(monkeypatch: pyt
     monkeypatch.setattr(TaskRunner, "_limited", unlimited)
     found = violations_within(range(1, 9), tasks=1000, about="time limit")
     assert any("past its time limit" in v for v in found), found[:5]
+
+
+def test_mutation_limits_not_held_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.flow_control import gate
+
+    original_slots, original_starts = gate.slots_step, gate.starts_step
+    monkeypatch.setattr(gate, "slots_step", lambda limit, *args: original_slots(10**6, *args))
+    monkeypatch.setattr(gate, "starts_step", lambda limit, *args: original_starts(10**6, *args))
+    found = violations_within(range(1, 9), tasks=1500, about="tenant")
+    assert any("at once" in v for v in found) and any("starts within" in v for v in found), found[:5]
+
+
+def test_mutation_ordered_keys_run_out_of_turn_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def in_turn(self: Any, pairs: Any, recorder: Any, run_unit: Any, width: int) -> None:
+        for pair in pairs:
+            await run_unit([pair])
+
+    monkeypatch.setattr("tq_cloud.flow_control.gate.FlowGate.run_ordered", in_turn)
+    found = violations_within(range(1, 9), tasks=1500, about="ordered key")
+    assert any("started before" in v for v in found), found[:5]
+
+
+def test_mutation_debounced_tasks_all_running_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def everyone(self: Any, executor: Any, pairs: Any, recorder: Any) -> Any:
+        return pairs
+
+    monkeypatch.setattr("tq_cloud.flow_control.gate.FlowGate.screen", everyone)
+    found = violations_within(range(1, 9), tasks=1500, about="debounce key")
+    assert any("superseded" in v for v in found), found[:5]
+
+
+def test_the_simulation_reports_flow_control() -> None:
+    report = Simulation(SimConfig(tasks=1500, fault_rate=0.2, seed=3)).run()
+    assert report.violations == []
+    assert report.flow_control["limited"] > 20 and report.flow_control["over"] == 0
+    assert report.flow_control["out_of_order"] == 0
+
+
+def test_mutation_tasks_of_an_ordered_key_written_in_one_call_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tq_cloud.core.routing.TaskRouter._in_order", lambda self, tasks: [tasks])
+    found = violations_within(range(1, 9), tasks=5000, about="ordered key")
+    assert any("started before" in v for v in found), found[:5]

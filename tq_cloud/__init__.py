@@ -45,6 +45,9 @@ _EXPORTS = {
     "TaskQueuesManager": "tq_cloud.core.registry",
     "TaskStatus": "tq_cloud.core.models",
     "TaskTimeoutError": "tq_cloud.errors",
+    "Concurrency": "tq_cloud.flow_control.options",
+    "RateLimit": "tq_cloud.flow_control.options",
+    "Debounce": "tq_cloud.flow_control.options",
     "UnknownTaskTypeError": "tq_cloud.errors",
     "WorkerLifecycleProvider": "tq_cloud.ports.lifecycle",
 }
@@ -88,6 +91,9 @@ __all__ = [
     "TaskQueuesManager",
     "TaskStatus",
     "TaskTimeoutError",
+    "Concurrency",
+    "RateLimit",
+    "Debounce",
     "UnknownTaskTypeError",
     "WorkerLifecycleProvider",
 ]
@@ -112,6 +118,7 @@ if TYPE_CHECKING:
         TaskTimeoutError,
         UnknownTaskTypeError,
     )
+    from tq_cloud.flow_control.options import Concurrency, Debounce, RateLimit
     from tq_cloud.flows.models import FlowConfig, FlowResults, FlowStep
     from tq_cloud.lifecycle.console import ConsoleHealthProvider
     from tq_cloud.lifecycle.emitter import LifecycleConfig

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tq_cloud.core.handler import TaskHandler
@@ -178,6 +178,21 @@ class Operations:
         return [p.model_dump(mode="json", exclude={"payload"})
                 for p in await self.projections.timeline(entity_type, entity_id, limit)]
 
+    async def waiting_on_limits(self) -> list[dict[str, Any]]:
+        """Tasks turned away by a concurrency or rate limit, an ordered key's turn or a busy debounce
+        key in the last five minutes, per executor and key, most first (a gauge: see
+        `flow_control.waiting`)."""
+        from tq_cloud.flow_control.waiting import waiting_on_limits
+
+        registry = self.handler.registry
+        limited = [(q, t) for q in registry.get_queues() for t in registry.get_task_types_for_queue(q)
+                   if _has_flow_control(registry.get_executor(q, t))]
+        if not limited:
+            return []
+        rows = await waiting_on_limits(self.handler.storage, limited, self.handler.clock.now().timestamp())
+        return [{"queue": r.queue, "type": r.type, "key": r.key, "waiting": r.count,
+                 "at": datetime.fromtimestamp(r.at, UTC).isoformat()} for r in rows]
+
     async def counts(self, within: timedelta = timedelta(minutes=15), per_status: int = 1000) -> dict[str, Any]:
         """Stored tasks by queue, type and status that took their status within `within` (with
         TQ_HISTORY every task; without, the ones with rows), each with how many took it in the
@@ -197,6 +212,12 @@ class Operations:
                 for (q, t, s), c in sorted(counts.items())]
         executed = sum(n for (_, _, s), n in recent.items() if s == TaskStatus.EXECUTED.value)
         return {"at": now.isoformat(), "rows": rows, "executed_last_minute": executed, "total": sum(counts.values())}
+
+
+def _has_flow_control(executor: Any) -> bool:
+    options = getattr(executor, "options", None)
+    return options is not None and bool(options.concurrency or options.rate_limit or options.debounce
+                                        or options.ordered)
 
 
 def _report(report: RedriveReport) -> dict[str, Any]:

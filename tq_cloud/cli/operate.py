@@ -232,12 +232,16 @@ async def _status(args: argparse.Namespace) -> int:
         ops = _operations(stack)
         timeline = await ops.entity(*args.entity) if args.entity else None
         flow = await ops.flow(args.flow) if args.flow else None
+        waiting = await ops.waiting_on_limits()
     if args.json:
-        print(json.dumps({"tasks": dict(view.tasks), "flows": dict(view.flows), "entity": timeline, "flow": flow},
-                         default=str))
+        print(json.dumps({"tasks": dict(view.tasks), "flows": dict(view.flows), "entity": timeline, "flow": flow,
+                          "waiting_on_limits": waiting}, default=str))
         return 0
     print(view.line())
     print(view.table())
+    if waiting:
+        print("waiting on limits (turned away in the last 5 minutes, top keys):")
+        print(_table(waiting[:10], ("queue", "type", "key", "waiting", "at")))
     if timeline is not None:
         print(f"entity {args.entity[0]}:{args.entity[1]}:")
         print(_table(timeline, ("created_at", "task_type", "task_id", "status", "error")))

@@ -102,6 +102,9 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
     async def schedules(request: Request) -> Response:
         return JSONResponse(await ops.schedules())
 
+    async def waiting(request: Request) -> Response:
+        return JSONResponse(await ops.waiting_on_limits())
+
     async def flows(request: Request) -> Response:
         return JSONResponse(await ops.flows(int(request.query_params.get("limit", 50)),
                                             request.query_params.get("cursor") or None))
@@ -130,6 +133,7 @@ def create_app(ops: Operations, *, tick: float = 1.0, stopping: asyncio.Event | 
         Route("/", index), Route("/api/counts", counts), Route("/api/tasks", tasks),
         Route("/api/tasks/{task_id:path}", task), Route("/api/redrive", redrive, methods=["POST"]),
         Route("/api/cancel", cancel, methods=["POST"]), Route("/api/schedules", schedules),
+        Route("/api/waiting", waiting),
         Route("/api/flows", flows), Route("/api/flows/{flow_id:path}", flow),
         Route("/api/entities/{kind}/{entity_id:path}", entity), Route("/api/events", events),
     ]), token)

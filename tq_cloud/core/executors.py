@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from tq_cloud.errors import ConfigurationError
+from tq_cloud.flow_control.options import Concurrency, Debounce, RateLimit
 
 if TYPE_CHECKING:
     from tq_cloud.core.actions import ExecutorActions
@@ -33,7 +34,8 @@ class ExecutorOptions:
     `keep_result`: how long an executed task's row and result are kept, for `handler.result`.
     `cancellable`: the executor's tasks can be cancelled wherever they wait (they get a row).
     `timeout`: seconds a run may take; a longer one is stopped and fails with TaskTimeoutError.
-    `dedup_window`: how long a task's `dedup_key` keeps a second one of the same key from being sent."""
+    `dedup_window`: how long a task's `dedup_key` keeps a second one of the same key from being sent.
+    `concurrency`, `rate_limit`, `debounce`, `ordered`: flow control (see `tq_cloud.flow_control`)."""
 
     retries: int = 0
     store_on_failure: bool = False
@@ -44,6 +46,10 @@ class ExecutorOptions:
     cancellable: bool = False
     timeout: float | None = None
     dedup_window: timedelta = timedelta(minutes=10)
+    concurrency: Concurrency | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    ordered: bool = False
 
     @property
     def has_row(self) -> bool:
@@ -73,6 +79,14 @@ class ExecutorOptions:
         if not isinstance(self.dedup_window, timedelta) or not timedelta(seconds=1) <= self.dedup_window <= MAX_KEEP:
             raise ConfigurationError(f"dedup_window must be a timedelta from 1 second to {MAX_KEEP.days} days, "
                                      f"got {self.dedup_window!r}")
+        for name, kind in (("concurrency", Concurrency), ("rate_limit", RateLimit), ("debounce", Debounce)):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), kind):
+                raise ConfigurationError(f"{name} must be a {kind.__name__}(...), got {getattr(self, name)!r}")
+        if not isinstance(self.ordered, bool):
+            raise ConfigurationError(f"ordered must be True or False, got {self.ordered!r}")
+        if self.handoff_timeout is not None and (self.concurrency or self.ordered):
+            raise ConfigurationError("handoff_timeout cannot be combined with concurrency or ordered: a handed-off "
+                                     "run outlives the batch that holds its slot or its key's turn")
         if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float)
                                          or not 0 < self.timeout <= MAX_TIMEOUT):
             raise ConfigurationError(f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:.0f} "
@@ -119,6 +133,9 @@ class BatchTaskExecutor:
 
     def __post_init__(self) -> None:
         _require_coroutine_function(self.fn, "fn(tasks, actions)")
+        if self.options.ordered:
+            raise ConfigurationError("ordered applies to single-task executors (@app.task): a batch executor "
+                                     "gets all of a batch's tasks at once, in order")
         if self.options.handoff_timeout is not None:
             raise ConfigurationError("handoff_timeout applies to sequential single-task executors only")
 

@@ -20,6 +20,7 @@ from tq_cloud.core.executors import (
 )
 from tq_cloud.core.sending import ExecutorHandle, ExecutorRef, resolve, validated_payload
 from tq_cloud.errors import ConfigurationError, DuplicateExecutorError
+from tq_cloud.flow_control.options import Concurrency, Debounce, RateLimit
 from tq_cloud.schedules.models import Overlap, Schedule
 
 P = ParamSpec("P")
@@ -85,6 +86,10 @@ class TaskQueuesManager:
         cancellable: bool = False,
         timeout: float | None = None,
         dedup_window: timedelta = timedelta(minutes=10),
+        concurrency: Concurrency | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        ordered: bool = False,
     ) -> Callable[[Callable[P, Awaitable[R]]], ExecutorHandle[P, Awaitable[R]]]:
         """Register `async def fn(task, actions)` as the executor of (queue_id, task_type); returns
         its handle (calling it calls `fn`), which `handler.send` takes.
@@ -94,6 +99,8 @@ class TaskQueuesManager:
         `keep_result` keeps the executed task's result that long for `handler.result`;
         `cancellable` lets `handler.cancel` stop its tasks wherever they wait; `timeout` stops a
         run after that many seconds (TaskTimeoutError, retried like any failure).
+        Flow control: `concurrency=Concurrency(...)`, `rate_limit=RateLimit(...)` per key,
+        `debounce=Debounce(...)`, `ordered=True` (one task of a partition key at a time, in order).
 
         Example:
             @app.task("reports", "build", retries=2, keep_result=timedelta(days=1), timeout=300)
@@ -113,6 +120,10 @@ class TaskQueuesManager:
                 cancellable=cancellable,
                 timeout=timeout,
                 dedup_window=dedup_window,
+                concurrency=concurrency,
+                rate_limit=rate_limit,
+                debounce=debounce,
+                ordered=ordered,
             )
             if parallel and chunk_size is None:
                 raise ConfigurationError("a parallel executor needs chunk_size (tasks run at once)")
@@ -137,6 +148,9 @@ class TaskQueuesManager:
         cancellable: bool = False,
         timeout: float | None = None,
         dedup_window: timedelta = timedelta(minutes=10),
+        concurrency: Concurrency | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
     ) -> Callable[[Callable[P, Awaitable[R]]], ExecutorHandle[P, Awaitable[R]]]:
         """Register `async def fn(tasks, actions)` to receive all tasks of a batch at once; returns
         its handle. Each task needs its report (`actions.success`/`fail`): one left without
@@ -160,6 +174,9 @@ class TaskQueuesManager:
                 cancellable=cancellable,
                 timeout=timeout,
                 dedup_window=dedup_window,
+                concurrency=concurrency,
+                rate_limit=rate_limit,
+                debounce=debounce,
             )
             executor = BatchTaskExecutor(fn=cast(BatchTaskFn, fn), options=options)
             self.register(queue_id, task_type, executor)

@@ -10,7 +10,9 @@
   and cancels need its row;
 - otherwise: enqueued only, the cheapest path (no store write at all);
 - a task with a `dedup_key` is first checked against the others of its queue, type and key
-  within its executor's `dedup_window`: a duplicate is not sent at all (see `_deduplicated`).
+  within its executor's `dedup_window`: a duplicate is not sent at all (see `_deduplicated`);
+- a task of an executor with `debounce` becomes its key's latest and is due at the end of its
+  quiet window (see `flow_control.debounce`).
 Stored tasks keep `force_store=True`: it marks "this task has a row" for later transitions.
 
 Every limit a task must meet is checked in `prepare`, before anything is written: `add_tasks`
@@ -41,6 +43,8 @@ from tq_cloud.errors import (
     TaskRejectedError,
     UnknownTaskTypeError,
 )
+from tq_cloud.flow_control.debounce import DebounceArrivals
+from tq_cloud.flow_control.options import key_of
 from tq_cloud.flows.models import timeout_timer_name
 from tq_cloud.ids import new_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
@@ -84,6 +88,7 @@ class TaskRouter:
         self.delay_lane = delay_lane
         self._cached_limits: tuple[int, int, bool] | None = None
         self.rows = RowSender(queue, storage, clock)
+        self.debounce = DebounceArrivals(registry, storage)
 
     def check(self, task: Task) -> Task:
         """The routed copy of a task an executor adds, or TaskRejectedError now, in the
@@ -125,6 +130,7 @@ class TaskRouter:
             if limited != ctx:
                 update["metadata"] = task.metadata.model_copy(update={"log_context": limited})
         key = self._partition_key(task, executor, name)
+        self._check_flow_keys(task, executor, name)
         if key is not None:
             update["partition_key"] = key
         if executor is not None and executor.options.has_row and not task.force_store:
@@ -132,6 +138,17 @@ class TaskRouter:
         routed = task.model_copy(update=update)
         self._check_size(routed, executor)
         return routed
+
+    @staticmethod
+    def _check_flow_keys(task: Task, executor: Executor | None, name: str) -> None:
+        """A debounce key function that fails, or returns no str, fails the send (it is needed
+        now); the run-time keys (concurrency, rate) fail only their task when it runs."""
+        debounce = executor.options.debounce if executor else None
+        if debounce is not None:
+            try:
+                key_of(debounce.key, task, "debounce")
+            except Exception as exc:
+                raise InvalidTaskError(f"{name}: the executor's debounce key raised {exc!r}", task.id) from exc
 
     @staticmethod
     def _partition_key(task: Task, executor: Executor | None, name: str) -> str | None:
@@ -202,6 +219,7 @@ class TaskRouter:
                     raise
                 rejected[task.id or "?"] = str(exc)
         twins = await self._deduplicated(routed, now) if any(t.dedup_key for t in routed) else {}
+        routed = await self.debounce.note(routed, set(twins), now)
         later, delayed, stored_now, now_only, timed = [], [], [], [], []
         for task in (t for i, t in enumerate(routed) if i not in twins):
             if self.timer is not None and task.flow_meta is not None and task.flow_meta.is_timeout:
@@ -230,8 +248,10 @@ class TaskRouter:
                 rejected |= await self._publish(delayed, strict, self.delay_lane.send)
         except Exception:  # whatever this call claimed may not have gone out: a retry must send it
             await self._release_dedup([t for i, t in enumerate(routed) if i not in twins])
+            await self.debounce.undo([t for i, t in enumerate(routed) if i not in twins], now)
             raise
         await self._release_dedup([t for t in routed if t.key in rejected])
+        await self.debounce.undo([t for t in routed if t.key in rejected], now)
         sent = [t for i, t in enumerate(routed) if i not in twins and t.key not in rejected]
         await self._scheduled(sent, now)
         if twins:  # a deduplicated task comes back as the task that holds its key
@@ -269,13 +289,38 @@ class TaskRouter:
         return len(encode_task(task)) <= lane.max_message_bytes
 
     async def _publish(self, tasks: list[Task], strict: bool, send: Send | None = None) -> Rejected:
-        try:
-            await (send or self.queue.publish)(tasks)
-        except QueueWriteError as exc:
-            if strict or exc.task_ids:
-                raise
-            return exc.rejected
-        return {}
+        rejected: Rejected = {}
+        rounds = self._in_order(tasks)
+        for i, round_ in enumerate(rounds):
+            try:
+                await (send or self.queue.publish)(round_)
+            except QueueWriteError as exc:
+                if strict or exc.task_ids:
+                    unsent = [t.key for later in rounds[i + 1:] for t in later]
+                    if not unsent:
+                        raise
+                    raise QueueWriteError("a queue write failed; the later tasks of its ordered keys were held back",
+                                          exc.task_ids + unsent, exc.rejected) from exc
+                rejected |= exc.rejected
+        return rejected
+
+    def _in_order(self, tasks: list[Task]) -> list[list[Task]]:
+        """The tasks in rounds: the n-th task of each key of an `ordered` executor goes in round n,
+        each round written whole before the next. A queue write re-sends its throttled records
+        after the rest (PutRecords keeps no order), so two tasks of one key in one write could
+        land in the stream the wrong way round. Without ordered keys: one round."""
+        seen: dict[tuple[str, str, str], int] = {}
+        rounds: list[list[Task]] = [[]]
+        for task in tasks:
+            executor = self.registry.get_executor(task.queue_id, task.type)
+            n = 0
+            if executor is not None and executor.options.ordered:
+                key = (task.queue_id, task.type, task.partition_key or task.key)
+                n = seen[key] = seen.get(key, -1) + 1
+                if n == len(rounds):
+                    rounds.append([])
+            rounds[n].append(task)
+        return [r for r in rounds if r]
 
     async def _store_and_publish(self, tasks: list[Task], now: datetime) -> Rejected:
         rows = [t.model_copy(update={"status": TaskStatus.PROCESSING, "processing_started_at": NOT_STAMPED})

@@ -33,6 +33,7 @@ from tq_cloud.core.models import Task
 from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import TaskCancelledError, TaskRejectedError, TaskTimeoutError
+from tq_cloud.flow_control.gate import FlowGate
 from tq_cloud.flows.models import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, retire_task
 from tq_cloud.ids import derived_id
 from tq_cloud.lifecycle.emitter import LifecycleEmitter
@@ -99,6 +100,8 @@ class TaskRunner:
         self.commit_async: AsyncCommit | None = None
         self.on_async_uncommitted: UncommittedHook | None = None
         self.control = RunControl(storage, clock)
+        self.gate = FlowGate(storage, clock, lambda t: registry.max_retries(t.retries, t.queue_id, t.type),
+                             stale_after)
 
     async def run(self, runner_id: str, tasks: Sequence[Task], claim_ttl: timedelta | None = None,
                   budget: timedelta | None = None) -> RunResult:
@@ -126,7 +129,7 @@ class TaskRunner:
             if self.on_processing is not None:
                 await self.on_processing([t for t in mine if t.entity and not t.retry_count])
             async with self.control.watching(sorted(watched)):
-                await self._run_groups(mine, recorder, runner_id, result)
+                await self._run_groups(mine, recorder, runner_id, result, list(unique.values()))
             keep_locked = {t.key for t in result.handed_off}
             for task in mine:
                 if task.key not in recorder.outcomes and task.key not in keep_locked:
@@ -134,13 +137,17 @@ class TaskRunner:
             result.outcomes = list(recorder.outcomes.values())
             result.new_tasks = recorder.new_tasks
             result.flows = recorder.flows
+            await self.gate.flush_waiting()
             return result
         finally:
             await self.control.settle()
             self.control.end(t.key for t in mine if t.key not in keep_locked)
             await self._release([k for k in claimed if k not in keep_locked], runner_id)
 
-    async def _run_groups(self, mine: list[Task], recorder: RunRecorder, runner_id: str, result: RunResult) -> None:
+    async def _run_groups(self, mine: list[Task], recorder: RunRecorder, runner_id: str, result: RunResult,
+                          batch: list[Task]) -> None:
+        """Run each (queue, type) group of `mine` with its executor (`batch`: every task of the
+        batch in order, those already deferred included, for ordered keys)."""
         for (queue_id, task_type), group in _group(mine).items():
             executor = self.registry.get_executor(queue_id, task_type) or self._builtin(task_type)
             if executor is None:
@@ -148,9 +155,13 @@ class TaskRunner:
                     recorder.record(task, error=f"no executor registered for ({queue_id!r}, {task_type!r})",
                                     retryable=False).verdict = Verdict.IGNORED
                 continue
-            runnable = self._validated(executor, group, recorder)
+            runnable = await self.gate.screen(executor, self._validated(executor, group, recorder), recorder)
             if isinstance(executor, BatchTaskExecutor):
-                await self._run_batch(executor, runnable, recorder, runner_id)
+                async with self.gate.admit(executor, runnable, recorder, runner_id) as admitted:
+                    await self._run_batch(executor, admitted, recorder, runner_id)
+            elif executor.options.ordered:
+                await self._run_ordered(executor, runnable, recorder, runner_id,
+                                        [t for t in batch if (t.queue_id, t.type) == (queue_id, task_type)])
             elif executor.parallel:
                 await self._run_parallel(executor, runnable, recorder, runner_id)
             else:
@@ -348,8 +359,22 @@ class TaskRunner:
         self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder, consumer_id: str
     ) -> None:
         for start in range(0, len(pairs), executor.chunk_size):
-            chunk = pairs[start:start + executor.chunk_size]
-            await asyncio.gather(*(self._call_single(executor, p, recorder, consumer_id) for p in chunk))
+            await self._run_started(executor, pairs[start:start + executor.chunk_size], recorder, consumer_id)
+
+    async def _run_started(self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder,
+                           consumer_id: str) -> None:
+        """Start the pairs at once, those of them their executor's limits admit now."""
+        async with self.gate.admit(executor, pairs, recorder, consumer_id) as admitted:
+            await asyncio.gather(*(self._call_single(executor, p, recorder, consumer_id) for p in admitted))
+
+    async def _run_ordered(self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder,
+                           consumer_id: str, in_batch: list[Task]) -> None:
+        """Ordered keys: each key's tasks one at a time, `chunk_size` keys at once when parallel
+        (`in_batch`: the executor's tasks of the batch in order, those deferred before included)."""
+        async def one(unit: list[Pair]) -> None:
+            await self._run_started(executor, unit, recorder, consumer_id)
+
+        await self.gate.run_ordered(pairs, recorder, one, executor.chunk_size if executor.parallel else 1, in_batch)
 
     async def _run_batch(
         self, executor: BatchTaskExecutor, pairs: list[Pair], recorder: RunRecorder, consumer_id: str
@@ -395,7 +420,7 @@ class TaskRunner:
     ) -> None:
         for pair in pairs:
             if executor.options.handoff_timeout is None:
-                await self._call_single(executor, pair, recorder, consumer_id)
+                await self._run_started(executor, [pair], recorder, consumer_id)
             else:
                 await self._run_with_handoff(executor, pair, recorder, consumer_id, result)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from tq_cloud.core.models import Task, TaskProgress, TaskStatus
 
@@ -59,6 +59,17 @@ class CancelOutcome(StrEnum):
     """It is final already: nothing changed."""
     UNKNOWN = "unknown"
     """No row has this id."""
+
+
+@dataclass
+class FlowState:
+    """A flow-control item (a rate window, a debounce's latest task, an ordered key's queue):
+    a small JSON document, the concurrency slots held in it (holder: until when), and its
+    version (0: no item), which a replacement checks, so that concurrent writers never both win."""
+
+    version: int = 0
+    doc: dict[str, Any] = field(default_factory=dict)
+    slots: dict[str, datetime] = field(default_factory=dict)
 
 
 REDRIVABLE = frozenset({TaskStatus.FAILED, TaskStatus.IGNORED})
@@ -138,6 +149,21 @@ class TaskStorage(Protocol):
     async def release_dedup(self, scope: str, task_id: str) -> None:
         """Free `scope` if `task_id` holds it: its task could not be sent, and a second send
         must not be taken for a duplicate of a task that never went out."""
+        ...
+
+    async def read_flow(self, scopes: Sequence[str]) -> dict[str, FlowState]:
+        """The flow-control items of those scopes that have one (strongly consistent reads)."""
+        ...
+
+    async def write_flow(self, scope: str, state: FlowState, expires_at: datetime) -> bool:
+        """Replace the item of `scope` with `state.doc` and `state.slots`, only while its version
+        is still `state.version` (0: while there is none); whether it was written. The item
+        goes at `expires_at` (its TTL): flow state is short-lived by nature."""
+        ...
+
+    async def free_slots(self, scope: str, holders: Sequence[str]) -> None:
+        """Remove the holders' concurrency slots from the item of `scope` in one unconditional
+        write that moves its version on (a replacement read before it then fails and reads again)."""
         ...
 
     async def get_marks(self, keys: Sequence[str]) -> dict[str, str]:

@@ -41,6 +41,7 @@ from tq_cloud.core.commit import CommitBatch
 from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.outcomes import Verdict
 from tq_cloud.flows.models import FlowResults
+from tq_cloud.simulation.flow_checks import FlowChecks
 from tq_cloud.simulation.stream import Key, Record, attempt_key
 
 
@@ -109,6 +110,8 @@ class Tracker:
     """Each dedup key's first task (what every send of the key must return)."""
     dedup_ran: dict[str, set[str]] = field(default_factory=dict)
     """The tasks that ran under each dedup key (one, if duplicates were not sent)."""
+    flow: FlowChecks = field(default_factory=FlowChecks)
+    """Flow control's invariants (concurrency, rate, order, debounce)."""
     leased_at: dict[str, float] = field(default_factory=dict)
     """When a run last took the lease of a task a cancel concerns."""
 

@@ -24,18 +24,22 @@ from tq_cloud.core.models import EntityRef, JoinTarget, Task
 from tq_cloud.core.outcomes import Verdict
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import TaskCancelledError, TaskRejectedError
+from tq_cloud.flow_control.options import Concurrency, Debounce, RateLimit
 from tq_cloud.flows.models import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, FlowConfig
 from tq_cloud.schedules.models import SCHEDULE_FIRE_TYPE
 from tq_cloud.simulation.checks import Seen, Tracker
+from tq_cloud.simulation.flow_checks import FC_LIMIT, FC_PER, FC_RATE
 
 Q = "sim"
 KB = 1024
 STORED_TYPES = {"seq_s", "slow", "join", "cx"}
 RETRIES = {"seq": 2, "seq_s": 2, "par": 2, "bulk": 1, "slow": 1, "step": 1, "join": 2, "typed": 0, "cx": 1,
-           "tick": 0, "limited": 1}
+           "tick": 0, "limited": 1, "fc": 1, "ord": 2, "deb": 0}
 LIMIT = 100.0
 """The `limited` executor's time limit: its `hang` tasks outlive it on their first attempt (two in
 one batch leave a third too little of the invocation's 300 s: it is handed back)."""
+DEB_WINDOW = 30.0
+FLOW_CONTROLLED = frozenset({"fc", "ord", "deb"})
 CX = (Q, "cx")
 """The cancellable executor: its tasks are sent through `handler.send`, and some cancelled."""
 
@@ -112,6 +116,32 @@ def build_app(tracker: Tracker) -> TaskQueuesManager:
             meta = task.metadata.schedule
             await asyncio.sleep((meta.scheduled_at.minute * 37 % 180) if meta else 0)
 
+    @app.task(Q, "fc", retries=RETRIES["fc"], parallel=True, chunk_size=8,
+              concurrency=Concurrency(FC_LIMIT, key=lambda t: t.payload["tenant"]),
+              rate_limit=RateLimit(FC_RATE, per=timedelta(seconds=FC_PER), key=lambda t: t.payload["tenant"]))
+    async def limited_per_tenant(task: Task, actions: ExecutorActions) -> None:
+        """Calls a tenant's rate-limited API for `d` seconds."""
+        tracker.ran(task)
+        tracker.flow.fc_started(tracker, task)
+        try:
+            await asyncio.sleep(task.payload["d"])
+        finally:
+            tracker.flow.fc_ended(task)
+
+    @app.task(Q, "ord", retries=RETRIES["ord"], ordered=True, partition_key=lambda t: t.payload["key"])
+    async def ordered(task: Task, actions: ExecutorActions) -> None:
+        """Posts to a ledger in order; its first `f` attempts fail (at most its retries)."""
+        tracker.ran(task)
+        tracker.flow.ord_started(tracker, task)
+        if task.retry_count < task.payload["f"]:
+            raise RuntimeError(f"ledger busy {task.retry_count}")
+        tracker.flow.ord_ended(task)
+
+    @app.task(Q, "deb", debounce=Debounce(timedelta(seconds=DEB_WINDOW), key=lambda t: t.payload["key"]))
+    async def debounced(task: Task, actions: ExecutorActions) -> None:
+        tracker.ran(task)
+        tracker.flow.deb_ran(tracker, task)
+
     app.schedule("every-minute", task=tick, every=timedelta(minutes=1))
     app.schedule("paris", task=tick, cron="*/7 * * * *", timezone="Europe/Paris")  # across the DST change
     app.schedule("overlapping", task=tick, every=timedelta(minutes=2), payload={"slow": True}, overlap="skip")
@@ -166,6 +196,8 @@ def expected(task: Task, *, lane: bool) -> Verdict:
     if task.type not in RETRIES:
         return Verdict.IGNORED
     plan = task.payload if isinstance(task.payload, dict) else {}
+    if task.type in FLOW_CONTROLLED:  # limits only make them wait; a superseded debounced task is cancelled
+        return Verdict.CANCELLED if task.type == "deb" and not plan.get("last") else Verdict.EXECUTED
     kind = plan.get("k", "ok")
     retries = task.retries if task.retries is not None else RETRIES[task.type]
     failing = kind in ("doomed", "final", "hugeerror", "badmeta") or (kind == "flaky" and plan["f"] > retries)
@@ -252,6 +284,11 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
                                     payload={"k": rng.choice(["ok", "hang"])}), 0.0))
             work.expected_tasks += 1
             continue
+        if roll < 0.085:
+            batch = _flow_controlled(rng, roll, new_id)
+            work.roots += batch
+            work.expected_tasks += len(batch)
+            continue
         if roll < 0.45:
             pass
         elif roll < 0.55:
@@ -290,6 +327,22 @@ def generate(rng: random.Random, tasks: int, max_flow_steps: int, edge_inputs: b
         work.roots.append((Task(id=new_id(), type=retries_type, queue_id=Q, payload=payload, **extra), delay))
         work.expected_tasks += count
     yield work
+
+
+def _flow_controlled(rng: random.Random, roll: float, new_id: Callable[[], str]) -> list[tuple[Task, float]]:
+    """A tenant's calls under its limits, an ordered key's postings (some failing first), or
+    a debounced burst (sent in one call: its last one runs)."""
+    if roll < 0.07:
+        tenant = f"ft{rng.randrange(4)}"
+        return [(_task("fc", {"k": "fc", "tenant": tenant, "d": rng.uniform(0.5, 15)}, new_id()), 0.0)
+                for _ in range(rng.randrange(1, 7))]
+    if roll < 0.08:
+        key = f"o-{rng.getrandbits(40):010x}"
+        return [(_task("ord", {"k": "ord", "key": key, "n": n, "f": rng.choice([0, 0, 0, 1, 2])}, new_id()), 0.0)
+                for n in range(rng.randrange(2, 6))]
+    key, count = f"d-{rng.getrandbits(40):010x}", rng.randrange(1, 4)
+    return [(_task("deb", {"k": "deb", "key": key, "n": n, "last": n == count - 1}, new_id()), 0.0)
+            for n in range(count)]
 
 
 def generate_delays(rng: random.Random, tasks: int, new_id: Callable[[], str], waves: int = 300

@@ -52,7 +52,7 @@ from tq_cloud.simulation.final_checks import FinalChecks, FlowShape, raw_key
 from tq_cloud.simulation.loop import LoopClock, run_virtual
 from tq_cloud.simulation.stream import EventSourceMapping, Lane, MappingConfig, Record, SimStream
 from tq_cloud.simulation.timer import SimTimer
-from tq_cloud.simulation.workload import Workload, build_app, describe, generate, generate_delays
+from tq_cloud.simulation.workload import FLOW_CONTROLLED, Workload, build_app, describe, generate, generate_delays
 
 BACKLOG_LIMIT = 20_000
 REDRIVABLE_TYPES = frozenset({"seq", "seq_s", "par", "bulk", "slow", "typed"})
@@ -84,6 +84,8 @@ class SimReport:
     start less its due time, in seconds."""
     schedules: dict[str, int] = field(default_factory=dict)
     """Schedule occurrences, duplicate firings, occurrences run twice, lost, skipped (overlap)."""
+    flow_control: dict[str, float] = field(default_factory=dict)
+    """Tasks of executors with flow control, starts over a limit, out of order, longest wait (s)."""
 
     @property
     def tasks_per_second(self) -> float:
@@ -446,6 +448,8 @@ class Deployment:
             self.tracker.violate(f"did not settle within {self.cfg.max_virtual_seconds:.0f} virtual seconds")
         FinalChecks(self.tracker, self.storage, self.projections, self.stream).run(self.flows, self.mapping)
         report.schedules = self.firings.check(self.tracker, self.storage)
+        report.flow_control = self.tracker.flow.summary(
+            sum(1 for s in self.tracker.seen.values() if s.label.split(",")[0] in FLOW_CONTROLLED))
         if self.lane is not None and self.lane.dead_letters:
             self.tracker.violate(f"{len(self.lane.dead_letters)} delay-lane messages reached the dead-letter "
                                  f"queue: {self.lane.dead_letters[:3]}")

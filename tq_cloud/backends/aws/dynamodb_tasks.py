@@ -31,6 +31,7 @@ from tq_cloud.backends.aws.dynamo import (
     tolerant_gather,
     update_if,
 )
+from tq_cloud.backends.aws.dynamodb_flow_state import DynamoFlowState
 from tq_cloud.core.codec import UNDECODABLE_QUEUE, UNDECODABLE_TYPE, encode_task, usable_id
 from tq_cloud.core.limits import RESERVED_ID_PREFIX, failure_row
 from tq_cloud.core.models import ExecutionStats, Task, TaskProgress, TaskStatus
@@ -73,7 +74,7 @@ def _at(value: dict[str, str]) -> datetime:
     return datetime.fromtimestamp(int(value["N"]) / 1000, UTC)
 
 
-class DynamoDbAdapter:
+class DynamoDbAdapter(DynamoFlowState):
     def __init__(self, client: Any, table: str, *, buckets: int = 8,
                  finished_ttl: timedelta = timedelta(days=7)) -> None:
         self.client = client

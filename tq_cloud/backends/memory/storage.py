@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping, Sequence
 from datetime import datetime, timedelta
 
+from tq_cloud.backends.memory.flow_state import MemoryFlowState
 from tq_cloud.core.codec import encode_task
 from tq_cloud.core.limits import failure_row
 from tq_cloud.core.models import Task, TaskProgress, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError, TqError
 from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
-from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, CancelOutcome, TaskPage, TaskQuery, listed_at
+from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, CancelOutcome, FlowState, TaskPage, TaskQuery, listed_at
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 
@@ -52,7 +53,7 @@ class _Rows(MutableMapping[str, Task]):
         return len(self._open) + len(self._final)
 
 
-class InMemoryAdapter:
+class InMemoryAdapter(MemoryFlowState):
     def __init__(self, *, max_item_bytes: int = DYNAMODB_MAX_ITEM_BYTES,
                  finished_ttl: timedelta = timedelta(days=7)) -> None:
         self._rows = _Rows()
@@ -67,6 +68,8 @@ class InMemoryAdapter:
         self._expires: dict[str, datetime] = {}
         self._marks: dict[str, str] = {}
         self._dedup: dict[str, tuple[str, datetime]] = {}
+        self._flow: dict[str, FlowState] = {}
+        self._flow_expires: dict[str, datetime] = {}
         self._max = max_item_bytes
         self.finished_ttl = finished_ttl
         self.fail_next_writes = 0
