@@ -273,3 +273,40 @@ def test_aggregated_records_run_each_task_and_a_partial_failure_reruns_none(sett
     assert runs.count("a1") == before + 1
     assert {k: r.status for k, r in rows(handler, "a0", "a1", "a2", "b0").items()} == dict.fromkeys(
         ["a0", "a1", "a2", "b0"], TaskStatus.EXECUTED)
+
+
+def ordered_chunk_with_a_stuck_commit(settings: AwsSettings) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """Three tasks of one ordered key in one chunk, every write of the middle one's row failing:
+    the chunk's try fails (its leases cannot be taken), then each record is tried alone. What
+    ran, the event and the response."""
+    runs: list[str] = []
+    app = TaskQueuesManager()
+
+    @app.task("q", "post", ordered=True)
+    async def post(task: Task, actions: ExecutorActions) -> None:
+        runs.append(task.key)
+
+    handler = kinesis_handler(app, settings, chunk_size=3)
+    event = event_of(*(Task(id=f"p{i}", type="post", queue_id="q", payload={}, force_store=True, partition_key="k")
+                       for i in range(3)))
+    handler.runtime.run(handler.runtime.stack())  # type: ignore[attr-defined]
+    stack = handler.runtime._stack  # type: ignore[attr-defined]
+    for task in (Task.model_validate_json(base64.b64decode(r["kinesis"]["data"])) for r in event["Records"]):
+        handler.runtime.run(stack.storage.insert([task]))
+    CallFaults(stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError", times=100,
+               match=lambda p: p.get("Key", {}).get("id", {}).get("S") == "p1")
+    return runs, event, handler(event, FakeContext())
+
+
+def test_a_record_alone_waits_behind_an_uncommitted_task_of_its_ordered_key(settings: AwsSettings) -> None:
+    runs, event, response = ordered_chunk_with_a_stuck_commit(settings)
+    assert runs == ["p0"], "p2 ran while p1, before it, was not committed"
+    assert response == {"batchItemFailures": [{"itemIdentifier": r["kinesis"]["sequenceNumber"]}
+                                              for r in event["Records"][1:]]}
+
+
+def test_mutation_trying_every_record_alone_runs_an_ordered_key_out_of_turn(settings: AwsSettings,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tq_cloud.aws_lambda.kinesis._ordered_key", lambda handler, record: None)
+    runs, _, _ = ordered_chunk_with_a_stuck_commit(settings)
+    assert runs == ["p0", "p2"]

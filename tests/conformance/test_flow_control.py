@@ -255,7 +255,7 @@ async def test_with_debounce_and_order_taken_out_their_checks_fail(engine: Engin
     async def everyone(self: Any, executor: Any, pairs: Any, recorder: Any) -> Any:
         return pairs
 
-    async def in_turn(self: Any, pairs: Any, recorder: Any, run_unit: Any, width: int) -> None:
+    async def in_turn(self: Any, pairs: Any, recorder: Any, run_unit: Any, width: int, in_batch: Any = ()) -> None:
         for pair in pairs:
             await run_unit([pair])
 
@@ -335,7 +335,8 @@ async def test_a_limited_task_costs_one_read_and_one_write_on_the_happy_path(eng
     assert calls == {"read_flow": 10, "write_flow": 10, "free_slots": 5}, calls
 
 
-async def test_an_ordered_task_another_run_holds_keeps_its_turn(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+async def first_held_by_another_run(engine: Engine) -> list[int]:  # noqa: F811
+    """Three tasks of one ordered key, the first claimed by another invocation: what ran."""
     ran: list[int] = []
 
     @engine.registry.task("ledger", "post", ordered=True, partition_key=lambda t: "acct")
@@ -346,6 +347,11 @@ async def test_an_ordered_task_another_run_holds_keeps_its_turn(engine: Engine, 
     await engine.handler.add_tasks([Task(id=f"post-{n}", queue_id="ledger", type="post", payload={"n": n})
                                     for n in range(3)])
     await engine.drain()
+    return ran
+
+
+async def test_an_ordered_task_another_run_holds_keeps_its_turn(engine: Engine) -> None:  # noqa: F811
+    ran = await first_held_by_another_run(engine)
     assert ran == [], "a later task of the key ran while another run held the first"
     await run_for(engine, 120, step=5)
     assert ran == [0, 1, 2], ran
@@ -360,14 +366,5 @@ async def test_mutation_ignoring_tasks_deferred_before_the_gate_breaks_the_order
         await original(self, pairs, recorder, run_unit, width)
 
     monkeypatch.setattr(FlowGate, "run_ordered", forgetful)
-    ran: list[int] = []
-
-    @engine.registry.task("ledger", "post", ordered=True, partition_key=lambda t: "acct")
-    async def post(task: Task, actions: ExecutorActions) -> None:
-        ran.append(task.payload["n"])
-
-    await engine.handler.runner.locks.acquire(["post-0"], "another-invocation", timedelta(seconds=20))
-    await engine.handler.add_tasks([Task(id=f"post-{n}", queue_id="ledger", type="post", payload={"n": n})
-                                    for n in range(3)])
-    await engine.drain()
+    ran = await first_held_by_another_run(engine)
     assert ran[:1] == [1], ran

@@ -133,12 +133,18 @@ class KinesisBatchHandler:
                     break
             groups = [pending] if attempt == 0 else [[r] for r in pending]
             still: list[tuple[str, Any]] = []
+            held: set[tuple[str, str, str]] = set()
             for group in groups:
+                if attempt and _ordered_key(handler, group[0][1]) in held:
+                    still += group  # an earlier task of its ordered key is not committed: it waits its turn
+                    continue
                 left = None if claim_ttl is None else timedelta(milliseconds=left_ms)
                 report = await handler.process_records([r for _, r in group], owner, left, budget=claim_ttl)
                 self._metrics(report)
                 uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
-                still += [(seq, rec) for seq, rec in group if _key(seq, rec) in uncommitted]
+                again = [(seq, rec) for seq, rec in group if _key(seq, rec) in uncommitted]
+                held |= {k for _, rec in again if (k := _ordered_key(handler, rec)) is not None}
+                still += again
             pending = still
             if not pending:
                 break
@@ -155,6 +161,16 @@ class KinesisBatchHandler:
         metrics.add_metric(name="TasksExhausted", unit=MetricUnit.Count, value=report.exhausted)
         metrics.add_metric(name="RecordsNotCommitted", unit=MetricUnit.Count,
                            value=len(report.not_committed) + len(report.unrecorded))
+
+
+def _ordered_key(handler: Any, record: Any) -> tuple[str, str, str] | None:
+    """The ordered key a record's task counts under (its executor has `ordered=True`), if any."""
+    if not isinstance(record, Task):
+        return None
+    executor = handler.registry.get_executor(record.queue_id, record.type)
+    if executor is None or not executor.options.ordered:
+        return None
+    return record.queue_id, record.type, record.partition_key or record.key
 
 
 def _check_stale_after(stale_after: timedelta, left_ms: float) -> None:

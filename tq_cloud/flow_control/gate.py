@@ -137,7 +137,7 @@ class FlowGate:
                                    until + KEEP, none)
             held[where] = granted
             admitted += [holders[h] for h in granted]
-            for holder in holders.keys() - set(granted):
+            for holder in [h for h in holders if h not in granted]:  # in order: runs replay alike
                 task = holders[holder][0]
                 self._wait(task, recorder, f"at its concurrency limit of {limit.limit} for key {key!r}",
                            backoff(task), key)
