@@ -11,6 +11,8 @@ from tests.chaos.harness import run_chaos
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.wall_clock
+
 
 @pytest.mark.timeout(300)  # each run is capped at 150 s by max_seconds, and settles well before
 @pytest.mark.parametrize(("seed", "rate", "wave"), [(11, 0.05, None), (12, 0.2, 40)])

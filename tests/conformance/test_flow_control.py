@@ -106,12 +106,12 @@ async def test_rate_limit_holds_in_every_window_and_is_fair_to_a_small_key(engin
         starts[task.payload["account"]].append(engine.clock.now())
 
     await engine.handler.add_tasks([Task(queue_id="mail", type="send", payload={"account": "a", "n": i})
-                                    for i in range(30)])
+                                    for i in range(15)])
     sent_b = engine.clock.now()
     await engine.handler.add_tasks([Task(queue_id="mail", type="send", payload={"account": "b", "n": i})
                                     for i in range(3)])
-    await run_for(engine, 60)
-    assert len(starts["a"]) == 30 and len(starts["b"]) == 3, {k: len(v) for k, v in starts.items()}
+    await run_for(engine, 40, step=1)
+    assert len(starts["a"]) == 15 and len(starts["b"]) == 3, {k: len(v) for k, v in starts.items()}
     assert starts_in_any_window(starts["a"], per) <= 3
     assert max(starts["b"]) - sent_b <= 2 * per, "B waited behind A's backlog"
 
@@ -279,8 +279,9 @@ async def test_with_debounce_and_order_taken_out_their_checks_fail(engine: Engin
     for n in range(3):
         await engine.handler.send(reindex, {"n": n})
     await engine.handler.add_tasks([Task(queue_id="ledger", type="post", payload={"n": n}) for n in range(4)])
-    await run_for(engine, 40, step=2)
-    assert debounced != [2] and ordered != [0, 1, 1, 2, 3], (debounced, ordered)
+    await run_for(engine, 30, step=3)
+    assert len(debounced) > 1, debounced  # superseded tasks ran
+    assert ordered[:3] == [0, 1, 2], ordered  # 2 ran while 1 waited for its retry
 
 
 async def test_status_shows_the_keys_waiting_on_a_limit(engine: Engine) -> None:  # noqa: F811
