@@ -184,6 +184,11 @@ class TaskQueuesManager:
 
         return decorate
 
+    @property
+    def has_ordered(self) -> bool:
+        """Whether any executor has `ordered=True` (sends then keep each key's order)."""
+        return any(e.options.ordered for e in self._executors.values())
+
     def get_executor(self, queue_id: str, task_type: str) -> Executor | None:
         return self._executors.get((queue_id, task_type))
 

@@ -309,6 +309,8 @@ class TaskRouter:
         each round written whole before the next. A queue write re-sends its throttled records
         after the rest (PutRecords keeps no order), so two tasks of one key in one write could
         land in the stream the wrong way round. Without ordered keys: one round."""
+        if not self.registry.has_ordered:
+            return [tasks]
         seen: dict[tuple[str, str, str], int] = {}
         rounds: list[list[Task]] = [[]]
         for task in tasks:

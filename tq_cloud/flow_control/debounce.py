@@ -13,9 +13,8 @@ from datetime import datetime, timedelta
 from tq_cloud.core.models import Task
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import TransientError
-from tq_cloud.flow_control.gate import scope
 from tq_cloud.flow_control.options import Debounce, key_of
-from tq_cloud.flow_control.state import KEEP, change, debounce_note_step, debounce_undo_step
+from tq_cloud.flow_control.state import KEEP, change, debounce_note_step, debounce_undo_step, scope
 from tq_cloud.ports.storage import TaskStorage
 
 log = logging.getLogger("tq_cloud.flow_control")
@@ -43,12 +42,11 @@ class DebounceArrivals:
             if debounce is None or i in skip:
                 continue
             where = scope("debounce", task, key_of(debounce.key, task, "debounce"))
-            contended: tuple[datetime, str | None] | None = None
-            noted = await change(self.storage, where, debounce_note_step(task.key, now),
+            contended: datetime | None = None
+            first = await change(self.storage, where, debounce_note_step(task.key, now),
                                  now + debounce.window + (debounce.max_wait or timedelta(0)) + KEEP, contended)
-            if noted is None:  # never sent as not the latest: it would be cancelled for one that ran already
+            if first is None:  # never sent as not the latest: it would be cancelled for one that ran already
                 raise TransientError(f"task {task.key}: its debounce key changed under every try; send it again")
-            first = noted[0]
             due = now + debounce.window
             if debounce.max_wait is not None:
                 due = min(due, first + debounce.max_wait)

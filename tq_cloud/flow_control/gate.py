@@ -27,7 +27,7 @@ from tq_cloud.core.outcomes import Outcome
 from tq_cloud.core.retry import retry_delay_ms
 from tq_cloud.flow_control.options import Concurrency, RateLimit, key_of
 from tq_cloud.flow_control.ordered import KeyTurn, settle_step
-from tq_cloud.flow_control.state import KEEP, change, debounce_start_step, slots_step, starts_step
+from tq_cloud.flow_control.state import KEEP, change, debounce_start_step, scope, slots_step, starts_step
 from tq_cloud.flow_control.waiting import WaitingBoard
 from tq_cloud.ports.storage import TaskStorage
 
@@ -39,11 +39,6 @@ MaxRetries = Callable[[Task], int]
 MAX_BACKOFF = 30.0
 SLOT_MARGIN = timedelta(seconds=5)
 """A slot outlives its run's deadline by this much: the free write comes after the run."""
-
-
-def scope(kind: str, task: Task, key: str) -> str:
-    """What a flow-control item counts: one kind of limit, of one executor, for one key."""
-    return "\x1f".join((kind, task.queue_id, task.type, key))
 
 
 def jitter(task: Task) -> float:

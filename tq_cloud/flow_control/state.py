@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from tq_cloud.core.models import Task
 from tq_cloud.ports.storage import FlowState, TaskStorage
 
 R = TypeVar("R")
@@ -23,6 +24,11 @@ SLICES = 10
 """A rate window is counted in this many slices: exact bound, constant item size."""
 KEEP = timedelta(hours=1)
 """How long an item outlives its last use (its TTL): past it, a fresh one means the same."""
+
+
+def scope(kind: str, task: Task, key: str) -> str:
+    """What a flow-control item counts: one kind of limit, of one executor, for one key."""
+    return "\x1f".join((kind, task.queue_id, task.type, key))
 
 
 async def change(storage: TaskStorage, scope: str, step: Step[R], expires_at: datetime, refused: R) -> R:
@@ -73,16 +79,17 @@ def starts_step(limit: int, per: timedelta, count: int, now: datetime) -> Step[t
     return step
 
 
-def debounce_note_step(task_id: str, now: datetime) -> Step[tuple[datetime, str | None] | None]:
-    """A debounced task is sent: it becomes its key's latest; (the burst's first arrival, the
-    latest it replaced). A burst begins when the last one's latest has started (or none was)."""
-    def step(state: FlowState) -> tuple[FlowState | None, tuple[datetime, str | None] | None]:
+def debounce_note_step(task_id: str, now: datetime) -> Step[datetime | None]:
+    """A debounced task is sent: it becomes its key's latest (the one it replaced is kept, for
+    `debounce_undo_step`); the burst's first arrival. A burst begins when the last one's latest
+    has started (or none was)."""
+    def step(state: FlowState) -> tuple[FlowState | None, datetime | None]:
         doc = state.doc
         fresh = not doc or doc.get("ran") == doc.get("latest")
         first = now.timestamp() if fresh else float(doc["first"])
         new = replace(state, doc={"latest": task_id, "first": first, "ran": None if fresh else doc.get("ran"),
                                   "previous": doc.get("latest")})
-        return new, (datetime.fromtimestamp(first, now.tzinfo), None if fresh else doc.get("latest"))
+        return new, datetime.fromtimestamp(first, now.tzinfo)
     return step
 
 

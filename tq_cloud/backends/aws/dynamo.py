@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 log = logging.getLogger("tq_cloud.dynamodb")
@@ -20,6 +21,11 @@ def s(value: str) -> dict[str, str]:
 
 def n(value: int | float) -> dict[str, str]:
     return {"N": str(value)}
+
+
+def ms(when: datetime) -> int:
+    """A time as the epoch milliseconds the tables store."""
+    return int(when.timestamp() * 1000)
 
 
 def error_code(exc: BaseException) -> str:

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tq_cloud.backends.aws.bucket_pages import BucketIndex, IndexRow, read_page
-from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, n, s, update_if
+from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, ms, n, s, update_if
 from tq_cloud.flows.models import FlowStepResult, StepCounts
 from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState, FlowPage
 from tq_cloud.ports.paging import MAX_PAGE
@@ -103,7 +103,7 @@ class DynamoDbFlowBarrierProvider:
             "pk": _flow_key(flow_id), "sk": s(_META), "total": n(total_steps), "shards": n(shards),
             "state": s(BarrierState.ACTIVE.value), "started_at": s(started_at.isoformat()),
             "join_dispatched": {"BOOL": False}, **{f"steps_{k}": v for k, v in kept.items()}, "failed_in": {"M": {}},
-            "ignored_in": {"M": {}}, "flow_bucket": s(_bucket(flow_id)), "started_ms": n(_ms(started_at)),
+            "ignored_in": {"M": {}}, "flow_bucket": s(_bucket(flow_id)), "started_ms": n(ms(started_at)),
             **({"deadline": s(deadline.isoformat())} if deadline else {})})
 
     async def _put_if_absent(self, item: Item) -> Item | None:
@@ -336,9 +336,6 @@ _FLOWS = BucketIndex(FLOWS_INDEX, "flow_bucket", "started_ms", ("pk", "sk"),
 def _bucket(flow_id: str) -> str:
     return f"b{zlib.crc32(flow_id.encode()) % FLOW_BUCKETS}"
 
-
-def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
 
 
 def _snapshot(flow_id: str, item: Item) -> BarrierSnapshot:

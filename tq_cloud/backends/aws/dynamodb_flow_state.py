@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tq_cloud.backends.aws.dynamo import Item, is_condition_failure, n, s
+from tq_cloud.backends.aws.dynamo import Item, is_condition_failure, ms, n, s
 from tq_cloud.core.limits import RESERVED_ID_PREFIX
 from tq_cloud.ports.storage import FlowState
 
@@ -33,7 +33,7 @@ class DynamoFlowState:
     async def write_flow(self, scope: str, state: FlowState, expires_at: datetime) -> bool:
         item: Item = {"id": s(_flow_id(scope)), "v": n(state.version + 1),
                       "doc": s(json.dumps(state.doc, separators=(",", ":"))),
-                      "slots": {"M": {h: n(_ms(until)) for h, until in state.slots.items()}},
+                      "slots": {"M": {h: n(ms(until)) for h, until in state.slots.items()}},
                       "expires_at": n(int(expires_at.timestamp()) + 1)}
         condition: dict[str, Any] = ({"ConditionExpression": "attribute_not_exists(id)"} if state.version == 0 else
                                      {"ConditionExpression": "v = :v",
@@ -64,9 +64,6 @@ class DynamoFlowState:
 def _flow_id(scope: str) -> str:
     return f"{FLOW_PREFIX}{hashlib.sha256(scope.encode()).hexdigest()}"
 
-
-def _ms(when: datetime) -> int:
-    return int(when.timestamp() * 1000)
 
 
 def _state(item: Item) -> FlowState:

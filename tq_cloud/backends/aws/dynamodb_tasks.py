@@ -26,6 +26,7 @@ from tq_cloud.backends.aws.dynamo import (
     Item,
     bounded_gather,
     is_condition_failure,
+    ms,
     n,
     s,
     tolerant_gather,
@@ -65,9 +66,6 @@ _INDEXES = {TaskStatus.SCHEDULED: _index(DUE_INDEX, "due_bucket", "execute_at_ms
             TaskStatus.PROCESSING: _index(RUNNING_INDEX, "running_bucket", "processing_ms")}
 _FINISHED = _index(FINISHED_INDEX, "finished_key", "finished_ms")
 
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
 
 
 def _at(value: dict[str, str]) -> datetime:
@@ -124,13 +122,13 @@ class DynamoDbAdapter(DynamoFlowState):
         values: Item = {
             ":status": s(status.value), ":body": s(self._body(task)),
             ":rc": n(stats.retry_count), ":d": n(stats.deferrals),
-            ":at": n(_ms(task.execute_at or task.created_at or datetime.now(UTC))),
+            ":at": n(ms(task.execute_at or task.created_at or datetime.now(UTC))),
         }
         if status is TaskStatus.SCHEDULED:
             values[":due"] = s(self._bucket(task.key))
         elif status is TaskStatus.PROCESSING:
             values[":run"] = s(self._bucket(task.key))
-            values[":pms"] = n(_ms(task.processing_started_at or now or datetime.now(UTC)))
+            values[":pms"] = n(ms(task.processing_started_at or now or datetime.now(UTC)))
         else:
             at = now or datetime.now(UTC)
             values.update(self._finished_values(task.key, status, at, keep_for))
@@ -140,7 +138,7 @@ class DynamoDbAdapter(DynamoFlowState):
                          keep_for: timedelta | None = None) -> Item:
         """A final row's TTL and `finished` index keys."""
         return {":exp": n(int((at + (keep_for or self.finished_ttl)).timestamp())),
-                ":fin": s(f"{status.value}#{self._bucket(task_id)}"), ":fms": n(_ms(at))}
+                ":fin": s(f"{status.value}#{self._bucket(task_id)}"), ":fms": n(ms(at))}
 
     @staticmethod
     def _update_expression(values: Item, clear_cancel: bool = False) -> str:
@@ -270,7 +268,7 @@ class DynamoDbAdapter(DynamoFlowState):
             "finished_key = :fin, finished_ms = :fms "
             "REMOVE due_bucket, running_bucket, processing_ms, lease_owner, lease_until, progress",
             "#s IN (:scheduled, :processing) AND (attribute_not_exists(lease_owner) OR lease_until < :now)",
-            {**waiting, ":cancelled": s("cancelled"), ":r": s(reason), ":cid": s(cancel_id), ":now": n(_ms(now)),
+            {**waiting, ":cancelled": s("cancelled"), ":r": s(reason), ":cid": s(cancel_id), ":now": n(ms(now)),
              **self._finished_values(task_id, TaskStatus.CANCELLED, now)})
         if cancelled is not None:
             return CancelOutcome.CANCELLED
@@ -291,7 +289,7 @@ class DynamoDbAdapter(DynamoFlowState):
                 TableName=self.table, Key=_dedup_key(scope),
                 UpdateExpression="SET holder = :me, until_ms = :until, expires_at = :exp",
                 ConditionExpression="attribute_not_exists(id) OR until_ms < :now OR holder = :me",
-                ExpressionAttributeValues={":me": s(task_id), ":until": n(_ms(until)), ":now": n(_ms(now)),
+                ExpressionAttributeValues={":me": s(task_id), ":until": n(ms(until)), ":now": n(ms(now)),
                                            ":exp": n(int(until.timestamp()) + 3600)},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD")
             return task_id
@@ -369,7 +367,7 @@ class DynamoDbAdapter(DynamoFlowState):
 
         tasks, cursor = await read_page(
             self.client, self.table, index, [prefix + b for b in await self._swept_buckets()],
-            limit=min(max(query.limit, 1), MAX_PAGE), low=_ms(query.since) if query.since else 0,
+            limit=min(max(query.limit, 1), MAX_PAGE), low=ms(query.since) if query.since else 0,
             cursor=query.cursor, accept=accept)
         return TaskPage(tasks, cursor)
 
@@ -387,7 +385,7 @@ class DynamoDbAdapter(DynamoFlowState):
         values: Item = {":expect": s(expect.value), ":to": s(to.value), ":bucket": s(self._bucket(task_id)),
                         **(extra_values or {})}
         if to is TaskStatus.PROCESSING:
-            values[":pms"] = n(_ms(now))
+            values[":pms"] = n(ms(now))
             update = ("SET #s = :to, running_bucket = :bucket, processing_ms = :pms "
                       "REMOVE due_bucket, lease_owner, lease_until")
         else:
@@ -410,8 +408,8 @@ class DynamoDbAdapter(DynamoFlowState):
         async def lease(task: Task) -> str | None:
             stats = task.execution_stats
             values: Item = {":processing": s("processing"), ":scheduled": s("scheduled"), ":rc": n(stats.retry_count),
-                            ":d": n(stats.deferrals), ":owner": s(owner), ":expired": n(_ms(expired_before)),
-                            ":pms": n(_ms(now)), ":bucket": s(self._bucket(task.key)), ":until": n(_ms(ends))}
+                            ":d": n(stats.deferrals), ":owner": s(owner), ":expired": n(ms(expired_before)),
+                            ":pms": n(ms(now)), ":bucket": s(self._bucket(task.key)), ":until": n(ms(ends))}
             update = ("SET #s = :processing, processing_ms = :pms, running_bucket = :bucket, lease_owner = :owner, "
                       "lease_until = :until REMOVE due_bucket")
             return task.key if await self._conditional(task.key, update, condition, values) else None
@@ -450,7 +448,7 @@ class DynamoDbAdapter(DynamoFlowState):
         concurrent sweepers spread over the due tasks instead of all fighting for the first."""
         buckets = await self._swept_buckets()
         found = await tolerant_gather(buckets, lambda b: self._query_index(
-            DUE_INDEX, "due_bucket", "execute_at_ms", b, _ms(now), limit), "due query")
+            DUE_INDEX, "due_bucket", "execute_at_ms", b, ms(now), limit), "due query")
         candidates = [i for batch in found if batch for i, _ in batch]
         random.shuffle(candidates)
         claimed: list[Task] = []
@@ -458,7 +456,7 @@ class DynamoDbAdapter(DynamoFlowState):
             wave, candidates = candidates[:limit - len(claimed)], candidates[limit - len(claimed):]
             items = await tolerant_gather(wave, lambda i: self._move(
                 i, TaskStatus.SCHEDULED, TaskStatus.PROCESSING, now, " AND execute_at_ms <= :now",
-                {":now": n(_ms(now))}), "claim")
+                {":now": n(ms(now))}), "claim")
             for item in items:
                 if item is None:
                     continue
@@ -482,23 +480,23 @@ class DynamoDbAdapter(DynamoFlowState):
                 "finished_ms = :fms REMOVE due_bucket, running_bucket", "#s = :processing",
                 {":failed": s("failed"), ":processing": s("processing"), ":e": s(reason),
                  ":exp": n(int((now + self.finished_ttl).timestamp())),
-                 ":fin": s(f"failed#{self._bucket(item['id']['S'])}"), ":fms": n(_ms(now))})
+                 ":fin": s(f"failed#{self._bucket(item['id']['S'])}"), ":fms": n(ms(now))})
             return None
 
     async def recover_stale(self, processing_before: datetime, now: datetime) -> int:
         buckets = await self._swept_buckets()
-        cutoff = _ms(processing_before)
+        cutoff = ms(processing_before)
         found = await tolerant_gather(buckets, lambda b: self._query_index(
             RUNNING_INDEX, "running_bucket", "processing_ms", b, cutoff, 1000), "stale query")
         rows = [row for batch in found if batch for row in batch]
-        unstamped = [i for i, ms in rows if ms == _ms(NOT_STAMPED)]
+        unstamped = [i for i, at in rows if at == ms(NOT_STAMPED)]
         await tolerant_gather(unstamped, lambda i: self._conditional(
             i, "SET processing_ms = :now", "#s = :processing AND processing_ms = :unstamped",
-            {":now": n(_ms(now)), ":processing": s("processing"), ":unstamped": n(_ms(NOT_STAMPED))}), "stamp")
-        moved = await tolerant_gather([i for i, ms in rows if ms != _ms(NOT_STAMPED)], lambda i: self._move(
+            {":now": n(ms(now)), ":processing": s("processing"), ":unstamped": n(ms(NOT_STAMPED))}), "stamp")
+        moved = await tolerant_gather([i for i, at in rows if at != ms(NOT_STAMPED)], lambda i: self._move(
             i, TaskStatus.PROCESSING, TaskStatus.SCHEDULED, processing_before,
             " AND processing_ms <= :cut AND processing_ms > :unstamped",
-            {":cut": n(cutoff), ":unstamped": n(_ms(NOT_STAMPED))}), "stale recovery")
+            {":cut": n(cutoff), ":unstamped": n(ms(NOT_STAMPED))}), "stale recovery")
         return sum(1 for item in moved if item is not None)
 
 
