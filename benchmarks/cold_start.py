@@ -5,7 +5,7 @@
 
 Prints the median wall time of a fresh interpreter importing: nothing; `aiobotocore.session`;
 that plus pydantic with one constrained model (what any handler with typed payloads pays);
-the generic entry point's `worker` for the example app (`TQ_APP`: which imports the app and
+functions/worker/handler.py for the example app (`TQ_APP`: which imports the app and
 builds the handler); the handler with aiobotocore (a cold start
 pays both: the handler imports aiobotocore on its first invocation); and a SnapStart init (the
 handler module with `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`, which also loads the SDK's
@@ -33,7 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPED_APP = "from pydantic import BaseModel, Field\nclass Payload(BaseModel):\n    to: str = Field(min_length=1)\n"
-HANDLER = "from tq_cloud.aws_lambda.entry import worker"
+HANDLER = f"import runpy\nrunpy.run_path({str(ROOT / 'functions' / 'worker' / 'handler.py')!r})"
+"""What Lambda does with `Handler: handler.handler` in functions/worker/: runs that module."""
 CASES = {
     "python alone": "pass",
     "aiobotocore.session": "import aiobotocore.session",
@@ -44,9 +45,11 @@ CASES = {
 }
 
 
-def build_package(into: Path) -> None:
-    subprocess.run(["make", "-s", "build-WorkerFunction", f"ARTIFACTS_DIR={into}", f"PYTHON={sys.executable}",
+def build_package(into: Path) -> Path:
+    """The layer the functions share, built by the Makefile; its python/ folder (Lambda's /opt/python)."""
+    subprocess.run(["make", "-s", "build-TqCloudLayer", f"ARTIFACTS_DIR={into}", f"PYTHON={sys.executable}",
                     f"PLATFORM=manylinux2014_{platform.machine()}"], cwd=ROOT, check=True)
+    return into / "python"
 
 
 def interpreter(package: Path | None, pycache: Path) -> tuple[list[str], dict[str, str]]:
@@ -84,9 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--package", action="store_true", help="measure the package the Makefile builds")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
-        package = Path(scratch, "package") if args.package else None
-        if package is not None:
-            build_package(package)
+        package = build_package(Path(scratch, "layer")) if args.package else None
         command, env = interpreter(package, Path(scratch, "pycache"))
         cwd = package or ROOT
         for code in CASES.values():  # compiles this venv's bytecode once; warms the page cache

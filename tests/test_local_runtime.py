@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import os
 import signal
@@ -79,6 +80,15 @@ async def test_example_app_reaches_every_terminal_state(moto_endpoint: str, monk
     assert outcomes["o-2"] == ("failed", "flow_aborted")
     assert outcomes["o-3"] == ("failed", "flow_timeout")
     assert "stored tasks:" in out.getvalue()
+    lines = out.getvalue().splitlines()
+    views = [line for line in lines if line.startswith("stored tasks:") and "| delay lane:" in line]
+    assert views and all(a != b for a, b in itertools.pairwise(views)), "a view is printed when it changes"
+    assert f"export TQ_ENDPOINT_URL={moto_endpoint} TQ_APP_NAME=" in lines[1], "another shell's settings, printed"
+    assert lines[-1].startswith("next: export TQ_ENDPOINT_URL=") and "tq-cloud tasks list --status failed" in lines[-1]
+    assert lines[-2].startswith("everything settled; so far: ") and "failed for good" in lines[-2]
+    outcome_lines = [line for line in lines if line.startswith(("  executed ", "  retrying ", "  failed ", "  ignored "))]
+    assert outcome_lines and not [line for line in outcome_lines if " _flow." in line], \
+        "the framework's own tasks (a flow's timeout sentinel) stay out of the outcome lines"
 
 
 def test_the_readme_dev_command_runs_to_a_settled_state(aws_target: Any) -> None:
@@ -214,7 +224,7 @@ async def test_two_apps_on_one_endpoint_keep_apart(moto_endpoint: str, names: st
 
 
 def test_app_names_come_from_the_folder(tmp_path: Path) -> None:
-    from tq_cloud.cli import folder_app_name
+    from tq_cloud.backends.aws.settings import folder_app_name
 
     assert folder_app_name(tmp_path / "My Shop!") == "My-Shop"
     assert folder_app_name(tmp_path / "...") == "tq"

@@ -54,6 +54,9 @@ def test_the_wheel_scaffolds_a_project_that_tests_and_runs_locally(wheel: Path, 
     _run([str(cli), "new", "demoapp"], work, 60)
     project = work / "demoapp"
     assert (project / "template.yaml").read_text().count("Default: demoapp.tasks:app") == 1
+    for function in ("worker", "sweeper"):  # the repository's own functions/, carried by the wheel
+        assert (project / "functions" / function / "handler.py").read_text() == \
+            (ROOT / "functions" / function / "handler.py").read_text()
     assert _run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, 120).count("passed") == 1
     out = _run([str(cli), "dev", "--seed", "demoapp.tasks:example_tasks", "--until-settled", "--max-seconds", "120"],
                project, 180)
@@ -67,21 +70,25 @@ def _lambda_platform() -> str:
 
 @pytest.mark.timeout(600)
 def test_the_deployment_package_alone_runs_the_worker_and_the_sweeper(moto_endpoint: str, tmp_path: Path) -> None:
-    package = tmp_path / "package"
-    _run(["make", "-s", "build-WorkerFunction", f"ARTIFACTS_DIR={package}", f"PYTHON={sys.executable}",
+    layer = tmp_path / "layer"
+    _run(["make", "-s", "build-TqCloudLayer", f"ARTIFACTS_DIR={layer}", f"PYTHON={sys.executable}",
           f"PLATFORM={_lambda_platform()}"], ROOT, 480)
     settings, env = created_environment(moto_endpoint)
     tasks = [Task(id="invoice-1", type="invoice", queue_id="billing", payload={"amount": 3},
                   entity=EntityRef(type="user", id="u-1")),
              Task(id="unknown-1", type="refund", queue_id="billing", payload={})]
     script = f"""
-import json, sys
-sys.path[:0] = [{str(package)!r}]
-from tq_cloud.aws_lambda import entry
+import importlib.util, json, sys
+sys.path[:0] = [{str(layer / "python")!r}]  # where Lambda mounts a layer's python/ folder
+def function(name):  # as Lambda loads `handler.handler` from the function's own folder
+    spec = importlib.util.spec_from_file_location(name, {str(ROOT / "functions")!r} + f"/{{name}}/handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.handler
 class Context:
     def get_remaining_time_in_millis(self): return 300_000
 event = json.loads(sys.stdin.read())
-print(json.dumps({{"worker": entry.worker(event, Context()), "sweeper": entry.sweeper({{}}, Context()),
+print(json.dumps({{"worker": function("worker")(event, Context()), "sweeper": function("sweeper")({{}}, Context()),
                   "outside": sorted({{m.__file__ for m in list(sys.modules.values())
                                      if getattr(m, "__file__", None) and "-packages" in m.__file__}})}}))
 """
@@ -93,6 +100,8 @@ print(json.dumps({{"worker": entry.worker(event, Context()), "sweeper": entry.sw
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["worker"] == {"batchItemFailures": []} and result["sweeper"] == {"sent": 0}
     assert result["outside"] == [], "the package imported something it does not hold"
+    kept = sorted(p.name for p in (layer / "python" / "botocore" / "data").iterdir() if p.is_dir())
+    assert kept == ["dynamodb", "kinesis", "scheduler", "sqs", "sts"], "only the models of the services called"
 
     import boto3
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tq_cloud.core.commit import CommitBatch
-from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import Verdict
+from tq_cloud.domain.outcomes import Verdict
+from tq_cloud.domain.task import Task
 from tq_cloud.simulation import SimConfig, Simulation
 
 FIXED_SEEDS = [1, 2, 3, 4, 5]
@@ -114,7 +114,7 @@ def test_mutation_keeping_the_first_copy_of_a_task_in_a_batch_is_caught(monkeypa
 
 
 def test_mutation_swallowing_a_failed_late_async_commit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tq_cloud.core.handler import TaskHandler
+    from tq_cloud.assembly.handler import TaskHandler
     from tq_cloud.core.runner import TaskRunner
 
     original = TaskRunner._finish_async
@@ -154,7 +154,7 @@ def test_mutation_letting_an_ignored_flow_step_skip_the_barrier_is_caught(monkey
 
 
 def test_mutation_ignoring_a_steps_own_failure_policy_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tq_cloud.core.models import FlowMeta
+    from tq_cloud.domain.task import FlowMeta
     from tq_cloud.flows import commit_steps
 
     def flow_policy_only(meta: FlowMeta) -> str:
@@ -188,7 +188,7 @@ def test_mutation_firing_a_timeout_early_is_caught(monkeypatch: pytest.MonkeyPat
     import tq_cloud.simulation.timer as world
     from tq_cloud.core.executors import SingleTaskExecutor
     from tq_cloud.core.runner import TaskRunner
-    from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE
+    from tq_cloud.domain.flows import FLOW_TIMEOUT_TYPE
 
     def truncated(when: datetime) -> str:
         return f"at({when.strftime('%Y-%m-%dT%H:%M:%S')})"
@@ -199,10 +199,12 @@ def test_mutation_firing_a_timeout_early_is_caught(monkeypatch: pytest.MonkeyPat
     async def run_at_once(self: TaskRunner, tasks: list[Task], recorder: Any) -> list[Task]:
         return tasks
 
+    import tq_cloud.assembly.handler as assembly
+    from tq_cloud.flows.builtins import flow_executors
+
     monkeypatch.setattr(world, "_at", truncated)
-    builtin = TaskRunner._builtin
-    monkeypatch.setattr(TaskRunner, "_builtin",  # the others (flow retires, schedule firings) as they are
-                        lambda self, t: SingleTaskExecutor(fn=acknowledge) if t == FLOW_TIMEOUT_TYPE else builtin(self, t))
+    monkeypatch.setattr(assembly, "flow_executors",  # the retire executor as it is
+                        lambda *a: {**flow_executors(*a), FLOW_TIMEOUT_TYPE: SingleTaskExecutor(fn=acknowledge)})
     monkeypatch.setattr(TaskRunner, "_hold_until_due", run_at_once)  # the other guard against early runs
     found = violations_within(range(1, 9), tasks=2500, about="timed out before its deadline")
     assert found, "an early timeout went unnoticed"
@@ -223,7 +225,7 @@ def test_the_benchmark_runs_and_prints_its_last_line(capsys: pytest.CaptureFixtu
 def test_mutation_an_old_attempts_outcome_landing_over_a_later_one_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bug put back: terminal writes conditioned on the row being open, not on its attempt."""
     from tq_cloud.backends.memory import InMemoryAdapter
-    from tq_cloud.core.models import TaskStatus
+    from tq_cloud.domain.task import TaskStatus
 
     def finish(self: InMemoryAdapter, rows: list[Task], keep_for: timedelta | None = None) -> None:
         for row in rows:
@@ -247,7 +249,7 @@ def test_mutation_an_old_attempts_outcome_landing_over_a_later_one_is_caught(mon
 
 def test_mutation_a_reset_wiping_a_live_lease_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     from tq_cloud.backends.memory import InMemoryAdapter
-    from tq_cloud.core.models import TaskStatus
+    from tq_cloud.domain.task import TaskStatus
 
     async def reset(self: InMemoryAdapter, tasks: list[Task]) -> None:
         for task in tasks:
@@ -293,7 +295,7 @@ def test_mutation_keeping_the_leases_of_a_handed_back_batch_is_caught(monkeypatc
 def test_mutation_a_sweeper_ignoring_its_deadline_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sweeps of a backlog (slow claims, small waves) outlast the sweeper's timeout unless they
     stop short of it."""
-    from tq_cloud.core.handler import TaskHandler
+    from tq_cloud.assembly.handler import TaskHandler
 
     original = TaskHandler.process_mature_tasks
 
@@ -335,7 +337,7 @@ def test_mutation_cancelling_a_row_a_run_holds_is_caught(monkeypatch: pytest.Mon
     """The bug put back: cancel marks a row cancelled though a live run holds it; the run's
     success then commits over nothing, and the task ends executed and cancelled."""
     from tq_cloud.backends.memory import InMemoryAdapter
-    from tq_cloud.core.models import TaskStatus
+    from tq_cloud.domain.task import TaskStatus
     from tq_cloud.ports.storage import CancelOutcome
 
     async def cancel(self: InMemoryAdapter, task_id: str, reason: str, now: Any, cancel_id: str = "") -> Any:
@@ -372,7 +374,7 @@ def test_mutation_no_catch_up_of_lost_firings_is_caught(monkeypatch: pytest.Monk
     async def nothing(*args: Any) -> list[Task]:
         return []
 
-    monkeypatch.setattr("tq_cloud.core.handler.catch_up", nothing)
+    monkeypatch.setattr("tq_cloud.assembly.handler.catch_up", nothing)
     found = violations_within(range(1, 9), tasks=1000, about="schedule")
     assert any("was lost" in v for v in found), found[:5]
 

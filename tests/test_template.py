@@ -45,9 +45,9 @@ def translated() -> dict[str, Any]:
             return {}
 
     template = yaml_template()
-    template["Globals"]["Function"].pop("CodeUri")
     for name in ("WorkerFunction", "SweeperFunction"):
         template["Resources"][name]["Properties"]["CodeUri"] = "s3://tq-artifacts/code.zip"
+    template["Resources"]["TqCloudLayer"]["Properties"]["ContentUri"] = "s3://tq-artifacts/code.zip"
     result: dict[str, Any] = transform(template, {}, NoManagedPolicies())
     return result
 
@@ -142,7 +142,7 @@ def test_the_event_source_mappings_report_partial_failures(stack: dict[str, Any]
     env = worker["Environment"]["Variables"]
     assert env["TQ_TASKS_TABLE"] == stack["TasksTableName"] and env["TQ_STREAM_NAME"] == stack["StreamName"]
     assert env["TQ_DELAY_QUEUE_URL"] == stack["DelayQueueUrl"]
-    assert worker["Handler"] == "tq_cloud.aws_lambda.entry.worker" and env["TQ_APP"] == "tq_cloud.examples.app:app"
+    assert worker["Handler"] == "handler.handler" and env["TQ_APP"] == "tq_cloud.examples.app:app"
 
 
 def test_every_alarm_notifies_the_topic_and_exhausted_tasks_raise_one(stack: dict[str, Any]) -> None:
@@ -170,20 +170,27 @@ def test_the_outputs_give_a_producer_its_settings_and_policy(stack: dict[str, An
     assert stack["ProducerPolicyArn"].startswith("arn:aws:iam::")
 
 
-def test_both_functions_are_built_by_the_makefile() -> None:
-    resources = translated()["Resources"]
-    for name in ("WorkerFunction", "SweeperFunction"):
-        assert yaml_template()["Resources"][name]["Metadata"]["BuildMethod"] == "makefile"
-        assert resources[name]["Type"] == "AWS::Lambda::Function"
+def test_each_function_is_its_module_in_functions_and_shares_the_layer_the_makefile_builds() -> None:
+    resources, source = translated()["Resources"], yaml_template()["Resources"]
+    assert source["TqCloudLayer"]["Metadata"]["BuildMethod"] == "makefile"
+    for name, folder in (("WorkerFunction", "worker"), ("SweeperFunction", "sweeper")):
+        assert source[name]["Properties"]["CodeUri"] == f"functions/{folder}/"
+        assert (ROOT / "functions" / folder / "handler.py").is_file()
+        props = resources[name]["Properties"]
+        [layer] = props["Layers"]  # the translated name of a layer version carries a hash of its content
+        assert props["Handler"] == "handler.handler" and layer["Ref"].startswith("TqCloudLayer")
 
 
 def test_the_package_ships_bytecode_that_ignores_file_timestamps(tmp_path: Path) -> None:
     """The deployment zip drops timestamps and /var/task is read-only: only hash-based bytecode
     that the interpreter trusts without the source's mtime spares a cold start from compiling."""
-    package, empty = tmp_path / "package", tmp_path / "requirements.txt"
+    empty = tmp_path / "requirements.txt"
     empty.write_text("")
-    subprocess.run(["make", "-s", "build-WorkerFunction", f"ARTIFACTS_DIR={package}", f"PYTHON={sys.executable}",
-                    f"REQUIREMENTS={empty}"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["make", "-s", "build-TqCloudLayer", f"ARTIFACTS_DIR={tmp_path / 'layer'}",
+                    f"PYTHON={sys.executable}", f"REQUIREMENTS={empty}"], cwd=ROOT, check=True, capture_output=True)
+    package = tmp_path / "layer" / "python"
+    assert not {"local", "simulation", "cli", "console", "scaffold"} & {p.name for p in (package / "tq_cloud").iterdir()}, \
+        "what runs only on a laptop stays out of the layer"
     compiled = sorted(package.rglob("*.pyc"))
     sources = sorted(package.rglob("*.py"))
     assert len(compiled) == len(sources) > 50

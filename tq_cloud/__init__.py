@@ -9,24 +9,24 @@ from tq_cloud.lazy import lazy_exports
 _EXPORTS = {
     "AsyncTaskManager": "tq_cloud.asynctasks.manager",
     "AsyncTaskManagerOptions": "tq_cloud.asynctasks.manager",
-    "BatchReport": "tq_cloud.core.handler",
+    "BatchReport": "tq_cloud.assembly.handler",
     "BatchTaskExecutor": "tq_cloud.core.executors",
     "BoundExecutor": "tq_cloud.core.sending",
     "Clock": "tq_cloud.clock",
     "ConsoleHealthProvider": "tq_cloud.lifecycle.console",
-    "EntityRef": "tq_cloud.core.models",
+    "EntityRef": "tq_cloud.domain.task",
     "ExecutorActions": "tq_cloud.core.actions",
     "ExecutorHandle": "tq_cloud.core.sending",
     "ExecutorOptions": "tq_cloud.core.executors",
-    "FlowConfig": "tq_cloud.flows.models",
+    "FlowConfig": "tq_cloud.domain.flows",
     "FlowLifecycleProvider": "tq_cloud.ports.lifecycle",
-    "FlowResults": "tq_cloud.flows.models",
-    "FlowStep": "tq_cloud.flows.models",
+    "FlowResults": "tq_cloud.domain.flows",
+    "FlowStep": "tq_cloud.domain.flows",
     "HandlerSettings": "tq_cloud.core.settings",
     "InvalidDelayError": "tq_cloud.errors",
     "InvalidPayloadError": "tq_cloud.errors",
-    "JoinTarget": "tq_cloud.core.models",
-    "LifecycleConfig": "tq_cloud.lifecycle.emitter",
+    "JoinTarget": "tq_cloud.domain.task",
+    "LifecycleConfig": "tq_cloud.core.emitter",
     "ManualClock": "tq_cloud.clock",
     "NonRetryableError": "tq_cloud.errors",
     "Operations": "tq_cloud.operations",
@@ -34,20 +34,20 @@ _EXPORTS = {
     "ResultNotKeptError": "tq_cloud.errors",
     "SingleTaskExecutor": "tq_cloud.core.executors",
     "SystemClock": "tq_cloud.clock",
-    "Task": "tq_cloud.core.models",
+    "Task": "tq_cloud.domain.task",
     "TaskCancelledError": "tq_cloud.errors",
     "TaskFailedError": "tq_cloud.errors",
-    "TaskHandler": "tq_cloud.core.handler",
+    "TaskHandler": "tq_cloud.assembly.handler",
     "TaskLifecycleProvider": "tq_cloud.ports.lifecycle",
     "TaskPage": "tq_cloud.ports.storage",
-    "TaskProgress": "tq_cloud.core.models",
+    "TaskProgress": "tq_cloud.domain.task",
     "TaskQuery": "tq_cloud.ports.storage",
     "TaskQueuesManager": "tq_cloud.core.registry",
-    "TaskStatus": "tq_cloud.core.models",
+    "TaskStatus": "tq_cloud.domain.task",
     "TaskTimeoutError": "tq_cloud.errors",
-    "Concurrency": "tq_cloud.flow_control.options",
-    "RateLimit": "tq_cloud.flow_control.options",
-    "Debounce": "tq_cloud.flow_control.options",
+    "Concurrency": "tq_cloud.domain.flow_control",
+    "RateLimit": "tq_cloud.domain.flow_control",
+    "Debounce": "tq_cloud.domain.flow_control",
     "UnknownTaskTypeError": "tq_cloud.errors",
     "WorkerLifecycleProvider": "tq_cloud.ports.lifecycle",
 }
@@ -99,15 +99,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from tq_cloud.assembly.handler import BatchReport, TaskHandler
     from tq_cloud.asynctasks.manager import AsyncTaskManager, AsyncTaskManagerOptions
     from tq_cloud.clock import Clock, ManualClock, SystemClock
     from tq_cloud.core.actions import ExecutorActions
+    from tq_cloud.core.emitter import LifecycleConfig
     from tq_cloud.core.executors import BatchTaskExecutor, ExecutorOptions, SingleTaskExecutor
-    from tq_cloud.core.handler import BatchReport, TaskHandler
-    from tq_cloud.core.models import EntityRef, JoinTarget, Task, TaskProgress, TaskStatus
     from tq_cloud.core.registry import TaskQueuesManager
     from tq_cloud.core.sending import BoundExecutor, ExecutorHandle
     from tq_cloud.core.settings import HandlerSettings
+    from tq_cloud.domain.flow_control import Concurrency, Debounce, RateLimit
+    from tq_cloud.domain.flows import FlowConfig, FlowResults, FlowStep
+    from tq_cloud.domain.task import EntityRef, JoinTarget, Task, TaskProgress, TaskStatus
     from tq_cloud.errors import (
         InvalidDelayError,
         InvalidPayloadError,
@@ -118,10 +121,7 @@ if TYPE_CHECKING:
         TaskTimeoutError,
         UnknownTaskTypeError,
     )
-    from tq_cloud.flow_control.options import Concurrency, Debounce, RateLimit
-    from tq_cloud.flows.models import FlowConfig, FlowResults, FlowStep
     from tq_cloud.lifecycle.console import ConsoleHealthProvider
-    from tq_cloud.lifecycle.emitter import LifecycleConfig
     from tq_cloud.operations import Operations
     from tq_cloud.ports.lifecycle import FlowLifecycleProvider, TaskLifecycleProvider, WorkerLifecycleProvider
     from tq_cloud.ports.storage import TaskPage, TaskQuery

@@ -23,7 +23,7 @@ from tq_cloud import (
     TaskLifecycleProvider,
 )
 from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.lifecycle.events import TaskCompleted, TaskExhausted, TaskFailed, TaskStarted
+from tq_cloud.domain.events import TaskCompleted, TaskExhausted, TaskFailed, TaskStarted
 from tq_cloud.testing import InMemoryStack
 
 

@@ -16,9 +16,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tq_cloud.core.handler import TaskHandler
-from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.assembly.handler import TaskHandler
 from tq_cloud.core.redrive import RedriveReport
+from tq_cloud.domain.task import Task, TaskStatus
 from tq_cloud.ports.barrier import BarrierSnapshot, FlowBarrierProvider
 from tq_cloud.ports.projections import EntityProjectionProvider
 from tq_cloud.ports.storage import TaskQuery, listed_at

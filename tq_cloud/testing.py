@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from tq_cloud.assembly.handler import BatchReport, TaskHandler
 from tq_cloud.asynctasks.manager import AsyncTaskManager
 from tq_cloud.backends.memory import (
     InMemoryAdapter,
@@ -19,7 +20,6 @@ from tq_cloud.backends.memory import (
     InMemoryTimer,
 )
 from tq_cloud.clock import ManualClock
-from tq_cloud.core.handler import BatchReport, TaskHandler
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.schedules.firing import firing
 

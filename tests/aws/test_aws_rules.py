@@ -54,7 +54,7 @@ async def test_what_aws_refuses_is_refused(moto_endpoint: str, aws_rules: AwsRul
 def _one_page(self: DynamoDbFlowBarrierProvider, flow_id: str, after: int = -1, limit: int = 100) -> Any:
     """The reader as it was: one Query taken for the whole answer."""
     from tq_cloud.backends.aws.dynamodb_barriers import _flow_key, _step_key
-    from tq_cloud.flows.models import FlowStepResult
+    from tq_cloud.domain.flows import FlowStepResult
 
     async def read() -> list[FlowStepResult]:
         response = await self.client.query(
@@ -153,7 +153,7 @@ async def test_the_largest_entity_key_allowed_fits_the_projection_index(moto_end
 
     from tq_cloud import EntityRef
     from tq_cloud.backends.aws import DynamoDbProjectionProvider
-    from tq_cloud.core.models import MAX_ENTITY_KEY_BYTES
+    from tq_cloud.domain.task import MAX_ENTITY_KEY_BYTES
     from tq_cloud.ports.projections import EntityTaskProjection, ProjectionStatus
 
     settings = fresh_settings(moto_endpoint)

@@ -318,7 +318,7 @@ async def test_flow_items_are_kept_for_the_flows_life_and_then_expire(env: Env) 
     from datetime import timedelta
 
     from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider, DynamoDbProjectionProvider
-    from tq_cloud.flows.models import FlowStepResult
+    from tq_cloud.domain.flows import FlowStepResult
     from tq_cloud.ports.barrier import BarrierState
     from tq_cloud.ports.projections import EntityTaskProjection, ProjectionStatus
 

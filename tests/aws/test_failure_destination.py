@@ -109,7 +109,7 @@ async def test_only_uncommitted_records_are_resent_past_empty_pages_within_put_l
     from types import SimpleNamespace
 
     from tq_cloud.backends.aws import DynamoDbAdapter
-    from tq_cloud.core.models import TaskStatus
+    from tq_cloud.domain.task import TaskStatus
 
     settings = fresh_settings(moto_endpoint)
     async with aws_resources(settings) as clients:

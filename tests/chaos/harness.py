@@ -21,10 +21,10 @@ from typing import Any, TextIO, cast
 from tests.chaos.faults import FaultInjector
 from tq_cloud.asynctasks.manager import AsyncTaskManager, AsyncTaskManagerOptions
 from tq_cloud.core.actions import ExecutorActions
-from tq_cloud.core.models import EntityRef, JoinTarget, Task, TaskStatus
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.settings import HandlerSettings
-from tq_cloud.flows.models import FlowConfig
+from tq_cloud.domain.flows import FlowConfig
+from tq_cloud.domain.task import EntityRef, JoinTarget, Task, TaskStatus
 
 
 @dataclass

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from tq_cloud.clock import ManualClock
-from tq_cloud.flows.models import FlowStepResult
+from tq_cloud.domain.flows import FlowStepResult
 from tq_cloud.local.view import scan_all
 from tq_cloud.ports.barrier import BarrierState
 
@@ -138,7 +138,7 @@ async def test_a_flow_without_a_deadline_keeps_its_items_while_active(aws_target
 
     from tests.aws_support import aws_resources
     from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider
-    from tq_cloud.flows.models import FlowStepResult
+    from tq_cloud.domain.flows import FlowStepResult
     from tq_cloud.ports.barrier import BarrierState
 
     settings = aws_target.settings()

@@ -8,7 +8,7 @@ import pytest
 
 from tq_cloud import Task, TaskStatus
 from tq_cloud.clock import ManualClock
-from tq_cloud.core.models import ExecutionStats
+from tq_cloud.domain.task import ExecutionStats
 from tq_cloud.errors import PayloadTooLargeError
 from tq_cloud.ports.storage import TaskQuery
 
@@ -120,7 +120,7 @@ async def test_items_over_the_limit_are_rejected(storage: Any, clock: ManualCloc
 
 
 async def test_a_failure_row_is_always_written_bounded(storage: Any, clock: ManualClock) -> None:
-    from tq_cloud.core.limits import MAX_ERROR_CHARS
+    from tq_cloud.domain.limits import MAX_ERROR_CHARS
 
     huge = Task(id="huge", type="t", queue_id="q", payload="x" * (500 * 1024), force_store=True,
                 execution_stats=ExecutionStats(last_error="e" * 100_000, details={"k": "v"}))
@@ -221,7 +221,7 @@ async def test_cancel_progress_and_kept_results_behave_alike(storage: Any, clock
     call's id), a leased one keeps the request (which refuses any new lease), a final or missing
     one is left alone; progress lands only under the holder's lease and tells of a request; an
     executed row is kept as long as asked."""
-    from tq_cloud.core.models import TaskProgress
+    from tq_cloud.domain.task import TaskProgress
     from tq_cloud.ports.storage import CancelOutcome
 
     now = clock.now()

@@ -26,8 +26,8 @@ from tq_cloud import (
     TaskStatus,
     TaskTimeoutError,
 )
+from tq_cloud.assembly.handler import TaskHandler
 from tq_cloud.backends.aws import build_stack
-from tq_cloud.core.handler import TaskHandler
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import InvalidDelayError, InvalidPayloadError, UnknownTaskTypeError
 from tq_cloud.ports.barrier import BarrierState

@@ -17,8 +17,8 @@ from tq_cloud import (
     Task,
     TaskStatus,
 )
+from tq_cloud.assembly.handler import TaskHandler
 from tq_cloud.backends.memory import InMemoryLockProvider
-from tq_cloud.core.handler import TaskHandler
 from tq_cloud.errors import ConfigurationError
 from tq_cloud.testing import InMemoryStack
 

@@ -249,7 +249,7 @@ async def test_the_sweeper_claims_nothing_past_its_deadline() -> None:
 
 
 async def test_the_sweeper_deadline_check_fails_when_the_deadline_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tq_cloud.core.handler import TaskHandler
+    from tq_cloud.assembly.handler import TaskHandler
 
     original = TaskHandler.process_mature_tasks
 

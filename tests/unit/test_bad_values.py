@@ -13,10 +13,11 @@ import pytest
 
 from tq_cloud import ExecutorActions, Task, TaskQueuesManager, TaskStatus
 from tq_cloud.backends.aws import sqs_delay
-from tq_cloud.core import commit, limits
+from tq_cloud.core import commit
 from tq_cloud.core.codec import decode_task, encode_task
+from tq_cloud.domain import limits
+from tq_cloud.domain.flows import FlowConfig
 from tq_cloud.errors import InvalidDelayError, InvalidTaskError
-from tq_cloud.flows.models import FlowConfig
 from tq_cloud.testing import InMemoryStack
 
 SQS_ALLOWED = re.compile("^[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*$")
@@ -122,7 +123,7 @@ def test_an_entity_key_past_the_index_limit_is_refused_where_it_is_made() -> Non
     from pydantic import ValidationError
 
     from tq_cloud import EntityRef
-    from tq_cloud.core.models import MAX_ENTITY_KEY_BYTES
+    from tq_cloud.domain.task import MAX_ENTITY_KEY_BYTES
 
     with pytest.raises(ValidationError, match="limit of the index"):
         Task(id="t", type="t", queue_id="q", payload={}, entity={"type": "user", "id": "é" * 600})

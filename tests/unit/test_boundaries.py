@@ -109,10 +109,10 @@ def test_public_names_are_declared_once_and_resolve(init: Path) -> None:
 
 def test_the_export_check_finds_a_name_declared_twice_differently(tmp_path: Path) -> None:
     init = tmp_path / "__init__.py"
-    init.write_text((PACKAGE / "__init__.py").read_text().replace('    "Task": "tq_cloud.core.models",\n', "")
-                    .replace('"ManualClock": "tq_cloud.clock"', '"ManualClock": "tq_cloud.core.models"'))
+    init.write_text((PACKAGE / "__init__.py").read_text().replace('    "Task": "tq_cloud.domain.task",\n', "")
+                    .replace('"ManualClock": "tq_cloud.clock"', '"ManualClock": "tq_cloud.domain.task"'))
     assert export_mismatches(init) == ["Task: in __all__, not in the lazy map",
-                                       "ManualClock: lazy from tq_cloud.core.models, typed from tq_cloud.clock",
+                                       "ManualClock: lazy from tq_cloud.domain.task, typed from tq_cloud.clock",
                                        "Task: typed, not exported"]
 
 

@@ -13,10 +13,10 @@ import pytest
 from pydantic import BaseModel
 
 from tq_cloud import ExecutorActions, Task, TaskStatus
-from tq_cloud.core.limits import MAX_ERROR_CHARS, ROW_HEADROOM_BYTES
-from tq_cloud.core.models import JoinTarget
+from tq_cloud.domain.flows import FlowConfig, FlowStep
+from tq_cloud.domain.limits import MAX_ERROR_CHARS, ROW_HEADROOM_BYTES
+from tq_cloud.domain.task import JoinTarget
 from tq_cloud.errors import InvalidTaskError, PayloadTooLargeError, QueueWriteError, UnserialisableTaskError
-from tq_cloud.flows.models import FlowConfig, FlowStep
 from tq_cloud.ids import derived_id
 from tq_cloud.testing import InMemoryStack
 

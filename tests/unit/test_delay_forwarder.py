@@ -76,7 +76,7 @@ async def test_the_forwarder_check_fails_when_a_message_is_dropped_unrecorded(
     async def pretend(self: Any, poison: Any) -> None:  # says recorded, writes nothing
         return None
 
-    monkeypatch.setattr("tq_cloud.core.handler.TaskHandler.record_undecodable", pretend)
+    monkeypatch.setattr("tq_cloud.assembly.handler.TaskHandler.record_undecodable", pretend)
     with pytest.raises(AssertionError, match="deleted unrecorded"):
         await test_every_message_is_forwarded_recorded_or_delivered_again()
 

@@ -16,8 +16,8 @@ from tq_cloud import (
     Task,
     TaskStatus,
 )
+from tq_cloud.domain.flows import FLOW_TIMEOUT_TYPE
 from tq_cloud.errors import FlowsNotConfiguredError, InvalidFlowError
-from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE
 from tq_cloud.ports.barrier import BarrierState
 from tq_cloud.testing import InMemoryStack
 
@@ -375,7 +375,7 @@ async def test_a_step_of_a_type_with_no_executor_reaches_the_barrier_as_failed(s
 async def test_a_timeout_sentinel_delivered_early_waits_for_its_deadline(stack: InMemoryStack) -> None:
     from datetime import timedelta
 
-    from tq_cloud.core.models import FlowMeta, TaskMetadata
+    from tq_cloud.domain.task import FlowMeta, TaskMetadata
 
     joins: list[dict[str, Any]] = []
 
@@ -434,7 +434,7 @@ async def test_a_join_of_more_steps_than_fit_inline_pages_through_the_barrier(st
 async def test_a_flow_without_a_timeout_is_retired_after_it_closes() -> None:
     """Its items were kept while it ran; once it closes, the framework's retire task dates them."""
     from tq_cloud import FlowConfig, JoinTarget, Task, TaskQueuesManager, TaskStatus
-    from tq_cloud.flows.models import FLOW_RETIRE_TYPE
+    from tq_cloud.domain.flows import FLOW_RETIRE_TYPE
     from tq_cloud.ids import derived_id
     from tq_cloud.testing import InMemoryStack
 

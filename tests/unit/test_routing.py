@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from tq_cloud import ExecutorActions, Task, TaskStatus
-from tq_cloud.core.models import TaskMetadata
+from tq_cloud.domain.task import TaskMetadata
 from tq_cloud.errors import InvalidTaskError, PayloadTooLargeError, QueueWriteError
 from tq_cloud.testing import InMemoryStack
 

@@ -11,9 +11,9 @@ from pydantic import BaseModel
 
 from tests.helpers import EventLog
 from tq_cloud import ExecutorActions, LifecycleConfig, Task, TaskStatus
-from tq_cloud.core.limits import MAX_RESULT_BYTES
 from tq_cloud.core.log_context import LogContextFilter, current_log_context
-from tq_cloud.core.models import TaskMetadata
+from tq_cloud.domain.limits import MAX_RESULT_BYTES
+from tq_cloud.domain.task import TaskMetadata
 from tq_cloud.errors import TaskNotInScopeError
 from tq_cloud.testing import InMemoryStack
 

@@ -119,7 +119,7 @@ async def test_mutation_an_occurrence_without_a_derived_id_runs_twice(monkeypatc
         return []
 
     monkeypatch.setattr(firing_module, "occurrence", occurrence)
-    monkeypatch.setattr("tq_cloud.core.handler.catch_up", nothing)  # it would look for the rows by their ids
+    monkeypatch.setattr("tq_cloud.assembly.handler.catch_up", nothing)  # it would look for the rows by their ids
     with pytest.raises(AssertionError):
         await test_duplicate_and_late_firings_run_each_occurrence_once()
 
@@ -128,7 +128,7 @@ async def test_mutation_no_catch_up_loses_occurrences(monkeypatch: pytest.Monkey
     async def nothing(*args: Any) -> list[Task]:
         return []
 
-    monkeypatch.setattr("tq_cloud.core.handler.catch_up", nothing)
+    monkeypatch.setattr("tq_cloud.assembly.handler.catch_up", nothing)
     with pytest.raises(AssertionError):
         await test_an_occurrence_whose_firing_is_lost_is_caught_up_once()
 

@@ -1,5 +1,15 @@
-"""The package's shape: no import cycles between tq_cloud's modules (imports under
-TYPE_CHECKING and inside functions count too: a cycle there is a cycle of knowledge)."""
+"""The package's shape: no import cycles between tq_cloud's modules, and every import points
+down the layers (imports under TYPE_CHECKING and inside functions count too: a cycle or an
+upward import there is still knowledge the lower module should not have).
+
+    ground    tq_cloud.domain, errors, clock, ids, lazy   the vocabulary: tasks, statuses, outcomes, errors
+    ports     tq_cloud.ports                             what the engine needs of a backend
+    core      tq_cloud.core                              the pipeline: route, run, commit
+    features  flows, projections, lifecycle, schedules,  plug commit steps, built-in executors and
+              flow_control, asynctasks                   admission into the pipeline
+    top       assembly, backends, aws_lambda, local, ... put a handler together, adapt it to AWS
+
+A feature may use another (a flow's join feeds a projection), never the assembly or an adapter."""
 
 from __future__ import annotations
 
@@ -15,6 +25,51 @@ PACKAGE = Path(__file__).resolve().parents[2] / "tq_cloud"
 def _module(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+GROUND = {"domain", "errors", "clock", "ids", "lazy"}
+FEATURES = {"flows", "projections", "lifecycle", "schedules", "flow_control", "asynctasks"}
+RANK = {"ground": 0, "ports": 1, "core": 2, "features": 3, "top": 4}
+
+
+def layer_of(module: str) -> str:
+    """The layer of a `tq_cloud.…` module name."""
+    parts = module.split(".")
+    head = parts[1] if len(parts) > 1 else ""
+    if head in GROUND:
+        return "ground"
+    if head == "ports":
+        return "ports"
+    if head == "core":
+        return "core"
+    if head in FEATURES:
+        return "features"
+    return "top"
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """Every `tq_cloud` module a file imports, at any depth of its syntax tree."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("tq_cloud")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("tq_cloud"):
+                found.append((node.lineno, node.module))
+    return found
+
+
+def upward_imports(package: Path = PACKAGE) -> list[str]:
+    """Each import from a module to a layer above its own, as `file:line: a -> b`."""
+    wrong: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        source = _module(path, package)
+        here = RANK[layer_of(source)]
+        for line, target in imports_of(path):
+            if RANK[layer_of(target)] > here:
+                wrong.append(f"{path.relative_to(package.parent)}:{line}: {source} -> {target}")
+    return wrong
 
 
 def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
@@ -77,3 +132,29 @@ def test_eventbridge_at_times_round_up_never_early(when: datetime, expected: str
     from tq_cloud.backends.aws.scheduler import _at
 
     assert _at(when) == expected
+
+
+def test_every_import_points_down_or_sideways() -> None:
+    assert upward_imports() == []
+
+
+def test_the_ports_speak_only_the_vocabulary() -> None:
+    for path in sorted((PACKAGE / "ports").rglob("*.py")):
+        assert {layer_of(target) for _, target in imports_of(path)} <= {"ground", "ports"}, path
+
+
+@pytest.mark.parametrize(("where", "line"), [
+    ("ports/storage.py", "from tq_cloud.core.runner import TaskRunner"),
+    ("core/routing.py", "from tq_cloud.flows.starter import FlowStarter"),
+    ("domain/task.py", "from tq_cloud.ports.storage import TaskStorage"),
+    ("flows/starter.py", "from tq_cloud.assembly.handler import TaskHandler"),
+])
+def test_the_check_fails_on_an_upward_import(tmp_path: Path, where: str, line: str) -> None:
+    """The checker can fail: a copy of the package with one import reversed is caught,
+    including one hidden under `TYPE_CHECKING`."""
+    copy = tmp_path / "tq_cloud"
+    target = copy / where
+    target.parent.mkdir(parents=True)
+    target.write_text(f"from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    {line}\n")
+    wrong = upward_imports(copy)
+    assert len(wrong) == 1 and where in wrong[0]

@@ -21,7 +21,7 @@ from tq_cloud import (
 )
 from tq_cloud.backends.memory import InMemoryAdapter, InMemoryLockProvider, InMemoryQueue
 from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.lifecycle.events import TaskCompleted
+from tq_cloud.domain.events import TaskCompleted
 from tq_cloud.testing import InMemoryStack
 
 

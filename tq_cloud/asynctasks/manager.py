@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from tq_cloud.clock import Clock, SystemClock
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import ConfigurationError
 
 log = logging.getLogger("tq_cloud.asynctasks")

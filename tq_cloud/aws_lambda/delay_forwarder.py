@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.core.codec import UndecodableRecord, decode_task
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import QueueWriteError
 
 if TYPE_CHECKING:
-    from tq_cloud.core.handler import TaskHandler
+    from tq_cloud.assembly.handler import TaskHandler
 
 log = logging.getLogger("tq_cloud.delay_lane")
 

@@ -1,23 +1,21 @@
-"""Generic Lambda entry points: the worker and the sweeper of the app that `TQ_APP` names, so that
-neither a template nor an app writes handler modules.
+"""Finding the app a deployed function serves: `TQ_APP` names it as `module:attribute` (the
+template's AppSpec parameter), so one template and one `functions/` folder serve any app, and the
+CLI finds the same app the same way.
 
-In template.yaml:
+In functions/worker/handler.py (template.yaml's WorkerFunction: `Handler: handler.handler`):
 
-    Handler: tq_cloud.aws_lambda.entry.worker      # or tq_cloud.aws_lambda.entry.sweeper
-    Environment:
-      Variables:
-        TQ_APP: myapp.tasks:app                    # module:attribute of a TaskQueuesManager
+    from tq_cloud.aws_lambda import app_from_environment, kinesis_handler
 
-Lambda's runtime reads the attribute when the container initialises (PEP 562's module
-`__getattr__` builds it then, once), so the app is imported at init, inside a SnapStart snapshot.
-Writing your own module still works: `handler = kinesis_handler(app)`, with options of your own.
+    handler = kinesis_handler(app_from_environment())
+
+The module is imported when the container initialises, so the app is imported and the handler
+built at init, inside a SnapStart snapshot.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
 
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import ConfigurationError
@@ -54,18 +52,3 @@ def app_from_environment() -> TaskQueuesManager:
         raise ConfigurationError(f"{APP_VARIABLE} is not set: set it to your app as module:attribute "
                                  "(for example myapp.tasks:app)")
     return load_app(spec)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "worker":
-        from tq_cloud.aws_lambda.kinesis import kinesis_handler
-
-        handler: Any = kinesis_handler(app_from_environment())
-    elif name == "sweeper":
-        from tq_cloud.aws_lambda.sweeper import sweeper_handler
-
-        handler = sweeper_handler(app_from_environment())
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = handler
-    return handler

@@ -30,8 +30,8 @@ from tq_cloud.aws_lambda.delay_forwarder import forward_due, is_sqs_event
 from tq_cloud.aws_lambda.runtime import LambdaRuntime, Runtime
 from tq_cloud.backends.aws.kinesis import decode_lambda_record
 from tq_cloud.core.codec import UndecodableRecord
-from tq_cloud.core.models import Task
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import ConfigurationError
 from tq_cloud.ids import new_id
 

@@ -118,7 +118,7 @@ def warn_unknown_settings(environ: dict[str, str] | os._Environ[str], write: Cal
 
 def _app_name_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app-name", type=_app_name,
-                        default=os.environ.get("TQ_APP_NAME") or folder_app_name(Path.cwd()),
+                        default=os.environ.get("TQ_APP_NAME") or _folder_app_name(Path.cwd()),
                         help="names the resources that TQ_* variables do not name one by one: "
                              "APP-tasks, APP-flow-barriers, ... (default: TQ_APP_NAME, else this folder's name)")
 
@@ -129,8 +129,7 @@ def _app_name(value: str) -> str:
     return value
 
 
-def folder_app_name(folder: Path) -> str:
-    """An app name from a folder's name: what resource names allow, at most 40 characters."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip("-.")[:40] or "tq"
+def _folder_app_name(folder: Path) -> str:
+    from tq_cloud.backends.aws.settings import folder_app_name
 
-
+    return folder_app_name(folder)

@@ -85,7 +85,7 @@ def project_app(template: Path) -> str | None:
 
 
 def _seed(spec: str) -> list[Any]:
-    from tq_cloud.core.models import Task
+    from tq_cloud.domain.task import Task
     from tq_cloud.errors import ConfigurationError
     from tq_cloud.local.runtime import load_handler
 

@@ -182,7 +182,7 @@ def _operations(stack: Any) -> Any:
 
 
 async def _enqueue(args: argparse.Namespace) -> int:
-    from tq_cloud.core.models import EntityRef, Task
+    from tq_cloud.domain.task import EntityRef, Task
     from tq_cloud.errors import TaskRejectedError
 
     payload = args.payload if args.payload is not None else {}
@@ -251,7 +251,7 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 async def _tasks_list(args: argparse.Namespace) -> int:
-    from tq_cloud.core.models import TaskStatus
+    from tq_cloud.domain.task import TaskStatus
     from tq_cloud.ports.storage import TaskQuery
 
     query = TaskQuery(status=TaskStatus(args.status), queue=args.queue, type=args.type, since=args.since,
@@ -350,7 +350,7 @@ async def _redrive(args: argparse.Namespace) -> int:
         return await _redrive_failure_queue(args)
     if bool(args.ids) == bool(args.status):
         raise UsageError("name the tasks: redrive ID [ID ...], or --status failed [--queue Q] [--type T]")
-    from tq_cloud.core.models import TaskStatus
+    from tq_cloud.domain.task import TaskStatus
     from tq_cloud.ports.storage import TaskQuery
 
     async with _stack(args) as stack:

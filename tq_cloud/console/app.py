@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from tq_cloud.console.guard import ASGIApp, guarded, new_csrf_token
-from tq_cloud.core.models import TaskStatus
+from tq_cloud.domain.task import TaskStatus
 from tq_cloud.operations import Operations
 from tq_cloud.ports.storage import TaskQuery
 

@@ -14,17 +14,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.limits import bounded_error, checked_delay, checked_result, json_safe_details
-from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import Outcome
+from tq_cloud.domain.limits import bounded_error, checked_delay, checked_result, json_safe_details
+from tq_cloud.domain.outcomes import Outcome
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import FlowsNotConfiguredError, NonRetryableError, TaskNotInScopeError
 from tq_cloud.ids import derived_id
 
 if TYPE_CHECKING:
     from tq_cloud.core.control import RunControl
-    from tq_cloud.flows.models import FlowConfig, FlowStep, StartedFlow
-    from tq_cloud.flows.results import FlowResultsReader
-    from tq_cloud.flows.starter import FlowStarter
+    from tq_cloud.core.extensions import FlowStarting
+    from tq_cloud.core.flow_results import FlowResultsReader
+    from tq_cloud.domain.flows import FlowConfig, FlowStep, StartedFlow
     from tq_cloud.ports.barrier import FlowBarrierProvider
 
 log = logging.getLogger("tq_cloud.actions")
@@ -115,7 +115,7 @@ class ExecutorActions:
         parent_key: str | Callable[[], str],
         *,
         check_task: TaskCheck,
-        flow_starter: FlowStarter | None,
+        flow_starter: FlowStarting | None,
         log_context: Mapping[str, str] | None = None,
         barriers: FlowBarrierProvider | None = None,
         control: RunControl | None = None,
@@ -225,7 +225,7 @@ class ExecutorActions:
     def flow_results(self, task: Task) -> FlowResultsReader:
         """A join task's view of its flow: how it ended, its counts, and its steps' results
         read a page at a time (`async for step in actions.flow_results(task).steps()`)."""
-        from tq_cloud.flows.results import FlowResultsReader
+        from tq_cloud.core.flow_results import FlowResultsReader
 
         return FlowResultsReader.of(task.payload, self._barriers)
 

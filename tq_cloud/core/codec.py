@@ -13,8 +13,8 @@ from datetime import datetime
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from tq_cloud.core.limits import MAX_ID_CHARS, RESERVED_ID_PREFIX, describe_validation_error
-from tq_cloud.core.models import ExecutionStats, Task, TaskStatus
+from tq_cloud.domain.limits import MAX_ID_CHARS, RESERVED_ID_PREFIX, describe_validation_error
+from tq_cloud.domain.task import ExecutionStats, Task, TaskStatus
 from tq_cloud.errors import UnserialisableTaskError
 from tq_cloud.ids import derived_id
 

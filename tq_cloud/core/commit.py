@@ -29,15 +29,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.limits import bounded_error, clamped_delay, json_safe_details
-from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import Outcome, RunResult, Verdict
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.retry import retry_delay_ms
+from tq_cloud.domain.limits import bounded_error, clamped_delay, json_safe_details
+from tq_cloud.domain.outcomes import Outcome, RunResult, Verdict
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import TaskRejectedError
 
 if TYPE_CHECKING:
-    from tq_cloud.flows.models import StartedFlow
+    from tq_cloud.domain.flows import StartedFlow
 
 Rejected = dict[str, str]
 

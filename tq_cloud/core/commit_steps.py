@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from tq_cloud.core.commit import CommitBatch, failed_stats
-from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import Outcome, RunResult, Verdict
 from tq_cloud.core.routing import TaskRouter
 from tq_cloud.core.stats import StatsBook
+from tq_cloud.domain.outcomes import Outcome, RunResult, Verdict
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.storage import TaskStorage
 
 log = logging.getLogger("tq_cloud.commit")

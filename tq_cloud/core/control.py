@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.models import Task, TaskProgress
+from tq_cloud.domain.task import Task, TaskProgress
 from tq_cloud.errors import InvalidProgressError
 from tq_cloud.ports.storage import TaskStorage
 

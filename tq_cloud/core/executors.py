@@ -7,19 +7,19 @@ of the user's module, not on the first task at 3 AM.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from tq_cloud.domain.flow_control import Concurrency, Debounce, RateLimit
 from tq_cloud.errors import ConfigurationError
-from tq_cloud.flow_control.options import Concurrency, Debounce, RateLimit
 
 if TYPE_CHECKING:
     from tq_cloud.core.actions import ExecutorActions
-    from tq_cloud.core.models import Task
+    from tq_cloud.domain.task import Task
 
 SingleTaskFn = Callable[["Task[Any]", "ExecutorActions"], Awaitable[None]]
 BatchTaskFn = Callable[[list["Task[Any]"], "ExecutorActions"], Awaitable[None]]
@@ -161,3 +161,9 @@ def payload_model_from_annotation(fn: Callable[..., Any]) -> type[BaseModel] | N
         return None
     arg = origin_args["args"][0]
     return arg if isinstance(arg, type) and issubclass(arg, BaseModel) else None
+
+
+BuiltinExecutors = Mapping[str, Executor]
+"""Executors a feature ships for its own task types (the flow-timeout sentinel, a closed
+flow's retirement, a schedule's firing), handed to the runner by the assembly and looked up
+after the app's own."""

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
 
-from tq_cloud.core.models import MAX_LOG_CONTEXT_CHARS, MAX_LOG_CONTEXT_KEYS
+from tq_cloud.domain.task import MAX_LOG_CONTEXT_CHARS, MAX_LOG_CONTEXT_KEYS
 
 _current: ContextVar[Mapping[str, str]] = ContextVar(
     "tq_log_context", default=MappingProxyType({})

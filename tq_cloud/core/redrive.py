@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.routing import RowSender, as_sent
+from tq_cloud.domain.task import Task, TaskStatus
 from tq_cloud.ports.queue import MessageQueue
 from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, TaskQuery, TaskStorage
 

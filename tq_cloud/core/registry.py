@@ -19,9 +19,9 @@ from tq_cloud.core.executors import (
     payload_model_from_annotation,
 )
 from tq_cloud.core.sending import ExecutorHandle, ExecutorRef, resolve, validated_payload
+from tq_cloud.domain.flow_control import Concurrency, Debounce, RateLimit
+from tq_cloud.domain.schedules import Overlap, Schedule
 from tq_cloud.errors import ConfigurationError, DuplicateExecutorError
-from tq_cloud.flow_control.options import Concurrency, Debounce, RateLimit
-from tq_cloud.schedules.models import Overlap, Schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -31,11 +31,15 @@ from pydantic import ValidationError
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.codec import encode_task, usable_id
+from tq_cloud.core.emitter import LifecycleEmitter
 from tq_cloud.core.executors import Executor
-from tq_cloud.core.limits import MAX_ID_CHARS, RESERVED_ID_PREFIX, ROW_HEADROOM_BYTES, describe_validation_error
+from tq_cloud.core.extensions import NO_SCREEN, SendScreen
 from tq_cloud.core.log_context import limit_log_context
-from tq_cloud.core.models import Task, TaskStatus
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.domain.flow_control import key_of
+from tq_cloud.domain.flows import timeout_timer_name
+from tq_cloud.domain.limits import MAX_ID_CHARS, RESERVED_ID_PREFIX, ROW_HEADROOM_BYTES, describe_validation_error
+from tq_cloud.domain.task import Task, TaskStatus
 from tq_cloud.errors import (
     InvalidTaskError,
     PayloadTooLargeError,
@@ -43,11 +47,7 @@ from tq_cloud.errors import (
     TaskRejectedError,
     UnknownTaskTypeError,
 )
-from tq_cloud.flow_control.debounce import DebounceArrivals
-from tq_cloud.flow_control.options import key_of
-from tq_cloud.flows.models import timeout_timer_name
 from tq_cloud.ids import new_id
-from tq_cloud.lifecycle.emitter import LifecycleEmitter
 from tq_cloud.ports.delay import DelayLane
 from tq_cloud.ports.queue import MessageQueue
 from tq_cloud.ports.storage import NOT_STAMPED, TaskStorage
@@ -76,6 +76,7 @@ class TaskRouter:
         on_scheduled: TasksHook | None = None,
         timer: Timer | None = None,
         delay_lane: DelayLane | None = None,
+        screen: SendScreen = NO_SCREEN,
     ) -> None:
         self.queue = queue
         self.storage = storage
@@ -88,7 +89,7 @@ class TaskRouter:
         self.delay_lane = delay_lane
         self._cached_limits: tuple[int, int, bool] | None = None
         self.rows = RowSender(queue, storage, clock)
-        self.debounce = DebounceArrivals(registry, storage)
+        self.debounce = screen
 
     def check(self, task: Task) -> Task:
         """The routed copy of a task an executor adds, or TaskRejectedError now, in the

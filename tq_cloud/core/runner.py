@@ -24,28 +24,24 @@ from pydantic import ValidationError
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.actions import ExecutorActions, RunRecorder, TaskCheck
+from tq_cloud.core.admission import OPEN_GATE, Admission, Pair
 from tq_cloud.core.codec import encode_task, usable_id
 from tq_cloud.core.control import RunControl
-from tq_cloud.core.executors import BatchTaskExecutor, Executor, SingleTaskExecutor
-from tq_cloud.core.limits import describe_validation_error
+from tq_cloud.core.emitter import LifecycleEmitter
+from tq_cloud.core.executors import BatchTaskExecutor, BuiltinExecutors, Executor, SingleTaskExecutor
+from tq_cloud.core.extensions import FlowStarting, Handoff
 from tq_cloud.core.log_context import log_context_scope, runtime_context
-from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.domain.events import TaskStarted
+from tq_cloud.domain.limits import describe_validation_error
+from tq_cloud.domain.outcomes import RunResult, Verdict
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import TaskCancelledError, TaskRejectedError, TaskTimeoutError
-from tq_cloud.flow_control.gate import FlowGate
-from tq_cloud.flows.models import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, retire_task
 from tq_cloud.ids import derived_id
-from tq_cloud.lifecycle.emitter import LifecycleEmitter
-from tq_cloud.lifecycle.events import TaskStarted
 from tq_cloud.ports.locks import LockProvider
 from tq_cloud.ports.storage import TaskStorage
-from tq_cloud.schedules.firing import fire
-from tq_cloud.schedules.models import SCHEDULE_FIRE_TYPE
 
 if TYPE_CHECKING:
-    from tq_cloud.asynctasks.manager import AsyncTaskManager
-    from tq_cloud.flows.starter import FlowStarter
     from tq_cloud.ports.barrier import FlowBarrierProvider
 
 log = logging.getLogger("tq_cloud.runner")
@@ -62,8 +58,6 @@ FORGOTTEN = "batch executor returned without calling success() or fail() for thi
 AsyncCommit = Callable[[RunResult, str], Awaitable[None]]
 UncommittedHook = Callable[[Task], None]
 ProcessingHook = Callable[[Sequence[Task]], Awaitable[None]]
-Pair = tuple[Task, Task]
-"""(the task as delivered, the executor's copy with its payload validated into the model)"""
 
 
 class TaskRunner:
@@ -75,8 +69,10 @@ class TaskRunner:
         lifecycle: LifecycleEmitter,
         *,
         check_task: TaskCheck,
-        flow_starter: FlowStarter | None = None,
-        async_manager: AsyncTaskManager | None = None,
+        flow_starter: FlowStarting | None = None,
+        async_manager: Handoff | None = None,
+        gate: Admission = OPEN_GATE,
+        builtins: BuiltinExecutors | None = None,
         on_processing: ProcessingHook | None = None,
         lock_ttl: timedelta = timedelta(minutes=30),
         storage: TaskStorage | None = None,
@@ -100,8 +96,8 @@ class TaskRunner:
         self.commit_async: AsyncCommit | None = None
         self.on_async_uncommitted: UncommittedHook | None = None
         self.control = RunControl(storage, clock)
-        self.gate = FlowGate(storage, clock, lambda t: registry.max_retries(t.retries, t.queue_id, t.type),
-                             stale_after)
+        self.gate = gate
+        self.builtins = builtins or {}
 
     async def run(self, runner_id: str, tasks: Sequence[Task], claim_ttl: timedelta | None = None,
                   budget: timedelta | None = None) -> RunResult:
@@ -149,7 +145,7 @@ class TaskRunner:
         """Run each (queue, type) group of `mine` with its executor (`batch`: every task of the
         batch in order, those already deferred included, for ordered keys)."""
         for (queue_id, task_type), group in _group(mine).items():
-            executor = self.registry.get_executor(queue_id, task_type) or self._builtin(task_type)
+            executor = self.registry.get_executor(queue_id, task_type) or self.builtins.get(task_type)
             if executor is None:
                 for task in group:
                     recorder.record(task, error=f"no executor registered for ({queue_id!r}, {task_type!r})",
@@ -473,42 +469,6 @@ class TaskRunner:
             await self.release_leases([task], consumer_id)
         finally:
             await self._release([task.key], consumer_id)
-
-    def _builtin(self, task_type: str) -> Executor | None:
-        """Executors the framework ships: the flow-timeout sentinel needs no user code (the
-        reference library silently never fired timeouts without one). A sentinel delivered
-        before its deadline (a timer firing early) is put back until then, never acknowledged.
-        The retire task dates a closed flow's items a page at a time, each page its own task."""
-        if task_type == FLOW_RETIRE_TYPE and self.barriers is not None:
-            return SingleTaskExecutor(fn=self._retire)
-        if task_type == SCHEDULE_FIRE_TYPE and self.storage is not None:
-            return SingleTaskExecutor(fn=self._fire)
-        if task_type != FLOW_TIMEOUT_TYPE:
-            return None
-        clock = self.clock
-
-        async def acknowledge(task: Task, actions: ExecutorActions) -> None:
-            meta = task.flow_meta
-            early = (meta.timeout_at - clock.now()).total_seconds() if meta and meta.timeout_at else 0.0
-            if early > 0:
-                actions.defer(task, early, "flow timeout delivered before its deadline")
-            else:
-                actions.success(task)
-
-        return SingleTaskExecutor(fn=acknowledge)
-
-
-    async def _fire(self, task: Task, actions: ExecutorActions) -> None:
-        assert self.storage is not None
-        await fire(self.registry.schedules, self.storage, task, actions, self.clock.now())
-
-    async def _retire(self, task: Task, actions: ExecutorActions) -> None:
-        assert self.barriers is not None
-        flow_id, after = str(task.payload["flow_id"]), int(task.payload["after"])
-        done = await self.barriers.retire(flow_id, after)
-        if done is not None:
-            actions.add_tasks([retire_task(flow_id, task.queue_id, self.clock.now(), done)])
-        actions.success(task)
 
 
 def _attempt(task: Task) -> tuple[int, int]:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from tq_cloud.core.limits import MAX_DELAY, checked_delay, describe_validation_error
-from tq_cloud.core.models import EntityRef, Task
+from tq_cloud.domain.limits import MAX_DELAY, checked_delay, describe_validation_error
+from tq_cloud.domain.task import EntityRef, Task
 from tq_cloud.errors import InvalidDelayError, InvalidPayloadError, UnknownTaskTypeError
 
 if TYPE_CHECKING:

@@ -7,10 +7,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import RunResult, Verdict
 from tq_cloud.core.settings import HandlerSettings
-from tq_cloud.lifecycle.events import ConsumerStats, WorkerStats
+from tq_cloud.domain.events import ConsumerStats, WorkerStats
+from tq_cloud.domain.outcomes import RunResult, Verdict
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.notifications import NotificationProvider, QueueStats
 
 log = logging.getLogger("tq_cloud.stats")

@@ -14,20 +14,18 @@ import asyncio
 import logging
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.commit import CommitPipeline
 from tq_cloud.core.control import RunControl
-from tq_cloud.core.models import Task, TaskStatus
-from tq_cloud.core.outcomes import Outcome, RunResult
+from tq_cloud.core.extensions import FlowClosing
+from tq_cloud.domain.outcomes import Outcome, RunResult
+from tq_cloud.domain.task import Task, TaskStatus
 from tq_cloud.errors import ResultNotKeptError, TaskCancelledError, TaskFailedError
 from tq_cloud.ids import derived_id, new_id
 from tq_cloud.ports.barrier import BarrierState
 from tq_cloud.ports.storage import CancelOutcome, TaskStorage
-
-if TYPE_CHECKING:
-    from tq_cloud.flows.commit_steps import FlowBarrierStep
 
 log = logging.getLogger("tq_cloud.control")
 
@@ -38,7 +36,7 @@ CANCEL_WAVE = 100
 
 class TaskControl:
     def __init__(self, storage: TaskStorage, clock: Clock, pipeline: CommitPipeline, control: RunControl,
-                 flows: FlowBarrierStep | None) -> None:
+                 flows: FlowClosing | None) -> None:
         self.storage = storage
         self.clock = clock
         self.pipeline = pipeline

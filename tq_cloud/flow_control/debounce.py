@@ -10,10 +10,10 @@ import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
-from tq_cloud.core.models import Task
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.domain.flow_control import Debounce, key_of
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import TransientError
-from tq_cloud.flow_control.options import Debounce, key_of
 from tq_cloud.flow_control.state import KEEP, change, debounce_note_step, debounce_undo_step, scope
 from tq_cloud.ports.storage import TaskStorage
 

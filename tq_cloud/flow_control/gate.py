@@ -15,17 +15,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.actions import RunRecorder
+from tq_cloud.core.admission import Pair, RunUnit
 from tq_cloud.core.executors import Executor
-from tq_cloud.core.models import Task
-from tq_cloud.core.outcomes import Outcome
 from tq_cloud.core.retry import retry_delay_ms
-from tq_cloud.flow_control.options import Concurrency, RateLimit, key_of
+from tq_cloud.domain.flow_control import Concurrency, RateLimit, key_of
+from tq_cloud.domain.outcomes import Outcome
+from tq_cloud.domain.task import Task
 from tq_cloud.flow_control.ordered import KeyTurn, settle_step
 from tq_cloud.flow_control.state import KEEP, change, debounce_start_step, scope, slots_step, starts_step
 from tq_cloud.flow_control.waiting import WaitingBoard
@@ -33,8 +34,6 @@ from tq_cloud.ports.storage import TaskStorage
 
 log = logging.getLogger("tq_cloud.flow_control")
 
-Pair = tuple[Task, Task]
-RunUnit = Callable[[list[Pair]], Awaitable[None]]
 MaxRetries = Callable[[Task], int]
 MAX_BACKOFF = 30.0
 SLOT_MARGIN = timedelta(seconds=5)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.storage import FlowState, TaskStorage
 
 R = TypeVar("R")

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.storage import TaskStorage
 
 log = logging.getLogger("tq_cloud.flow_control")

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.commit import CommitBatch
-from tq_cloud.core.models import FlowMeta, Task, TaskMetadata
-from tq_cloud.core.outcomes import Outcome, Verdict
+from tq_cloud.core.emitter import LifecycleEmitter
+from tq_cloud.domain.events import FlowCompleted, FlowStarted
+from tq_cloud.domain.flows import FlowStepResult, retire_task, timeout_timer_name
+from tq_cloud.domain.outcomes import Outcome, Verdict
+from tq_cloud.domain.task import FlowMeta, Task, TaskMetadata
 from tq_cloud.flows.join_payload import join_payload
-from tq_cloud.flows.models import FlowStepResult, retire_task, timeout_timer_name
 from tq_cloud.ids import derived_id
-from tq_cloud.lifecycle.emitter import LifecycleEmitter
-from tq_cloud.lifecycle.events import FlowCompleted, FlowStarted
 from tq_cloud.ports.barrier import BarrierSnapshot, BarrierState, FlowBarrierProvider
 from tq_cloud.ports.timer import Timer
 

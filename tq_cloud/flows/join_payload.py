@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from tq_cloud.core.limits import ROW_HEADROOM_BYTES
-from tq_cloud.core.models import Task
-from tq_cloud.flows.models import FlowResults, FlowStepResult, StepCounts
+from tq_cloud.domain.flows import FlowResults, FlowStepResult, StepCounts
+from tq_cloud.domain.limits import ROW_HEADROOM_BYTES
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.barrier import BarrierState, FlowBarrierProvider
 
 INLINE_STEPS = 100

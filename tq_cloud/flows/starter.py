@@ -12,9 +12,9 @@ from datetime import timedelta
 from typing import Any
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.models import FlowMeta, StepFailurePolicy, Task, TaskMetadata
+from tq_cloud.domain.flows import FLOW_TIMEOUT_TYPE, FlowConfig, FlowStep, StartedFlow
+from tq_cloud.domain.task import FlowMeta, StepFailurePolicy, Task, TaskMetadata
 from tq_cloud.errors import InvalidFlowError
-from tq_cloud.flows.models import FLOW_TIMEOUT_TYPE, FlowConfig, FlowStep, StartedFlow
 from tq_cloud.ids import derived_id
 
 

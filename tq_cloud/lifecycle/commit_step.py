@@ -4,10 +4,9 @@ failed (with `will_retry`), exhausted and cancelled (ignored) events, each once 
 from __future__ import annotations
 
 from tq_cloud.core.commit import CommitBatch
-from tq_cloud.core.outcomes import Outcome, Verdict
+from tq_cloud.core.emitter import LifecycleEmitter, timing
 from tq_cloud.core.registry import TaskQueuesManager
-from tq_cloud.lifecycle.emitter import LifecycleEmitter, timing
-from tq_cloud.lifecycle.events import (
+from tq_cloud.domain.events import (
     TaskCancelled,
     TaskCompleted,
     TaskContextFields,
@@ -15,6 +14,7 @@ from tq_cloud.lifecycle.events import (
     TaskFailed,
     TaskTiming,
 )
+from tq_cloud.domain.outcomes import Outcome, Verdict
 
 
 class LifecycleStep:

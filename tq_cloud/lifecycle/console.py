@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from tq_cloud.lifecycle.events import (
+from tq_cloud.domain.events import (
     BatchCompleted,
     BatchStarted,
     ConsumerStarted,

@@ -9,7 +9,7 @@ import threading
 from collections import Counter
 from typing import Any, TextIO
 
-from tq_cloud.lifecycle.events import TaskCancelled, TaskCompleted, TaskExhausted, TaskFailed
+from tq_cloud.domain.events import TaskCancelled, TaskCompleted, TaskExhausted, TaskFailed
 from tq_cloud.local.terminal import escape_controls
 
 
@@ -25,6 +25,8 @@ class OutcomeLog:
         self._lock = threading.Lock()
 
     def _line(self, outcome: str, event: Any, detail: str = "", ms: float | None = None) -> None:
+        if event.task_type.startswith("_"):  # the framework's own (a flow's timeout sentinel, a firing)
+            return
         took = f"{ms:.0f} ms" if ms is not None else ""
         line = escape_controls(f"  {outcome:<10} {event.task_type:<14} {event.task_id:<36} attempt {event.attempt:<3} "
                                f"{took:>8}{('  ' + detail) if detail else ''}")
@@ -49,6 +51,12 @@ class OutcomeLog:
         self._line("ignored", event, event.reason)
 
     def summary(self) -> str:
+        """Totals since the start, in words that say they are totals ("3 retries so far", not
+        "retrying=3", which reads as three retrying now)."""
         with self._lock:
-            counts = " ".join(f"{k}={v}" for k, v in sorted(self.totals.items()))
-        return f"all tasks: {counts or 'none yet'}"
+            totals = Counter(self.totals)
+        if not totals:
+            return "so far: no task has run"
+        words = {"executed": "executed", "retrying": "retries", "failed": "failed for good",
+                 "ignored": "ignored or cancelled"}
+        return "so far: " + ", ".join(f"{totals[k]} {w}" for k, w in words.items() if totals[k])

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from tq_cloud.assembly.handler import TaskHandler
 from tq_cloud.backends.aws.kinesis import decode_get_records
 from tq_cloud.core.codec import UndecodableRecord
-from tq_cloud.core.handler import TaskHandler
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.local.shards import ShardReader
 
 

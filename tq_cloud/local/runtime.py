@@ -13,15 +13,16 @@ import asyncio
 import importlib
 import logging
 import os
+import shlex
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from tq_cloud.backends.aws.settings import AwsSettings
+from tq_cloud.backends.aws.settings import AwsSettings, folder_app_name
 from tq_cloud.backends.aws.stack import check_reachable, open_clients
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import ConfigurationError
 from tq_cloud.local.checkpoints import ShardCheckpoints
 from tq_cloud.local.esm import EmulatedEventSourceMapping
@@ -95,7 +96,8 @@ class DevOptions:
 def settings_for(endpoint: str) -> AwsSettings:
     """Settings for the local runtime, exported to the environment so that the handlers, which
     read TQ_* variables like deployed Lambdas do, find the same resources."""
-    settings = AwsSettings(endpoint_url=endpoint, history=True)
+    settings = AwsSettings(endpoint_url=endpoint, history=True,
+                           app_name=os.environ.get("TQ_APP_NAME") or folder_app_name(Path.cwd()))
     for name, value in settings.model_dump().items():
         if value is not None:
             os.environ[f"TQ_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
@@ -131,6 +133,8 @@ class LocalRuntime:
                                 if settings.endpoint_of(service) != endpoint)
             print(f"tq-cloud dev: AWS at {endpoint}{elsewhere}, app {settings.app_name} (stream "
                   f"{settings.stream_name}, table {settings.tasks_table})", file=self.out, flush=True)
+            print(f"from another shell (tq-cloud tasks, status, console; your own producer): {exports(settings)}",
+                  file=self.out, flush=True)
             if not await _unless_stopped(stop, self._prepare(settings)):
                 return None
             if self.options.aws is None:  # the handlers read TQ_*: give them the delay lane too
@@ -210,6 +214,7 @@ class LocalRuntime:
             self.last_view = await snapshot(clients.dynamodb, settings, by_type=True)
             print(self.last_view.line(), file=self.out)
             print(self.last_view.table(), file=self.out, flush=True)
+            print(ending(self.last_view, self.outcomes.summary(), settings), file=self.out, flush=True)
 
     async def _enqueue(self, settings: AwsSettings, tasks: Sequence[Task]) -> None:
         from tq_cloud.backends.aws.stack import aws_stack
@@ -237,13 +242,16 @@ class LocalRuntime:
         """Print the live view; with `until_settled`, stop once nothing is pending, no invocation
         is running (one may still publish children) and the worker has not been invoked for two
         views in a row."""
-        quiet_rounds, seen = 0, -1
+        quiet_rounds, seen, shown = 0, -1, ""
         while not stop.is_set():
             await _pause(stop, self.options.view_interval)
             view = await snapshot(clients.dynamodb, settings)
             self.last_view = view
             lane = await _lane_depth(clients, settings)
-            print(f"{view.line()} | delay lane: {lane} waiting | {self.outcomes.summary()}", file=self.out, flush=True)
+            line = f"{view.line()} | delay lane: {lane} waiting | {self.outcomes.summary()}"
+            if line != shown:  # a quiet app prints nothing new, not the same line every tick
+                print(line, file=self.out, flush=True)
+                shown = line
             invocations = (self.esm.stats.invocations if self.esm else 0) + (
                 self.lane_esm.stats.invocations if self.lane_esm else 0)
             running = (self.esm.stats.in_flight if self.esm else 0) + (
@@ -277,6 +285,23 @@ class LocalRuntime:
     async def _stop_after(self, stop: asyncio.Event, seconds: float) -> None:
         await _pause(stop, seconds)
         stop.set()
+
+
+def exports(settings: AwsSettings) -> str:
+    """The shell line that points another process at the same local resources."""
+    names = {"TQ_ENDPOINT_URL": settings.endpoint_url, "TQ_DYNAMODB_ENDPOINT_URL": settings.dynamodb_endpoint_url,
+             "TQ_KINESIS_ENDPOINT_URL": settings.kinesis_endpoint_url, "TQ_APP_NAME": settings.app_name}
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in names.items() if v)
+
+
+def ending(view: Snapshot, totals: str, settings: AwsSettings) -> str:
+    """The run in plain words, and what to look at next."""
+    failed = view.tasks["failed"]
+    state = "everything settled" if view.settled else \
+        f"{view.tasks['scheduled']} scheduled and {view.tasks['processing']} processing left"
+    hints = ["tq-cloud tasks list --status failed", "tq-cloud redrive ID"] if failed else ["tq-cloud status"]
+    return (f"{state}; {totals}; {failed} stored as failed\n"
+            f"next: {exports(settings)}, then {' or '.join(hints)} (or tq-cloud console)")
 
 
 async def _lane_depth(clients: Any, settings: AwsSettings) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from tq_cloud.backends.aws.dynamo import error_code
 from tq_cloud.backends.aws.scheduler import schedule_names
-from tq_cloud.schedules.models import Schedule
+from tq_cloud.domain.schedules import Schedule
 
 
 class EmulatedScheduler:

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from tq_cloud.flows.models import FlowStepResult, StepCounts
+from tq_cloud.domain.flows import FlowStepResult, StepCounts
 
 
 class BarrierState(StrEnum):

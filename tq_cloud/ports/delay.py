@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Protocol
 
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 
 SQS_MAX_DELAY = timedelta(minutes=15)
 """SQS's largest DelaySeconds: what the lane of every backend holds at most, by default."""

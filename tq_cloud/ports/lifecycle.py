@@ -3,7 +3,7 @@ default, may be sync or async, and an error it raises is logged, never propagate
 
 from __future__ import annotations
 
-from tq_cloud.lifecycle.events import (
+from tq_cloud.domain.events import (
     BatchCompleted,
     BatchStarted,
     ConsumerStarted,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tq_cloud.core.models import Task, TaskProgress, TaskStatus
+from tq_cloud.domain.task import Task, TaskProgress, TaskStatus
 
 NOT_STAMPED = datetime(1970, 1, 1, tzinfo=UTC)
 """The `processing_started_at` of a row stored as it is sent (force_store): the clock of

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 
 
 class Timer(Protocol):

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.commit import CommitBatch
-from tq_cloud.core.models import FlowMeta, Task, TaskStatus
-from tq_cloud.core.outcomes import Verdict
+from tq_cloud.domain.outcomes import Verdict
+from tq_cloud.domain.task import FlowMeta, Task, TaskStatus
 from tq_cloud.errors import MissingTaskIdError
 from tq_cloud.ports.projections import (
     EntityProjectionProvider,
@@ -21,8 +21,8 @@ from tq_cloud.ports.projections import (
 )
 
 if TYPE_CHECKING:
-    from tq_cloud.core.outcomes import Outcome
-    from tq_cloud.flows.models import StartedFlow
+    from tq_cloud.domain.flows import StartedFlow
+    from tq_cloud.domain.outcomes import Outcome
 
 log = logging.getLogger("tq_cloud.projections")
 

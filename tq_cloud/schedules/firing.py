@@ -21,12 +21,14 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from tq_cloud.core.models import ScheduleMeta, Task, TaskMetadata, TaskStatus
+from tq_cloud.domain.schedules import SCHEDULE_FIRE_TYPE, Schedule
+from tq_cloud.domain.task import ScheduleMeta, Task, TaskMetadata, TaskStatus
 from tq_cloud.ids import derived_id
-from tq_cloud.schedules.models import SCHEDULE_FIRE_TYPE, Schedule
 
 if TYPE_CHECKING:
+    from tq_cloud.clock import Clock
     from tq_cloud.core.actions import ExecutorActions
+    from tq_cloud.core.executors import Executor
     from tq_cloud.ports.storage import TaskStorage
 
 log = logging.getLogger("tq_cloud.schedules")
@@ -139,6 +141,20 @@ async def fire(schedules: dict[str, Schedule], storage: TaskStorage, task: Task,
             return
     actions.add_tasks([occurrence(schedule, at, now)])
     actions.success(task, {"occurrence": at.isoformat()})
+
+
+def schedule_executors(schedules: dict[str, Schedule], storage: TaskStorage | None,
+                       clock: Clock) -> dict[str, Executor]:
+    """The firing's executor, plugged into the runner by the assembly (firing needs the store)."""
+    from tq_cloud.core.executors import SingleTaskExecutor
+
+    if storage is None:
+        return {}
+
+    async def run_firing(task: Task, actions: ExecutorActions) -> None:
+        await fire(schedules, storage, task, actions, clock.now())
+
+    return {SCHEDULE_FIRE_TYPE: SingleTaskExecutor(fn=run_firing)}
 
 
 async def catch_up(schedules: Sequence[Schedule], storage: TaskStorage, now: datetime) -> list[Task]:

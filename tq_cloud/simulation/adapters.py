@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tq_cloud.assembly.handler import TaskHandler
 from tq_cloud.backends.memory import InMemoryAdapter, InMemoryProjectionProvider
-from tq_cloud.core.handler import TaskHandler
-from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.domain.task import Task, TaskStatus
 from tq_cloud.errors import QueueWriteError
 from tq_cloud.simulation.checks import Tracker
 from tq_cloud.simulation.faults import CURRENT

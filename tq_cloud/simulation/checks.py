@@ -38,9 +38,9 @@ from typing import Any
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.commit import CommitBatch
-from tq_cloud.core.models import Task, TaskStatus
-from tq_cloud.core.outcomes import Verdict
-from tq_cloud.flows.models import FlowResults
+from tq_cloud.domain.flows import FlowResults
+from tq_cloud.domain.outcomes import Verdict
+from tq_cloud.domain.task import Task, TaskStatus
 from tq_cloud.simulation.flow_checks import FlowChecks
 from tq_cloud.simulation.stream import Key, Record, attempt_key
 

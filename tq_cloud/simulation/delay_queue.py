@@ -22,7 +22,7 @@ from typing import Any
 
 from tq_cloud.backends.aws.sqs_delay import MAX_DELAY, MAX_MESSAGE_BYTES, lane_message
 from tq_cloud.clock import Clock
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import QueueWriteError, TaskRejectedError
 from tq_cloud.simulation.loop import due, wait_until
 

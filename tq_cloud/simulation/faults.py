@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import QueueWriteError, TransientError
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tq_cloud.backends.memory import InMemoryAdapter, InMemoryProjectionProvider
-from tq_cloud.core.models import TaskStatus
-from tq_cloud.core.outcomes import Verdict
-from tq_cloud.flows.models import StartedFlow
+from tq_cloud.domain.flows import StartedFlow
+from tq_cloud.domain.outcomes import Verdict
+from tq_cloud.domain.task import TaskStatus
 from tq_cloud.ids import derived_id
 from tq_cloud.ports.projections import ProjectionStatus
 from tq_cloud.simulation.checks import Seen, Tracker, rows_left_open

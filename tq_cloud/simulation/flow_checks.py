@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 
 
 class Tracker(Protocol):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tq_cloud.backends.aws.kinesis import MAX_RECORD_BYTES, kinesis_record
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import ConfigurationError, QueueWriteError, TaskRejectedError
 
 Key = tuple[str, int, int]

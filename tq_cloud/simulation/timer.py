@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 from tq_cloud.backends.aws.scheduler import _at
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.simulation.loop import EPOCH, due, wait_until
 from tq_cloud.simulation.stream import SimStream
 

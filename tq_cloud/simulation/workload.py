@@ -20,13 +20,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from tq_cloud.core.actions import ExecutorActions
-from tq_cloud.core.models import EntityRef, JoinTarget, Task
-from tq_cloud.core.outcomes import Verdict
 from tq_cloud.core.registry import TaskQueuesManager
+from tq_cloud.domain.flow_control import Concurrency, Debounce, RateLimit
+from tq_cloud.domain.flows import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, FlowConfig
+from tq_cloud.domain.outcomes import Verdict
+from tq_cloud.domain.schedules import SCHEDULE_FIRE_TYPE
+from tq_cloud.domain.task import EntityRef, JoinTarget, Task
 from tq_cloud.errors import TaskCancelledError, TaskRejectedError
-from tq_cloud.flow_control.options import Concurrency, Debounce, RateLimit
-from tq_cloud.flows.models import FLOW_RETIRE_TYPE, FLOW_TIMEOUT_TYPE, FlowConfig
-from tq_cloud.schedules.models import SCHEDULE_FIRE_TYPE
 from tq_cloud.simulation.checks import Seen, Tracker
 from tq_cloud.simulation.flow_checks import FC_LIMIT, FC_PER, FC_RATE
 

@@ -21,17 +21,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from tq_cloud.assembly.handler import TaskHandler
 from tq_cloud.asynctasks.manager import AsyncTaskManager
 from tq_cloud.aws_lambda.kinesis import KinesisBatchHandler
 from tq_cloud.aws_lambda.sweeper import SweeperHandler
 from tq_cloud.backends.aws.kinesis import kinesis_record
 from tq_cloud.backends.memory import InMemoryFlowBarrierProvider, InMemoryLockProvider
 from tq_cloud.core.commit import CommitBatch
-from tq_cloud.core.handler import TaskHandler
-from tq_cloud.core.models import TaskStatus
-from tq_cloud.core.outcomes import Verdict
 from tq_cloud.core.resilience import RetryPolicy
 from tq_cloud.core.settings import HandlerSettings
+from tq_cloud.domain.outcomes import Verdict
+from tq_cloud.domain.task import TaskStatus
 from tq_cloud.errors import TaskRejectedError
 from tq_cloud.ids import derived_id
 from tq_cloud.ports.storage import NOT_STAMPED

@@ -31,7 +31,7 @@ from typing import Any
 
 from tq_cloud.backends.aws.bucket_pages import BucketIndex, IndexRow, read_page
 from tq_cloud.backends.aws.dynamo import Item, bounded_gather, is_condition_failure, ms, n, s, update_if
-from tq_cloud.flows.models import FlowStepResult, StepCounts
+from tq_cloud.domain.flows import FlowStepResult, StepCounts
 from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState, FlowPage
 from tq_cloud.ports.paging import MAX_PAGE
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tq_cloud.backends.aws.dynamo import Item, is_condition_failure, ms, n, s
-from tq_cloud.core.limits import RESERVED_ID_PREFIX
+from tq_cloud.domain.limits import RESERVED_ID_PREFIX
 from tq_cloud.ports.storage import FlowState
 
 FLOW_PREFIX = f"{RESERVED_ID_PREFIX}flow#"

@@ -34,8 +34,8 @@ from tq_cloud.backends.aws.dynamo import (
 )
 from tq_cloud.backends.aws.dynamodb_flow_state import DynamoFlowState
 from tq_cloud.core.codec import UNDECODABLE_QUEUE, UNDECODABLE_TYPE, encode_task, usable_id
-from tq_cloud.core.limits import RESERVED_ID_PREFIX, failure_row
-from tq_cloud.core.models import ExecutionStats, Task, TaskProgress, TaskStatus
+from tq_cloud.domain.limits import RESERVED_ID_PREFIX, failure_row
+from tq_cloud.domain.task import ExecutionStats, Task, TaskProgress, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError
 from tq_cloud.ports.paging import MAX_PAGE
 from tq_cloud.ports.storage import NOT_STAMPED, CancelOutcome, TaskPage, TaskQuery

@@ -30,7 +30,7 @@ from typing import Any
 
 from tq_cloud.backends.aws.kinesis import KinesisQueue, decode_record
 from tq_cloud.core.codec import usable_id
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.storage import TaskStorage
 
 MAX_READS_PER_RANGE = 10_000

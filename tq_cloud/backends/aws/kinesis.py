@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from tq_cloud.backends.aws.kpl import deaggregate
 from tq_cloud.core.codec import UndecodableRecord, decode_task, encode_task
-from tq_cloud.core.limits import MAX_ID_CHARS
-from tq_cloud.core.models import Task
+from tq_cloud.domain.limits import MAX_ID_CHARS
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import ConfigurationError, PayloadTooLargeError, QueueWriteError, TaskRejectedError
 
 MAX_RECORD_BYTES = 1024 * 1024

@@ -27,8 +27,8 @@ from datetime import datetime
 from typing import Any
 
 from tq_cloud.backends.aws.dynamo import error_code
+from tq_cloud.domain.schedules import Schedule
 from tq_cloud.schedules.firing import firing_input
-from tq_cloud.schedules.models import Schedule
 
 PREFIX = "schedule."
 RETRY_POLICY = {"MaximumEventAgeInSeconds": 86_400, "MaximumRetryAttempts": 185}

@@ -14,7 +14,7 @@ from typing import Any
 from tq_cloud.backends.aws.dynamo import error_code
 from tq_cloud.backends.aws.kinesis import partition_key
 from tq_cloud.core.codec import encode_task
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 
 
 def _at(when: datetime) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Self
 
 from pydantic import Field, model_validator
@@ -64,3 +66,9 @@ class AwsSettings(BaseSettings):
             if not getattr(self, name):
                 setattr(self, name, f"{self.app_name}-{suffix}")
         return self
+
+
+def folder_app_name(folder: Path) -> str:
+    """An app name from a folder's name: what resource names allow, at most 40 characters. The
+    CLI and the local runtime default to it alike, so both reach the same resources."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip("-.")[:40] or "tq"

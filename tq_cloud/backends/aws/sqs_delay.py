@@ -20,7 +20,7 @@ from typing import Any
 
 from tq_cloud.clock import Clock
 from tq_cloud.core.codec import encode_task
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import PayloadTooLargeError, QueueWriteError, TaskRejectedError
 from tq_cloud.ports.delay import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
 

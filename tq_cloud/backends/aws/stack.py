@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from tq_cloud.assembly.handler import TaskHandler
 from tq_cloud.backends.aws.dynamodb_barriers import DynamoDbFlowBarrierProvider
 from tq_cloud.backends.aws.dynamodb_locks import DynamoDbLockProvider
 from tq_cloud.backends.aws.dynamodb_projections import DynamoDbProjectionProvider
@@ -24,7 +25,6 @@ from tq_cloud.backends.aws.settings import AwsSettings
 from tq_cloud.backends.aws.sqs_delay import SqsDelayLane
 from tq_cloud.backends.memory.locks import InMemoryLockProvider
 from tq_cloud.clock import Clock, SystemClock
-from tq_cloud.core.handler import TaskHandler
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.errors import EndpointUnreachableError

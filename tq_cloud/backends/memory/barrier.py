@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from tq_cloud.flows.models import FlowStepResult, StepCounts
+from tq_cloud.domain.flows import FlowStepResult, StepCounts
 from tq_cloud.ports.barrier import BarrierDecrementResult, BarrierSnapshot, BarrierState, FlowPage
 from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from tq_cloud.backends.memory.queue import InMemoryQueue
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.delay import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
 
 

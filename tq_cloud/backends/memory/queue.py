@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.codec import encode_task
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import PayloadTooLargeError, QueueWriteError, TaskRejectedError
 
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 from tq_cloud.backends.memory.flow_state import MemoryFlowState
 from tq_cloud.core.codec import encode_task
-from tq_cloud.core.limits import failure_row
-from tq_cloud.core.models import Task, TaskProgress, TaskStatus
+from tq_cloud.domain.limits import failure_row
+from tq_cloud.domain.task import Task, TaskProgress, TaskStatus
 from tq_cloud.errors import PayloadTooLargeError, TqError
 from tq_cloud.ports.paging import MAX_PAGE, after_cursor, page_cursor
 from tq_cloud.ports.storage import NOT_STAMPED, REDRIVABLE, CancelOutcome, FlowState, TaskPage, TaskQuery, listed_at

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.queue import MessageQueue
 
 

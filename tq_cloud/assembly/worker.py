@@ -17,12 +17,11 @@ from typing import Any, Protocol
 
 from tq_cloud.asynctasks.manager import AsyncTaskManager
 from tq_cloud.clock import Clock
-from tq_cloud.core.models import Task
+from tq_cloud.core.emitter import LifecycleEmitter
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.core.stats import StatsBook
-from tq_cloud.lifecycle.emitter import LifecycleEmitter
-from tq_cloud.lifecycle.events import (
+from tq_cloud.domain.events import (
     ConsumerStarted,
     ConsumerStats,
     ConsumerStopped,
@@ -31,6 +30,7 @@ from tq_cloud.lifecycle.events import (
     WorkerStopped,
     worker_info_fields,
 )
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.queue import MessageQueue
 
 log = logging.getLogger("tq_cloud.worker")

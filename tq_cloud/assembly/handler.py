@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from tq_cloud.assembly.worker import Worker
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.commit import CommitBatch, CommitPipeline, CommitStep, Decider
 from tq_cloud.core.commit_steps import NewTasksStep, RetriesStep, StatsStep, TerminalStep
-from tq_cloud.core.models import EntityRef, Task
-from tq_cloud.core.outcomes import RunResult, Verdict
+from tq_cloud.core.emitter import LifecycleConfig, LifecycleEmitter
 from tq_cloud.core.redrive import Redriver, RedriveReport
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.resilience import RetryPolicy, retrying
@@ -29,13 +29,16 @@ from tq_cloud.core.sending import ExecutorRef, build_task
 from tq_cloud.core.settings import HandlerSettings
 from tq_cloud.core.stats import StatsBook
 from tq_cloud.core.task_control import TaskControl
-from tq_cloud.core.worker import Worker
+from tq_cloud.domain.events import BatchCompleted, BatchStarted, WorkerInfo, worker_info_fields
+from tq_cloud.domain.outcomes import RunResult, Verdict
+from tq_cloud.domain.task import EntityRef, Task
+from tq_cloud.flow_control.debounce import DebounceArrivals
+from tq_cloud.flow_control.gate import FlowGate
+from tq_cloud.flows.builtins import flow_executors
 from tq_cloud.flows.commit_steps import FlowBarrierStep, FlowInitStep
 from tq_cloud.flows.starter import FlowStarter
 from tq_cloud.ids import new_id
 from tq_cloud.lifecycle.commit_step import LifecycleStep
-from tq_cloud.lifecycle.emitter import LifecycleConfig, LifecycleEmitter
-from tq_cloud.lifecycle.events import BatchCompleted, BatchStarted, WorkerInfo, worker_info_fields
 from tq_cloud.ports.lifecycle import (
     FlowLifecycleProvider,
     TaskLifecycleProvider,
@@ -46,7 +49,7 @@ from tq_cloud.ports.notifications import NotificationProvider
 from tq_cloud.ports.queue import MessageQueue
 from tq_cloud.ports.storage import TaskPage, TaskQuery, TaskStorage
 from tq_cloud.projections.sink import ProjectionConfig, ProjectionSink, ProjectionStep
-from tq_cloud.schedules.firing import catch_up, pause_key, paused_mark
+from tq_cloud.schedules.firing import catch_up, pause_key, paused_mark, schedule_executors
 
 if TYPE_CHECKING:
     from tq_cloud.asynctasks.manager import AsyncTaskManager
@@ -130,6 +133,7 @@ class TaskHandler:
             queue, storage, registry, self.clock, self.lifecycle,
             immediate_window=self.settings.immediate_window,
             on_scheduled=sink.scheduled if sink else None, timer=timer, delay_lane=delay_lane,
+            screen=DebounceArrivals(registry, storage),
         )
         self.timer = timer
         self.flows = None if flow_barriers is None else FlowBarrierStep(
@@ -140,6 +144,10 @@ class TaskHandler:
             on_processing=sink.processing if sink else None, lock_ttl=self.settings.lock_ttl,
             storage=storage, stale_after=self.settings.stale_after, barriers=flow_barriers,
             history=self.settings.history,
+            gate=FlowGate(storage, self.clock, lambda t: registry.max_retries(t.retries, t.queue_id, t.type),
+                          self.settings.stale_after),
+            builtins={**flow_executors(self.clock, flow_barriers),
+                      **schedule_executors(registry.schedules, storage, self.clock)},
         )
         self.pipeline = CommitPipeline(Decider(registry, self.clock, history=self.settings.history), self.clock, [
             RetriesStep(self.router),

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from tq_cloud.domain.flows import FlowResults, FlowStepResult, StepCounts
 from tq_cloud.errors import TqError
-from tq_cloud.flows.models import FlowResults, FlowStepResult, StepCounts
 from tq_cloud.ports.barrier import FlowBarrierProvider
 
 

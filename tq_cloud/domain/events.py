@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypedDict
 
-from tq_cloud.core.models import EntityRef, JoinTarget
+from tq_cloud.domain.task import EntityRef, JoinTarget
 
 
 class TaskContextFields(TypedDict):

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import to_json, to_jsonable_python
 
-from tq_cloud.core.models import Task, TaskStatus
+from tq_cloud.domain.task import Task, TaskStatus
 from tq_cloud.errors import InvalidDelayError
 
 MAX_ID_CHARS = 256

@@ -12,10 +12,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from tq_cloud.core.models import Task
+from tq_cloud.domain.task import Task
 
 if TYPE_CHECKING:
-    from tq_cloud.flows.models import StartedFlow
+    from tq_cloud.domain.flows import StartedFlow
 
 
 class Verdict(StrEnum):

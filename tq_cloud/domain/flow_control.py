@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tq_cloud.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from tq_cloud.core.models import Task
+    from tq_cloud.domain.task import Task
 
 KeyFn = Callable[["Task[Any]"], str]
 MAX_CONCURRENCY = 1000

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tq_cloud.core.limits import MAX_DELAY
-from tq_cloud.core.models import EntityRef, FailurePolicy, JoinTarget, StepFailurePolicy, Task
+from tq_cloud.domain.limits import MAX_DELAY
+from tq_cloud.domain.task import EntityRef, FailurePolicy, JoinTarget, StepFailurePolicy, Task
 from tq_cloud.ids import derived_id
 
 FLOW_TIMEOUT_TYPE = "_flow.timeout"

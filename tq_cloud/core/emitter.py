@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from tq_cloud.core.models import Task
-from tq_cloud.lifecycle.events import TaskContext, TaskContextFields, TaskTiming
+from tq_cloud.domain.events import TaskContext, TaskContextFields, TaskTiming
+from tq_cloud.domain.task import Task
 from tq_cloud.ports.lifecycle import (
     FlowLifecycleProvider,
     TaskLifecycleProvider,

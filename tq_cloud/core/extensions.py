@@ -1,0 +1,65 @@
+"""What the pipeline asks of the features plugged into it, as protocols, so the engine never
+imports a feature: the assembly (`tq_cloud.assembly.handler`) hands in the async hand-off
+manager, the flow starter, debounce's send screen and the cancelling of flows. Flow control's
+gate, which speaks of executors and recorders, is in `admission`; the built-in executors of flows
+and schedules are a `BuiltinExecutors` map, in `executors`.
+
+A handler built without a feature gets the neutral form (no screen, an open gate, no built-ins),
+and the pipeline behaves as if the feature's options were never set."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from tq_cloud.domain.flows import FlowConfig, FlowStep, StartedFlow
+from tq_cloud.domain.task import FlowMeta, Task
+from tq_cloud.ports.barrier import BarrierSnapshot, FlowBarrierProvider
+
+
+class Handoff(Protocol):
+    """Takes over a task that outlived its executor's `handoff_timeout` (the async task manager)."""
+
+    def handoff(self, task: Task, job: asyncio.Future[Any], finish: Callable[[], Awaitable[None]],
+                timeout: float | None = None) -> bool: ...
+
+
+class FlowStarting(Protocol):
+    """Builds a flow's tasks for `actions.start_flow` (the flows feature)."""
+
+    def start(self, *, flow_id: str, steps: Sequence[FlowStep | Mapping[str, Any]], config: FlowConfig,
+              log_context: Mapping[str, str] | None) -> StartedFlow: ...
+
+
+class FlowClosing(Protocol):
+    """What `handler.cancel_flow` needs of the flows feature: the barriers, and the work that
+    follows a flow closed by cancel (its sentinel, its items' expiry, its join's events)."""
+
+    @property
+    def barriers(self) -> FlowBarrierProvider: ...
+
+    async def cancelled(self, snapshot: BarrierSnapshot, meta: FlowMeta | None) -> None: ...
+
+
+class SendScreen(Protocol):
+    """Marks tasks at send before they are routed, and takes the mark back when their send
+    fails (flow control's debounce: each task becomes its key's latest)."""
+
+    async def note(self, tasks: Sequence[Task], skip: Collection[int], now: datetime) -> list[Task]: ...
+
+    async def undo(self, tasks: Sequence[Task], now: datetime) -> None: ...
+
+
+class NoScreen:
+    """Sends every task as given."""
+
+    async def note(self, tasks: Sequence[Task], skip: Collection[int], now: datetime) -> list[Task]:
+        return list(tasks)
+
+    async def undo(self, tasks: Sequence[Task], now: datetime) -> None:
+        return None
+
+
+NO_SCREEN = NoScreen()
