@@ -1,7 +1,8 @@
 """The web console in a real headless Chromium (Debian's chromium and chromium-driver, which
 .ci/run installs), against the local runtime: the page loads, lists the failed task with its
 error, the re-drive button sends it back (and the task's detail records it), and the live
-counter moves as tasks run. A screenshot is saved (.artifacts/console.png)."""
+counter moves as tasks run. The screenshots in the documentation are taken here
+(docs/assets/screenshots/: a failure listed, then a task's detail after its re-drive)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.operate_support import Shop, enqueue, running_dev
 from tq_cloud import Task
 
 ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "docs" / "assets" / "screenshots"
 
 
 @pytest.fixture
@@ -53,6 +55,7 @@ def test_the_console_lists_failures_redrives_them_and_counts_live(moto_endpoint:
         assert "card declined for order-7" in row.text
         wait.until(lambda b: int(b.find_element(By.ID, "total").text or 0) >= 4)
         before = int(browser.find_element(By.ID, "total").text)
+        assert browser.save_screenshot(str(SCREENSHOTS / "console-failure.png"))
 
         shop.broken = False
         row.find_element(By.CSS_SELECTOR, "button.redrive").click()
@@ -77,8 +80,6 @@ def test_the_console_lists_failures_redrives_them_and_counts_live(moto_endpoint:
         browser.find_element(By.ID, "cancel-task").click()
         wait.until(seen.text_to_be_present_in_element((By.ID, "cancel-result"), "cancelled"))
         wait.until(seen.text_to_be_present_in_element((By.ID, "task-status"), "cancelled"))
-        artifacts = ROOT / ".artifacts"
-        artifacts.mkdir(exist_ok=True)
-        assert browser.save_screenshot(str(artifacts / "console.png"))
+        assert browser.save_screenshot(str(SCREENSHOTS / "console-task.png"))
         assert "https://" not in browser.page_source.split("<body>")[0], "nothing loaded from the internet"
     assert shop.runs["order-7"] == 2 and "later-1" not in shop.runs

@@ -52,6 +52,11 @@ def test_failures_are_listed_redriven_once_and_the_redrive_recorded(
         assert shown["redrives"] == 1 and shown["redriven_at"] and shown["result"] == {"charged": 1}
         assert shown["attempts"] == 2
         assert cli_json(capsys, "redrive", "order-0", "order-1", "order-2") == [], "nothing to re-drive again"
+        assert main(["redrive", "order-0", "no-such-task"]) == 0
+        said = capsys.readouterr().out.splitlines()      # why each id was skipped, in words
+        assert said[0] == "re-driven: 0"
+        assert "skipped order-0: executed, not failed or ignored" in said
+        assert any(line.startswith("skipped no-such-task: no stored task") for line in said)
         assert cli_json(capsys, "tasks", "list", "--status", "failed") == []
 
         assert cli_json(capsys, "tasks", "result", "order-1") == {"id": "order-1", "status": "executed",

@@ -14,6 +14,13 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    """What the engine reads the time from and sleeps on: `SystemClock` in production,
+    `ManualClock` in tests and the simulator, so nothing in the engine reads the wall clock.
+
+    Example:
+        def stamped(clock: Clock) -> str:
+            return clock.now().isoformat()
+    """
     def now(self) -> datetime:
         """The current time, timezone-aware (UTC)."""
         ...
@@ -24,6 +31,11 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The wall clock (UTC) and asyncio's sleep: what production handlers use by default.
+
+    Example:
+        handler = TaskHandler(queue=queue, registry=app, storage=storage, locks=locks, clock=SystemClock())
+    """
     def now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -32,7 +44,12 @@ class SystemClock:
 
 
 class ManualClock:
-    """A clock that only moves when told to; sleepers wake when `advance` passes their deadline."""
+    """A clock that only moves when told to; sleepers wake when `advance` passes their deadline.
+
+    Example:
+        clock = ManualClock()
+        clock.advance(300)     # five minutes later: a task delayed that long is due
+    """
 
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2026, 1, 1, tzinfo=UTC)

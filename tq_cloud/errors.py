@@ -132,12 +132,26 @@ class InvalidFlowError(TqError):
 
 
 class InvalidDelayError(TqError, ValueError):
-    """A delay, deferral or timeout that is not a finite number of seconds from 0 to 366 days."""
+    """A delay, deferral or timeout that is not a finite number of seconds from 0 to 366 days.
+
+    Example:
+        try:
+            await handler.send(send, payload, delay=timedelta(days=-1))
+        except InvalidDelayError as exc:
+            print(exc)          # says which value, and what is allowed
+    """
 
 
 class UnknownTaskTypeError(InvalidTaskError):
     """`add_tasks` of a (queue, type) no executor of this registry takes: a typo, caught at the
-    producer instead of as an `ignored` row at the consumer."""
+    producer instead of as an `ignored` row at the consumer.
+
+    Example:
+        try:
+            await handler.add_tasks([Task(type="typo", queue_id="email", payload={})])
+        except UnknownTaskTypeError:
+            ...                 # or allow_unknown=True to send to another app's executors
+    """
 
     def __init__(self, task_id: str | None, queue_id: str, task_type: str, known: list[str]) -> None:
         hint = f"; this queue has {', '.join(known[:10])}" if known else ""
@@ -149,7 +163,14 @@ class UnknownTaskTypeError(InvalidTaskError):
 
 class InvalidPayloadError(InvalidTaskError, ValueError):
     """`handler.send` of a payload its executor's model refuses; the message names each field
-    that is wrong (never its value: payloads may hold secrets). Nothing was sent."""
+    that is wrong (never its value: payloads may hold secrets). Nothing was sent.
+
+    Example:
+        try:
+            await handler.send(send, {"to": 42})
+        except InvalidPayloadError as exc:
+            print(exc)          # names each field the model refused, never its value
+    """
 
 
 class TaskFailedError(TqError):
@@ -190,12 +211,24 @@ class TaskCancelledError(TqError):
 
 class TaskTimeoutError(TqError):
     """A run that passed its executor's `timeout` was stopped; the task is retried like any
-    failure, and fails with this error once its retries are used."""
+    failure, and fails with this error once its retries are used.
+
+    Example:
+        @app.task("reports", "build", timeout=300)     # a run past 300 s fails with TaskTimeoutError
+        async def build(task: Task, actions: ExecutorActions) -> None: ...
+    """
 
 
 class ResultNotKeptError(KeyError):
     """`handler.result` of an id with no result to give: unknown, never stored (its executor has
-    no `keep_result`), expired, or its result was dropped (not JSON, or too large to keep)."""
+    no `keep_result`), expired, or its result was dropped (not JSON, or too large to keep).
+
+    Example:
+        try:
+            value = await handler.result("report-7")
+        except ResultNotKeptError:
+            ...                 # unknown id, or its executor has no keep_result
+    """
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "no result kept"

@@ -52,6 +52,13 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class Operations:
+    """What an operator asks of a deployment, as plain dicts: find a task, list by status,
+    count, re-drive, cancel, flows, schedules. The CLI and the console are thin layers over it.
+
+    Example:
+        ops = Operations.of(stack)                            # an AwsStack or an InMemoryStack
+        report = await ops.redrive(["order-7", "order-9"])   # {"sent": [...], "skipped": {id: why}}
+    """
     def __init__(self, handler: TaskHandler, barriers: FlowBarrierProvider | None,
                  projections: EntityProjectionProvider | None, deployed: Any = None) -> None:
         self.handler = handler

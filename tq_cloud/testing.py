@@ -4,6 +4,8 @@ benchmarks and the demo. Time moves only when `run_until_idle` jumps to the next
 
 from __future__ import annotations
 
+__all__ = ["InMemoryStack"]
+
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +28,14 @@ from tq_cloud.schedules.firing import firing
 
 @dataclass
 class InMemoryStack:
+    """Every backend in memory, a manual clock, and the TaskHandler built from them.
+
+    Example:
+        stack = InMemoryStack.create(app)
+        await stack.handler.send(send, {"to": "a@b.c"}, delay=timedelta(minutes=5))
+        await stack.run_until_idle()            # jumps the clock to the delayed task and runs it
+    """
+
     registry: TaskQueuesManager
     clock: ManualClock
     queue: InMemoryQueue

@@ -65,7 +65,12 @@ log = logging.getLogger("tq_cloud.handler")
 class BatchReport:
     """`not_committed` must be redelivered: committing their effects failed (transiently: a
     write that can never succeed fails its one task instead). Executor failures are committed
-    (as retries or final failures), and so are tasks claimed elsewhere (deferred)."""
+    (as retries or final failures), and so are tasks claimed elsewhere (deferred).
+
+    Example:
+        report = await handler.process_batch(tasks, "worker-1")
+        redeliver = report.not_committed       # the Lambda handler reports these as batch item failures
+    """
 
     processed: int = 0
     succeeded: int = 0
@@ -78,6 +83,15 @@ class BatchReport:
 
 
 class TaskHandler:
+    """The engine for one app, put together from its ports: it sends tasks (`send`,
+    `add_tasks`), processes batches (`process_batch`), and answers results, cancels, finds and
+    re-drives. The Lambda handlers, the local runtime and `InMemoryStack` each build one.
+
+    Example:
+        handler = TaskHandler(queue=InMemoryQueue(), registry=app, storage=InMemoryAdapter(),
+                              locks=InMemoryLockProvider())
+        task = await handler.send(send, {"to": "a@b.c"})
+    """
     def __init__(
         self,
         *,

@@ -27,6 +27,12 @@ TimeoutCallback = Callable[[str, Task, float], object]
 
 @dataclass(frozen=True, kw_only=True)
 class AsyncTaskManagerOptions:
+    """How many handed-off tasks one process keeps at once, how often it sweeps them, and how
+    long one may run by default.
+
+    Example:
+        AsyncTaskManager(AsyncTaskManagerOptions(max_tasks=200, default_max_duration=900))
+    """
     max_tasks: int = 100
     sweep_interval: float = 5.0
     default_max_duration: float = 600.0
@@ -68,6 +74,13 @@ class _Entry:
 
 
 class AsyncTaskManager:
+    """Runs tasks that outlive their executor's `handoff_timeout` past the end of their batch,
+    and commits each when it settles (a shutdown abandons the rest, which are retried).
+
+    Example:
+        manager = AsyncTaskManager(AsyncTaskManagerOptions(max_tasks=50))
+        handler = TaskHandler(queue=queue, registry=app, storage=storage, locks=locks, async_manager=manager)
+    """
     def __init__(self, options: int | AsyncTaskManagerOptions | None = None, *,
                  clock: Clock | None = None) -> None:
         if isinstance(options, int):

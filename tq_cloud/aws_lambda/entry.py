@@ -47,6 +47,11 @@ def load_app(spec: str) -> TaskQueuesManager:
 
 
 def app_from_environment() -> TaskQueuesManager:
+    """The app `TQ_APP` names (`module:attribute`), or ConfigurationError saying what to set.
+
+    Example:
+        handler = kinesis_handler(app_from_environment())   # functions/worker/handler.py
+    """
     spec = os.environ.get(APP_VARIABLE)
     if not spec:
         raise ConfigurationError(f"{APP_VARIABLE} is not set: set it to your app as module:attribute "

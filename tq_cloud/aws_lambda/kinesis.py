@@ -189,7 +189,11 @@ def _key(sequence: str, record: Task | UndecodableRecord) -> str:
 def kinesis_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, *, safety_margin_ms: int = 10_000,
                     chunk_size: int = 100, commit_retries: int = 2, **handler_options: Any) -> LambdaHandler:
     """The worker Lambda's handler for `app`; `aws` defaults to the TQ_* environment, and
-    `handler_options` go to TaskHandler (settings=HandlerSettings(...), lifecycle providers...)."""
+    `handler_options` go to TaskHandler (settings=HandlerSettings(...), lifecycle providers...).
+
+    Example:
+        handler = kinesis_handler(app, settings=HandlerSettings(history=True))
+    """
     runtime = LambdaRuntime(app, aws, **handler_options)
     return KinesisBatchHandler(runtime, safety_margin_ms=safety_margin_ms, chunk_size=chunk_size,
                                commit_retries=commit_retries)

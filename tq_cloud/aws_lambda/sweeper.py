@@ -78,4 +78,10 @@ class SweeperHandler:
 
 def sweeper_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, **handler_options: Any
                     ) -> LambdaHandler:
+    """The sweeper Lambda's handler for `app`: sends stored tasks that came due, takes over stale
+    claims, syncs the app's schedules; fired every minute by EventBridge.
+
+    Example:
+        handler = sweeper_handler(app_from_environment())   # functions/sweeper/handler.py
+    """
     return SweeperHandler(LambdaRuntime(app, aws, **handler_options))

@@ -27,6 +27,13 @@ log = logging.getLogger("tq_cloud.lifecycle")
 
 @dataclass(frozen=True, kw_only=True)
 class LifecycleConfig:
+    """How lifecycle callbacks run: awaited in the commit (`sync`) or beside it (`async`), how
+    often workers send heartbeats, and whether task events carry their payloads.
+
+    Example:
+        TaskHandler(queue=queue, registry=app, storage=storage, locks=locks, task_lifecycle=audit,
+                    lifecycle_config=LifecycleConfig(mode="sync", heartbeat_interval=30.0))
+    """
     mode: Literal["sync", "async"] = "async"
     heartbeat_interval: float = 5.0
     include_payload: bool = False

@@ -35,7 +35,11 @@ class ExecutorOptions:
     `cancellable`: the executor's tasks can be cancelled wherever they wait (they get a row).
     `timeout`: seconds a run may take; a longer one is stopped and fails with TaskTimeoutError.
     `dedup_window`: how long a task's `dedup_key` keeps a second one of the same key from being sent.
-    `concurrency`, `rate_limit`, `debounce`, `ordered`: flow control (see `tq_cloud.flow_control`)."""
+    `concurrency`, `rate_limit`, `debounce`, `ordered`: flow control (see `tq_cloud.flow_control`).
+
+    Example:
+        @app.task("email", "send", retries=5, retry_after=2_000, timeout=30)   # the options, as keywords
+    """
 
     retries: int = 0
     store_on_failure: bool = False
@@ -104,7 +108,12 @@ def _require_coroutine_function(fn: object, shape: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class SingleTaskExecutor:
-    """One task per call; sequential, or `parallel` in chunks of `chunk_size`."""
+    """One task per call; sequential, or `parallel` in chunks of `chunk_size`.
+
+    Example:
+        @app.task("media", "resize", parallel=True, chunk_size=5)   # builds a SingleTaskExecutor
+        async def resize(task: Task, actions: ExecutorActions) -> None: ...
+    """
 
     fn: SingleTaskFn
     options: ExecutorOptions = ExecutorOptions()
@@ -126,7 +135,14 @@ class SingleTaskExecutor:
 
 @dataclass(frozen=True, kw_only=True)
 class BatchTaskExecutor:
-    """All tasks of one (queue, type) in a batch, in one call."""
+    """All tasks of one (queue, type) in a batch, in one call.
+
+    Example:
+        @app.batch_task("analytics", "track")       # builds a BatchTaskExecutor
+        async def track(tasks: list[Task], actions: ExecutorActions) -> None:
+            for task in tasks:
+                actions.success(task)
+    """
 
     fn: BatchTaskFn
     options: ExecutorOptions = ExecutorOptions()

@@ -28,6 +28,17 @@ R = TypeVar("R")
 
 
 class TaskQueuesManager:
+    """The app: the registry of executors (by queue and task type) and schedules that every
+    handler of the app is built from.
+
+    Example:
+        app = TaskQueuesManager()
+
+        @app.task("email", "send", retries=3)
+        async def send(task: Task, actions: ExecutorActions) -> None: ...
+
+        app.schedule("digest", task=send, cron="0 8 * * *", payload={"to": "team@example.com"})
+    """
     def __init__(self) -> None:
         self._executors: dict[tuple[str, str], Executor] = {}
         self.schedules: dict[str, Schedule] = {}

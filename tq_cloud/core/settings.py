@@ -12,7 +12,12 @@ from tq_cloud.errors import ConfigurationError
 class HandlerSettings:
     """`stale_after`: a `processing` row older than this is offered again (its worker died).
     It must exceed the longest time a task can wait in the stream plus run, and defaults to
-    the lock TTL so a live claim is never recovered under a running task."""
+    the lock TTL so a live claim is never recovered under a running task.
+
+    Example:
+        handler = TaskHandler(queue=queue, registry=app, storage=storage, locks=locks,
+                              settings=HandlerSettings(stale_after=timedelta(minutes=10), history=True))
+    """
 
     immediate_window: timedelta = timedelta(minutes=2)
     lock_ttl: timedelta = timedelta(minutes=30)

@@ -24,6 +24,11 @@ def timeout_timer_name(flow_id: str) -> str:
 
 
 class FlowStep(BaseModel):
+    """One step of a flow: an ordinary task, with a failure policy of its own if it needs one.
+
+    Example:
+        FlowStep(type="reserve", queue_id="orders", payload={"sku": "A"}, on_failure="ignore")
+    """
     model_config = ConfigDict(extra="forbid", defer_build=True)
     type: str = Field(min_length=1)
     queue_id: str = Field(min_length=1)
@@ -36,6 +41,13 @@ class FlowStep(BaseModel):
 
 
 class FlowConfig(BaseModel):
+    """How a flow ends: its join task, whether a failed step aborts it, its timeout, and the
+    entity its projection is bound to.
+
+    Example:
+        actions.start_flow(steps, FlowConfig(join=JoinTarget(type="ship", queue_id="orders"),
+                                              failure_policy="abort", timeout_ms=60_000))
+    """
     model_config = ConfigDict(extra="forbid", defer_build=True)
     join: JoinTarget
     failure_policy: FailurePolicy = "continue"
@@ -63,7 +75,13 @@ class FlowResults(BaseModel):
     """`payload["flow_results"]` of a join task: how the flow ended and its counts, with the
     steps' results inline only for a small flow (`steps_inline`); read them, for a flow of any
     size, through `actions.flow_results(task)` (see flows/results.py), which pages through the
-    results the barrier keeps."""
+    results the barrier keeps.
+
+    Example:
+        summary = actions.flow_results(task).summary     # in a join: a FlowResults
+        if summary.aborted:
+            ...
+    """
 
     model_config = ConfigDict(defer_build=True)
     flow_id: str

@@ -21,6 +21,13 @@ MAX_LOG_CONTEXT_CHARS = 1024
 
 
 class TaskStatus(StrEnum):
+    """Where a task is: scheduled, processing, then executed, failed, ignored or cancelled
+    (the final ones).
+
+    Example:
+        failed = await storage.list_tasks(TaskQuery(status=TaskStatus.FAILED))
+        assert TaskStatus.EXECUTED.is_terminal
+    """
     SCHEDULED = "scheduled"
     PROCESSING = "processing"
     EXECUTED = "executed"
@@ -50,7 +57,11 @@ partition key, 1,024 for a sort key): kept within the smaller, so it fits wherev
 class EntityRef(BaseModel):
     """The domain object a task works on (a user, an order); projections are keyed by it. Its
     type and id together are refused past MAX_ENTITY_KEY_BYTES where the task is made, so no
-    projection is lost at commit for a key DynamoDB would refuse."""
+    projection is lost at commit for a key DynamoDB would refuse.
+
+    Example:
+        Task(type="invoice", queue_id="billing", payload={}, entity=EntityRef(type="user", id="u-7"))
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str = Field(min_length=1)
@@ -66,6 +77,11 @@ class EntityRef(BaseModel):
 
 
 class JoinTarget(BaseModel):
+    """The task a flow's join becomes: its type and queue (and optionally a payload of its own).
+
+    Example:
+        FlowConfig(join=JoinTarget(type="ship", queue_id="orders"))
+    """
     model_config = ConfigDict(frozen=True, extra="forbid")
     type: str = Field(min_length=1)
     queue_id: str = Field(min_length=1)
@@ -130,7 +146,11 @@ class ExecutionStats(BaseModel):
 
 
 class TaskProgress(BaseModel):
-    """How far a running task says it is (`actions.progress`), as its row last recorded it."""
+    """How far a running task says it is (`actions.progress`), as its row last recorded it.
+
+    Example:
+        actions.progress(task, 0.5, "half the rows")     # later: (await handler.find(id)).progress
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     done: float = Field(ge=0.0, le=1.0)
@@ -140,7 +160,11 @@ class TaskProgress(BaseModel):
 
 class Task(BaseModel, Generic[P]):
     """One unit of work. `Task[MyPayload]` types the payload for an executor that declares
-    `payload_model=MyPayload`; the runner validates the payload before the executor runs."""
+    `payload_model=MyPayload`; the runner validates the payload before the executor runs.
+
+    Example:
+        Task(type="send", queue_id="email", payload={"to": "a@b.c"}, partition_key="a@b.c")
+    """
 
     model_config = ConfigDict(extra="forbid", validate_default=False)
 

@@ -23,6 +23,13 @@ from tq_cloud.ports.lifecycle import TaskLifecycleProvider, WorkerLifecycleProvi
 
 
 class ConsoleHealthProvider(TaskLifecycleProvider, WorkerLifecycleProvider):
+    """A worker lifecycle provider that logs each worker's start, heartbeat and stop, with its
+    stats: the health lines an operator reads in CloudWatch or a terminal.
+
+    Example:
+        handler = TaskHandler(queue=queue, registry=app, storage=storage, locks=locks,
+                          worker_lifecycle=ConsoleHealthProvider())
+    """
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("tq_cloud.health")
 

@@ -23,6 +23,16 @@ from tq_cloud.domain.events import (
 
 
 class TaskLifecycleProvider:
+    """Callbacks on each task's life: started, completed, failed (with whether it will
+    retry), exhausted, cancelled. Implement the methods you need.
+
+    Example:
+        class Alerts:
+            async def on_task_exhausted(self, event: TaskExhausted) -> None:
+                page_someone(event.task_type, event.error)
+
+        handler = TaskHandler(queue=queue, registry=app, storage=storage, locks=locks, task_lifecycle=Alerts())
+    """
     def on_task_scheduled(self, event: TaskContext) -> object:
         return None
 
@@ -43,6 +53,13 @@ class TaskLifecycleProvider:
 
 
 class WorkerLifecycleProvider:
+    """Callbacks on a worker's life: started, heartbeat (with its stats), stopped.
+
+    Example:
+        class Health:
+            async def on_worker_heartbeat(self, event: WorkerHeartbeat) -> None:
+                print(event.worker_id, event.stats)
+    """
     def on_worker_started(self, event: WorkerInfo) -> object:
         return None
 
@@ -66,6 +83,16 @@ class WorkerLifecycleProvider:
 
 
 class FlowLifecycleProvider:
+    """Callbacks on a flow's life: started and completed (with how it ended). Implement the
+    methods you need; each is awaited after the commit that decided it.
+
+    Example:
+        class FlowAudit:
+            async def on_flow_completed(self, event: FlowCompleted) -> None:
+                print(event.flow_id, event.outcome)
+
+        handler = TaskHandler(queue=queue, registry=app, storage=storage, locks=locks, flow_lifecycle=FlowAudit())
+    """
     def on_flow_started(self, event: FlowStarted) -> object:
         return None
 

@@ -42,6 +42,13 @@ class TaskQuery:
 
 @dataclass
 class TaskPage:
+    """A page of a listing, and the cursor of the next one (None at the end).
+
+    Example:
+        page = await storage.list_tasks(TaskQuery(status=TaskStatus.FAILED, limit=50))
+        while page.cursor:
+            page = await storage.list_tasks(TaskQuery(status=TaskStatus.FAILED, limit=50, cursor=page.cursor))
+    """
     tasks: list[Task] = field(default_factory=list)
     cursor: str | None = None
     """Where the next page starts; None when this page is the last."""

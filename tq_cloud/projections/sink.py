@@ -29,6 +29,13 @@ log = logging.getLogger("tq_cloud.projections")
 
 @dataclass(frozen=True, kw_only=True)
 class ProjectionConfig:
+    """How entity projections are written (`include_payload`: keep each task's payload on its
+    projection, for timelines that show what was asked).
+
+    Example:
+        TaskHandler(queue=queue, registry=app, storage=storage, locks=locks, projections=provider,
+                    projection_config=ProjectionConfig(include_payload=True))
+    """
     include_payload: bool = False
 
 

@@ -67,7 +67,7 @@ def create_project(name: str, parent: Path) -> Path:
     if not NAME.fullmatch(name):
         raise ConfigurationError(f"{name!r}: name the project with a lowercase letter, then up to 39 lowercase "
                                  "letters, digits or '_' (it is also the app's Python package)")
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in sys.stdlib_module_names or name in TAKEN:
+    if keyword.iskeyword(name) or name in sys.stdlib_module_names or name in TAKEN:
         raise ConfigurationError(f"{name!r} is a Python keyword or the name of a module the project imports "
                                  f"(`import {name}` would not reach your app): choose another name, e.g. {name}_app")
     folder = parent / name

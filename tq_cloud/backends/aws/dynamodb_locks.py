@@ -13,6 +13,12 @@ from tq_cloud.clock import Clock, SystemClock
 
 
 class DynamoDbLockProvider:
+    """Claims on DynamoDB (conditional puts with an expiry), for handlers that claim tasks
+    across processes (`TQ_DISTRIBUTED_CLAIMS`).
+
+    Example:
+        locks = DynamoDbLockProvider(clients.dynamodb, settings.locks_table)
+    """
     def __init__(self, client: Any, table: str, clock: Clock | None = None) -> None:
         self.client = client
         self.table = table

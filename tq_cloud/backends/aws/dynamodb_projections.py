@@ -25,6 +25,12 @@ def entity_key(entity_type: str, entity_id: str) -> str:
 
 
 class DynamoDbProjectionProvider:
+    """Entity projections on DynamoDB: one item per entity and task, newest attempt wins.
+
+    Example:
+        projections = DynamoDbProjectionProvider(clients.dynamodb, settings.projections_table)
+        timeline = await projections.timeline("order", "o-1")
+    """
     def __init__(self, client: Any, table: str, *, ttl: timedelta = timedelta(days=30)) -> None:
         """`ttl`: a projection expires this long after its last update (DynamoDB TTL)."""
         self.client = client

@@ -73,6 +73,12 @@ def _at(value: dict[str, str]) -> datetime:
 
 
 class DynamoDbAdapter(DynamoFlowState):
+    """The task store on DynamoDB: scheduled, failed, stored and kept rows, with conditional
+    writes for every transition and bucketed sparse indexes for due, running and finished rows.
+
+    Example:
+        storage = DynamoDbAdapter(clients.dynamodb, settings.tasks_table)
+    """
     def __init__(self, client: Any, table: str, *, buckets: int = 8,
                  finished_ttl: timedelta = timedelta(days=7)) -> None:
         self.client = client

@@ -66,6 +66,12 @@ def _chunks(records: list[tuple[K, dict[str, Any]]]) -> Iterable[list[tuple[K, d
 
 
 class KinesisQueue:
+    """The queue on a Kinesis stream: PutRecords in chunks of 500 records and 5 MiB, throttled
+    records re-sent with back-off until `deadline`.
+
+    Example:
+        queue = KinesisQueue(clients.kinesis, settings.stream_name)
+    """
     def __init__(self, client: Any, stream_name: str, *, deadline: float = 30.0,
                  base_delay: float = 0.05, max_delay: float = 2.0, sleep: Sleep = asyncio.sleep) -> None:
         self.client = client

@@ -26,6 +26,13 @@ def _at(when: datetime) -> str:
 
 
 class EventBridgeTimer:
+    """Flow timeouts on EventBridge Scheduler: one `at()` schedule per flow that puts its
+    sentinel on the stream (and deletes itself after).
+
+    Example:
+        timer = EventBridgeTimer(clients.scheduler, group=settings.schedule_group,
+                                 stream_arn=stream_arn, role_arn=settings.scheduler_role_arn)
+    """
     def __init__(self, client: Any, *, group: str, stream_arn: str, role_arn: str) -> None:
         self.client = client
         self.group = group

@@ -17,6 +17,13 @@ RESOURCE_SUFFIXES = {"stream_name": "tasks", "tasks_table": "tasks", "barriers_t
 
 
 class AwsSettings(BaseSettings):
+    """Where the AWS resources are, read from TQ_* environment variables (the template sets them
+    on the functions; `tq-cloud dev` prints them for another shell).
+
+    Example:
+        settings = AwsSettings()                                   # from TQ_STREAM_NAME, TQ_TASKS_TABLE, ...
+        local = AwsSettings(endpoint_url="http://127.0.0.1:5000", app_name="billing")
+    """
     model_config = SettingsConfigDict(env_prefix="TQ_", extra="forbid")
 
     region: str = "us-east-1"

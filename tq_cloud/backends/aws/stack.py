@@ -41,6 +41,12 @@ class AwsClients:
 
 @asynccontextmanager
 async def open_clients(settings: AwsSettings, session: Any = None) -> AsyncIterator[AwsClients]:
+    """The aioboto3 clients of every service the engine calls, open for the block.
+
+    Example:
+        async with open_clients(AwsSettings()) as clients:
+            await clients.kinesis.describe_stream_summary(StreamName="tq-tasks")
+    """
     import aioboto3
     from botocore.config import Config
 
@@ -57,6 +63,14 @@ async def open_clients(settings: AwsSettings, session: Any = None) -> AsyncItera
 
 @dataclass
 class AwsStack:
+    """The engine on AWS, put together: the settings, the clients, each port's DynamoDB, Kinesis,
+    SQS or Scheduler backend, and the TaskHandler built from them.
+
+    Example:
+        async with aws_stack(app, AwsSettings()) as stack:
+            await stack.handler.send(send, {"to": "a@b.c"})
+            row = await stack.storage.get(["task-1"])
+    """
     settings: AwsSettings
     clients: AwsClients
     queue: KinesisQueue
@@ -73,7 +87,12 @@ async def build_stack(
     registry: TaskQueuesManager, aws: AwsSettings, clients: AwsClients, *,
     clock: Clock | None = None, **handler_options: Any,
 ) -> AwsStack:
-    """`handler_options` go to TaskHandler (settings=HandlerSettings(...), async_manager, ...)."""
+    """`handler_options` go to TaskHandler (settings=HandlerSettings(...), async_manager, ...).
+
+    Example:
+        async with open_clients(settings) as clients:
+            stack = await build_stack(app, settings, clients, settings=HandlerSettings(history=True))
+    """
     settings = aws
     clock = clock or SystemClock()
     if aws.history:
@@ -102,7 +121,12 @@ async def build_stack(
 async def aws_stack(
     registry: TaskQueuesManager, settings: AwsSettings | None = None, *, session: Any = None, **options: Any,
 ) -> AsyncIterator[AwsStack]:
-    """The engine on AWS (or moto/LocalStack when `settings.endpoint_url` is set)."""
+    """The engine on AWS (or moto/LocalStack when `settings.endpoint_url` is set).
+
+    Example:
+        async with aws_stack(app, AwsSettings()) as stack:
+            await stack.handler.send(send, {"to": "a@b.c"})
+    """
     settings = settings or AwsSettings()
     async with open_clients(settings, session) as clients:
         yield await build_stack(registry, settings, clients, **options)

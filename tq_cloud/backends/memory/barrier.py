@@ -26,6 +26,12 @@ class _Barrier:
 
 
 class InMemoryFlowBarrierProvider:
+    """Flow barriers in memory (the same conformance suite as DynamoDB's).
+
+    Example:
+        TaskHandler(queue=queue, registry=app, storage=storage, locks=locks,
+                    flow_barriers=InMemoryFlowBarrierProvider())
+    """
     def __init__(self) -> None:
         self._flows: dict[str, _Barrier] = {}
         self.calls = 0

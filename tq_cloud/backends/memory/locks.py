@@ -9,6 +9,11 @@ from tq_cloud.clock import Clock, SystemClock
 
 
 class InMemoryLockProvider:
+    """Claims in memory, expiring on the injected clock.
+
+    Example:
+        locks = InMemoryLockProvider(clock=ManualClock())
+    """
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or SystemClock()
         self._held: dict[str, tuple[str, datetime]] = {}

@@ -8,6 +8,12 @@ from tq_cloud.ports.projections import EntityTaskProjection
 
 
 class InMemoryProjectionProvider:
+    """Entity projections in memory.
+
+    Example:
+        projections = InMemoryProjectionProvider()
+        timeline = await projections.timeline("order", "o-1")
+    """
     def __init__(self) -> None:
         self._by_task: dict[str, EntityTaskProjection] = {}
         self.calls = 0

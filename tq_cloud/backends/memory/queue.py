@@ -27,6 +27,12 @@ _Entry = tuple[datetime, int, "bytes | Task"]
 
 
 class InMemoryQueue:
+    """A queue in memory that round-trips each task through JSON (as Kinesis would) and holds
+    back tasks not yet due.
+
+    Example:
+        queue = InMemoryQueue(clock=ManualClock())
+    """
     def __init__(
         self,
         clock: Clock | None = None,

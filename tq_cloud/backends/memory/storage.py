@@ -54,6 +54,13 @@ class _Rows(MutableMapping[str, Task]):
 
 
 class InMemoryAdapter(MemoryFlowState):
+    """The task store in memory, with DynamoDB's item limit and conditional semantics: what
+    tests and the simulator run on.
+
+    Example:
+        handler = TaskHandler(queue=InMemoryQueue(), registry=app, storage=InMemoryAdapter(),
+                              locks=InMemoryLockProvider())
+    """
     def __init__(self, *, max_item_bytes: int = DYNAMODB_MAX_ITEM_BYTES,
                  finished_ttl: timedelta = timedelta(days=7)) -> None:
         self._rows = _Rows()

@@ -9,6 +9,11 @@ from tq_cloud.ports.queue import MessageQueue
 
 
 class InMemoryTimer:
+    """Flow timeouts in memory: due sentinels are put on the queue when the clock passes them.
+
+    Example:
+        timer = InMemoryTimer(queue)
+    """
     def __init__(self, queue: MessageQueue) -> None:
         self.queue = queue
         self._pending: dict[str, Task] = {}

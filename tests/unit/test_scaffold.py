@@ -1,0 +1,42 @@
+"""`tq-cloud new NAME`: a name that would not import as the app's package is refused in one
+line, before anything is written; the project has the SAM shape (functions/ beside the app)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tq_cloud.cli import main
+from tq_cloud.scaffold import create_project
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["import", "class", "json", "tq_cloud", "Billing", "9lives", "a-b"])
+def test_a_name_that_cannot_be_the_apps_package_is_one_line(name: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["new", name, "--directory", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tq-cloud new: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not list(tmp_path.iterdir()), "nothing is written"
+
+
+def test_every_python_file_of_a_project_compiles(tmp_path: Path) -> None:
+    folder = create_project("billing", tmp_path)
+    for path in folder.rglob("*.py"):
+        ast.parse(path.read_text(), filename=str(path))
+    for function in ("worker", "sweeper"):
+        assert (folder / "functions" / function / "handler.py").read_text() == \
+            (ROOT / "functions" / function / "handler.py").read_text()
+
+
+def test_the_keyword_check_is_what_stops_a_keyword(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without the check, `import` scaffolds tests that do not compile."""
+    import keyword
+
+    monkeypatch.setattr(keyword, "iskeyword", lambda _: False)
+    create_project("import", tmp_path)                    # no longer refused ...
+    with pytest.raises(SyntaxError):                      # ... and its tests do not compile
+        ast.parse((tmp_path / "import" / "tests" / "test_tasks.py").read_text())
