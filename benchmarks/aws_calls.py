@@ -11,8 +11,12 @@ receive and one delete per batch of up to 10 due messages, and the worker invoca
 as Lambda requests; its idle long polls are a fixed cost (about 650,000 requests, $0.26, a
 month for five pollers), not a per-task one. moto holds SQS messages for their DelaySeconds in
 real time, so the benchmark sends them with no delay and forwards each when the engine's
-(manual) clock says it is due: the calls are the same. Cost is estimated from US-East on-demand
-list prices (below); shard-hours and Lambda time are not per-call and not included.
+(manual) clock says it is due: the calls are the same. Cost is estimated from US-East list
+prices (below), with the stream's capacity: a provisioned shard at full use (1,000 records or
+1 MiB a second, whichever the measured records reach first; the floor a sized deployment
+approaches), and on-demand per GB (each record rounded up to 1 KB, written once and read once
+by the worker). Lambda time is not included. The last line is the mixed workload's cost with
+provisioned capacity: `estimated cost per million tasks: $X`.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ PRICE_DDB_READ = 0.125 / 1e6  # per on-demand read request unit (4 KB, strongly 
 PRICE_SCHEDULER = 1.00 / 1e6  # per EventBridge Scheduler invocation
 PRICE_SQS_REQUEST = 0.40 / 1e6  # per SQS request (each 64 KB chunk of a request counts as one)
 PRICE_LAMBDA_REQUEST = 0.20 / 1e6  # per Lambda invocation
+PRICE_SHARD_HOUR = 0.015  # per provisioned shard-hour
+PRICE_ON_DEMAND_GB = 0.08 + 0.04  # per GB written, and read once (on-demand; records rounded up to 1 KB)
+SHARD_RECORDS_PER_S, SHARD_BYTES_PER_S = 1000, 1024 * 1024
 DDB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
 FLOW_SIZE = 50
 
@@ -55,6 +62,9 @@ FLOW_SIZE = 50
 class Tally:
     calls: Counter[str] = field(default_factory=Counter)
     kinesis_records: int = 0
+    kinesis_bytes: int = 0
+    kinesis_kb: int = 0
+    """The records' sizes (data and partition key), and in 1 KB units as on-demand bills them."""
     transact_items: int = 0
     lane_batches: int = 0
     """Batches of due messages the delay lane's mapping gave the worker."""
@@ -64,6 +74,10 @@ class Tally:
             self.calls[f"{service}.{model.name}"] += 1
             if model.name == "PutRecords":
                 self.kinesis_records += len(params["Records"])
+                for record in params["Records"]:
+                    size = len(record["Data"]) + len(record["PartitionKey"].encode())
+                    self.kinesis_bytes += size
+                    self.kinesis_kb += -(-size // 1024)
             if model.name == "TransactWriteItems":
                 self.transact_items += len(params["TransactItems"])
         return count
@@ -173,7 +187,18 @@ def send_without_delay(lane: SqsDelayLane, index: int, task: Task) -> dict[str, 
 SEND_ENTRY = SqsDelayLane._entry
 
 
-def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, committed: int) -> float:
+def capacity(tally: Tally) -> tuple[float, float]:
+    """The stream's capacity per task, in dollars: a provisioned shard at full use, and on-demand."""
+    if not tally.kinesis_records:
+        return 0.0, 0.0
+    record_bytes = tally.kinesis_bytes / tally.kinesis_records
+    records_per_shard_hour = 3600 * min(SHARD_RECORDS_PER_S, SHARD_BYTES_PER_S / record_bytes)
+    provisioned = tally.kinesis_records * PRICE_SHARD_HOUR / records_per_shard_hour
+    on_demand = tally.kinesis_kb * 1024 / 1024**3 * PRICE_ON_DEMAND_GB
+    return provisioned, on_demand
+
+
+def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, committed: int) -> tuple[float, str]:
     by_service: Counter[str] = Counter()
     for name, count in engine.calls.items():
         by_service[name.split(".")[0]] += count
@@ -194,13 +219,22 @@ def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, com
     dynamodb = by_service["dynamodb"]
     print(f"{'DynamoDB calls':<34}{dynamodb:>8}{dynamodb / total:>10.4f}   (target <= 0.1)")
     sqs_requests = by_service["sqs"] + 2 * source.lane_batches  # sends; the mapping's receives and deletes
-    cost = (engine.kinesis_records * PRICE_KINESIS_PUT_UNIT + writes * PRICE_DDB_WRITE
-            + reads * PRICE_DDB_READ + engine.calls["scheduler.CreateSchedule"] * PRICE_SCHEDULER
-            + sqs_requests * PRICE_SQS_REQUEST + source.lane_batches * PRICE_LAMBDA_REQUEST)
-    print(f"\nestimated cost per million tasks: ${cost / total * 1e6:,.2f} "
-          f"({engine.kinesis_records} Kinesis records, ~{writes} DynamoDB write units, ~{reads} read units, "
-          f"{sqs_requests} SQS requests, {source.lane_batches} Lambda invocations for the delay lane)")
-    return all_calls / total
+    calls_cost = (writes * PRICE_DDB_WRITE + reads * PRICE_DDB_READ
+                  + engine.calls["scheduler.CreateSchedule"] * PRICE_SCHEDULER
+                  + sqs_requests * PRICE_SQS_REQUEST + source.lane_batches * PRICE_LAMBDA_REQUEST)
+    provisioned, on_demand = capacity(engine)
+    puts = engine.kinesis_records * PRICE_KINESIS_PUT_UNIT
+    per_million = 1e6 / total
+    print(f"\nkinesis records per task: {engine.kinesis_records / total:.3f} "
+          f"({engine.kinesis_bytes / max(engine.kinesis_records, 1):.0f} bytes a record)")
+    print(f"stream per million tasks: provisioned ${(puts + provisioned) * per_million:.3f} (PUT units and "
+          f"shard-hours at full use), on-demand ${on_demand * per_million:.3f} (per GB in and out)")
+    print(f"on-demand stream, all in: ${(calls_cost + on_demand) * per_million:,.2f} per million tasks")
+    line = (f"estimated cost per million tasks: ${(calls_cost + puts + provisioned) * per_million:,.2f} "
+            f"({engine.kinesis_records} Kinesis records on provisioned shards at full use, ~{writes} DynamoDB "
+            f"write units, ~{reads} read units, {sqs_requests} SQS requests, {source.lane_batches} Lambda "
+            "invocations for the delay lane)")
+    return all_calls / total, line
 
 
 def plain_immediate_calls(endpoint: str, n: int) -> tuple[float, float]:
@@ -246,7 +280,8 @@ def cancellable_calls(endpoint: str, n: int) -> tuple[float, float, float]:
                 pass
         writes = sum(c for k, c in tally.calls.items() if k.split(".")[1] in DDB_WRITES)
         reads = sum(c for k, c in tally.calls.items() if k.split(".")[1] in {"GetItem", "Query", "BatchGetItem"})
-        cost = tally.kinesis_records * PRICE_KINESIS_PUT_UNIT + writes * PRICE_DDB_WRITE + n * PRICE_DDB_READ
+        cost = (tally.kinesis_records * PRICE_KINESIS_PUT_UNIT + capacity(tally)[0] + writes * PRICE_DDB_WRITE
+                + n * PRICE_DDB_READ)
         return writes / n, reads / n, cost / n * 1e6
     return asyncio.run(go())
 
@@ -263,14 +298,15 @@ def main(argv: list[str] | None = None) -> float:
     with moto_server() as endpoint:
         started = time.perf_counter()
         engine, source, shares, committed = asyncio.run(run(args.tasks, endpoint, args.history))
-        per_task = report(engine, source, shares, args.tasks, committed)
+        per_task, cost_line = report(engine, source, shares, args.tasks, committed)
         k, d = plain_immediate_calls(endpoint, max(1000, args.tasks // 10))
         print(f"plain immediate tasks alone: {k:.4f} Kinesis calls and {d:.4f} DynamoDB calls per task "
               "(targets: <= 0.01 and 0)")
         w, r, c = cancellable_calls(endpoint, max(1000, args.tasks // 10))
         print(f"cancellable immediate tasks: {w:.2f} DynamoDB write calls and {r:.2f} read calls per task, "
               f"about ${c:.2f} per million tasks (one consistent read unit each; index writes not counted)")
-        print(f"(ran in {time.perf_counter() - started:.1f}s)")
+        print(f"(ran in {time.perf_counter() - started:.1f}s)\n")
+        print(cost_line)
     logging.disable(logging.NOTSET)
     return per_task
 

@@ -58,8 +58,9 @@ def test_flow_fanout_benchmark_runs_on_tiny_input() -> None:
 def test_aws_calls_benchmark_runs_on_tiny_input() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "aws_calls.py"), "--tasks", "200"],
                             capture_output=True, text=True, timeout=300, check=True)
-    assert "all engine calls" in result.stdout and "estimated cost per million tasks" in result.stdout
-    assert "0.0000 DynamoDB calls per task" in result.stdout
+    assert "all engine calls" in result.stdout and "0.0000 DynamoDB calls per task" in result.stdout
+    assert re.search(r"^kinesis records per task: \d+\.\d+ ", result.stdout, re.M)
+    assert re.fullmatch(r"estimated cost per million tasks: \$\d+\.\d\d .*", result.stdout.strip().splitlines()[-1])
 
 
 def test_soak_benchmark_runs_briefly() -> None:

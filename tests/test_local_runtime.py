@@ -85,6 +85,7 @@ async def test_example_app_reaches_every_terminal_state(moto_endpoint: str, monk
     assert views and all(a != b for a, b in itertools.pairwise(views)), "a view is printed when it changes"
     assert f"export TQ_ENDPOINT_URL={moto_endpoint} TQ_APP_NAME=" in lines[1], "another shell's settings, printed"
     assert lines[-1].startswith("next: export TQ_ENDPOINT_URL=") and "tq-cloud tasks list --status failed" in lines[-1]
+    assert "stopped with this run" not in lines[-1], "the endpoint was given: it outlives the run"
     assert lines[-2].startswith("everything settled; so far: ") and "failed for good" in lines[-2]
     outcome_lines = [line for line in lines if line.startswith(("  executed ", "  retrying ", "  failed ", "  ignored "))]
     assert outcome_lines and not [line for line in outcome_lines if " _flow." in line], \
@@ -108,6 +109,8 @@ def test_the_readme_dev_command_runs_to_a_settled_state(aws_target: Any) -> None
         assert f"DynamoDB at {aws_target.dynamodb}" in result.stdout and f"Kinesis at {aws_target.kinesis}" in result.stdout
     assert "flows: aborted=1 complete=1 timed_out=1" in result.stdout
     assert result.stdout.rstrip().endswith("stopped")
+    if aws_target.name == "moto":  # its own moto server: gone with the run, and the hint says so
+        assert "next: the local AWS stopped with this run" in result.stdout
     assert "Unclosed client session" not in result.stderr
 
 
@@ -232,6 +235,20 @@ def test_app_names_come_from_the_folder(tmp_path: Path) -> None:
     assert (names.stream_name, names.tasks_table, names.barriers_table) == (
         "shop-tasks", "shop-tasks", "shop-flow-barriers")
     assert AwsSettings(app_name="shop", tasks_table="given").tasks_table == "given"
+
+
+def test_the_local_runtime_and_the_cli_name_the_same_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From one's own Python, the local runtime defaults the app name as the CLI does (the
+    folder's), so `tq-cloud tasks` run in the same folder finds what it made."""
+    from tq_cloud.cli import build_parser
+    from tq_cloud.local.runtime import settings_for
+
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("TQ_APP_NAME", raising=False)
+    cli = build_parser().parse_args(["tasks", "list", "--status", "failed"])
+    assert settings_for("http://127.0.0.1:1").app_name == cli.app_name == "shop"
 
 
 def test_a_bad_app_name_is_one_line_that_says_what_to_use() -> None:

@@ -34,6 +34,23 @@ def test_fixed_seeds_hold_every_invariant_under_faults(seed: int) -> None:
     assert report.violations == [], "\n".join(report.violations[:10])
     assert report.tasks >= 2300 and sum(report.faults.values()) > 500
     assert report.faults["crash_before"] + report.faults["crash_after"] > 0 and report.faults["partial_publish"] > 0
+    assert lane_p99(report) <= 10.0, "a delay-lane message whose forward failed is back within seconds"
+
+
+def lane_p99(report: Any) -> float:
+    late = sorted(report.lane_lateness)
+    return float(late[int(len(late) * 0.99)])
+
+
+def test_mutation_leaving_failed_forwards_to_the_visibility_timeout_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ChangeMessageVisibility, a failed forward waits out the queue's 300 s."""
+    from tq_cloud.simulation.delay_queue import SimDelayQueue
+
+    async def never(self: SimDelayQueue, messages: Any) -> None:
+        return None
+
+    monkeypatch.setattr(SimDelayQueue, "retry_soon", never)
+    assert lane_p99(Simulation(SimConfig(tasks=2500, fault_rate=0.2, seed=1)).run()) > 10.0
 
 
 def test_a_short_batching_window_holds_every_invariant() -> None:

@@ -111,6 +111,26 @@ async def test_the_worker_forwards_due_tasks_to_the_stream_and_reports_what_it_c
     again = await worker.handle(sqs_event(messages), FakeContext())
     assert again == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}, \
         "a message not written to the stream is delivered again, never dropped"
+    back = await lane.clients.sqs.receive_message(QueueUrl=settings.delay_queue_url, WaitTimeSeconds=5)
+    assert [m["MessageId"] for m in back.get("Messages", [])] == [messages[0]["MessageId"]], \
+        "received again within seconds (its visibility changed to 1 s), not after the queue's 30 s"
+
+
+async def test_retry_soon_sets_a_visibility_that_doubles_with_each_receive(lane: AwsStack) -> None:
+    """SqsDelayLane.retry_soon against moto: the first receive comes back after 1 s; a message
+    received for the ninth time waits 256 s (it does not come back within a long poll)."""
+    from tq_cloud.ports.delay import LaneMessage, retry_visibility
+
+    assert [retry_visibility(n) for n in (1, 2, 3, 9, 10, 30)] == [1, 2, 4, 256, 300, 300]
+    url = lane.settings.delay_queue_url
+    received = {json.loads(m["Body"])["id"]: m for m in await due_messages(
+        lane, Task(id="soon", type="t", queue_id="q", payload={}), Task(id="late", type="t", queue_id="q", payload={}))}
+    soon, late = received["soon"], received["late"]
+    lane_port = lane.handler.router.delay_lane
+    assert lane_port is not None
+    await lane_port.retry_soon([LaneMessage(soon["ReceiptHandle"], 1), LaneMessage(late["ReceiptHandle"], 9)])
+    back = await lane.clients.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5, MaxNumberOfMessages=10)
+    assert [m["MessageId"] for m in back.get("Messages", [])] == [soon["MessageId"]]
 
 
 async def test_a_kinesis_event_still_runs_tasks(lane: AwsStack) -> None:

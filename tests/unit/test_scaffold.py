@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,31 @@ def test_the_keyword_check_is_what_stops_a_keyword(monkeypatch: pytest.MonkeyPat
     create_project("import", tmp_path)                    # no longer refused ...
     with pytest.raises(SyntaxError):                      # ... and its tests do not compile
         ast.parse((tmp_path / "import" / "tests" / "test_tasks.py").read_text())
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tq-cloud ... | head`: the pipe closes under the command; it ends with 0, no traceback
+    (and the command itself, without main's handling, would have raised)."""
+    import contextlib
+    import os
+    import sys
+
+    from tq_cloud.cli import _run, build_parser
+
+    def closed_pipe() -> Any:
+        read, write = os.pipe()
+        os.close(read)                               # the reader has gone, as head does
+        return open(write, "w", buffering=1)         # line-buffered: each line goes out as printed
+
+    first, second = closed_pipe(), closed_pipe()
+    try:
+        monkeypatch.setattr(sys, "stdout", first)
+        with pytest.raises(BrokenPipeError):
+            _run(build_parser(), ["new", "first", "--directory", str(tmp_path)])
+        monkeypatch.setattr(sys, "stdout", second)
+        assert main(["new", "second", "--directory", str(tmp_path)]) == 0
+    finally:
+        monkeypatch.undo()
+        for stream in (first, second):
+            with contextlib.suppress(BrokenPipeError):  # what the first still holds cannot go out
+                stream.close()

@@ -6,7 +6,10 @@ through the one execution path. A message that is not a task is recorded as a fa
 once (its id derives from the message id), and deleted. Every message of a batch ends
 forwarded, recorded as failed with its reason, or named in `batchItemFailures` (a write that
 failed, a failure that could not be recorded), so SQS delivers it again; after the queue's
-receive limit it goes to the dead-letter queue: never deleted unrecorded.
+receive limit it goes to the dead-letter queue: never deleted unrecorded. A message delivered
+again comes back after a short visibility that doubles with each receive (1 s, 2 s, 4 s, ...:
+`ports.delay.retry_visibility`), not after the queue's 300 s: a forward that failed once makes
+its task seconds late, not minutes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tq_cloud.core.codec import UndecodableRecord, decode_task
 from tq_cloud.domain.task import Task
 from tq_cloud.errors import QueueWriteError
+from tq_cloud.ports.delay import LaneMessage
 
 if TYPE_CHECKING:
     from tq_cloud.assembly.handler import TaskHandler
@@ -45,7 +49,20 @@ async def forward_due(handler: TaskHandler, records: Sequence[Mapping[str, Any]]
         failed |= set(undecodable)  # not recorded: delivered again, never dropped
     if tasks:
         failed |= await _publish(handler, tasks)
+    await _retry_soon(handler, [r for r in records if str(r.get("messageId", "?")) in failed])
     return sorted(failed)
+
+
+async def _retry_soon(handler: TaskHandler, records: Sequence[Mapping[str, Any]]) -> None:
+    lane = handler.router.delay_lane
+    messages = [LaneMessage(str(r["receiptHandle"]), int(r.get("attributes", {}).get("ApproximateReceiveCount", 1)))
+                for r in records if r.get("receiptHandle")]
+    if lane is None or not messages:
+        return
+    try:
+        await lane.retry_soon(messages)
+    except Exception:  # they still come back, after the queue's visibility timeout
+        log.exception("%d delay-lane messages keep the queue's visibility timeout", len(messages))
 
 
 async def _publish(handler: TaskHandler, tasks: dict[str, Task]) -> set[str]:

@@ -27,7 +27,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog.split()[0]} --help)\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OneLineParser:
+    """The `tq-cloud` command's parser (its defaults read the environment and the current folder)."""
     parser = OneLineParser(prog="tq-cloud", description="tq-cloud task queue tools")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(run=_demo)
     dev.add_commands(commands, _app_name_option)
     operate.add_commands(commands, _app_name_option)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     from tq_cloud.local.terminal import SafeTerminal
 
     streams = sys.stdout, sys.stderr

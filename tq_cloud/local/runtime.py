@@ -214,7 +214,8 @@ class LocalRuntime:
             self.last_view = await snapshot(clients.dynamodb, settings, by_type=True)
             print(self.last_view.line(), file=self.out)
             print(self.last_view.table(), file=self.out, flush=True)
-            print(ending(self.last_view, self.outcomes.summary(), settings), file=self.out, flush=True)
+            print(ending(self.last_view, self.outcomes.summary(), settings,
+                         kept=self.options.endpoint_url is not None), file=self.out, flush=True)
 
     async def _enqueue(self, settings: AwsSettings, tasks: Sequence[Task]) -> None:
         from tq_cloud.backends.aws.stack import aws_stack
@@ -294,14 +295,18 @@ def exports(settings: AwsSettings) -> str:
     return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in names.items() if v)
 
 
-def ending(view: Snapshot, totals: str, settings: AwsSettings) -> str:
-    """The run in plain words, and what to look at next."""
+def ending(view: Snapshot, totals: str, settings: AwsSettings, *, kept: bool) -> str:
+    """The run in plain words, and what to look at next. `kept`: the local AWS outlives this run
+    (an endpoint given); else it stopped with the run, and looking needs a run that stays up."""
     failed = view.tasks["failed"]
     state = "everything settled" if view.settled else \
         f"{view.tasks['scheduled']} scheduled and {view.tasks['processing']} processing left"
-    hints = ["tq-cloud tasks list --status failed", "tq-cloud redrive ID"] if failed else ["tq-cloud status"]
-    return (f"{state}; {totals}; {failed} stored as failed\n"
-            f"next: {exports(settings)}, then {' or '.join(hints)} (or tq-cloud console)")
+    look = "tq-cloud tasks list --status failed or tq-cloud redrive ID" if failed else "tq-cloud status"
+    where = f"{exports(settings)}, then {look} (or tq-cloud console)"
+    if not kept:
+        where = (f"the local AWS stopped with this run: leave out --until-settled to keep it and its console up, "
+                 f"and from another shell {where}")
+    return f"{state}; {totals}; {failed} stored as failed\nnext: {where}"
 
 
 async def _lane_depth(clients: Any, settings: AwsSettings) -> int:

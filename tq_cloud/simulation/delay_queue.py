@@ -4,9 +4,10 @@ A message sent with `DelaySeconds` (the lane rounds each task's delay down to th
 worker holds a task that arrives early) is invisible until then. Pollers (Lambda's SQS mapping
 starts five) receive up to 10 visible messages as soon as there are any (batching window 0;
 a long poll returns within a seeded 100 ms), invoke the worker with a real-shaped SQS event and
-delete the messages it did not name in `batchItemFailures`. A named message, or every message
-of an invocation that died, is received again after the visibility timeout, and after
-`max_receives` receives goes to the dead-letter queue (which the final checks require empty).
+delete the messages it did not name in `batchItemFailures`. A named message is received again
+when the worker's ChangeMessageVisibility said (`retry_soon`), else (the change failed, or the
+invocation died) after the visibility timeout; after `max_receives` receives it goes to the
+dead-letter queue (which the final checks require empty).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tq_cloud.backends.aws.sqs_delay import MAX_DELAY, MAX_MESSAGE_BYTES, lane_m
 from tq_cloud.clock import Clock
 from tq_cloud.domain.task import Task
 from tq_cloud.errors import QueueWriteError, TaskRejectedError
+from tq_cloud.ports.delay import LaneMessage, retry_visibility
 from tq_cloud.simulation.loop import due, wait_until
 
 
@@ -33,9 +35,18 @@ class Message:
     body: str
     receives: int = 0
     deleted: bool = False
+    visible_again: float | None = None
+    """Set by ChangeMessageVisibility (`retry_soon`) during the invocation that received it."""
+    due_at: float = 0.0
+    """When its delay ended: the lane's lateness is how long after this its task was forwarded."""
+
+    @property
+    def receipt(self) -> str:
+        """The handle of its latest receive: SQS gives each receive its own."""
+        return f"rh-{self.message_id}-{self.receives}"
 
     def as_lambda_record(self) -> dict[str, Any]:
-        return {"messageId": self.message_id, "receiptHandle": f"rh-{self.message_id}-{self.receives}",
+        return {"messageId": self.message_id, "receiptHandle": self.receipt,
                 "body": self.body, "eventSource": "aws:sqs", "attributes": {
                     "ApproximateReceiveCount": str(self.receives)}}
 
@@ -51,6 +62,11 @@ class SimDelayQueue:
         self.in_flight = 0
         self.sent = 0
         self.dead_letters: list[str] = []
+        self.lateness: list[float] = []
+        """Per message forwarded: the seconds from the end of its delay to the end of the
+        invocation that forwarded its task (the lane's own share of a delayed run's lateness)."""
+        self._received: list[Message] = []
+        """Messages received and not settled: what a receipt handle can still change."""
 
     @property
     def max_delay(self) -> timedelta:
@@ -68,10 +84,19 @@ class SimDelayQueue:
             except TaskRejectedError as exc:
                 rejected[task.key] = str(exc)
                 continue
-            self._push(asyncio.get_running_loop().time() + delay, Message(f"m{next(self._ids)}", body.decode()))
+            due_at = asyncio.get_running_loop().time() + delay
+            self._push(due_at, Message(f"m{next(self._ids)}", body.decode(), due_at=due_at))
             self.sent += 1
         if rejected:
             raise QueueWriteError("the lane refused messages", [], rejected)
+
+    async def retry_soon(self, messages: Sequence[LaneMessage]) -> None:
+        now = asyncio.get_running_loop().time()
+        by_receipt = {m.receipt: m for m in self._received}
+        for received in messages:
+            message = by_receipt.get(received.receipt)
+            if message is not None:  # an old receipt (the message received again since) changes nothing
+                message.visible_again = now + retry_visibility(received.receives)
 
     def _push(self, visible_at: float, message: Message) -> None:
         heapq.heappush(self._heap, (visible_at, int(message.message_id[1:]), message))
@@ -91,7 +116,9 @@ class SimDelayQueue:
             _, _, message = heapq.heappop(self._heap)
             if not message.deleted:
                 message.receives += 1
+                message.visible_again = None
                 batch.append(message)
+                self._received.append(message)
         self.in_flight += len(batch)
         return batch
 
@@ -99,14 +126,17 @@ class SimDelayQueue:
                max_receives: int) -> None:
         """After an invocation: delete what it took; the rest (all, if it died) comes back."""
         self.in_flight -= len(batch)
-        again_at = asyncio.get_running_loop().time() + visibility_timeout
+        now = asyncio.get_running_loop().time()
+        again_at = now + visibility_timeout
         for message in batch:
+            self._received.remove(message)
             if failed is not None and message.message_id not in failed:
                 message.deleted = True
+                self.lateness.append(now - message.due_at)
             elif message.receives >= max_receives:
                 self.dead_letters.append(message.message_id)
             else:
-                self._push(again_at, message)
+                self._push(message.visible_again or again_at, message)
 
 
 InvokeLane = Callable[[str, list[Message]], Awaitable[set[str] | None]]
@@ -115,7 +145,7 @@ InvokeLane = Callable[[str, list[Message]], Awaitable[set[str] | None]]
 
 class SqsLaneMapping:
     def __init__(self, queue: SimDelayQueue, invoke: InvokeLane, rng: random.Random, *, pollers: int = 5,
-                 batch_size: int = 10, visibility_timeout: float = 300.0, max_receives: int = 10) -> None:
+                 batch_size: int = 10, visibility_timeout: float = 300.0, max_receives: int = 20) -> None:
         self.queue = queue
         self.invoke = invoke
         self.rng = rng

@@ -80,6 +80,8 @@ class SimReport:
     """Tasks an operator re-drove (each then also had a stale record of its old attempt put
     back, one time in two)."""
     lateness: list[float] = field(default_factory=list)
+    lane_lateness: list[float] = field(default_factory=list)
+    """Per delay-lane message: seconds from the end of its delay until its task was forwarded."""
     """Of each delayed run (a task with an `execute_at` in the future when it was added): its
     start less its due time, in seconds."""
     schedules: dict[str, int] = field(default_factory=dict)
@@ -462,6 +464,7 @@ class Deployment:
         report.trace = self.tracker.trace.hexdigest()
         report.lane_messages = self.lane.sent if self.lane is not None else 0
         report.lateness = self.tracker.lateness
+        report.lane_lateness = self.lane.lateness if self.lane is not None else []
         report.redrives = len(self.tracker.redriven)
 
 

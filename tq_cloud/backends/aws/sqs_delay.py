@@ -11,6 +11,7 @@ late, and the worker holds it until it is due (core/runner.py, MAX_HOLD), so it 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import re
@@ -22,9 +23,10 @@ from tq_cloud.clock import Clock
 from tq_cloud.core.codec import encode_task
 from tq_cloud.domain.task import Task
 from tq_cloud.errors import PayloadTooLargeError, QueueWriteError, TaskRejectedError
-from tq_cloud.ports.delay import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
+from tq_cloud.ports.delay import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES, LaneMessage, retry_visibility
 
 MAX_DELAY, MAX_MESSAGE_BYTES = SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
+log = logging.getLogger("tq_cloud.delay_lane")
 _BATCH = 10
 
 
@@ -90,6 +92,28 @@ class SqsDelayLane:
             if attempt + 1 < self.attempts:
                 await asyncio.sleep(self.base_delay * 2 ** attempt * random.uniform(0.5, 1.0))
         return [task.key for task, _ in pending], refused
+
+
+    async def retry_soon(self, messages: Sequence[LaneMessage]) -> None:
+        """ChangeMessageVisibilityBatch, 10 messages a call, each call tried `attempts` times;
+        what still fails keeps the queue's visibility timeout (logged)."""
+        for start in range(0, len(messages), _BATCH):
+            pending = [{"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": retry_visibility(m.receives)}
+                       for i, m in enumerate(messages[start:start + _BATCH])]
+            for attempt in range(self.attempts):
+                try:
+                    response = await self.client.change_message_visibility_batch(QueueUrl=self.queue_url,
+                                                                                 Entries=pending)
+                except Exception:
+                    if attempt + 1 == self.attempts:
+                        log.exception("%d delay-lane messages keep the queue's visibility timeout", len(pending))
+                        break
+                else:
+                    failed = {f["Id"] for f in response.get("Failed", []) if not f.get("SenderFault")}
+                    pending = [e for e in pending if e["Id"] in failed]
+                    if not pending:
+                        break
+                await asyncio.sleep(self.base_delay * 2 ** attempt * random.uniform(0.5, 1.0))
 
 
 def lane_message(task: Task, now: datetime) -> tuple[bytes, int]:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from tq_cloud.backends.memory.queue import InMemoryQueue
 from tq_cloud.domain.task import Task
-from tq_cloud.ports.delay import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
+from tq_cloud.ports.delay import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES, LaneMessage
 
 
 class InMemoryDelayLane:
@@ -33,3 +33,7 @@ class InMemoryDelayLane:
     async def send(self, tasks: Sequence[Task]) -> None:
         self.sent += len(tasks)
         await self.queue.publish(tasks)
+
+    async def retry_soon(self, messages: Sequence[LaneMessage]) -> None:
+        """Nothing to do: the in-memory lane hands tasks straight to the queue, so no message
+        of it is ever received and forwarded."""
