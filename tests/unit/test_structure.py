@@ -5,8 +5,8 @@ upward import there is still knowledge the lower module should not have).
     ground    tq_cloud.domain, errors, clock, ids, lazy   the vocabulary: tasks, statuses, outcomes, errors
     ports     tq_cloud.ports                             what the engine needs of a backend
     core      tq_cloud.core                              the pipeline: route, run, commit
-    features  flows, projections, lifecycle, schedules,  plug commit steps, built-in executors and
-              flow_control, asynctasks                   admission into the pipeline
+    features  flows, projections, lifecycle, schedules,  plug commit steps, built-in executors,
+              flow_control, asynctasks, tracing          admission and spans into the pipeline
     top       assembly, backends, aws_lambda, local, ... put a handler together, adapt it to AWS
 
 A feature may use another (a flow's join feeds a projection), never the assembly or an adapter."""
@@ -28,7 +28,7 @@ def _module(path: Path, root: Path) -> str:
 
 
 GROUND = {"domain", "errors", "clock", "ids", "lazy"}
-FEATURES = {"flows", "projections", "lifecycle", "schedules", "flow_control", "asynctasks"}
+FEATURES = {"flows", "projections", "lifecycle", "schedules", "flow_control", "asynctasks", "tracing"}
 RANK = {"ground": 0, "ports": 1, "core": 2, "features": 3, "top": 4}
 
 

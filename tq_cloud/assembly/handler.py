@@ -20,6 +20,7 @@ from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.commit import CommitBatch, CommitPipeline, CommitStep, Decider
 from tq_cloud.core.commit_steps import NewTasksStep, RetriesStep, StatsStep, TerminalStep
 from tq_cloud.core.emitter import LifecycleConfig, LifecycleEmitter
+from tq_cloud.core.extensions import Tracing
 from tq_cloud.core.redrive import Redriver, RedriveReport
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.resilience import RetryPolicy, retrying
@@ -50,6 +51,7 @@ from tq_cloud.ports.queue import MessageQueue
 from tq_cloud.ports.storage import TaskPage, TaskQuery, TaskStorage
 from tq_cloud.projections.sink import ProjectionConfig, ProjectionSink, ProjectionStep
 from tq_cloud.schedules.firing import catch_up, pause_key, paused_mark, schedule_executors
+from tq_cloud.tracing import default_tracing
 
 if TYPE_CHECKING:
     from tq_cloud.asynctasks.manager import AsyncTaskManager
@@ -115,6 +117,7 @@ class TaskHandler:
         extra_commit_steps: Sequence[CommitStep] = (),
         retry_policy: RetryPolicy | None = None,
         delay_lane: DelayLane | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """Example:
             handler = TaskHandler(queue=InMemoryQueue(), registry=app, storage=InMemoryAdapter(),
@@ -143,11 +146,12 @@ class TaskHandler:
         )
         self.stats = StatsBook(self.worker_id, self.settings, notifications)
         sink = ProjectionSink(projections, self.clock, projection_config) if projections else None
+        tracing = tracing if tracing is not None else default_tracing()
         self.router = TaskRouter(
             queue, storage, registry, self.clock, self.lifecycle,
             immediate_window=self.settings.immediate_window,
             on_scheduled=sink.scheduled if sink else None, timer=timer, delay_lane=delay_lane,
-            screen=DebounceArrivals(registry, storage),
+            screen=DebounceArrivals(registry, storage), tracing=tracing,
         )
         self.timer = timer
         self.flows = None if flow_barriers is None else FlowBarrierStep(
@@ -162,6 +166,7 @@ class TaskHandler:
                           self.settings.stale_after),
             builtins={**flow_executors(self.clock, flow_barriers),
                       **schedule_executors(registry.schedules, storage, self.clock)},
+            tracing=tracing,
         )
         self.pipeline = CommitPipeline(Decider(registry, self.clock, history=self.settings.history), self.clock, [
             RetriesStep(self.router),

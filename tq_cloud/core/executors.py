@@ -38,7 +38,7 @@ class ExecutorOptions:
     `concurrency`, `rate_limit`, `debounce`, `ordered`: flow control (see `tq_cloud.flow_control`).
 
     Example:
-        @app.task("email", "send", retries=5, retry_after=2_000, timeout=30)   # the options, as keywords
+        @app.task("email", "send", retries=5, timeout=30, store_on_failure=True)   # the options, as keywords
     """
 
     retries: int = 0

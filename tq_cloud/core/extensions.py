@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any, Protocol
 
 from tq_cloud.domain.flows import FlowConfig, FlowStep, StartedFlow
+from tq_cloud.domain.outcomes import Outcome
 from tq_cloud.domain.task import FlowMeta, Task
 from tq_cloud.ports.barrier import BarrierSnapshot, FlowBarrierProvider
 
@@ -63,3 +65,49 @@ class NoScreen:
 
 
 NO_SCREEN = NoScreen()
+
+
+class RunSpan(Protocol):
+    """The span of one run, open while the executor runs."""
+
+    @property
+    def traceparent(self) -> str | None: ...
+
+    def ended(self, outcome: Outcome | None, error: BaseException | None) -> None:
+        """Mark how the run ended: a failure records its exception and an error status."""
+        ...
+
+
+class Tracing(Protocol):
+    """Trace context across tasks (the tracing feature, OpenTelemetry): put the current span's
+    context on each task sent, and run each task in a span whose parent is the sender's."""
+
+    def carried(self, log_context: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """The task's log context with the current span's W3C trace context in it (unchanged
+        without a current span)."""
+        ...
+
+    def execution(self, tasks: Sequence[Task], links: Sequence[str] = ()) -> AbstractContextManager[RunSpan]:
+        """The span of a run of `tasks` (one task, or a batch executor's call), linked to the
+        spans `links` name (traceparents)."""
+        ...
+
+
+class _NoSpan:
+    traceparent = None
+
+    def ended(self, outcome: Outcome | None, error: BaseException | None) -> None:
+        return None
+
+
+class NoTracing:
+    """Carries nothing and opens no span: a pipeline without tracing (OpenTelemetry absent)."""
+
+    def carried(self, log_context: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        return log_context
+
+    def execution(self, tasks: Sequence[Task], links: Sequence[str] = ()) -> AbstractContextManager[RunSpan]:
+        return nullcontext(_NoSpan())
+
+
+NO_TRACING = NoTracing()

@@ -33,7 +33,7 @@ from tq_cloud.clock import Clock
 from tq_cloud.core.codec import encode_task, usable_id
 from tq_cloud.core.emitter import LifecycleEmitter
 from tq_cloud.core.executors import Executor
-from tq_cloud.core.extensions import NO_SCREEN, SendScreen
+from tq_cloud.core.extensions import NO_SCREEN, NO_TRACING, SendScreen, Tracing
 from tq_cloud.core.log_context import limit_log_context
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.domain.flow_control import key_of
@@ -77,6 +77,7 @@ class TaskRouter:
         timer: Timer | None = None,
         delay_lane: DelayLane | None = None,
         screen: SendScreen = NO_SCREEN,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.queue = queue
         self.storage = storage
@@ -89,7 +90,8 @@ class TaskRouter:
         self.delay_lane = delay_lane
         self._cached_limits: tuple[int, int, bool] | None = None
         self.rows = RowSender(queue, storage, clock)
-        self.debounce = screen
+        self.screen = screen
+        self.tracing = tracing
 
     def check(self, task: Task) -> Task:
         """The routed copy of a task an executor adds, or TaskRejectedError now, in the
@@ -126,10 +128,9 @@ class TaskRouter:
         if task.execute_at is None:
             update["execute_at"] = now
         ctx = task.metadata.log_context
-        if ctx:
-            limited = limit_log_context(ctx, task.id or str(update.get("id")))
-            if limited != ctx:
-                update["metadata"] = task.metadata.model_copy(update={"log_context": limited})
+        carried = self.tracing.carried(limit_log_context(ctx, task.id or str(update.get("id"))) if ctx else None)
+        if carried != ctx:  # bounded, then the sender's trace context (beyond the bound: it is small)
+            update["metadata"] = task.metadata.model_copy(update={"log_context": dict(carried) if carried else None})
         key = self._partition_key(task, executor, name)
         self._check_flow_keys(task, executor, name)
         if key is not None:
@@ -220,7 +221,7 @@ class TaskRouter:
                     raise
                 rejected[task.id or "?"] = str(exc)
         twins = await self._deduplicated(routed, now) if any(t.dedup_key for t in routed) else {}
-        routed = await self.debounce.note(routed, set(twins), now)
+        routed = await self.screen.note(routed, set(twins), now)
         later, delayed, stored_now, now_only, timed = [], [], [], [], []
         for task in (t for i, t in enumerate(routed) if i not in twins):
             if self.timer is not None and task.flow_meta is not None and task.flow_meta.is_timeout:
@@ -249,10 +250,10 @@ class TaskRouter:
                 rejected |= await self._publish(delayed, strict, self.delay_lane.send)
         except Exception:  # whatever this call claimed may not have gone out: a retry must send it
             await self._release_dedup([t for i, t in enumerate(routed) if i not in twins])
-            await self.debounce.undo([t for i, t in enumerate(routed) if i not in twins], now)
+            await self.screen.undo([t for i, t in enumerate(routed) if i not in twins], now)
             raise
         await self._release_dedup([t for t in routed if t.key in rejected])
-        await self.debounce.undo([t for t in routed if t.key in rejected], now)
+        await self.screen.undo([t for t in routed if t.key in rejected], now)
         sent = [t for i, t in enumerate(routed) if i not in twins and t.key not in rejected]
         await self._scheduled(sent, now)
         if twins:  # a deduplicated task comes back as the task that holds its key

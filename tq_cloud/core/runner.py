@@ -29,12 +29,12 @@ from tq_cloud.core.codec import encode_task, usable_id
 from tq_cloud.core.control import RunControl
 from tq_cloud.core.emitter import LifecycleEmitter
 from tq_cloud.core.executors import BatchTaskExecutor, BuiltinExecutors, Executor, SingleTaskExecutor
-from tq_cloud.core.extensions import FlowStarting, Handoff
+from tq_cloud.core.extensions import NO_TRACING, FlowStarting, Handoff, RunSpan, Tracing
 from tq_cloud.core.log_context import log_context_scope, runtime_context
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.domain.events import TaskStarted
 from tq_cloud.domain.limits import describe_validation_error
-from tq_cloud.domain.outcomes import RunResult, Verdict
+from tq_cloud.domain.outcomes import Outcome, RunResult, Verdict
 from tq_cloud.domain.task import Task
 from tq_cloud.errors import TaskCancelledError, TaskRejectedError, TaskTimeoutError
 from tq_cloud.ids import derived_id
@@ -73,6 +73,7 @@ class TaskRunner:
         async_manager: Handoff | None = None,
         gate: Admission = OPEN_GATE,
         builtins: BuiltinExecutors | None = None,
+        tracing: Tracing = NO_TRACING,
         on_processing: ProcessingHook | None = None,
         lock_ttl: timedelta = timedelta(minutes=30),
         storage: TaskStorage | None = None,
@@ -97,6 +98,7 @@ class TaskRunner:
         self.on_async_uncommitted: UncommittedHook | None = None
         self.control = RunControl(storage, clock)
         self.gate = gate
+        self.tracing = tracing
         self.builtins = builtins or {}
 
     async def run(self, runner_id: str, tasks: Sequence[Task], claim_ttl: timedelta | None = None,
@@ -337,19 +339,23 @@ class TaskRunner:
         await self._started(task, recorder, consumer_id)
         user_ctx = task.metadata.log_context
         actions = self._actions(recorder, {task.key: task}, _attempt_key(task), user_ctx)
-        with log_context_scope(runtime_context(user_ctx, task.key, task.type, self.lifecycle.worker_id)):
+        raised: BaseException | None = None
+        with self.tracing.execution([task], _step_traces(task)) as span, \
+                log_context_scope(runtime_context(user_ctx, task.key, task.type, self.lifecycle.worker_id)):
             try:
                 returned = await self._limited(executor, executor.fn(given, actions))
             except TaskCancelledError as exc:
                 if task.key not in recorder.outcomes:
                     recorder.record(task, cancelled=exc.reason or self.control.cancel_reason(task.key) or "")
             except Exception as exc:  # noqa: BLE001 - an executor's crash is its task's failure
+                raised = exc
                 if task.key not in recorder.outcomes:
                     recorder.record(task, error=exc)
                 log.warning("executor of %s raised for task %s: %r", task.type, task.key, exc)
             else:
                 if task.key not in recorder.outcomes:
                     recorder.record(task, succeeded=True, result=returned)
+            _traced(span, recorder.outcomes.get(task.key), raised)
 
     async def _run_parallel(
         self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder, consumer_id: str
@@ -397,7 +403,8 @@ class TaskRunner:
 
         actions = self._actions(recorder, scope, parent, None)
         ctx = {"worker_id": self.lifecycle.worker_id, "batch_size": str(len(tasks))}
-        with log_context_scope(ctx):
+        raised: BaseException | None = None
+        with self.tracing.execution(tasks) as span, log_context_scope(ctx):
             try:
                 await self._limited(executor, executor.fn([given for _, given in pairs], actions))
             except TaskCancelledError as exc:
@@ -405,10 +412,16 @@ class TaskRunner:
                     if task.key not in recorder.outcomes:
                         recorder.record(task, cancelled=exc.reason or self.control.cancel_reason(task.key) or "")
             except Exception as exc:  # noqa: BLE001 - the crash fails every task not yet reported
+                raised = exc
                 log.warning("batch executor of %s raised: %r", tasks[0].type, exc)
                 for task in tasks:
                     if task.key not in recorder.outcomes:
                         recorder.record(task, error=exc)
+            outcomes = [recorder.outcomes.get(t.key) for t in tasks]
+            _traced(span, next((o for o in outcomes if o is not None and not o.succeeded), outcomes[0]), raised)
+            for outcome in outcomes[1:]:
+                if outcome is not None:
+                    outcome.trace = span.traceparent
 
     async def _run_sequential(
         self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder,
@@ -469,6 +482,21 @@ class TaskRunner:
             await self.release_leases([task], consumer_id)
         finally:
             await self._release([task.key], consumer_id)
+
+
+def _traced(span: RunSpan, outcome: Outcome | None, raised: BaseException | None) -> None:
+    """End a run's span with how it went, and keep the span's context on the outcome."""
+    span.ended(outcome, raised)
+    if outcome is not None:
+        outcome.trace = span.traceparent
+
+
+def _step_traces(task: Task) -> list[str]:
+    """A join's links: the traces of its flow's steps, when they came inline in its payload."""
+    if task.flow_meta is None or not task.flow_meta.is_join or not isinstance(task.payload, dict):
+        return []
+    steps = (task.payload.get("flow_results") or {}).get("steps") or []
+    return [str(step["trace"]) for step in steps if isinstance(step, dict) and step.get("trace")]
 
 
 def _attempt(task: Task) -> tuple[int, int]:

@@ -62,6 +62,8 @@ class FlowStepResult(BaseModel):
     result: Any = None
     error: str | None = None
     result_dropped: str | None = None
+    trace: str | None = None
+    """The traceparent of the step's run, when traced: the join's span links it."""
 
 
 class StepCounts(BaseModel):

@@ -56,6 +56,9 @@ class Outcome:
     or its attempt found a cancel asked before it started."""
     verdict: Verdict | None = None
     retry: Task | None = None
+    trace: str | None = None
+    """The W3C traceparent of the run's span, when the run was traced (a flow's join links the
+    spans of its steps through it)."""
 
     @property
     def processing_ms(self) -> float:

@@ -80,6 +80,7 @@ class FlowBarrierStep:
 
     async def __call__(self, batch: CommitBatch) -> None:
         steps: dict[str, list[tuple[FlowMeta, FlowStepResult]]] = defaultdict(list)
+        contexts: dict[str, dict[str, str] | None] = {}  # each flow's log and trace context: its join's
         for outcome in batch.final:
             meta = outcome.task.flow_meta
             if meta is None:
@@ -88,19 +89,22 @@ class FlowBarrierStep:
                 await self._join_finished(meta, outcome)
             elif meta.is_timeout:
                 if outcome.verdict is Verdict.EXECUTED:
-                    await self._timed_out(meta)
+                    await self._timed_out(meta, outcome.task.metadata.log_context)
             else:
                 steps[meta.flow_id].append((meta, _step_result(meta, outcome)))
+                contexts.setdefault(meta.flow_id, outcome.task.metadata.log_context)
         for task, reason in batch.rejected_new.values():
             meta = task.flow_meta
             if meta is not None and meta.step_index >= 0 and not meta.is_join and not meta.is_timeout:
                 steps[meta.flow_id].append((meta, FlowStepResult(
                     step_index=meta.step_index, status="ignored" if meta.step_failure_policy == "ignore" else "fail",
                     error=f"step could never be sent: {reason}")))
-        for group in steps.values():
-            await self._steps_finished(group)
+                contexts.setdefault(meta.flow_id, task.metadata.log_context)
+        for flow_id, group in steps.items():
+            await self._steps_finished(group, contexts.get(flow_id))
 
-    async def _steps_finished(self, group: list[tuple[FlowMeta, FlowStepResult]]) -> None:
+    async def _steps_finished(self, group: list[tuple[FlowMeta, FlowStepResult]],
+                              log_context: dict[str, str] | None) -> None:
         meta = group[0][0]
         self.barrier_calls += 1
         results = [r for _, r in group]
@@ -110,27 +114,29 @@ class FlowBarrierStep:
             meta.flow_id, results, abort_steps=aborting, keep_until=keep_until)
         if outcome.closed and outcome.state is not None:
             trigger = next((r.step_index for r in results if r.status == "fail" and r.step_index in aborting), None)
-            await self._dispatch_join(meta, outcome.state, trigger)
+            await self._dispatch_join(meta, outcome.state, log_context, trigger)
         elif outcome.remaining < 0 and outcome.state is not None and not outcome.join_dispatched:
             log.warning("flow %s closed without a dispatched join; dispatching it now", meta.flow_id)
-            await self._dispatch_join(meta, outcome.state)
+            await self._dispatch_join(meta, outcome.state, log_context)
 
-    async def _timed_out(self, meta: FlowMeta) -> None:
+    async def _timed_out(self, meta: FlowMeta, log_context: dict[str, str] | None) -> None:
         snapshot = await self.barriers.get(meta.flow_id)
         if snapshot is None:
             log.error("timeout sentinel for unknown flow %s ignored", meta.flow_id)
             return
         if snapshot.state is BarrierState.ACTIVE:
             if await self.barriers.close(meta.flow_id, BarrierState.TIMED_OUT):
-                await self._dispatch_join(meta, BarrierState.TIMED_OUT)
+                await self._dispatch_join(meta, BarrierState.TIMED_OUT, log_context)
                 return
             snapshot = await self.barriers.get(meta.flow_id)
         if snapshot is not None and not snapshot.join_dispatched:
-            await self._dispatch_join(meta, snapshot.state)
+            await self._dispatch_join(meta, snapshot.state, log_context)
 
-    async def _dispatch_join(self, meta: FlowMeta, state: BarrierState, trigger: int | None = None) -> None:
-        """The join, with the flow's times as the barrier keeps them: a step of a flow started
-        again by a parent run later carries later ones."""
+    async def _dispatch_join(self, meta: FlowMeta, state: BarrierState, log_context: dict[str, str] | None,
+                             trigger: int | None = None) -> None:
+        """The join, with the flow's times as the barrier keeps them (a step of a flow started
+        again by a parent run later carries later ones), and the flow's log context: the
+        executor that started the flow is its span's parent, as it is its steps'."""
         snapshot = await self.barriers.get(meta.flow_id)
         if snapshot is not None:
             meta = meta.model_copy(update={"started_at": snapshot.started_at, "timeout_at": snapshot.deadline})
@@ -138,7 +144,7 @@ class FlowBarrierStep:
         join = Task(
             id=derived_id(meta.flow_id, "join"), type=meta.join.type, queue_id=meta.join.queue_id,
             payload={}, execute_at=now, created_at=now, force_store=True,
-            metadata=TaskMetadata(flow_meta=meta.model_copy(update={
+            metadata=TaskMetadata(log_context=log_context, flow_meta=meta.model_copy(update={
                 "is_join": True, "is_timeout": False, "step_index": -1})))
         limit = min(self.router.queue.max_message_bytes, self.router.storage.max_item_bytes)
         payload, counts = await join_payload(join, meta.flow_id, meta.total_steps, state, self.barriers, limit)
@@ -196,11 +202,10 @@ def _step_policy(meta: FlowMeta) -> str:
 
 def _step_result(meta: FlowMeta, outcome: Outcome) -> FlowStepResult:
     if outcome.verdict is Verdict.EXECUTED:
-        return FlowStepResult(step_index=meta.step_index, status="success", result=outcome.result)
+        return FlowStepResult(step_index=meta.step_index, status="success", result=outcome.result, trace=outcome.trace)
     reason = outcome.error or "step failed"
     if outcome.verdict is Verdict.IGNORED:
         reason = f"ignored: {reason}"
-    if meta.step_failure_policy == "ignore":
-        return FlowStepResult(step_index=meta.step_index, status="ignored", error=reason)
-    return FlowStepResult(step_index=meta.step_index, status="fail", error=reason)
+    status = "ignored" if meta.step_failure_policy == "ignore" else "fail"
+    return FlowStepResult(step_index=meta.step_index, status=status, error=reason, trace=outcome.trace)
 

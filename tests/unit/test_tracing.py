@@ -1,0 +1,106 @@
+"""Traces across tasks, with the OpenTelemetry SDK's in-memory exporter: one trace from a
+producer's span through an executor, its child task, the child's retry and a two-step flow's
+join, whose span links its steps' spans. And the check fails when the context is not carried."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from tq_cloud import ExecutorActions, FlowConfig, JoinTarget, Task, TaskQueuesManager
+from tq_cloud.core.extensions import NO_TRACING
+from tq_cloud.testing import InMemoryStack
+from tq_cloud.tracing import default_tracing
+from tq_cloud.tracing.otel import OtelTracing
+
+
+def shop() -> TaskQueuesManager:
+    app = TaskQueuesManager()
+
+    @app.task("orders", "place")
+    async def place(task: Task, actions: ExecutorActions) -> None:
+        actions.add_tasks([Task(type="notify", queue_id="orders", payload={"to": "a@b.c"})])
+        actions.start_flow([{"type": "reserve", "queue_id": "orders", "payload": {"sku": sku}} for sku in "AB"],
+                           FlowConfig(join=JoinTarget(type="ship", queue_id="orders")))
+
+    @app.task("orders", "notify", retries=1)
+    async def notify(task: Task, actions: ExecutorActions) -> None:
+        if task.retry_count == 0:
+            raise RuntimeError("smtp down")
+
+    @app.task("orders", "reserve")
+    async def reserve(task: Task, actions: ExecutorActions) -> None: ...
+
+    @app.task("orders", "ship")
+    async def ship(task: Task, actions: ExecutorActions) -> None: ...
+
+    return app
+
+
+async def traced_run(tracing_of: Any = OtelTracing) -> tuple[ReadableSpan, dict[str, list[ReadableSpan]]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    stack = InMemoryStack.create(shop(), tracing=tracing_of(provider))
+    with provider.get_tracer("api").start_as_current_span("POST /orders") as root:
+        await stack.handler.send(("orders", "place"), {"order": "o-1"})
+    await stack.run_until_idle()
+    spans: dict[str, list[ReadableSpan]] = {}
+    for span in exporter.get_finished_spans():
+        spans.setdefault(span.name, []).append(span)
+    [producer] = spans.pop("POST /orders")
+    assert producer.context.span_id == root.get_span_context().span_id
+    return producer, spans
+
+
+def parent_of(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def check_one_trace(producer: ReadableSpan, spans: dict[str, list[ReadableSpan]]) -> None:
+    [place] = spans["tq.execute orders/place"]
+    first, retry = sorted(spans["tq.execute orders/notify"], key=lambda s: s.attributes["tq.task.attempt"])
+    reserves = spans["tq.execute orders/reserve"]
+    [join] = spans["tq.execute orders/ship"]
+    every = [place, first, retry, *reserves, join]
+    assert {s.context.trace_id for s in every} == {producer.context.trace_id}, "one trace, from the producer"
+    assert parent_of(place) == producer.context.span_id
+    assert parent_of(first) == parent_of(retry) == place.context.span_id, "the child, and its retry, under the run"
+    assert {parent_of(s) for s in reserves} == {place.context.span_id}
+    assert {link.context.span_id for link in join.links} == {s.context.span_id for s in reserves}
+    assert first.status.status_code is StatusCode.ERROR and first.status.description == "smtp down"
+    assert [e.name for e in first.events] == ["exception"], "a failed attempt records its exception"
+    assert retry.status.status_code is StatusCode.UNSET
+    assert first.attributes["tq.task.id"] == retry.attributes["tq.task.id"]
+    assert place.attributes["messaging.destination.name"] == "orders"
+
+
+async def test_one_trace_from_the_producer_through_children_retries_and_a_flows_join() -> None:
+    producer, spans = await traced_run()
+    check_one_trace(producer, spans)
+
+
+async def test_the_check_fails_when_the_context_is_not_carried() -> None:
+    class Forgetful(OtelTracing):
+        def carried(self, log_context: Any) -> Any:
+            return log_context
+
+    producer, spans = await traced_run(Forgetful)
+    with pytest.raises(AssertionError, match="one trace"):
+        check_one_trace(producer, spans)
+
+
+async def test_without_opentelemetry_nothing_is_carried(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "opentelemetry" else real(name, *a))
+    assert default_tracing() is NO_TRACING
+    stack = InMemoryStack.create(shop())
+    task = await stack.handler.send(("orders", "reserve"), {"sku": "A"})
+    assert task.metadata.log_context is None
