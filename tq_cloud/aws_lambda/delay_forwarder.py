@@ -54,15 +54,21 @@ async def forward_due(handler: TaskHandler, records: Sequence[Mapping[str, Any]]
 
 
 async def _retry_soon(handler: TaskHandler, records: Sequence[Mapping[str, Any]]) -> None:
+    """Best effort: whatever goes wrong here, the messages still come back, after the queue's
+    visibility timeout."""
     lane = handler.router.delay_lane
-    messages = [LaneMessage(str(r["receiptHandle"]), int(r.get("attributes", {}).get("ApproximateReceiveCount", 1)))
-                for r in records if r.get("receiptHandle")]
-    if lane is None or not messages:
+    if lane is None or not records:
         return
     try:
-        await lane.retry_soon(messages)
-    except Exception:  # they still come back, after the queue's visibility timeout
-        log.exception("%d delay-lane messages keep the queue's visibility timeout", len(messages))
+        await lane.retry_soon([LaneMessage(str(r["receiptHandle"]), _receives(r)) for r in records
+                               if r.get("receiptHandle")])
+    except Exception:
+        log.exception("%d delay-lane messages keep the queue's visibility timeout", len(records))
+
+
+def _receives(record: Mapping[str, Any]) -> int:
+    count = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
+    return int(count) if count.isdigit() else 1
 
 
 async def _publish(handler: TaskHandler, tasks: dict[str, Task]) -> set[str]:

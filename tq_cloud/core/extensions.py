@@ -1,11 +1,11 @@
 """What the pipeline asks of the features plugged into it, as protocols, so the engine never
 imports a feature: the assembly (`tq_cloud.assembly.handler`) hands in the async hand-off
-manager, the flow starter, debounce's send screen and the cancelling of flows. Flow control's
-gate, which speaks of executors and recorders, is in `admission`; the built-in executors of flows
-and schedules are a `BuiltinExecutors` map, in `executors`.
+manager, the flow starter, debounce's send screen, the cancelling of flows and tracing. Flow
+control's gate, which speaks of executors and recorders, is in `admission`; the built-in
+executors of flows and schedules are a `BuiltinExecutors` map, in `executors`.
 
-A handler built without a feature gets the neutral form (no screen, an open gate, no built-ins),
-and the pipeline behaves as if the feature's options were never set."""
+A handler built without a feature gets the neutral form (no screen, no tracing, an open gate, no
+built-ins), and the pipeline behaves as if the feature's options were never set."""
 
 from __future__ import annotations
 
