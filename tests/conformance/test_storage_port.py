@@ -47,6 +47,14 @@ async def test_claim_mature_claims_each_due_task_once(storage: Any, clock: Manua
     assert rows["d0"].status is TaskStatus.PROCESSING and rows["later"].status is TaskStatus.SCHEDULED
 
 
+async def test_a_task_due_later_in_the_same_millisecond_is_not_claimed_yet(storage: Any, clock: ManualClock) -> None:
+    """The due index sorts by milliseconds: a row due 0.4 ms after the sweep's now would reach a
+    worker early (and, on a manual clock, hold it for ever), so its milliseconds round up."""
+    await storage.insert([t("soon", clock, at=0.0004), t("now", clock)])
+    assert [x.id for x in await storage.claim_mature(clock.now(), 10)] == ["now"]
+    assert [x.id for x in await storage.claim_mature(clock.now() + timedelta(milliseconds=1), 10)] == ["soon"]
+
+
 async def test_terminal_transitions_happen_once(storage: Any, clock: ManualClock) -> None:
     await storage.insert([t("a", clock, status=TaskStatus.PROCESSING)])
     done = t("a", clock, execution_result={"r": 1})
@@ -268,3 +276,14 @@ async def test_marks_are_kept_apart_from_tasks(storage: Any, clock: ManualClock)
     assert await storage.get(["schedule:a"]) == []
     for status in TaskStatus:
         assert (await storage.list_tasks(TaskQuery(status=status))).tasks == []
+
+
+@pytest.mark.parametrize("storage", ["dynamodb"], indirect=True)
+async def test_the_same_millisecond_check_fails_with_milliseconds_rounded_down(
+        storage: Any, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tq_cloud.backends.aws.dynamodb_tasks as tasks_module
+    from tq_cloud.backends.aws.dynamo import ms
+
+    monkeypatch.setattr(tasks_module, "due_ms", ms)
+    await storage.insert([t("soon", clock, at=0.0004)])
+    assert [x.id for x in await storage.claim_mature(clock.now(), 10)] == ["soon"], "claimed before it is due"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 log = logging.getLogger("tq_cloud.dynamodb")
@@ -23,9 +23,20 @@ def n(value: int | float) -> dict[str, str]:
     return {"N": str(value)}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def ms(when: datetime) -> int:
     """A time as the epoch milliseconds the tables store."""
     return int(when.timestamp() * 1000)
+
+
+def due_ms(when: datetime) -> int:
+    """A due time as the epoch milliseconds the due index sorts by, rounded up: a sweep at `now`
+    claims rows with `execute_at_ms <= ms(now)`, and a task due later within that millisecond
+    must not be among them (it would reach a worker early, and be held or deferred)."""
+    micros = (when - _EPOCH) // timedelta(microseconds=1)
+    return -(-micros // 1000)
 
 
 def error_code(exc: BaseException) -> str:

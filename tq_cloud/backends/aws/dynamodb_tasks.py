@@ -25,6 +25,7 @@ from tq_cloud.backends.aws.bucket_pages import BucketIndex, IndexRow, read_page
 from tq_cloud.backends.aws.dynamo import (
     Item,
     bounded_gather,
+    due_ms,
     is_condition_failure,
     ms,
     n,
@@ -128,7 +129,7 @@ class DynamoDbAdapter(DynamoFlowState):
         values: Item = {
             ":status": s(status.value), ":body": s(self._body(task)),
             ":rc": n(stats.retry_count), ":d": n(stats.deferrals),
-            ":at": n(ms(task.execute_at or task.created_at or datetime.now(UTC))),
+            ":at": n(due_ms(task.execute_at or task.created_at or datetime.now(UTC))),
         }
         if status is TaskStatus.SCHEDULED:
             values[":due"] = s(self._bucket(task.key))
