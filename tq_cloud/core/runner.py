@@ -355,7 +355,7 @@ class TaskRunner:
             else:
                 if task.key not in recorder.outcomes:
                     recorder.record(task, succeeded=True, result=returned)
-            _traced(span, recorder.outcomes.get(task.key), raised)
+            _traced(span, [recorder.outcomes.get(task.key)], raised)
 
     async def _run_parallel(
         self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder, consumer_id: str
@@ -417,11 +417,7 @@ class TaskRunner:
                 for task in tasks:
                     if task.key not in recorder.outcomes:
                         recorder.record(task, error=exc)
-            outcomes = [recorder.outcomes.get(t.key) for t in tasks]
-            _traced(span, next((o for o in outcomes if o is not None and not o.succeeded), outcomes[0]), raised)
-            for outcome in outcomes[1:]:
-                if outcome is not None:
-                    outcome.trace = span.traceparent
+            _traced(span, [recorder.outcomes.get(t.key) for t in tasks], raised)
 
     async def _run_sequential(
         self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder,
@@ -484,11 +480,13 @@ class TaskRunner:
             await self._release([task.key], consumer_id)
 
 
-def _traced(span: RunSpan, outcome: Outcome | None, raised: BaseException | None) -> None:
-    """End a run's span with how it went, and keep the span's context on the outcome."""
-    span.ended(outcome, raised)
-    if outcome is not None:
-        outcome.trace = span.traceparent
+def _traced(span: RunSpan, outcomes: Sequence[Outcome | None], raised: BaseException | None) -> None:
+    """End a run's span with how it went (a batch call's, with its first failure), and keep the
+    span's context on the outcomes of flow steps: their join's span links it."""
+    span.ended(next((o for o in outcomes if o is not None and not o.succeeded), outcomes[0]), raised)
+    for outcome in outcomes:
+        if outcome is not None and outcome.task.flow_meta is not None:
+            outcome.trace = span.traceparent
 
 
 def _step_traces(task: Task) -> list[str]:

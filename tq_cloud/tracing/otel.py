@@ -22,9 +22,14 @@ MAX_LINKS = 128
 class OtelRunSpan:
     def __init__(self, span: Any, propagator: TraceContextTextMapPropagator) -> None:
         self.span = span
+        self.propagator = propagator
+
+    @property
+    def traceparent(self) -> str | None:
+        """Asked only for flow steps (their join links them): not worked out for every run."""
         carrier: dict[str, str] = {}
-        propagator.inject(carrier, context=trace.set_span_in_context(span))
-        self.traceparent = carrier.get("traceparent")
+        self.propagator.inject(carrier, context=trace.set_span_in_context(self.span))
+        return carrier.get("traceparent")
 
     def ended(self, outcome: Outcome | None, error: BaseException | None) -> None:
         if outcome is None or outcome.succeeded or outcome.cancel_reason is not None:
