@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tq_cloud import TaskStatus
 from tq_cloud.demo import run_demo
 
@@ -32,7 +34,7 @@ def test_cli_demo_runs_in_a_fresh_process() -> None:
     assert "tq-cloud in-memory demo" in result.stdout
 
 
-def test_runner_throughput_benchmark_runs_on_tiny_input() -> None:
+def test_runner_throughput_benchmark_runs_on_tiny_input(capsys: pytest.CaptureFixture[str]) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import runner_throughput
@@ -41,6 +43,8 @@ def test_runner_throughput_benchmark_runs_on_tiny_input() -> None:
     figures = runner_throughput.main(["--tasks", "300", "--batch-size", "50"])
     assert {f.kind for f in figures} == {"single", "parallel", "batch"} and len(figures) == 6
     assert all(f.tasks == 300 and f.process_rate > 0 for f in figures)
+    assert re.search(r"^json end to end: [\d,]+ tasks/s \(add_tasks alone: [\d,]+ tasks/s\)$",
+                     capsys.readouterr().out, re.M)
 
 
 def test_flow_fanout_benchmark_runs_on_tiny_input() -> None:

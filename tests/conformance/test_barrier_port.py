@@ -30,6 +30,15 @@ async def test_decrement_counts_each_step_once(barriers: Any, clock: ManualClock
     assert [s.step_index for s in await barriers.get_step_results("f")] == [0, 1, 2]
 
 
+async def test_a_steps_trace_is_kept_with_its_result(barriers: Any, clock: ManualClock) -> None:
+    """The traceparent of a step's run comes back with its result: what a join's span links."""
+    traced = FlowStepResult(step_index=0, status="success", result=1,
+                            trace="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    await barriers.init_barrier("f", 2, clock.now())
+    await barriers.batch_decrement_and_check("f", [traced, ok(1)])
+    assert [r.trace for r in await barriers.get_step_results("f")] == [traced.trace, None]
+
+
 async def test_first_write_wins(barriers: Any, clock: ManualClock) -> None:
     await barriers.init_barrier("f", 2, clock.now())
     await barriers.batch_decrement_and_check("f", [ok(0)])
