@@ -15,8 +15,8 @@ real time, so the benchmark sends them with no delay and forwards each when the 
 prices (below), with the stream's capacity: a provisioned shard at full use (1,000 records or
 1 MiB a second, whichever the measured records reach first; the floor a sized deployment
 approaches), and on-demand per GB (each record rounded up to 1 KB, written once and read once
-by the worker). Lambda time is not included. The last line is the mixed workload's cost with
-provisioned capacity: `estimated cost per million tasks: $X`.
+by the worker). Lambda time is not included. Settings are a deployed stack's (`deployed()`).
+The last line is the mixed workload's cost with provisioned capacity: `estimated cost per million tasks: $X`.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def workload(total: int, now: Any) -> tuple[list[Task], dict[str, int]]:
 
 
 async def run(total: int, endpoint: str, history: bool = False) -> tuple[Tally, Tally, dict[str, int], int]:
-    settings = fresh_settings(endpoint).model_copy(update={"history": history})
+    settings = deployed(endpoint).model_copy(update={"history": history})
     clock = ManualClock()
     engine, source = Tally(), Tally()
     async with aws_resources(settings) as clients, open_clients(settings) as esm:
@@ -240,7 +240,7 @@ def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, com
 def plain_immediate_calls(endpoint: str, n: int) -> tuple[float, float]:
     """Calls per task for plain immediate successes alone."""
     async def go() -> tuple[float, float]:
-        settings = fresh_settings(endpoint)
+        settings = deployed(endpoint)
         tally = Tally()
         async with aws_resources(settings) as clients, open_clients(settings) as esm:
             for service in ("kinesis", "dynamodb"):
@@ -260,7 +260,7 @@ def cancellable_calls(endpoint: str, n: int) -> tuple[float, float, float]:
     """DynamoDB writes and reads per task, and the cost per million, for immediate successes of
     an executor declared `cancellable=True` (each task gets a row: insert, lease, final mark)."""
     async def go() -> tuple[float, float, float]:
-        settings = fresh_settings(endpoint)
+        settings = deployed(endpoint)
         tally = Tally()
         app = TaskQueuesManager()
 
@@ -284,6 +284,13 @@ def cancellable_calls(endpoint: str, n: int) -> tuple[float, float, float]:
                 + n * PRICE_DDB_READ)
         return writes / n, reads / n, cost / n * 1e6
     return asyncio.run(go())
+
+
+def deployed(endpoint: str) -> Any:
+    """Fresh resources on moto, configured as a deployed stack is: the console's counts come from
+    the worker's EMF metrics (`TQ_COUNTERS=metrics`, AWS's default), not from table rows (the
+    default on a local endpoint, two UpdateItem a batch per queue and type)."""
+    return fresh_settings(endpoint).model_copy(update={"counters": "metrics"})
 
 
 def main(argv: list[str] | None = None) -> float:

@@ -3,6 +3,7 @@ checker fails when a known bug class is put back (a checker that cannot fail pro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterator
@@ -459,3 +460,37 @@ def test_mutation_tasks_of_an_ordered_key_written_in_one_call_are_caught(monkeyp
     monkeypatch.setattr("tq_cloud.core.routing.TaskRouter._in_order", lambda self, tasks: [tasks])
     found = violations_within(range(1, 9), tasks=5000, about="ordered key")
     assert any("started before" in v for v in found), found[:5]
+
+
+def test_mutation_counting_a_batch_twice_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept counters add each committed batch once: a second add shows as more added than
+    committed (count_checks.py)."""
+    from tq_cloud.core.commit_steps import TallyStep
+
+    counted = TallyStep.__call__
+
+    async def twice(self: TallyStep, batch: Any) -> None:
+        await counted(self, batch)
+        if self.counters is not None and batch.tally:
+            with contextlib.suppress(Exception):
+                await self.counters.add(batch.tally, batch.now)
+
+    monkeypatch.setattr(TallyStep, "__call__", twice)
+    found = violations_within(range(1, 4), tasks=600)
+    assert any("batches committed" in v for v in found), found[:5]
+
+
+def test_mutation_counting_a_batch_before_its_commit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted before its writes, a batch whose commit then fails (and is redelivered) is
+    counted for runs that never committed."""
+    from tq_cloud.assembly import handler as assembly
+
+    made = assembly.CommitPipeline.__init__
+
+    def tally_first(self: Any, decider: Any, clock: Any, steps: Any) -> None:
+        steps = list(steps)
+        made(self, decider, clock, [steps[-1], *steps[:-1]])
+
+    monkeypatch.setattr(assembly.CommitPipeline, "__init__", tally_first)
+    found = violations_within(range(1, 4), tasks=600)
+    assert any("batches committed" in v for v in found), found[:5]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -53,9 +54,9 @@ def translated() -> dict[str, Any]:
 
 
 def without_versions(template: dict[str, Any]) -> dict[str, Any]:
-    """The template with its Lambda versions and aliases (AutoPublishAlias, for SnapStart) left
-    out, what refers to an alias pointed at its function: moto's CloudFormation cannot create
-    them. Their wiring is checked on the translated template instead (test_snapstart_...)."""
+    """The template with its Lambda versions and aliases (AutoPublishAlias, for SnapStart) and
+    its dashboard left out, what refers to an alias pointed at its function: moto's
+    CloudFormation cannot create them. Their wiring is checked on the translated template instead (test_snapstart_...)."""
     resources = template["Resources"]
     aliases = {name: {"Fn::GetAtt": [r["Properties"]["FunctionName"]["Ref"], "Arn"]}  # Ref of an alias: its ARN
                for name, r in resources.items() if r["Type"] == "AWS::Lambda::Alias"}
@@ -67,8 +68,8 @@ def without_versions(template: dict[str, Any]) -> dict[str, Any]:
             return {k: repoint(v) for k, v in node.items()}
         return [repoint(v) for v in node] if isinstance(node, list) else node
 
-    kept = {name: repoint(r) for name, r in resources.items()
-            if r["Type"] not in ("AWS::Lambda::Version", "AWS::Lambda::Alias")}
+    kept = {name: repoint(r) for name, r in resources.items()  # (the dashboard names the alarms moto skips)
+            if r["Type"] not in ("AWS::Lambda::Version", "AWS::Lambda::Alias", "AWS::CloudWatch::Dashboard")}
     return {**template, "Resources": kept}
 
 
@@ -150,7 +151,11 @@ def test_every_alarm_notifies_the_topic_and_exhausted_tasks_raise_one(stack: dic
     worker's metric itself in tests/aws/test_lambda_handlers.py."""
     resources = translated()["Resources"]
     alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    assert len(alarms) == 5 and all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
+    to_topic = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+    assert len(alarms) == 7 and all(a["AlarmActions"] == [to_topic] for a in alarms.values())
+    assert {alarms["WorkerThrottlesAlarm"]["MetricName"], alarms["StreamWriteThrottlesAlarm"]["MetricName"]} == {
+        "Throttles", "WriteProvisionedThroughputExceeded"}
+    assert resources["AlarmTopic"]["Condition"] == "CreateAlarmTopic", "a topic of the user's replaces ours"
     exhausted = alarms["ExhaustedTasksAlarm"]
     assert (exhausted["Namespace"], exhausted["MetricName"]) == ("tq-cloud", "TasksExhausted")
     assert exhausted["Dimensions"] == [{"Name": "service", "Value": {"Ref": "AWS::StackName"}}]
@@ -177,7 +182,9 @@ def test_each_function_is_its_module_in_functions_and_shares_the_layer_the_makef
         assert source[name]["Properties"]["CodeUri"] == f"functions/{folder}/"
         assert (ROOT / "functions" / folder / "handler.py").is_file()
         props = resources[name]["Properties"]
-        [layer] = props["Layers"]  # the translated name of a layer version carries a hash of its content
+        otel, (ours, theirs), without = props["Layers"]["Fn::If"]  # the ADOT layer, when given, after ours
+        [layer] = without  # the translated name of a layer version carries a hash of its content
+        assert otel == "HasOtelLayer" and ours == layer and theirs == {"Ref": "OtelLayerArn"}
         assert props["Handler"] == "handler.handler" and layer["Ref"].startswith("TqCloudLayer")
 
 
@@ -202,3 +209,38 @@ def test_the_package_ships_bytecode_that_ignores_file_timestamps(tmp_path: Path)
     result = subprocess.run([sys.executable, "-c", "import tq_cloud.examples"], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_dashboard_charts_every_metric_the_worker_publishes_and_shows_every_alarm() -> None:
+    """Its body is JSON once substituted; it searches each EMF metric of aws_lambda/metrics.py per
+    queue and type, and its alarm widget lists every alarm of the template."""
+    from tq_cloud.domain.tally import METRIC_NAMES
+
+    resources = yaml_template()["Resources"]
+    text = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([A-Za-z:]+)(?:\.\w+)?\}", text))
+    assert names <= set(resources) | {"AWS::Region", "AWS::StackName"}, names - set(resources)
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "x", text))
+    searched = {m for w in body["widgets"] if w["type"] == "metric" for line in w["properties"]["metrics"]
+                if isinstance(line[0], dict) for m in re.findall(r'MetricName="(\w+)"', line[0]["expression"])}
+    published = {"TasksExecuted", "TasksFailed", "TasksRetried", "TasksDeadLettered", "LatenessMs", "RunTimeMs"}
+    assert published <= set(METRIC_NAMES.values()) | {"LatenessMs", "RunTimeMs"} and published <= searched
+    [alarm_widget] = [w for w in body["widgets"] if w["type"] == "alarm"]
+    alarms = {n for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(re.findall(r"\$\{(\w+)\.Arn\}", text)) == alarms and len(alarm_widget["properties"]["alarms"]) == 7
+
+
+def test_active_tracing_is_an_option_with_its_grant_only_when_chosen() -> None:
+    source = yaml_template()
+    assert source["Parameters"]["Tracing"]["AllowedValues"] == ["Active", "PassThrough"]
+    assert source["Parameters"]["Tracing"]["Default"] == "PassThrough"
+    assert source["Globals"]["Function"]["Tracing"] == {"Ref": "Tracing"}
+    xray = {"Fn::If": ["TracingActive", [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"}],
+                       {"Ref": "AWS::NoValue"}]}
+    for role in ("WorkerRole", "SweeperRole"):
+        assert source["Resources"][role]["Properties"]["ManagedPolicyArns"] == xray, role
+    layers = source["Globals"]["Function"]["Layers"]
+    assert layers == {"Fn::If": ["HasOtelLayer", [{"Ref": "TqCloudLayer"}, {"Ref": "OtelLayerArn"}],
+                                 [{"Ref": "TqCloudLayer"}]]}, "the ADOT layer only when given"
+    resources = translated()["Resources"]
+    assert resources["WorkerFunction"]["Properties"]["TracingConfig"] == {"Mode": {"Ref": "Tracing"}}

@@ -12,14 +12,19 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tq_cloud.assembly.handler import TaskHandler
 from tq_cloud.core.redrive import RedriveReport
+from tq_cloud.domain.tally import LATENESS_BOUNDS_MS, OUTCOMES, percentile
 from tq_cloud.domain.task import Task, TaskStatus
+from tq_cloud.ids import derived_id
 from tq_cloud.ports.barrier import BarrierSnapshot, FlowBarrierProvider
+from tq_cloud.ports.counters import CountsRow, TaskCounters, minutes_between
 from tq_cloud.ports.projections import EntityProjectionProvider
 from tq_cloud.ports.storage import TaskQuery, listed_at
 
@@ -44,7 +49,16 @@ def task_view(task: Task) -> dict[str, Any]:
         "progress": task.progress.model_dump(mode="json") if task.progress else None,
         "cancel_requested": task.cancel_requested, "result_dropped": stats.result_dropped,
         "expires_at": _iso(task.expires_at),
+        "attempt_history": [a.model_dump(mode="json") for a in stats.attempts],
+        "trace_id": trace_id(task),
     }
+
+
+def trace_id(task: Task) -> str | None:
+    """The W3C trace id the task's runs belong to (from the traceparent it carries), if traced."""
+    context = task.metadata.log_context if task.metadata else None
+    parts = (context or {}).get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -60,17 +74,75 @@ class Operations:
         report = await ops.redrive(["order-7", "order-9"])   # {"sent": [...], "skipped": {id: why}}
     """
     def __init__(self, handler: TaskHandler, barriers: FlowBarrierProvider | None,
-                 projections: EntityProjectionProvider | None, deployed: Any = None) -> None:
+                 projections: EntityProjectionProvider | None, deployed: Any = None,
+                 counters: TaskCounters | None = None) -> None:
         self.handler = handler
         self.barriers = barriers
         self.projections = projections
         self.deployed = deployed
         """The deployed schedules (an AwsStack's ScheduleSync), if any."""
+        self.counters = counters
+        """The kept counters (exact counts and activity over time), if the stack keeps them."""
+        self._activity: dict[int, tuple[float, dict[str, Any]]] = {}
 
     @classmethod
     def of(cls, stack: Any) -> Operations:
-        """From a stack (AwsStack or InMemoryStack): its handler, barriers and projections."""
-        return cls(stack.handler, stack.barriers, stack.projections, getattr(stack, "schedules", None))
+        """From a stack (AwsStack or InMemoryStack): its handler, barriers, projections and counters."""
+        return cls(stack.handler, stack.barriers, stack.projections, getattr(stack, "schedules", None),
+                   getattr(stack, "counters", None))
+
+    async def activity(self, minutes: int = 60) -> dict[str, Any]:
+        """From the kept counters: the exact totals by outcome of every (queue, type) that ran
+        (the framework's own left out), and per minute of the last `minutes` the outcomes of
+        all tasks and the lateness p50 and p99 (ms, the upper bound of the histogram bucket
+        they fall in; an hour for anything later).
+
+        Example:
+            seen = await ops.activity(60)
+            seen["totals"][0]      # {"queue": "billing", "type": "charge", "executed": 981, ...}
+        """
+        if not 1 <= minutes <= 1440:
+            raise ValueError(f"minutes must be from 1 to 1440, not {minutes}")
+        now = self.handler.clock.now()
+        if self.counters is None:
+            return {"kept": False, "at": now.isoformat(), "totals": [], "minutes": []}
+        fresh_for = getattr(self.counters, "refresh_seconds", 0.0)  # reads that are billed are kept a while
+        cached = self._activity.get(minutes)
+        if fresh_for and cached and asyncio.get_running_loop().time() - cached[0] < fresh_for:
+            return cached[1]
+        view = await self._read_activity(minutes, now)
+        if fresh_for:
+            self._activity[minutes] = (asyncio.get_running_loop().time(), view)
+        return view
+
+    async def _read_activity(self, minutes: int, now: datetime) -> dict[str, Any]:
+        assert self.counters is not None
+        seen = await self.counters.read(None, now - timedelta(minutes=minutes - 1), now)
+        totals = [{"queue": q, "type": t, **{n: row.counts[n] for n in OUTCOMES},
+                   "run_ms_avg": round(row.run_ms / runs, 3) if (runs := sum(row.lateness)) else None}
+                  for (q, t), row in sorted(seen.totals.items()) if not t.startswith("_")]  # the framework's own
+        series = []
+        for minute in minutes_between(now - timedelta(minutes=minutes - 1), now):
+            merged = CountsRow()
+            for by_minute in seen.minutes.values():
+                if minute in by_minute:
+                    merged.add(by_minute[minute])
+            read = seen.lateness.get(minute, {})
+            series.append({"minute": minute.isoformat(), **{n: merged.counts[n] for n in OUTCOMES},
+                           "lateness_p50": read.get("p50", _bounded(percentile(merged.lateness, 0.5))),
+                           "lateness_p99": read.get("p99", _bounded(percentile(merged.lateness, 0.99)))})
+        return {"kept": True, "at": now.isoformat(), "totals": totals, "minutes": series}
+
+    async def count_matching(self, query: TaskQuery, cap: int = 10_000) -> dict[str, Any]:
+        """How many stored tasks a query matches, reading pages up to `cap` (`{"count", "capped"}`):
+        what a bulk re-drive of the query asks to confirm."""
+        count, cursor = 0, None
+        while True:
+            page = await self.handler.list_tasks(replace(query, limit=min(cap - count, 500) or 1, cursor=cursor))
+            count += len(page.tasks)
+            cursor = page.cursor
+            if cursor is None or count >= cap:
+                return {"count": count, "capped": cursor is not None}
 
     async def schedules(self, upcoming: int = 3, recent: int = 3) -> list[dict[str, Any]]:
         """Each schedule the app declares or the stack has deployed: its expression, whether the
@@ -165,8 +237,17 @@ class Operations:
         if snapshot is None or self.barriers is None:
             return None
         view = await self._flow_view(snapshot)
-        view["steps"] = [step.model_dump(mode="json")
+        view["steps"] = [{**step.model_dump(mode="json"), "task_id": derived_id(flow_id, "step", step.step_index)}
                          for step in await self.barriers.step_results_page(flow_id, limit=steps)]
+        failed = [step["task_id"] for step in view["steps"] if step["status"] == "fail"]
+        rows = {row.key: row.status.value for row in await self.handler.storage.get(failed)} if failed else {}
+        for step in view["steps"]:  # a failed step's row now: re-driven, it may have run again since
+            step["task_status"] = rows.get(step["task_id"])
+        join_id = derived_id(flow_id, "join")
+        join = await self.handler.find(join_id) if snapshot.join_dispatched else None
+        view["join_task"] = {"id": join_id, "status": join.status.value if join else None,
+                             "result": join.execution_result if join else None,
+                             "error": join.execution_stats.last_error if join else None}
         return view
 
     async def _flow_view(self, snapshot: BarrierSnapshot) -> dict[str, Any]:
@@ -219,6 +300,10 @@ class Operations:
                 for (q, t, s), c in sorted(counts.items())]
         executed = sum(n for (_, _, s), n in recent.items() if s == TaskStatus.EXECUTED.value)
         return {"at": now.isoformat(), "rows": rows, "executed_last_minute": executed, "total": sum(counts.values())}
+
+
+def _bounded(ms: float | None) -> float | None:
+    return None if ms is None else min(ms, float(LATENESS_BOUNDS_MS[-1]))
 
 
 def _has_flow_control(executor: Any) -> bool:

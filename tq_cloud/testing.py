@@ -14,6 +14,7 @@ from tq_cloud.assembly.handler import BatchReport, TaskHandler
 from tq_cloud.asynctasks.manager import AsyncTaskManager
 from tq_cloud.backends.memory import (
     InMemoryAdapter,
+    InMemoryCounters,
     InMemoryDelayLane,
     InMemoryFlowBarrierProvider,
     InMemoryLockProvider,
@@ -45,6 +46,7 @@ class InMemoryStack:
     projections: InMemoryProjectionProvider
     timer: InMemoryTimer
     handler: TaskHandler
+    counters: InMemoryCounters = field(default_factory=InMemoryCounters)
     reports: list[BatchReport] = field(default_factory=list)
     fired_until: datetime | None = None
     """Schedule occurrences up to this time have been fired (None: none yet, from the start)."""
@@ -70,13 +72,14 @@ class InMemoryStack:
         barriers = InMemoryFlowBarrierProvider()
         projections = projections or InMemoryProjectionProvider()
         timer = InMemoryTimer(queue)
+        counters = InMemoryCounters()
         handler = TaskHandler(
             queue=queue, registry=registry, storage=storage, locks=locks, clock=clock,
-            flow_barriers=barriers, projections=projections, timer=timer,
+            flow_barriers=barriers, projections=projections, timer=timer, counters=counters,
             async_manager=async_manager, delay_lane=InMemoryDelayLane(queue) if delay_lane else None,
             **handler_options,
         )
-        return cls(registry, clock, queue, storage, locks, barriers, projections, timer, handler)
+        return cls(registry, clock, queue, storage, locks, barriers, projections, timer, handler, counters)
 
     async def step(self, queue_id: str, batch_size: int = 100) -> BatchReport:
         """Receive and process one batch of one queue (requeueing what was not committed)."""

@@ -8,6 +8,7 @@ import copy
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,9 +187,41 @@ def test_tasks_that_fail_for_good_are_counted_for_the_alarm(settings: AwsSetting
     assert '"TasksExhausted":[0.0]' in capsys.readouterr().out
     handler(event_of(Task(id="y", type="t", queue_id="q", payload={"fail": True},
                              execution_stats={"retry_count": 2})), FakeContext())
-    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    [emf] = [line for line in emf_lines(capsys.readouterr().out) if "TasksExhausted" in line]
     assert emf["TasksExhausted"] == [1.0] and emf["service"] == "my-stack"
     assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "tq-cloud"
+
+
+def emf_lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if '"_aws"' in line]
+
+
+def test_each_queue_and_type_gets_its_metrics_and_the_batch_its_iterator_age(
+        settings: AwsSettings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """One EMF line per (queue, type) a chunk committed, with dimensions CloudWatch can alarm and
+    chart by: counts of each outcome, and every run's lateness and run time as values (CloudWatch
+    computes their percentiles); the invocation's oldest record's age beside the service's figures."""
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "my-stack")
+    clock = ManualClock()
+    handler = kinesis_handler(app_with([]), settings, clock=clock)
+    due = clock.now() - timedelta(seconds=3)
+    event = event_of(*(Task(id=f"ok{i}", type="t", queue_id="q", payload={}, execute_at=due) for i in range(3)),
+                     Task(id="bad", type="t", queue_id="q", payload={"fail": True}, execute_at=due),
+                     Task(id="stray", type="nobody", queue_id="q", payload={}))
+    for record in event["Records"]:
+        record["kinesis"]["approximateArrivalTimestamp"] = clock.now().timestamp() - 42.5
+    assert handler(event, FakeContext()) == {"batchItemFailures": []}
+    lines = emf_lines(capsys.readouterr().out)
+    per_pair = {(e["queue"], e["type"]): e for e in lines if "queue" in e}
+    ran = per_pair[("q", "t")]
+    assert ran["TasksExecuted"] == [3.0] and ran["TasksFailed"] == [1.0] and ran["TasksRetried"] == [1.0]
+    assert ran["TasksDeadLettered"] == [0.0] and ran["LatenessMs"] == [3000.0] * 4 and len(ran["RunTimeMs"]) == 4
+    assert ran["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["queue", "type", "service"]]
+    assert per_pair[("q", "nobody")]["TasksCancelled"] == [1.0], "ignored: no executor for its type"
+    assert "LatenessMs" not in per_pair[("q", "nobody")], "it did not run"
+    [service] = [e for e in lines if "IteratorAgeMs" in e]
+    assert service["IteratorAgeMs"] == [42500.0] and "queue" not in service
 
 
 class SlowListener:

@@ -16,8 +16,10 @@ from tq_cloud.backends.aws import (
     DynamoDbLockProvider,
     DynamoDbProjectionProvider,
 )
+from tq_cloud.backends.aws.dynamodb_counters import DynamoDbCounters
 from tq_cloud.backends.memory import (
     InMemoryAdapter,
+    InMemoryCounters,
     InMemoryFlowBarrierProvider,
     InMemoryLockProvider,
     InMemoryProjectionProvider,
@@ -29,6 +31,7 @@ MEMORY = {
     "barriers": lambda clock: InMemoryFlowBarrierProvider(),
     "locks": lambda clock: InMemoryLockProvider(clock),
     "projections": lambda clock: InMemoryProjectionProvider(),
+    "counters": lambda clock: InMemoryCounters(),
 }
 
 
@@ -58,6 +61,8 @@ def _dynamodb(port: str, clients: Any, settings: Any, clock: ManualClock) -> Any
         return DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
     if port == "locks":
         return DynamoDbLockProvider(clients.dynamodb, settings.locks_table, clock)
+    if port == "counters":
+        return DynamoDbCounters(clients.dynamodb, settings.tasks_table)
     return ProjectionReader(DynamoDbProjectionProvider(clients.dynamodb, settings.projections_table))
 
 
@@ -103,4 +108,10 @@ async def locks(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIter
 @pytest.fixture(params=["memory", "dynamodb"])
 async def projections(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Any]:
     async for backend in _backend(request, "projections", clock):
+        yield backend
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+async def counters(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Any]:
+    async for backend in _backend(request, "counters", clock):
         yield backend

@@ -61,6 +61,24 @@ async def test_listings_filter_by_queue_and_type(storage: Any, clock: ManualCloc
     assert sorted(x.key for x in only_queue) == sorted(r.key for r in rows if r.queue_id == "a")
 
 
+async def test_listings_filter_by_time_range_and_by_text_in_id_or_error(storage: Any, clock: ManualClock) -> None:
+    start = clock.now()
+    for i in range(6):
+        row = typed(f"order-{i}", clock, "q", "t")
+        row.execution_stats.last_error = "card declined" if i % 2 else "timeout talking to the bank"
+        await storage.mark_failed([row], clock.now())
+        await clock.advance(10)
+    window = TaskQuery(status=TaskStatus.FAILED, since=start + timedelta(seconds=15),
+                       until=start + timedelta(seconds=35), limit=1)
+    assert [k for page in await _pages(storage, window) for k in page] == ["order-3", "order-2"]
+    declined = TaskQuery(status=TaskStatus.FAILED, search="DECLINED", limit=2)
+    assert sorted(k for page in await _pages(storage, declined) for k in page) == ["order-1", "order-3", "order-5"]
+    by_id = await storage.list_tasks(TaskQuery(status=TaskStatus.FAILED, search="order-4"))
+    assert [x.key for x in by_id.tasks] == ["order-4"]
+    with pytest.raises(ValueError, match="after until"):
+        TaskQuery(status=TaskStatus.FAILED, since=start, until=start - timedelta(seconds=1))
+
+
 async def test_a_cursor_from_nowhere_is_refused(storage: Any) -> None:
     with pytest.raises(ValueError, match="not a cursor"):
         await storage.list_tasks(TaskQuery(status=TaskStatus.FAILED, cursor="garbage"))

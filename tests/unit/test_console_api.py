@@ -40,7 +40,16 @@ async def test_the_api_answers_and_refuses_bad_input_with_the_reason() -> None:
             assert (await get("/api/tasks/a"))[1]["status"] == "failed"
             assert (await get("/api/tasks/ghost"))[0] == 404
             assert (await get("/api/tasks?status=bogus"))[0] == 400
-            assert (await get("/api/tasks?limit=many")) == (400, {"error": "invalid literal for int() with base 10: 'many'"})
+            assert (await get("/api/tasks?limit=many")) == (
+                400, {"error": "limit must be a whole number from 1 to 1000, not 'many'"})
+            assert (await get("/api/tasks?since=yesterday"))[1]["error"].startswith("since must be a time in ISO 8601")
+            assert (await get("/api/tasks?since=2026-12-07T10:00&until=2026-12-07T09:00"))[0] == 400
+            assert (await get("/api/tasks?q=nop"))[1]["tasks"][0]["id"] == "a", "found by its error's text"
+            assert (await get("/api/tasks?q=zzz"))[1]["tasks"] == []
+            assert (await get("/api/tasks/count?status=failed&queue=q")) == (200, {"count": 1, "capped": False})
+            assert (await post(b'{"filter": {"status": "failed"}}'))[0] == 400, "a bulk re-drive says how many"
+            assert (await post(b'{"filter": {"status": "executed"}, "expect": 1}'))[0] == 400
+            assert (await post(b'{"filter": {"status": ["failed"]}, "expect": 1}'))[0] == 400
             assert (await get("/api/tasks?cursor=garbage"))[0] == 400
             assert (await post(b"not json"))[0] == 400
             assert (await post(b'{"ids": "a"}'))[0] == 400

@@ -18,7 +18,7 @@ from tq_cloud.assembly.worker import Worker
 from tq_cloud.clock import Clock, SystemClock
 from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.commit import CommitBatch, CommitPipeline, CommitStep, Decider
-from tq_cloud.core.commit_steps import NewTasksStep, RetriesStep, StatsStep, TerminalStep
+from tq_cloud.core.commit_steps import NewTasksStep, RetriesStep, StatsStep, TallyStep, TerminalStep
 from tq_cloud.core.emitter import LifecycleConfig, LifecycleEmitter
 from tq_cloud.core.extensions import Tracing
 from tq_cloud.core.redrive import Redriver, RedriveReport
@@ -32,6 +32,7 @@ from tq_cloud.core.stats import StatsBook
 from tq_cloud.core.task_control import TaskControl
 from tq_cloud.domain.events import BatchCompleted, BatchStarted, WorkerInfo, worker_info_fields
 from tq_cloud.domain.outcomes import RunResult, Verdict
+from tq_cloud.domain.tally import BatchTally
 from tq_cloud.domain.task import EntityRef, Task
 from tq_cloud.flow_control.debounce import DebounceArrivals
 from tq_cloud.flow_control.gate import FlowGate
@@ -40,6 +41,7 @@ from tq_cloud.flows.commit_steps import FlowBarrierStep, FlowInitStep
 from tq_cloud.flows.starter import FlowStarter
 from tq_cloud.ids import new_id
 from tq_cloud.lifecycle.commit_step import LifecycleStep
+from tq_cloud.ports.counters import TaskCounters
 from tq_cloud.ports.lifecycle import (
     FlowLifecycleProvider,
     TaskLifecycleProvider,
@@ -82,6 +84,8 @@ class BatchReport:
     not_committed: list[Task] = field(default_factory=list)
     unrecorded: list[UndecodableRecord] = field(default_factory=list)
     error: BaseException | None = None
+    tally: BatchTally = field(default_factory=BatchTally)
+    """What the committed tasks did, per queue and type (the worker's EMF metrics)."""
 
 
 class TaskHandler:
@@ -118,6 +122,7 @@ class TaskHandler:
         retry_policy: RetryPolicy | None = None,
         delay_lane: DelayLane | None = None,
         tracing: Tracing | None = None,
+        counters: TaskCounters | None = None,
     ) -> None:
         """Example:
             handler = TaskHandler(queue=InMemoryQueue(), registry=app, storage=InMemoryAdapter(),
@@ -130,6 +135,7 @@ class TaskHandler:
         projections = retrying(projections, policy) if projections is not None else None
         timer = retrying(timer, policy) if timer is not None else None
         delay_lane = retrying(delay_lane, policy) if delay_lane is not None else None
+        counters = retrying(counters, policy) if counters is not None else None
         self.queue = queue
         self.registry = registry
         self.storage = storage
@@ -178,7 +184,9 @@ class TaskHandler:
             StatsStep(self.stats),
             LifecycleStep(self.lifecycle, registry),
             *extra_commit_steps,
+            TallyStep(counters),
         ])
+        self.counters = counters
         self.redriver = Redriver(storage, queue, self.clock)
         self.control = TaskControl(storage, self.clock, self.pipeline, self.runner.control, self.flows)
         self.runner.commit_async = self._commit_async
@@ -358,6 +366,7 @@ class TaskHandler:
             report.succeeded = sum(1 for o in ran if o.succeeded)
             report.failed = len(ran) - report.succeeded
             report.exhausted = sum(1 for o in ran if o.verdict in (Verdict.FAILED, Verdict.DISCARDED))
+            report.tally = batch.tally or BatchTally()
         if self.lifecycle.worker_provider is not None:
             duration = (self.clock.now() - started).total_seconds() * 1000
             await self.lifecycle.worker("on_batch_completed", BatchCompleted(

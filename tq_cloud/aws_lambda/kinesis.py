@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from tq_cloud.aws_lambda.delay_forwarder import forward_due, is_sqs_event
+from tq_cloud.aws_lambda.metrics import publish_tally
 from tq_cloud.aws_lambda.runtime import LambdaRuntime, Runtime
 from tq_cloud.backends.aws.kinesis import decode_lambda_record
 from tq_cloud.core.codec import UndecodableRecord
@@ -86,6 +87,7 @@ class KinesisBatchHandler:
             failed_messages = await forward_due(handler, records)
             await self._drain(handler, context)
             return {"batchItemFailures": [{"itemIdentifier": m} for m in failed_messages]}
+        self._iterator_age(records, handler.clock.now().timestamp() * 1000)
         decoded = [(str(r.get("kinesis", {}).get("sequenceNumber", "?")), task)
                    for r in records for task in decode_lambda_record(r)]
         owner = f"lambda:{getattr(context, 'aws_request_id', None) or new_id()}"
@@ -161,6 +163,20 @@ class KinesisBatchHandler:
         metrics.add_metric(name="TasksExhausted", unit=MetricUnit.Count, value=report.exhausted)
         metrics.add_metric(name="RecordsNotCommitted", unit=MetricUnit.Count,
                            value=len(report.not_committed) + len(report.unrecorded))
+        if report.tally:
+            publish_tally(report.tally, self.runtime.metrics_namespace, self.runtime.service)
+
+    def _iterator_age(self, records: list[Any], now_ms: float) -> None:
+        """How long the oldest record of the batch waited in the stream (as Lambda's own
+        IteratorAge, but beside the worker's other figures, and per invocation)."""
+        metrics = self.runtime.metrics
+        arrivals = [float(a) for r in records if (a := r.get("kinesis", {}).get("approximateArrivalTimestamp"))]
+        if metrics is None or not arrivals:
+            return
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        metrics.add_metric(name="IteratorAgeMs", unit=MetricUnit.Milliseconds,
+                           value=max(0.0, round(now_ms - min(arrivals) * 1000, 3)))
 
 
 def _ordered_key(handler: Any, record: Any) -> tuple[str, str, str] | None:

@@ -28,6 +28,8 @@ class Runtime(Protocol):
     """What the handlers need of their runtime (LambdaRuntime, or a simulator's)."""
 
     metrics: Any
+    metrics_namespace: str
+    service: str
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T: ...
 
@@ -46,6 +48,8 @@ class LambdaRuntime:
         self._stack: Any = None
         self.logger: Any = None
         self.metrics: Any = None
+        self.metrics_namespace = "tq-cloud"
+        self.service = "tq-cloud"
         self.session = prepare_snapshot(app) if snap_start_init() else None
         """The SDK session, its service models loaded at a SnapStart init; else made with the clients."""
 
@@ -82,6 +86,8 @@ class LambdaRuntime:
         from tq_cloud.core.log_context import LogContextFilter
 
         service = os.environ.get("POWERTOOLS_SERVICE_NAME", "tq-cloud")  # the template sets the stack's name
+        self.service = service
+        self.metrics_namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "tq-cloud")
         self.logger = Logger(service=service)
         copy_config_to_registered_loggers(source_logger=self.logger, include={"tq_cloud"})
         for handler in logging.getLogger("tq_cloud").handlers:
@@ -89,8 +95,7 @@ class LambdaRuntime:
         from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
         # disabled, powertools still keeps every value, and prints a metric once it holds 100
-        self.metrics = None if is_metrics_disabled() else Metrics(
-            namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "tq-cloud"), service=service)
+        self.metrics = None if is_metrics_disabled() else Metrics(namespace=self.metrics_namespace, service=service)
 
     async def close(self) -> None:
         await self._exits.aclose()

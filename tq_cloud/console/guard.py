@@ -8,6 +8,9 @@ production, so a web page open in the same browser must neither read it nor act 
   preflight. A state change must be JSON, carry the page's CSRF token (a random value made when
   the app is made, never at import) in `X-CSRF-Token`, and, when the browser says where it comes
   from (`Origin`, `Sec-Fetch-Site`), come from the console itself; anything else gets 403.
+- Framing and injection: every answer forbids being framed (a page that frames the console
+  could trick a click on a re-drive button) and loads scripts, styles and images from the
+  console alone (`SECURITY_HEADERS`); the pages escape everything they show.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                 b"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+                                 b"form-action 'self'; base-uri 'none'"),
+    (b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+]
 
 
 def new_csrf_token() -> str:
@@ -71,9 +80,15 @@ def guarded(app: ASGIApp, token: str, names: frozenset[str] = LOCAL_NAMES) -> AS
                 body = json.dumps({"error": reason}).encode()
                 await send({"type": "http.response.start", "status": status,
                             "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
+                                        (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]})
                 await send({"type": "http.response.body", "body": body})
                 return
-        await app(scope, receive, send)
+
+        async def send_secured(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await app(scope, receive, send_secured)
 
     return guard

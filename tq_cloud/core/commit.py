@@ -33,7 +33,8 @@ from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.core.retry import retry_delay_ms
 from tq_cloud.domain.limits import bounded_error, clamped_delay, json_safe_details
 from tq_cloud.domain.outcomes import Outcome, RunResult, Verdict
-from tq_cloud.domain.task import Task
+from tq_cloud.domain.tally import BatchTally
+from tq_cloud.domain.task import ATTEMPT_ERROR_CHARS, ATTEMPTS_KEPT, FailedAttempt, Task
 from tq_cloud.errors import TaskRejectedError
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class CommitBatch:
     committed_rows: list[Task] = field(default_factory=list)
     rejected_new: dict[str, tuple[Task, str]] = field(default_factory=dict)
     """New tasks (children, steps, joins) that could never be written, recorded as failed."""
+    tally: BatchTally | None = None
+    """What the batch did per queue and type (TallyStep): EMF metrics and the kept counters."""
 
     def of(self, *verdicts: Verdict) -> list[Outcome]:
         return [o for o in self.outcomes if o.verdict in verdicts]
@@ -142,11 +145,17 @@ class Decider:
 
 
 def failed_stats(outcome: Outcome) -> Any:
-    """The task's execution stats with this outcome's error and details."""
+    """The task's execution stats with this outcome's error and details, and the run among
+    its last failed attempts."""
     stats = outcome.task.execution_stats
     details = json_safe_details({**stats.details, **(outcome.details or {})}) or {}
-    return stats.model_copy(update={"last_error": outcome.error, "last_error_type": outcome.error_type,
-                                    "details": details})
+    update: dict[str, Any] = {"last_error": outcome.error, "last_error_type": outcome.error_type, "details": details}
+    if outcome.consume_attempt:  # a deferral (a limit, an ordered key's turn) is not a failed run
+        run = FailedAttempt(attempt=outcome.task.retry_count + 1, started_at=outcome.started_at,
+                            finished_at=outcome.finished_at, error_type=outcome.error_type,
+                            error=(outcome.error or "")[:ATTEMPT_ERROR_CHARS] or None)
+        update["attempts"] = (*stats.attempts, run)[-ATTEMPTS_KEPT:]
+    return stats.model_copy(update=update)
 
 
 class CommitPipeline:

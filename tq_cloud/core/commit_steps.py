@@ -14,7 +14,9 @@ from tq_cloud.core.commit import CommitBatch, failed_stats
 from tq_cloud.core.routing import TaskRouter
 from tq_cloud.core.stats import StatsBook
 from tq_cloud.domain.outcomes import Outcome, RunResult, Verdict
+from tq_cloud.domain.tally import BatchTally
 from tq_cloud.domain.task import Task
+from tq_cloud.ports.counters import TaskCounters
 from tq_cloud.ports.storage import TaskStorage
 
 log = logging.getLogger("tq_cloud.commit")
@@ -146,6 +148,24 @@ class StatsStep:
             await self.stats.discarded([o.task for o in discarded])
         await self.stats.batch(RunResult(outcomes=batch.outcomes, handed_off=batch.handed_off),
                                batch.consumer_id, batch.started_at, _now(batch))
+
+
+class TallyStep:
+    """The batch's tally (`batch.tally`), added to the kept counters when there are some. Last
+    of the pipeline, after every write of the commit: a counter write that fails is logged and
+    the batch stays committed (a count is not worth running its tasks again)."""
+
+    def __init__(self, counters: TaskCounters | None) -> None:
+        self.counters = counters
+
+    async def __call__(self, batch: CommitBatch) -> None:
+        batch.tally = BatchTally.of(batch.outcomes)
+        if self.counters is None or not batch.tally:
+            return
+        try:
+            await self.counters.add(batch.tally, batch.now)
+        except Exception as exc:  # noqa: BLE001 - the commit stands; the count is what is lost, and said
+            log.warning("the kept counters missed a batch of %d outcomes: %r", len(batch.outcomes), exc)
 
 
 def _now(batch: CommitBatch) -> datetime:

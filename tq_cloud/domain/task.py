@@ -120,6 +120,22 @@ class TaskMetadata(BaseModel):
     schedule: ScheduleMeta | None = None
 
 
+class FailedAttempt(BaseModel):
+    """One failed run, as the task's row and its console page show it (the last
+    `ATTEMPTS_KEPT`; the error cut to `ATTEMPT_ERROR_CHARS`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    attempt: int = Field(ge=1)
+    started_at: AwareDatetime
+    finished_at: AwareDatetime
+    error: str | None = None
+    error_type: str | None = None
+
+
+ATTEMPTS_KEPT = 5
+ATTEMPT_ERROR_CHARS = 300
+
+
 class ExecutionStats(BaseModel):
     """Framework bookkeeping. The executor's own figures go to `details`, so they can never
     overwrite `retry_count` or the error fields."""
@@ -143,6 +159,8 @@ class ExecutionStats(BaseModel):
     not_redrivable: str | None = Field(default=None, description=(
         "why this row cannot be sent back to run (it keeps a stand-in, not the task as sent)"))
     details: dict[str, Any] = Field(default_factory=dict)
+    attempts: tuple[FailedAttempt, ...] = Field(default=(), description=(
+        "the last failed runs, oldest first (bounded: a retried task's record stays small)"))
 
 
 class TaskProgress(BaseModel):

@@ -25,7 +25,9 @@ may trust, so the row carries no time until a sweeper stamps it with its own (se
 class TaskQuery:
     """Stored tasks in one status, newest first by the time of that status (finished for
     executed, failed and ignored; due for scheduled; started for processing), optionally of
-    one queue and type and since a time. `cursor` continues a previous page.
+    one queue and type, between two times, and whose id or error contains a text. `cursor`
+    continues a previous page (a filtered page may hold fewer than `limit` tasks and still have
+    a cursor: the stores read a bounded number of rows a page).
 
     Example:
         page = await storage.list_tasks(TaskQuery(status=TaskStatus.FAILED, queue="email", limit=20))
@@ -36,8 +38,26 @@ class TaskQuery:
     queue: str | None = None
     type: str | None = None
     since: datetime | None = None
+    until: datetime | None = None
+    """Only tasks that took their status at or before this time."""
+    search: str | None = None
+    """Only tasks whose id or last error contains this text (case-insensitive)."""
     limit: int = 50
     cursor: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError(f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})")
+
+    def matches(self, task: Task) -> bool:
+        """Whether `task` passes the filters besides status and times (as the stores apply them
+        to the rows they read)."""
+        if self.queue not in (None, task.queue_id) or self.type not in (None, task.type):
+            return False
+        if not self.search:
+            return True
+        wanted, stats = self.search.lower(), task.execution_stats
+        return any(wanted in text.lower() for text in (task.key, stats.last_error or "", stats.ignored_reason or ""))
 
 
 @dataclass

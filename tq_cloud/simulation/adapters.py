@@ -26,6 +26,7 @@ class SimRuntime:
     def __init__(self, handler: TaskHandler, tracker: Tracker) -> None:
         self.handler = _Counting(handler, tracker)
         self.metrics = None
+        self.metrics_namespace = self.service = "tq-sim"
 
     async def stack(self) -> SimRuntime:
         return self

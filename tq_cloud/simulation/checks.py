@@ -40,7 +40,9 @@ from tq_cloud.clock import Clock
 from tq_cloud.core.commit import CommitBatch
 from tq_cloud.domain.flows import FlowResults
 from tq_cloud.domain.outcomes import Verdict
+from tq_cloud.domain.tally import BatchTally
 from tq_cloud.domain.task import Task, TaskStatus
+from tq_cloud.simulation.count_checks import CountsLedger, flat_counts
 from tq_cloud.simulation.flow_checks import FlowChecks
 from tq_cloud.simulation.stream import Key, Record, attempt_key
 
@@ -114,6 +116,8 @@ class Tracker:
     """Flow control's invariants (concurrency, rate, order, debounce)."""
     leased_at: dict[str, float] = field(default_factory=dict)
     """When a run last took the lease of a task a cancel concerns."""
+    counts: CountsLedger = field(default_factory=CountsLedger)
+    """What batches committed and what the kept counters were asked to add."""
 
     def violate(self, message: str) -> None:
         if len(self.violations) < 200:
@@ -276,6 +280,7 @@ class TrackerStep:
 
     async def __call__(self, batch: CommitBatch) -> None:
         self.tracker.committed(batch)
+        self.tracker.counts.committed.update(flat_counts(BatchTally.of(batch.outcomes)))
 
 
 class Announcements:

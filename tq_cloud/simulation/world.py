@@ -26,7 +26,7 @@ from tq_cloud.asynctasks.manager import AsyncTaskManager
 from tq_cloud.aws_lambda.kinesis import KinesisBatchHandler
 from tq_cloud.aws_lambda.sweeper import SweeperHandler
 from tq_cloud.backends.aws.kinesis import kinesis_record
-from tq_cloud.backends.memory import InMemoryFlowBarrierProvider, InMemoryLockProvider
+from tq_cloud.backends.memory import InMemoryCounters, InMemoryFlowBarrierProvider, InMemoryLockProvider
 from tq_cloud.core.commit import CommitBatch
 from tq_cloud.core.resilience import RetryPolicy
 from tq_cloud.core.settings import HandlerSettings
@@ -46,6 +46,7 @@ from tq_cloud.simulation.adapters import (
 )
 from tq_cloud.simulation.checks import Announcements, Tracker, TrackerStep
 from tq_cloud.simulation.config import SimConfig
+from tq_cloud.simulation.count_checks import ReportingCounters
 from tq_cloud.simulation.delay_queue import Message, SimDelayQueue, SqsLaneMapping
 from tq_cloud.simulation.faults import CURRENT, FaultPlan, Faulty, Invocation, InvocationCrash
 from tq_cloud.simulation.final_checks import FinalChecks, FlowShape, raw_key
@@ -176,12 +177,14 @@ class Deployment:
         self.stream = SimStream(cfg.shards, cfg.parallelization, tracker.written)
         self.timer = SimTimer(self.stream, self.rngs["timer"])
         self.projections = TrackedProjections(tracker)
+        self.counters = InMemoryCounters()
         self.app = build_app(tracker)
         self.flows: dict[str, FlowShape] = {}
         self.shared = {"storage": self._faulty(self.storage, "storage"),
                        "flow_barriers": self._faulty(InMemoryFlowBarrierProvider(), "barriers"),
                        "projections": self._faulty(self.projections, "projections"),
-                       "queue": ReportingQueue(self._faulty(self.stream, "queue"), tracker)}
+                       "queue": ReportingQueue(self._faulty(self.stream, "queue"), tracker),
+                       "counters": ReportingCounters(self._faulty(self.counters, "counters"), tracker.counts)}
         self.lane = SimDelayQueue(self.clock) if cfg.delay_lane else None
         if self.lane is not None:
             self.shared["delay_lane"] = self._faulty(self.lane, "lane")
@@ -449,6 +452,9 @@ class Deployment:
         if not self.settled():
             self.tracker.violate(f"did not settle within {self.cfg.max_virtual_seconds:.0f} virtual seconds")
         FinalChecks(self.tracker, self.storage, self.projections, self.stream).run(self.flows, self.mapping)
+        pairs = sorted({(q, t) for q, t, _ in self.tracker.counts.committed})
+        now = self.clock.now()
+        self.tracker.counts.check(await self.counters.read(pairs, now, now), self.tracker.violate)
         report.schedules = self.firings.check(self.tracker, self.storage)
         report.flow_control = self.tracker.flow.summary(
             sum(1 for s in self.tracker.seen.values() if s.label.split(",")[0] in FLOW_CONTROLLED))

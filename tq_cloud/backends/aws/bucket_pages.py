@@ -62,11 +62,11 @@ def decode_cursor(cursor: str | None) -> dict[str, Any]:
 
 
 async def read_page(client: Any, table: str, index: BucketIndex, buckets: Sequence[str], *, limit: int,
-                    low: int = 0, cursor: str | None = None,
+                    low: int = 0, high: int | None = None, cursor: str | None = None,
                     accept: Callable[[list[IndexRow]], Awaitable[dict[str, Any]]]) -> tuple[list[Any], str | None]:
-    """Up to `limit` accepted rows, newest first, and the cursor of the next page (None at the
-    end). `accept` reads a run of index rows and returns, by item id, those that belong on the
-    page (a filter may refuse some); the page ends once it has `limit`."""
+    """Up to `limit` accepted rows sorted between `low` and `high`, newest first, and the cursor
+    of the next page (None at the end). `accept` reads a run of index rows and returns, by item
+    id, those that belong on the page (a filter may refuse some); the page ends at `limit`."""
     positions = decode_cursor(cursor)
     live = [b for b in buckets if positions.get(b) != EXHAUSTED]
 
@@ -75,6 +75,9 @@ async def read_page(client: Any, table: str, index: BucketIndex, buckets: Sequen
             "TableName": table, "IndexName": index.name, "Limit": limit + 1, "ScanIndexForward": False,
             "KeyConditionExpression": f"{index.bucket_attr} = :b AND {index.sort_attr} >= :lo",
             "ExpressionAttributeValues": {":b": s(name), ":lo": n(low)}}
+        if high is not None:
+            request["KeyConditionExpression"] = f"{index.bucket_attr} = :b AND {index.sort_attr} BETWEEN :lo AND :hi"
+            request["ExpressionAttributeValues"][":hi"] = n(high)
         if isinstance(positions.get(name), dict):
             request["ExclusiveStartKey"] = positions[name]
         response = await client.query(**request)

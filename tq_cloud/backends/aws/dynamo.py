@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -84,3 +84,20 @@ async def update_if(client: Any, **request: Any) -> Item | None:
         raise
     item: Item = response["Attributes"]
     return item
+
+
+async def batch_get_items(client: Any, table: str, ids: Sequence[str], projection: str | None = None) -> list[Item]:
+    """The items of `ids` in a table keyed by `id` (consistent reads, 100 keys a BatchGetItem,
+    unprocessed keys asked again), with only `projection`'s attributes if given."""
+    items: list[Item] = []
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), 100):
+        batch: dict[str, Any] = {"Keys": [{"id": s(i)} for i in unique[start:start + 100]], "ConsistentRead": True}
+        if projection:
+            batch["ProjectionExpression"] = projection
+        request: dict[str, Any] = {table: batch}
+        while request:
+            response = await client.batch_get_item(RequestItems=request)
+            items += response["Responses"].get(table, [])
+            request = response.get("UnprocessedKeys") or {}
+    return items

@@ -24,6 +24,7 @@ from typing import Any
 from tq_cloud.backends.aws.bucket_pages import BucketIndex, IndexRow, read_page
 from tq_cloud.backends.aws.dynamo import (
     Item,
+    batch_get_items,
     bounded_gather,
     due_ms,
     is_condition_failure,
@@ -230,20 +231,7 @@ class DynamoDbAdapter(DynamoFlowState):
         return [found[i] for i in ids if i in found]
 
     async def _items(self, ids: Sequence[str], projection: str | None = None) -> list[Item]:
-        """The items of `ids` (consistent reads, 100 keys a BatchGetItem, unprocessed keys asked
-        again), with only `projection`'s attributes if given."""
-        items: list[Item] = []
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), 100):
-            batch: dict[str, Any] = {"Keys": [{"id": s(i)} for i in unique[start:start + 100]], "ConsistentRead": True}
-            if projection:
-                batch["ProjectionExpression"] = projection
-            request: dict[str, Any] = {self.table: batch}
-            while request:
-                response = await self.client.batch_get_item(RequestItems=request)
-                items += response["Responses"].get(self.table, [])
-                request = response.get("UnprocessedKeys") or {}
-        return items
+        return await batch_get_items(self.client, self.table, ids, projection)
 
     async def schedule_retry(self, tasks: Sequence[Task]) -> list[Task]:
         condition = (f"attribute_not_exists(id) OR ({_NOT_TERMINAL} AND (retry_count < :rc "
@@ -363,19 +351,19 @@ class DynamoDbAdapter(DynamoFlowState):
     async def list_tasks(self, query: TaskQuery) -> TaskPage:
         """Each bucket of the status's sparse index, newest first, read on from where the last
         page stopped in it (see bucket_pages.py); the rows read (BatchGetItem) and filtered by
-        status, queue and type."""
+        status and the query's other filters (`TaskQuery.matches`)."""
         status = query.status
         index = _INDEXES.get(status, _FINISHED)
         prefix = "" if status in _INDEXES else f"{status.value}#"
 
         async def accept(run: list[IndexRow]) -> dict[str, Task]:
             return {row.key: row for row in await self.get([r.item_id for r in run])
-                    if row.status is status and query.queue in (None, row.queue_id) and query.type in (None, row.type)}
+                    if row.status is status and query.matches(row)}
 
         tasks, cursor = await read_page(
             self.client, self.table, index, [prefix + b for b in await self._swept_buckets()],
             limit=min(max(query.limit, 1), MAX_PAGE), low=ms(query.since) if query.since else 0,
-            cursor=query.cursor, accept=accept)
+            high=ms(query.until) if query.until else None, cursor=query.cursor, accept=accept)
         return TaskPage(tasks, cursor)
 
     async def _finish(self, rows: list[Task], at: datetime, keep_for: timedelta | None = None) -> None:

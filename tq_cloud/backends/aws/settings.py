@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,14 @@ class AwsSettings(BaseSettings):
     history: bool = Field(
         default=False, description="keep every outcome as a row for the finished TTL, so any task can be "
                                    "found (a write per task; on in `tq-cloud dev`)")
+    counters: Literal["table", "metrics", "off"] | None = Field(
+        default=None, description=(
+            "where the console's exact counts come from: `metrics`, the worker's EMF metrics in CloudWatch "
+            "(no write more; the default on AWS); `table`, rows of the tasks table each batch adds to (two "
+            "UpdateItem a batch per queue and type; the default on a local endpoint, where no CloudWatch "
+            "reads EMF); `off`"))
+    metrics_service: str = Field(default="", description=(
+        "the `service` dimension of the worker's metrics: the stack's name (POWERTOOLS_SERVICE_NAME)"))
     max_attempts: int = Field(default=8, ge=1, description="botocore retries for throttling")
 
     def endpoint_of(self, service: str) -> str | None:
@@ -72,6 +81,10 @@ class AwsSettings(BaseSettings):
         for name, suffix in RESOURCE_SUFFIXES.items():
             if not getattr(self, name):
                 setattr(self, name, f"{self.app_name}-{suffix}")
+        if self.counters is None:
+            self.counters = "table" if self.endpoint_of("dynamodb") else "metrics"
+        if not self.metrics_service:
+            self.metrics_service = os.environ.get("POWERTOOLS_SERVICE_NAME", "tq-cloud")
         return self
 
 

@@ -15,10 +15,12 @@ from typing import Any
 
 from tq_cloud.assembly.handler import TaskHandler
 from tq_cloud.backends.aws.dynamodb_barriers import DynamoDbFlowBarrierProvider
+from tq_cloud.backends.aws.dynamodb_counters import DynamoDbCounters
 from tq_cloud.backends.aws.dynamodb_locks import DynamoDbLockProvider
 from tq_cloud.backends.aws.dynamodb_projections import DynamoDbProjectionProvider
 from tq_cloud.backends.aws.dynamodb_tasks import DynamoDbAdapter
 from tq_cloud.backends.aws.kinesis import KinesisQueue
+from tq_cloud.backends.aws.metric_counters import MetricCounters
 from tq_cloud.backends.aws.recurring import ScheduleSync
 from tq_cloud.backends.aws.scheduler import EventBridgeTimer
 from tq_cloud.backends.aws.settings import AwsSettings
@@ -81,6 +83,8 @@ class AwsStack:
     timer: EventBridgeTimer
     handler: TaskHandler
     schedules: ScheduleSync
+    counters: DynamoDbCounters | MetricCounters | None = None
+    """Where the console reads its exact counts (`AwsSettings.counters`)."""
 
 
 async def build_stack(
@@ -109,12 +113,16 @@ async def build_stack(
                              stream_arn=summary["StreamDescriptionSummary"]["StreamARN"],
                              role_arn=settings.scheduler_role_arn)
     lane = SqsDelayLane(clients.sqs, settings.delay_queue_url, clock) if settings.delay_queue_url else None
+    table_counters = DynamoDbCounters(clients.dynamodb, settings.tasks_table) if settings.counters == "table" else None
     handler = TaskHandler(queue=queue, registry=registry, storage=storage, locks=locks, clock=clock,
                           flow_barriers=barriers, projections=projections, timer=timer, delay_lane=lane,
-                          **handler_options)
+                          counters=table_counters, **handler_options)
+    counters = table_counters or (MetricCounters(settings, settings.metrics_service)  # the worker's EMF writes them
+                                  if settings.counters == "metrics" else None)
     schedules = ScheduleSync(clients.scheduler, group=settings.schedule_group, stream_arn=timer.stream_arn,
                              role_arn=settings.scheduler_role_arn, dead_letter_arn=settings.schedule_dlq_arn)
-    return AwsStack(settings, clients, queue, storage, barriers, projections, locks, timer, handler, schedules)
+    return AwsStack(settings, clients, queue, storage, barriers, projections, locks, timer, handler, schedules,
+                    counters)
 
 
 @asynccontextmanager

@@ -1,6 +1,7 @@
 """In-memory backends of every port: tests, the demo and local development."""
 
 from tq_cloud.backends.memory.barrier import InMemoryFlowBarrierProvider
+from tq_cloud.backends.memory.counters import InMemoryCounters
 from tq_cloud.backends.memory.delay import InMemoryDelayLane
 from tq_cloud.backends.memory.locks import InMemoryLockProvider
 from tq_cloud.backends.memory.projections import InMemoryProjectionProvider
@@ -9,6 +10,7 @@ from tq_cloud.backends.memory.storage import InMemoryAdapter
 from tq_cloud.backends.memory.timer import InMemoryTimer
 
 __all__ = [
+    "InMemoryCounters",
     "InMemoryAdapter",
     "InMemoryDelayLane",
     "InMemoryFlowBarrierProvider",

@@ -208,13 +208,13 @@ class InMemoryAdapter(MemoryFlowState):
     async def list_tasks(self, query: TaskQuery) -> TaskPage:
         after = after_cursor(query.cursor)
         since = _ms(query.since) if query.since else None
+        until = _ms(query.until) if query.until else None
         keys = self._open if not query.status.is_terminal else (k for k in self._rows if k not in self._open)
         found = []
         for key in list(keys):
             row = self._rows[key]
             at = (_ms(listed_at(row)), row.key)
-            if (row.status is query.status and (query.queue is None or row.queue_id == query.queue)
-                    and (query.type is None or row.type == query.type)
+            if (row.status is query.status and query.matches(row) and (until is None or at[0] <= until)
                     and (since is None or at[0] >= since) and (after is None or at < after)):
                 found.append((at, row))
         found.sort(key=lambda pair: pair[0], reverse=True)
