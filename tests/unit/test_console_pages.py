@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from html import unescape
 from typing import Any
 
@@ -55,8 +56,8 @@ class Shop:
             actions.success(task, "joined")
 
 
-@pytest.fixture
-async def console() -> AsyncIterator[tuple[Shop, InMemoryStack, aiohttp.ClientSession, str]]:
+@asynccontextmanager
+async def served_console() -> AsyncIterator[tuple[Shop, InMemoryStack, aiohttp.ClientSession, str]]:
     shop = Shop()
     stack, stop, serving, base = await _served(shop.app)
     try:
@@ -65,6 +66,12 @@ async def console() -> AsyncIterator[tuple[Shop, InMemoryStack, aiohttp.ClientSe
     finally:
         stop.set()
         await serving
+
+
+@pytest.fixture
+async def console() -> AsyncIterator[tuple[Shop, InMemoryStack, aiohttp.ClientSession, str]]:
+    async with served_console() as served:
+        yield served
 
 
 async def html(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -94,19 +101,13 @@ async def test_the_overview_counts_exactly_past_any_cap(console: Any) -> None:
     assert (await html(http, base + "/charts/throughput.svg?minutes=0"))[0] == 400
 
 
-async def test_the_overview_is_not_exact_without_the_kept_counters(console: Any, monkeypatch: Any) -> None:
+async def test_the_overview_is_not_exact_without_the_kept_counters(monkeypatch: Any) -> None:
     """The same check, the counters taken away: it fails (so it tests the counters)."""
     monkeypatch.setattr("tq_cloud.operations.Operations.of", classmethod(
         lambda cls, stack: cls(stack.handler, stack.barriers, stack.projections)))
     with pytest.raises(AssertionError):
-        shop = Shop()
-        stack, stop, serving, base = await _served(shop.app)
-        try:
-            async with aiohttp.ClientSession() as http:
-                await test_the_overview_counts_exactly_past_any_cap((shop, stack, http, base))
-        finally:
-            stop.set()
-            await serving
+        async with served_console() as served:
+            await test_the_overview_counts_exactly_past_any_cap(served)
 
 
 async def test_tasks_filter_page_and_redrive_in_bulk_after_a_count(console: Any) -> None:
@@ -162,17 +163,11 @@ async def test_a_task_page_shows_its_attempts_payload_and_result_escaped(console
     assert 'href="/tasks/order-9"' in timeline and "failed" in timeline
 
 
-async def test_escaping_check_fails_without_autoescape(console: Any, monkeypatch: Any) -> None:
+async def test_escaping_check_fails_without_autoescape(monkeypatch: Any) -> None:
     monkeypatch.setattr("jinja2.select_autoescape", lambda **kw: False)
     with pytest.raises(AssertionError, match="never as markup"):
-        shop = Shop()
-        stack, stop, serving, base = await _served(shop.app)
-        try:
-            async with aiohttp.ClientSession() as http:
-                await test_a_task_page_shows_its_attempts_payload_and_result_escaped((shop, stack, http, base))
-        finally:
-            stop.set()
-            await serving
+        async with served_console() as served:
+            await test_a_task_page_shows_its_attempts_payload_and_result_escaped(served)
 
 
 async def test_a_flow_page_shows_steps_progress_and_redrives_the_failed_step(console: Any) -> None:

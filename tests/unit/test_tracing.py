@@ -104,3 +104,45 @@ async def test_without_opentelemetry_nothing_is_carried(monkeypatch: pytest.Monk
     stack = InMemoryStack.create(shop())
     task = await stack.handler.send(("orders", "reserve"), {"sku": "A"})
     assert task.metadata.log_context is None
+
+
+async def test_the_trace_carries_on_through_the_delay_lane_a_redrive_and_a_schedules_children() -> None:
+    """A retry that waits in the delay lane, a failed task an operator re-drives: their runs stay
+    in the producer's trace. A schedule's occurrence starts a trace of its own (no producer span),
+    which its children carry on."""
+    from datetime import timedelta
+
+    app = TaskQueuesManager()
+    broken = {"charge": True}
+
+    @app.task("billing", "charge", retries=1, store_on_failure=True)
+    async def charge(task: Task, actions: ExecutorActions) -> None:
+        if broken["charge"]:
+            raise RuntimeError("card declined")
+
+    @app.task("billing", "report")
+    async def report(task: Task, actions: ExecutorActions) -> None:
+        actions.add_tasks([Task(type="mail", queue_id="billing", payload={})])
+
+    @app.task("billing", "mail")
+    async def mail(task: Task, actions: ExecutorActions) -> None: ...
+
+    app.schedule("hourly", task=report, every=timedelta(hours=1))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    stack = InMemoryStack.create(app, tracing=OtelTracing(provider), delay_lane=True)
+    with provider.get_tracer("api").start_as_current_span("POST /charge") as root:
+        sent = await stack.handler.send(charge, {})
+    await stack.run_until_idle()  # the first run, and its retry through the delay lane: both fail
+    broken["charge"] = False
+    assert [t.key for t in (await stack.handler.redrive_report([sent.key])).sent] == [sent.key]
+    await stack.run_until_idle()
+    await stack.run_until(stack.clock.now() + timedelta(hours=1))
+    runs = [s for s in exporter.get_finished_spans() if s.name == "tq.execute billing/charge"]
+    assert len(runs) == 3 and {s.context.trace_id for s in runs} == {root.get_span_context().trace_id}, \
+        "the first run, its retry (via the delay lane) and the re-driven run"
+    [occurrence] = [s for s in exporter.get_finished_spans() if s.name == "tq.execute billing/report"]
+    [child] = [s for s in exporter.get_finished_spans() if s.name == "tq.execute billing/mail"]
+    assert occurrence.context.trace_id != root.get_span_context().trace_id
+    assert parent_of(child) == occurrence.context.span_id
