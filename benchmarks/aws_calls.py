@@ -27,7 +27,9 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -68,10 +70,13 @@ class Tally:
     transact_items: int = 0
     lane_batches: int = 0
     """Batches of due messages the delay lane's mapping gave the worker."""
+    causes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Calls by (operation, the engine's code that made it)."""
 
     def hook(self, service: str) -> Any:
         def count(model: Any, params: dict[str, Any], **_: Any) -> None:
             self.calls[f"{service}.{model.name}"] += 1
+            self.causes[(f"{service}.{model.name}", CAUSE.get() or cause())] += 1
             if model.name == "PutRecords":
                 self.kinesis_records += len(params["Records"])
                 for record in params["Records"]:
@@ -81,6 +86,47 @@ class Tally:
             if model.name == "TransactWriteItems":
                 self.transact_items += len(params["TransactItems"])
         return count
+
+
+PLUMBING = ("/backends/aws/", "/core/resilience.py")
+CAUSE: ContextVar[str] = ContextVar("cause", default="")
+"""The port call under way and the engine's code that made it: calls a port method makes in
+tasks of their own (a gathered batch of writes) inherit it, where their stack no longer shows it."""
+
+
+def trace_port_calls() -> None:
+    """Every port call through the engine's retrying wrappers sets CAUSE for the calls it makes."""
+    from tq_cloud.core.resilience import RetryingPort
+
+    wrapped = RetryingPort.__getattr__
+
+    def traced(self: RetryingPort, attr: str) -> Any:
+        target = wrapped(self, attr)
+        if not asyncio.iscoroutinefunction(target):
+            return target
+        port = type(self._inner).__name__
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            token = CAUSE.set(f"{port}.{attr} <- {cause()}")
+            try:
+                return await target(*args, **kwargs)
+            finally:
+                CAUSE.reset(token)
+
+        setattr(self, attr, call)
+        return call
+
+    RetryingPort.__getattr__ = traced  # type: ignore[method-assign]
+
+
+def cause() -> str:
+    """The engine's code that asked for the call: the innermost frame of tq_cloud outside the
+    AWS backends and the retrying wrappers, which only pass calls on."""
+    for frame in reversed(traceback.extract_stack()):
+        where = frame.filename.replace("\\", "/")
+        if "/tq_cloud/" in where and not any(part in where for part in PLUMBING):
+            return f"{where.split('/tq_cloud/', 1)[1].removesuffix('.py')}.{frame.name}"
+    return "(backends)"
 
 
 def build_app(flaky_seen: set[str]) -> TaskQueuesManager:
@@ -210,8 +256,11 @@ def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, com
     print(f"\n{'service':<34}{'calls':>8}{'per task':>10}")
     for service, count in sorted(by_service.items()):
         print(f"{service:<34}{count:>8}{count / total:>10.4f}")
+    print(f"\n{'operation: port method <- the engine code that called it':<100}{'calls':>8}{'per task':>10}")
+    for (operation, why), count in sorted(engine.causes.items(), key=lambda kv: -kv[1]):
+        print(f"{operation + ': ' + why:<100}{count:>8}{count / total:>10.4f}")
     all_calls = sum(by_service.values())
-    print(f"{'all engine calls':<34}{all_calls:>8}{all_calls / total:>10.4f}   (target < 0.5)")
+    print(f"\n{'all engine calls':<34}{all_calls:>8}{all_calls / total:>10.4f}   (target < 0.5)")
     esm = sum(source.calls.values())
     print(f"{'event source (GetRecords etc.)':<34}{esm:>8}{esm / total:>10.4f}   (Lambda's own, not billed)")
     writes = sum(c for n, c in engine.calls.items() if n.split(".")[1] in DDB_WRITES) + 2 * engine.transact_items
@@ -302,6 +351,7 @@ def main(argv: list[str] | None = None) -> float:
     for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x")):
         os.environ.setdefault(name, value)
     SqsDelayLane._entry = send_without_delay  # type: ignore[method-assign]
+    trace_port_calls()
     with moto_server() as endpoint:
         started = time.perf_counter()
         engine, source, shares, committed = asyncio.run(run(args.tasks, endpoint, args.history))
