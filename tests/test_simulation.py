@@ -494,3 +494,24 @@ def test_mutation_counting_a_batch_before_its_commit_is_caught(monkeypatch: pyte
     monkeypatch.setattr(assembly.CommitPipeline, "__init__", tally_first)
     found = violations_within(range(1, 4), tasks=600)
     assert any("batches committed" in v for v in found), found[:5]
+
+
+def test_mutation_a_packed_lane_message_sent_back_for_its_first_task_only_is_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks due in the same second share a lane message; a forwarder that judged a message by
+    its first task alone would delete messages whose other tasks never reached the stream."""
+    from tq_cloud.aws_lambda import delay_forwarder
+    from tq_cloud.errors import QueueWriteError
+
+    async def first_only(handler: Any, tasks: dict[str, list[Task]]) -> set[str]:
+        try:
+            await handler.router.queue.publish([t for group in tasks.values() for t in group])
+        except QueueWriteError as exc:
+            return {m for m, group in tasks.items() if group[0].key in set(exc.task_ids)}
+        except Exception:
+            return set(tasks)
+        return set()
+
+    monkeypatch.setattr(delay_forwarder, "_publish", first_only)
+    found = violations_within(range(1, 6), tasks=1500)
+    assert any("expected executed" in v for v in found), found[:5]

@@ -123,14 +123,34 @@ async def test_retry_soon_sets_a_visibility_that_doubles_with_each_receive(lane:
 
     assert [retry_visibility(n) for n in (1, 2, 3, 9, 10, 30)] == [1, 2, 4, 256, 300, 300]
     url = lane.settings.delay_queue_url
+    await lane.handler.router.delay_lane.send([Task(id="soon", type="t", queue_id="q", payload={})])  # type: ignore[union-attr]
     received = {json.loads(m["Body"])["id"]: m for m in await due_messages(
-        lane, Task(id="soon", type="t", queue_id="q", payload={}), Task(id="late", type="t", queue_id="q", payload={}))}
+        lane, Task(id="late", type="t", queue_id="q", payload={}))}  # two sends: two messages
     soon, late = received["soon"], received["late"]
     lane_port = lane.handler.router.delay_lane
     assert lane_port is not None
     await lane_port.retry_soon([LaneMessage(soon["ReceiptHandle"], 1), LaneMessage(late["ReceiptHandle"], 9)])
     back = await lane.clients.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5, MaxNumberOfMessages=10)
     assert [m["MessageId"] for m in back.get("Messages", [])] == [soon["MessageId"]]
+
+
+async def test_tasks_of_one_send_due_in_the_same_second_share_a_message(lane: AwsStack) -> None:
+    """SQS: one message for the tasks of a send due in the same whole second (a JSON array),
+    one for each other second; the worker forwards every task of a packed message."""
+    from tq_cloud.aws_lambda.delay_forwarder import decode_lane_body
+
+    now = lane.handler.clock.now()
+    burst = [Task(id=f"b{i}", type="t", queue_id="q", payload={}, execute_at=now + timedelta(milliseconds=i))
+             for i in range(30)]
+    await lane.handler.router.delay_lane.send(burst)  # type: ignore[union-attr]
+    response = await lane.clients.sqs.receive_message(QueueUrl=lane.settings.delay_queue_url, MaxNumberOfMessages=10)
+    [only] = response["Messages"]
+    assert [t.key for t in decode_lane_body(only["Body"].encode(), "m")] == [t.key for t in burst]
+    worker = kinesis_handler(app(), lane.settings)
+    assert await worker.handle(sqs_event([only]), FakeContext()) == {"batchItemFailures": []}
+    forwarded = sorted(json.loads(r["Data"])["id"] for r in await read_all(lane.clients.kinesis,
+                                                                           lane.settings.stream_name))
+    assert forwarded == sorted(t.key for t in burst)
 
 
 async def test_a_kinesis_event_still_runs_tasks(lane: AwsStack) -> None:
@@ -140,12 +160,11 @@ async def test_a_kinesis_event_still_runs_tasks(lane: AwsStack) -> None:
 
 
 def test_a_delay_is_rounded_down_to_the_second_the_worker_holds_the_rest() -> None:
-    from tq_cloud.backends.aws import SqsDelayLane
+    from tq_cloud.backends.aws.sqs_delay import lane_message
     from tq_cloud.clock import ManualClock
 
     clock = ManualClock()
-    lane = SqsDelayLane(client=None, queue_url="u", clock=clock)
-    delays = [lane._entry(0, Task(id="d", type="t", queue_id="q", payload={},
-                                  execute_at=clock.now() + timedelta(seconds=s)))["DelaySeconds"]
+    delays = [lane_message(Task(id="d", type="t", queue_id="q", payload={},
+                                execute_at=clock.now() + timedelta(seconds=s)), clock.now())[1]
               for s in (-3, 0, 0.001, 1.2, 899.5, 2000)]
     assert delays == [0, 0, 0, 1, 899, 900]

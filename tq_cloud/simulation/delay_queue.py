@@ -1,7 +1,8 @@
 """The SQS delay lane and its Lambda event source mapping, simulated.
 
 A message sent with `DelaySeconds` (the lane rounds each task's delay down to the second; the
-worker holds a task that arrives early) is invisible until then. Pollers (Lambda's SQS mapping
+worker holds a task that arrives early; tasks of one send due in the same second share a
+message, as on SQS) is invisible until then. Pollers (Lambda's SQS mapping
 starts five) receive up to 10 visible messages as soon as there are any (batching window 0;
 a long poll returns within a seeded 100 ms), invoke the worker with a real-shaped SQS event and
 delete the messages it did not name in `batchItemFailures`. A named message is received again
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from tq_cloud.backends.aws.sqs_delay import MAX_DELAY, MAX_MESSAGE_BYTES, lane_message
+from tq_cloud.backends.aws.sqs_delay import MAX_DELAY, MAX_MESSAGE_BYTES, lane_messages
 from tq_cloud.clock import Clock
 from tq_cloud.domain.task import Task
-from tq_cloud.errors import QueueWriteError, TaskRejectedError
+from tq_cloud.errors import QueueWriteError
 from tq_cloud.ports.delay import LaneMessage, retry_visibility
 from tq_cloud.simulation.loop import due, wait_until
 
@@ -77,13 +78,8 @@ class SimDelayQueue:
         return MAX_MESSAGE_BYTES
 
     async def send(self, tasks: Sequence[Task]) -> None:
-        now, rejected = self.clock.now(), {}
-        for task in tasks:
-            try:
-                body, delay = lane_message(task, now)
-            except TaskRejectedError as exc:
-                rejected[task.key] = str(exc)
-                continue
+        messages, rejected = lane_messages(tasks, self.clock.now())
+        for _, body, delay in messages:  # packed as SQS's lane packs them
             due_at = asyncio.get_running_loop().time() + delay
             self._push(due_at, Message(f"m{next(self._ids)}", body.decode(), due_at=due_at))
             self.sent += 1

@@ -1,4 +1,10 @@
-"""The delay lane on SQS: each task a message with its own `DelaySeconds` (up to 15 minutes).
+"""The delay lane on SQS: tasks wait as messages with their own `DelaySeconds` (up to 15 minutes).
+
+Tasks of one send due within the same second share a message (a JSON array of tasks, up to
+256 KB; a task alone is its own JSON, as it always was): a burst of retries or a batch of
+tasks delayed alike costs one message, one receive and one delete, not one each. A packed
+message whose forward failed in part comes back whole: its tasks that did reach the stream are
+forwarded again, as a message delivered twice would be (below).
 
 An SQS event source mapping gives the messages, once due, to the worker, which forwards them
 to the stream under the task's partition key (aws_lambda/delay_forwarder.py): the task then
@@ -28,6 +34,8 @@ from tq_cloud.ports.delay import SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES, LaneMessa
 MAX_DELAY, MAX_MESSAGE_BYTES = SQS_MAX_DELAY, SQS_MAX_MESSAGE_BYTES
 log = logging.getLogger("tq_cloud.delay_lane")
 _BATCH = 10
+Entry = tuple[list[Task], dict[str, Any]]
+"""A message to send: its tasks, and its SendMessageBatch entry."""
 
 
 class SqsDelayLane:
@@ -53,18 +61,12 @@ class SqsDelayLane:
     def max_message_bytes(self) -> int:
         return MAX_MESSAGE_BYTES
 
-    def _entry(self, index: int, task: Task) -> dict[str, Any]:
-        body, delay = lane_message(task, self.clock.now())
+    def _entry(self, index: int, body: bytes, delay: int) -> dict[str, Any]:
         return {"Id": str(index), "MessageBody": body.decode(), "DelaySeconds": delay}
 
     async def send(self, tasks: Sequence[Task]) -> None:
-        entries: list[tuple[Task, dict[str, Any]]] = []
-        rejected: dict[str, str] = {}
-        for index, task in enumerate(tasks):
-            try:
-                entries.append((task, self._entry(index, task)))
-            except TaskRejectedError as exc:
-                rejected[task.key] = str(exc)
+        messages, rejected = lane_messages(tasks, self.clock.now())
+        entries = [(group, self._entry(i, body, delay)) for i, (group, body, delay) in enumerate(messages)]
         unwritten: list[str] = []
         for batch in _batches(entries):
             failed, refused = await self._send_with_retries(batch)
@@ -73,26 +75,26 @@ class SqsDelayLane:
         if unwritten or rejected:
             raise QueueWriteError("the SQS delay lane did not take every task", unwritten, rejected)
 
-    async def _send_with_retries(self, batch: list[tuple[Task, dict[str, Any]]]) -> tuple[list[str], dict[str, str]]:
-        pending, refused = batch, {}
+    async def _send_with_retries(self, batch: list[Entry]) -> tuple[list[str], dict[str, str]]:
+        pending, refused = batch, dict[str, str]()
         for attempt in range(self.attempts):
             self.send_calls += 1
             response = await self.client.send_message_batch(QueueUrl=self.queue_url, Entries=[e for _, e in pending])
-            by_id = {e["Id"]: (task, e) for task, e in pending}
+            by_id = {e["Id"]: (group, e) for group, e in pending}
             retry = []
             for failure in response.get("Failed", []):
-                task, entry = by_id[failure["Id"]]
+                group, entry = by_id[failure["Id"]]
                 if failure.get("SenderFault"):
-                    refused[task.key] = f"SQS refused the message: {failure.get('Code')}: {failure.get('Message')}"
+                    refused |= {task.key: f"SQS refused the message: {failure.get('Code')}: {failure.get('Message')}"
+                                for task in group}
                 else:
-                    retry.append((task, entry))
+                    retry.append((group, entry))
             if not retry:
                 return [], refused
             pending = retry
             if attempt + 1 < self.attempts:
                 await asyncio.sleep(self.base_delay * 2 ** attempt * random.uniform(0.5, 1.0))
-        return [task.key for task, _ in pending], refused
-
+        return [task.key for group, _ in pending for task in group], refused
 
     async def retry_soon(self, messages: Sequence[LaneMessage]) -> None:
         """ChangeMessageVisibilityBatch, 10 messages a call, each call tried `attempts` times;
@@ -126,9 +128,42 @@ def lane_message(task: Task, now: datetime) -> tuple[bytes, int]:
     return body, min(max(math.floor(wait), 0), int(MAX_DELAY.total_seconds()))
 
 
-def _batches(entries: list[tuple[Task, dict[str, Any]]]) -> Iterator[list[tuple[Task, dict[str, Any]]]]:
+def lane_messages(tasks: Sequence[Task], now: datetime
+                  ) -> tuple[list[tuple[list[Task], bytes, int]], dict[str, str]]:
+    """The lane's messages for `tasks`: (its tasks, body, DelaySeconds) each, the tasks of one
+    second packed together as a JSON array up to 256 KB; and, by task id, why a task cannot
+    wait in the lane at all (PayloadTooLargeError's reason)."""
+    by_delay: dict[int, list[tuple[Task, bytes]]] = {}
+    rejected: dict[str, str] = {}
+    for task in tasks:
+        try:
+            body, delay = lane_message(task, now)
+        except TaskRejectedError as exc:
+            rejected[task.key] = str(exc)
+            continue
+        by_delay.setdefault(delay, []).append((task, body))
+    messages: list[tuple[list[Task], bytes, int]] = []
+    for delay, members in by_delay.items():
+        packed: list[tuple[Task, bytes]] = []
+        size = 2
+        for task, body in members:
+            if packed and size + len(body) + 1 > MAX_MESSAGE_BYTES:
+                messages.append(_packed(packed, delay))
+                packed, size = [], 2
+            packed.append((task, body))
+            size += len(body) + 1
+        messages.append(_packed(packed, delay))
+    return messages, rejected
+
+
+def _packed(members: list[tuple[Task, bytes]], delay: int) -> tuple[list[Task], bytes, int]:
+    body = members[0][1] if len(members) == 1 else b"[" + b",".join(b for _, b in members) + b"]"
+    return [task for task, _ in members], body, delay
+
+
+def _batches(entries: list[Entry]) -> Iterator[list[Entry]]:
     """At most 10 messages and 256 KB a request."""
-    batch: list[tuple[Task, dict[str, Any]]] = []
+    batch: list[Entry] = []
     size = 0
     for entry in entries:
         length = len(entry[1]["MessageBody"].encode())
