@@ -186,7 +186,6 @@ class TaskHandler:
             *extra_commit_steps,
             TallyStep(counters),
         ])
-        self.counters = counters
         self.redriver = Redriver(storage, queue, self.clock)
         self.control = TaskControl(storage, self.clock, self.pipeline, self.runner.control, self.flows)
         self.runner.commit_async = self._commit_async
