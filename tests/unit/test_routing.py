@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,56 @@ async def test_the_in_memory_delay_lane_takes_what_sqs_would() -> None:
     await stack.run_until_idle()
     assert dict(ran)["lane"] == 600.0, "on time, to the second"
     assert sorted(k for k, _ in ran) == ["lane", "large", "row", "stored"]
+
+
+def _count_encodings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from tq_cloud.domain.task import Task as TaskModel
+
+    calls = [0]
+    dump = TaskModel.model_dump_json
+
+    def counted(self: TaskModel, **kwargs: Any) -> str:
+        calls[0] += 1
+        return dump(self, **kwargs)
+
+    monkeypatch.setattr(TaskModel, "model_dump_json", counted)
+    return calls
+
+
+async def test_add_tasks_encodes_each_task_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routing measures a task's size on the bytes its record is written from (issue #28:
+    'encode once'); the in-memory queue round-trips records as JSON, as Kinesis would."""
+    from tq_cloud import TaskQueuesManager
+
+    app = TaskQueuesManager()
+
+    @app.task("q", "t")
+    async def noop(task: Task, actions: Any) -> None: ...
+
+    stack = InMemoryStack.create(app)
+    calls = _count_encodings(monkeypatch)
+    await stack.handler.add_tasks([Task(type="t", queue_id="q", payload={"n": i}) for i in range(10)])
+    assert calls[0] == 10, f"{calls[0]} encodings for 10 tasks"
+    assert len(await stack.queue.receive("q", 100)) == 10
+
+
+async def test_the_encode_once_check_fails_when_routing_encodes_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    monkeypatch.setattr("tq_cloud.core.routing.encoding_once", contextlib.nullcontext)
+    with pytest.raises(AssertionError, match="20 encodings"):
+        await test_add_tasks_encodes_each_task_once(monkeypatch)
+
+
+def test_the_memo_never_serves_another_object_and_ends_with_its_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tq_cloud.core.codec import encode_task, encoding_once
+
+    task = Task(id="a", type="t", queue_id="q", payload={"n": 1})
+    calls = _count_encodings(monkeypatch)
+    with encoding_once():
+        first = encode_task(task)
+        assert encode_task(task) is first and calls[0] == 1
+        changed = task.model_copy(update={"payload": {"n": 2}})
+        assert b'"n":2' in encode_task(changed), "a copy is a new object: encoded afresh"
+    encode_task(task)
+    assert calls[0] == 3, "outside the block nothing is kept"

@@ -7,6 +7,9 @@ JSON is that task's error, never its batch's."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,11 +41,40 @@ class UndecodableRecord:
         )
 
 
-def encode_task(task: Task) -> bytes:
+_ENCODED: ContextVar[dict[int, tuple[Task, bytes]] | None] = ContextVar("tq_cloud_encoded", default=None)
+"""The encodings made within `encoding_once()`, by task object (none outside one)."""
+
+
+@contextmanager
+def encoding_once() -> Iterator[None]:
+    """Within the block, a task object is encoded once: routing measures a task's size and the
+    queue writes its record from the same bytes. Only for the router's own copies of tasks,
+    which nothing changes in place while it routes them (a change would make the kept bytes
+    stale); the memo ends with the block.
+
+    Example:
+        with encoding_once():
+            size = len(encode_task(task))       # encodes
+            data = encode_task(task)            # the same bytes, not encoded again
+    """
+    token = _ENCODED.set({})
     try:
-        return task.model_dump_json(exclude_defaults=True).encode()
+        yield
+    finally:
+        _ENCODED.reset(token)
+
+
+def encode_task(task: Task) -> bytes:
+    memo = _ENCODED.get()
+    if memo is not None and (hit := memo.get(id(task))) is not None and hit[0] is task:
+        return hit[1]
+    try:
+        data = task.model_dump_json(exclude_defaults=True).encode()
     except (PydanticSerializationError, TypeError, ValueError) as exc:
         raise UnserialisableTaskError(task.id, str(exc)[:300]) from exc
+    if memo is not None:
+        memo[id(task)] = (task, data)
+    return data
 
 
 def decode_task(data: bytes, record_id: str) -> Task | UndecodableRecord:

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 
 from tq_cloud.clock import Clock
-from tq_cloud.core.codec import encode_task, usable_id
+from tq_cloud.core.codec import encode_task, encoding_once, usable_id
 from tq_cloud.core.emitter import LifecycleEmitter
 from tq_cloud.core.executors import Executor
 from tq_cloud.core.extensions import NO_SCREEN, NO_TRACING, SendScreen, Tracing
@@ -205,9 +205,15 @@ class TaskRouter:
         is written. Otherwise (the commit path) such tasks come back as rejected and the rest
         are dispatched. Transient failures (throttling) raise in both modes. `prepared`: the
         tasks are `check`'s copies already (children checked in the executor's call).
-        `allow_unknown=False` (add_tasks): a (queue, type) no executor takes is refused too."""
+        `allow_unknown=False` (add_tasks): a (queue, type) no executor takes is refused too.
+        Each task is encoded once: its size is measured on the bytes its record is written from."""
         if not tasks:
             return [], {}
+        with encoding_once():
+            return await self._dispatch(tasks, strict, prepared, allow_unknown)
+
+    async def _dispatch(self, tasks: Sequence[Task], strict: bool, prepared: bool, allow_unknown: bool
+                        ) -> tuple[list[Task], Rejected]:
         now = self.clock.now()
         routed: list[Task] = list(tasks) if prepared else []
         rejected: Rejected = {}
