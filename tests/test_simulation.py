@@ -515,3 +515,19 @@ def test_mutation_a_packed_lane_message_sent_back_for_its_first_task_only_is_cau
     monkeypatch.setattr(delay_forwarder, "_publish", first_only)
     found = violations_within(range(1, 6), tasks=1500)
     assert any("expected executed" in v for v in found), found[:5]
+
+
+def test_mutation_a_failed_run_recorded_twice_in_its_history_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row keeps its last failed runs for the console's timeline; one recorded twice (or out
+    of order) is caught by the final checks."""
+    from tq_cloud.core import commit
+
+    kept = commit.failed_stats
+
+    def twice(outcome: Any) -> Any:
+        stats = kept(outcome)
+        return stats.model_copy(update={"attempts": (*stats.attempts, *stats.attempts[-1:])})
+
+    monkeypatch.setattr(commit, "failed_stats", twice)
+    found = violations_within(range(1, 4), tasks=600, about="attempt history")
+    assert found, "a doubled attempt went unseen"

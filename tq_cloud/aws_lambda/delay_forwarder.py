@@ -21,7 +21,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tq_cloud.core.codec import UndecodableRecord, decode_task
+from tq_cloud.core.codec import UndecodableRecord, decode_task, decode_task_object
 from tq_cloud.domain.task import Task
 from tq_cloud.errors import QueueWriteError
 from tq_cloud.ports.delay import LaneMessage
@@ -65,7 +65,9 @@ def decode_lane_body(body: bytes, record_id: str) -> list[Task | UndecodableReco
         items = json.loads(body)
     except ValueError:
         return [decode_task(body, record_id)]
-    return [decode_task(json.dumps(item).encode(), f"{record_id}:{n}") for n, item in enumerate(items)]
+    if not isinstance(items, list):
+        return [decode_task(body, record_id)]
+    return [decode_task_object(item, f"{record_id}:{n}") for n, item in enumerate(items)]
 
 
 async def _retry_soon(handler: TaskHandler, records: Sequence[Mapping[str, Any]]) -> None:

@@ -7,6 +7,7 @@ JSON is that task's error, never its batch's."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -86,6 +87,20 @@ def decode_task(data: bytes, record_id: str) -> Task | UndecodableRecord:
     except ValidationError as exc:
         return UndecodableRecord(record_id, f"record is not a valid task: {describe_validation_error(exc)}",
                                  data[:_PREVIEW_CHARS].decode("utf-8", "replace"))
+    return _with_usable_id(task, record_id)
+
+
+def decode_task_object(item: object, record_id: str) -> Task | UndecodableRecord:
+    """As `decode_task`, from JSON already parsed (an element of a packed lane message)."""
+    try:
+        task = Task.model_validate(item)
+    except ValidationError as exc:
+        return UndecodableRecord(record_id, f"record is not a valid task: {describe_validation_error(exc)}",
+                                 json.dumps(item, default=str)[:_PREVIEW_CHARS])
+    return _with_usable_id(task, record_id)
+
+
+def _with_usable_id(task: Task, record_id: str) -> Task:
     return task if usable_id(task.id) else task.model_copy(update={"id": derived_id("record", record_id)})
 
 

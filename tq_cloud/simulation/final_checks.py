@@ -5,7 +5,7 @@ from __future__ import annotations
 from tq_cloud.backends.memory import InMemoryAdapter, InMemoryProjectionProvider
 from tq_cloud.domain.flows import StartedFlow
 from tq_cloud.domain.outcomes import Verdict
-from tq_cloud.domain.task import TaskStatus
+from tq_cloud.domain.task import ATTEMPTS_KEPT, TaskStatus
 from tq_cloud.ids import derived_id
 from tq_cloud.ports.projections import ProjectionStatus
 from tq_cloud.simulation.checks import Seen, Tracker, rows_left_open
@@ -41,6 +41,7 @@ class FinalChecks:
             tracker.violate(f"{len(mapping.on_failure)} batches reached the on-failure destination: "
                             f"{mapping.on_failure[:3]}")
         self._tasks()
+        self._attempt_histories()
         self._redriven()
         self._foreign()
         for flow_id, flow in flows.items():
@@ -67,6 +68,15 @@ class FinalChecks:
                 tracker.violate(f"stored task {key} should have an executed row, has {row.status if row else None}")
             if seen.bound and want is not None:
                 self._projection(key, want)
+
+    def _attempt_histories(self) -> None:
+        """A row's failed runs (the console's timeline): at most ATTEMPTS_KEPT, each run once,
+        in order, none past the row's own attempt."""
+        for key, row in self.storage._rows.items():
+            numbers = [a.attempt for a in row.execution_stats.attempts]
+            if len(numbers) > ATTEMPTS_KEPT or numbers != sorted(set(numbers)) or (
+                    numbers and numbers[-1] > row.retry_count + 1):
+                self.tracker.violate(f"task {key}: attempt history {numbers} at retry count {row.retry_count}")
 
     def _cancelled(self, key: str, seen: Seen, how: str) -> None:
         """A task cancelled before it ran ends cancelled; one cancelled while it ran (or by a

@@ -62,10 +62,9 @@ class MetricCounters:
 
     async def _pairs(self, client: Any) -> list[tuple[str, str]]:
         found: set[tuple[str, str]] = set()
-        request: dict[str, Any] = {"Namespace": self.namespace, "MetricName": "TasksExecuted",
-                                   "Dimensions": [{"Name": "service", "Value": self.service}]}
         for name in METRIC_NAMES.values():
-            request["MetricName"] = name
+            request: dict[str, Any] = {"Namespace": self.namespace, "MetricName": name,
+                                       "Dimensions": [{"Name": "service", "Value": self.service}]}
             while True:
                 page = await client.list_metrics(**request)
                 for metric in page.get("Metrics", []):
@@ -73,7 +72,6 @@ class MetricCounters:
                     if "queue" in dims and "type" in dims:
                         found.add((dims["queue"], dims["type"]))
                 if not page.get("NextToken"):
-                    request.pop("NextToken", None)
                     break
                 request["NextToken"] = page["NextToken"]
         return sorted(found)
