@@ -66,6 +66,8 @@ class Tally:
     kinesis_records: int = 0
     kinesis_bytes: int = 0
     kinesis_kb: int = 0
+    kinesis_put_units: int = 0
+    """25 KB PUT payload units, by which provisioned Kinesis bills each record."""
     """The records' sizes (data and partition key), and in 1 KB units as on-demand bills them."""
     transact_items: int = 0
     lane_batches: int = 0
@@ -83,6 +85,7 @@ class Tally:
                     size = len(record["Data"]) + len(record["PartitionKey"].encode())
                     self.kinesis_bytes += size
                     self.kinesis_kb += -(-size // 1024)
+                    self.kinesis_put_units += -(-size // (25 * 1024))
             if model.name == "TransactWriteItems":
                 self.transact_items += len(params["TransactItems"])
         return count
@@ -273,7 +276,7 @@ def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, com
                   + engine.calls["scheduler.CreateSchedule"] * PRICE_SCHEDULER
                   + sqs_requests * PRICE_SQS_REQUEST + source.lane_batches * PRICE_LAMBDA_REQUEST)
     provisioned, on_demand = capacity(engine)
-    puts = engine.kinesis_records * PRICE_KINESIS_PUT_UNIT
+    puts = engine.kinesis_put_units * PRICE_KINESIS_PUT_UNIT
     per_million = 1e6 / total
     print(f"\nkinesis records per task: {engine.kinesis_records / total:.3f} "
           f"({engine.kinesis_bytes / max(engine.kinesis_records, 1):.0f} bytes a record)")
@@ -287,22 +290,28 @@ def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, com
     return all_calls / total, line
 
 
-def plain_immediate_calls(endpoint: str, n: int) -> tuple[float, float]:
-    """Calls per task for plain immediate successes alone."""
-    async def go() -> tuple[float, float]:
+def plain_immediate_calls(endpoint: str, n: int) -> tuple[float, float, float, tuple[float, float]]:
+    """Kinesis records, Kinesis calls and DynamoDB calls per task for plain immediate successes
+    alone, sent by `add_tasks` in calls of 500, and their stream's cost per million tasks
+    (provisioned, on-demand)."""
+    async def go() -> tuple[float, float, float, tuple[float, float]]:
         settings = deployed(endpoint)
         tally = Tally()
         async with aws_resources(settings) as clients, open_clients(settings) as esm:
             for service in ("kinesis", "dynamodb"):
                 getattr(clients, service).meta.events.register("before-parameter-build.*.*", tally.hook(service))
             stack = await build_stack(build_app(set()), settings, clients)
-            await stack.handler.add_tasks([Task(type="plain", queue_id="w", payload={}) for _ in range(n)])
+            for start in range(0, n, 500):
+                await stack.handler.add_tasks([Task(type="plain", queue_id="w", payload={"i": i})
+                                               for i in range(start, min(n, start + 500))])
             poller = KinesisShardPoller(esm.kinesis, settings.stream_name, stack.handler, batch_size=1000)
             while await poller.poll_once():
                 pass
         kinesis = sum(c for k, c in tally.calls.items() if k.startswith("kinesis"))
         dynamo = sum(c for k, c in tally.calls.items() if k.startswith("dynamodb"))
-        return kinesis / n, dynamo / n
+        provisioned, on_demand = capacity(tally)
+        cost = ((provisioned + tally.kinesis_put_units * PRICE_KINESIS_PUT_UNIT) * 1e6 / n, on_demand * 1e6 / n)
+        return tally.kinesis_records / n, kinesis / n, dynamo / n, cost
     return asyncio.run(go())
 
 
@@ -330,7 +339,7 @@ def cancellable_calls(endpoint: str, n: int) -> tuple[float, float, float]:
                 pass
         writes = sum(c for k, c in tally.calls.items() if k.split(".")[1] in DDB_WRITES)
         reads = sum(c for k, c in tally.calls.items() if k.split(".")[1] in {"GetItem", "Query", "BatchGetItem"})
-        cost = (tally.kinesis_records * PRICE_KINESIS_PUT_UNIT + capacity(tally)[0] + writes * PRICE_DDB_WRITE
+        cost = (tally.kinesis_put_units * PRICE_KINESIS_PUT_UNIT + capacity(tally)[0] + writes * PRICE_DDB_WRITE
                 + n * PRICE_DDB_READ)
         return writes / n, reads / n, cost / n * 1e6
     return asyncio.run(go())
@@ -357,9 +366,10 @@ def main(argv: list[str] | None = None) -> float:
         started = time.perf_counter()
         engine, source, shares, committed = asyncio.run(run(args.tasks, endpoint, args.history))
         per_task, cost_line = report(engine, source, shares, args.tasks, committed)
-        k, d = plain_immediate_calls(endpoint, max(1000, args.tasks // 10))
-        print(f"plain immediate tasks alone: {k:.4f} Kinesis calls and {d:.4f} DynamoDB calls per task "
-              "(targets: <= 0.01 and 0)")
+        records, k, d, (provisioned, on_demand) = plain_immediate_calls(endpoint, max(1000, args.tasks // 10))
+        print(f"plain immediate tasks alone: {records:.4f} Kinesis records, {k:.4f} Kinesis calls and {d:.4f} "
+              f"DynamoDB calls per task (targets: <= 0.05, <= 0.01 and 0); ${provisioned:.4f} per million "
+              f"provisioned, ${on_demand:.4f} on-demand")
         w, r, c = cancellable_calls(endpoint, max(1000, args.tasks // 10))
         print(f"cancellable immediate tasks: {w:.2f} DynamoDB write calls and {r:.2f} read calls per task, "
               f"about ${c:.2f} per million tasks (one consistent read unit each; index writes not counted)")

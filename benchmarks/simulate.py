@@ -35,7 +35,7 @@ def seeds_of(text: str) -> list[int]:
 def replay_command(config: SimConfig) -> str:
     return (f"python benchmarks/simulate.py --tasks {config.tasks} --fault-rate {config.fault_rate} "
             f"--seed {config.seed} --shards {config.shards} --parallelization {config.parallelization} "
-            f"--max-flow-steps {config.max_flow_steps}")
+            f"--max-flow-steps {config.max_flow_steps} --aggregate-bytes {config.aggregate_bytes}")
 
 
 def show(report: SimReport) -> None:
@@ -44,6 +44,8 @@ def show(report: SimReport) -> None:
           f"({report.tasks_per_second:.0f} tasks/s; {report.virtual_seconds:.0f} s simulated), "
           f"{report.invocations} invocations, {report.redelivered} records redelivered, peak RSS {report.peak_mb:.0f} MB")
     print(f"  faults injected: {faults}")
+    print(f"  stream: {report.records} records ({report.records / max(report.tasks, 1):.3f} a task), "
+          f"{report.put_back} uncommitted tasks of aggregated batches put back")
     print(f"  operator: {report.redrives} tasks re-driven (stale records of their old attempts put back)")
     if report.schedules:
         n = report.schedules
@@ -79,13 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--parallelization", type=int, default=10)
     parser.add_argument("--max-flow-steps", type=int, default=5000)
+    parser.add_argument("--aggregate-bytes", type=int, default=25 * 1024,
+                        help="pack tasks into KPL aggregated records up to this size; 0: a record per task")
     args = parser.parse_args(argv)
     logging.getLogger("tq_cloud").setLevel(logging.CRITICAL)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
     def config(seed: int) -> SimConfig:
         return SimConfig(tasks=args.tasks, fault_rate=args.fault_rate, seed=seed, shards=args.shards,
-                         parallelization=args.parallelization, max_flow_steps=args.max_flow_steps)
+                         parallelization=args.parallelization, max_flow_steps=args.max_flow_steps,
+                         aggregate_bytes=args.aggregate_bytes)
 
     reports: list[SimReport] = []
     if args.sweep:

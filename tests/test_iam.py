@@ -147,13 +147,13 @@ def workload_app(clock: ManualClock) -> TaskQueuesManager:
 
 async def unread(settings: AwsSettings, seen: set[str]) -> list[Task]:
     """Records on the stream not delivered yet (read with the test's own clients)."""
-    from tests.aws.test_kinesis import read_all
+    from tests.aws.test_kinesis import read_all, stream_tasks
 
     async with aws_resources(settings) as clients:
         records = await read_all(clients.kinesis, settings.stream_name)
     fresh = [r for r in records if r["SequenceNumber"] not in seen]
     seen |= {r["SequenceNumber"] for r in fresh}
-    return [Task.model_validate_json(r["Data"]) for r in fresh]
+    return stream_tasks(fresh)
 
 
 @pytest.fixture

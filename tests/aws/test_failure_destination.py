@@ -28,7 +28,7 @@ async def test_an_exhausted_batch_is_named_on_the_failure_queue_and_redriven_onc
     settings = fresh_settings(moto_endpoint)
     async with aws_resources(settings) as clients:
         url = await create_queue(clients, f"{settings.stream_name}-failures")
-        await KinesisQueue(clients.kinesis, settings.stream_name).publish(
+        await KinesisQueue(clients.kinesis, settings.stream_name, aggregate_bytes=0).publish(
             [Task(id=f"t{i}", type="t", queue_id="q", payload={"i": i}, partition_key="one") for i in range(3)])
         arn = (await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name))[
             "StreamDescriptionSummary"]["StreamARN"]

@@ -11,7 +11,7 @@ import pytest
 from tests.aws_support import PutRecordsFaults, aws_resources, fresh_settings
 from tq_cloud import ExecutorActions, Task
 from tq_cloud.backends.aws import AwsSettings, KinesisQueue, build_stack
-from tq_cloud.backends.aws.kinesis import decode_lambda_record
+from tq_cloud.backends.aws.kinesis import decode_get_records, decode_lambda_record
 from tq_cloud.core.codec import UndecodableRecord, encode_task
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.errors import QueueWriteError
@@ -39,6 +39,11 @@ async def read_all(kinesis: Any, stream: str) -> list[dict[str, Any]]:
     return records
 
 
+def stream_tasks(records: list[dict[str, Any]]) -> list[Task]:
+    """The tasks of records read from the stream (plain or aggregated)."""
+    return [t for _, t in decode_get_records(records) if isinstance(t, Task)]
+
+
 def tasks(n: int, size: int = 0, **kw: Any) -> list[Task]:
     return [Task(id=f"t{i}", type="t", queue_id="q", payload={"pad": "x" * size}, **kw) for i in range(n)]
 
@@ -49,10 +54,10 @@ async def no_sleep(_: float) -> None:
 
 async def test_publish_chunks_by_count_and_bytes(env: tuple[Any, AwsSettings]) -> None:
     clients, settings = env
-    queue = KinesisQueue(clients.kinesis, settings.stream_name)
+    queue = KinesisQueue(clients.kinesis, settings.stream_name, aggregate_bytes=0)
     await queue.publish(tasks(1200))
     assert queue.put_calls == 3
-    big = KinesisQueue(clients.kinesis, settings.stream_name)
+    big = KinesisQueue(clients.kinesis, settings.stream_name)  # each too large to share a record
     await big.publish([t.model_copy(update={"id": f"b{i}"}) for i, t in enumerate(tasks(12, 600_000))])
     assert big.put_calls == 2, "12 records of ~600 KB do not fit one 5 MiB request"
     assert len(await read_all(clients.kinesis, settings.stream_name)) == 1212
@@ -69,7 +74,7 @@ async def test_partition_key_is_the_executors_else_the_task_id(env: tuple[Any, A
 
 async def test_oversized_record_is_rejected_and_does_not_hold_back_the_others(env: tuple[Any, AwsSettings]) -> None:
     clients, settings = env
-    queue = KinesisQueue(clients.kinesis, settings.stream_name)
+    queue = KinesisQueue(clients.kinesis, settings.stream_name, aggregate_bytes=0)
     with pytest.raises(QueueWriteError) as raised:
         await queue.publish([*tasks(2), Task(id="huge", type="t", queue_id="q", payload="x" * 1_100_000)])
     assert raised.value.task_ids == [] and list(raised.value.rejected) == ["huge"]
@@ -81,7 +86,7 @@ async def test_oversized_record_is_rejected_and_does_not_hold_back_the_others(en
 async def test_throttled_records_are_resent_until_written(env: tuple[Any, AwsSettings]) -> None:
     clients, settings = env
     faults = PutRecordsFaults(clients.kinesis, lambda record, call: call <= 2 and record["PartitionKey"] in {"t1", "t3"})
-    queue = KinesisQueue(clients.kinesis, settings.stream_name, sleep=no_sleep)
+    queue = KinesisQueue(clients.kinesis, settings.stream_name, sleep=no_sleep, aggregate_bytes=0)
     await queue.publish(tasks(5))
     assert faults.failed == 4 and queue.put_calls == 3 and queue.resent == 4
     ids = sorted(Task.model_validate_json(r["Data"]).id for r in await read_all(clients.kinesis, settings.stream_name))
@@ -91,9 +96,22 @@ async def test_throttled_records_are_resent_until_written(env: tuple[Any, AwsSet
 async def test_records_refused_past_the_deadline_are_named(env: tuple[Any, AwsSettings]) -> None:
     clients, settings = env
     PutRecordsFaults(clients.kinesis, lambda record, call: record["PartitionKey"] == "t2")
-    queue = KinesisQueue(clients.kinesis, settings.stream_name, deadline=0.0, sleep=no_sleep)
+    queue = KinesisQueue(clients.kinesis, settings.stream_name, deadline=0.0, sleep=no_sleep, aggregate_bytes=0)
     with pytest.raises(QueueWriteError, match=r"tasks not written: t2$"):
         await queue.publish(tasks(4))
+
+
+async def test_an_aggregated_record_is_written_or_refused_whole(env: tuple[Any, AwsSettings]) -> None:
+    """PutRecords fails per record: a refused aggregated record names every task it carries,
+    and the other records of the call are written."""
+    clients, settings = env
+    PutRecordsFaults(clients.kinesis, lambda record, call: record["PartitionKey"] == "k2")
+    queue = KinesisQueue(clients.kinesis, settings.stream_name, deadline=0.0, sleep=no_sleep)
+    with pytest.raises(QueueWriteError) as raised:
+        await queue.publish([*tasks(3, partition_key="k1"),
+                             *(t.model_copy(update={"id": f"b{i}"}) for i, t in enumerate(tasks(3, partition_key="k2")))])
+    assert sorted(raised.value.task_ids) == ["b0", "b1", "b2"]
+    assert [t.key for t in stream_tasks(await read_all(clients.kinesis, settings.stream_name))] == ["t0", "t1", "t2"]
 
 
 def test_lambda_record_decoding() -> None:

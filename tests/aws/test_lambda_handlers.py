@@ -281,31 +281,128 @@ def aggregated_event(*groups: list[Task]) -> dict[str, Any]:
     return {"Records": records}
 
 
-def test_aggregated_records_run_each_task_and_a_partial_failure_reruns_none(settings: AwsSettings) -> None:
-    """A failed sub-record names its aggregated record (Lambda's contract knows no more), so the
-    whole record and those after it come back; the sub-records that committed do not run again."""
+def lambda_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records read from the stream, as Lambda's Kinesis event carries them."""
+    out = []
+    for r in records:
+        record = copy.deepcopy(SAMPLE["Records"][0])
+        record["kinesis"].update(data=base64.b64encode(r["Data"]).decode(), sequenceNumber=r["SequenceNumber"],
+                                 partitionKey=r["PartitionKey"])
+        out.append(record)
+    return out
+
+
+def deliver_as_lambda(handler: Any, rounds: int = 6, after_first: Any = None) -> list[dict[str, Any]]:
+    """Feed the stream's records to `handler` as the event source mapping does, a shard at a
+    time: a batch, then again from the first record named, else on to the records written
+    since (`after_first` called after the first batch). The responses."""
+    stack = handler.runtime._stack
+    kinesis, stream = stack.clients.kinesis, stack.settings.stream_name
+
+    async def unread(shard: str, after: str | None) -> list[dict[str, Any]]:
+        kind = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": after} if after else \
+            {"ShardIteratorType": "TRIM_HORIZON"}
+        it = (await kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, **kind))["ShardIterator"]
+        records: list[dict[str, Any]] = []
+        while it and (page := await kinesis.get_records(ShardIterator=it, Limit=10_000))["Records"]:
+            records += page["Records"]
+            it = page.get("NextShardIterator")
+        return records
+
+    shards = [s["ShardId"] for s in handler.runtime.run(kinesis.list_shards(StreamName=stream))["Shards"]]
+    checkpoints: dict[str, str | None] = dict.fromkeys(shards)
+    responses = []
+    for _ in range(rounds):
+        batches = [(shard, fresh) for shard in shards if (fresh := handler.runtime.run(unread(shard, checkpoints[shard])))]
+        if not batches:
+            break
+        for shard, fresh in batches:
+            response = handler({"Records": lambda_records(fresh)}, FakeContext())
+            responses.append(response)
+            if after_first is not None and len(responses) == 1:
+                after_first()
+            named = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+            first = next((i for i, r in enumerate(fresh) if r["SequenceNumber"] in named), len(fresh))
+            if first:
+                checkpoints[shard] = fresh[first - 1]["SequenceNumber"]
+    return responses
+
+
+def partial_failure_in_an_aggregate(settings: AwsSettings) -> tuple[list[str], list[dict[str, Any]], Any]:
+    """Five tasks of one key in one aggregated record, the commit of the third (stored: its row's
+    final write fails, past its retries) failing in the first delivery; the others have no row.
+    What ran, the responses, the handler."""
     runs: list[str] = []
     handler = kinesis_handler(app_with(runs), settings, chunk_size=1)
-    first = [Task(id=f"a{i}", type="t", queue_id="q", payload={}, force_store=True) for i in range(3)]
-    second = [Task(id="b0", type="t", queue_id="q", payload={}, force_store=True)]
-    event = aggregated_event(first, second)
     handler.runtime.run(handler.runtime.stack())  # type: ignore[attr-defined]
-    handler.runtime.run(handler.runtime._stack.storage.insert(  # type: ignore[attr-defined]
-        [t.model_copy(update={"status": TaskStatus.PROCESSING}) for t in first + second]))
-    faults = CallFaults(handler.runtime._stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError",  # type: ignore[attr-defined]
-                        times=100, match=lambda p: p.get("Key", {}).get("id", {}).get("S") == "a1"
+    stack = handler.runtime._stack  # type: ignore[attr-defined]
+    tasks = [Task(id=f"a{i}", type="t", queue_id="q", payload={}, force_store=i == 2, partition_key="k")
+             for i in range(5)]
+    handler.runtime.run(stack.storage.insert([tasks[2].model_copy(update={"status": TaskStatus.PROCESSING})]))
+    handler.runtime.run(stack.handler.router.queue.publish(tasks))
+    faults = CallFaults(stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError", times=1000,
+                        match=lambda p: p.get("Key", {}).get("id", {}).get("S") == "a2"
                         and "executed" in json.dumps(p.get("ExpressionAttributeValues", {})))
+
+    def heal() -> None:
+        faults.remaining = 0
+
+    responses = deliver_as_lambda(handler, after_first=heal)
+    assert faults.raised >= 3, "the third task's commit failed in the first delivery, all retries included"
+    return runs, responses, handler
+
+
+def test_a_partial_failure_in_an_aggregated_record_puts_back_only_what_did_not_commit(settings: AwsSettings) -> None:
+    """Lambda's partial batch response can only name the whole aggregated record, which would run
+    its committed tasks again (these have no row to stop them): the worker puts back the one
+    task that did not commit instead, and names nothing."""
+    from tests.aws.test_kinesis import read_all, stream_tasks
+
+    runs, responses, handler = partial_failure_in_an_aggregate(settings)
+    assert responses == [{"batchItemFailures": []}] * 2
+    assert {k: runs.count(k) for k in ("a0", "a1", "a3", "a4")} == dict.fromkeys(("a0", "a1", "a3", "a4"), 1)
+    assert runs.count("a2") == 3 + 1, "three tries in the first delivery (its commit failing), one from the put-back"
+    stack = handler.runtime._stack
+    records = handler.runtime.run(read_all(stack.clients.kinesis, stack.settings.stream_name))
+    assert [[(t.key, t.execution_stats.requeues) for t in stream_tasks([r])] for r in records] == [
+        [("a0", 0), ("a1", 0), ("a2", 0), ("a3", 0), ("a4", 0)], [("a2", 1)]]
+    assert rows(handler, "a2")["a2"].status is TaskStatus.EXECUTED
+
+
+def test_the_aggregate_check_fails_when_the_record_is_named_instead(settings: AwsSettings,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import tq_cloud.aws_lambda.kinesis as worker
+    from tq_cloud.aws_lambda.remainders import Remainders, record_key
+
+    async def name_them(handler: Any, decoded: Any, uncommitted: set[str], **_: Any) -> Remainders:
+        return Remainders(named=list(dict.fromkeys(s for s, r in decoded if record_key(s, r) in uncommitted)))
+
+    monkeypatch.setattr(worker, "uncommitted_records", name_them)
+    with pytest.raises(AssertionError):
+        test_a_partial_failure_in_an_aggregated_record_puts_back_only_what_did_not_commit(settings)
+
+
+def test_a_task_put_back_too_often_is_named_for_redelivery(settings: AwsSettings) -> None:
+    """A write that keeps failing does not loop through put-backs: after MAX_REQUEUES its record
+    is named, and Lambda's retry limit and on-failure destination take it from there."""
+    from tq_cloud.aws_lambda.remainders import MAX_REQUEUES
+
+    runs: list[str] = []
+    handler = kinesis_handler(app_with(runs), settings)
+    worn = Task(id="w", type="t", queue_id="q", payload={}, force_store=True)
+    worn.execution_stats.requeues = MAX_REQUEUES
+    fresh = Task(id="f", type="t", queue_id="q", payload={}, force_store=True)
+    event = aggregated_event([fresh, worn])
+    handler.runtime.run(handler.runtime.stack())  # type: ignore[attr-defined]
+    stack = handler.runtime._stack  # type: ignore[attr-defined]
+    handler.runtime.run(stack.storage.insert([t.model_copy(update={"status": TaskStatus.PROCESSING})
+                                              for t in (worn, fresh)]))
+    CallFaults(stack.clients.dynamodb, "dynamodb.UpdateItem", "InternalServerError", times=100,
+               match=lambda p: p.get("Key", {}).get("id", {}).get("S") == "w"
+               and "executed" in json.dumps(p.get("ExpressionAttributeValues", {})))
     response = handler(event, FakeContext())
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]}
-    assert {k: runs.count(k) for k in ("a0", "a2", "b0")} == {"a0": 1, "a2": 1, "b0": 1}
-    faults.remaining = 0
-    before = runs.count("a1")
-    assert handler(event, FakeContext()) == {"batchItemFailures": []}  # Lambda redelivers the record, and after
-    assert {k: runs.count(k) for k in ("a0", "a2", "b0")} == {"a0": 1, "a2": 1, "b0": 1}, \
-        "a committed sub-record ran again"
-    assert runs.count("a1") == before + 1
-    assert {k: r.status for k, r in rows(handler, "a0", "a1", "a2", "b0").items()} == dict.fromkeys(
-        ["a0", "a1", "a2", "b0"], TaskStatus.EXECUTED)
+    assert handler.last.fell_back == [f"task w was put back {MAX_REQUEUES} times already"]  # type: ignore[attr-defined]
 
 
 def ordered_chunk_with_a_stuck_commit(settings: AwsSettings) -> tuple[list[str], dict[str, Any], dict[str, Any]]:

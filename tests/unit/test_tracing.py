@@ -146,3 +146,23 @@ async def test_the_trace_carries_on_through_the_delay_lane_a_redrive_and_a_sched
     [child] = [s for s in exporter.get_finished_spans() if s.name == "tq.execute billing/mail"]
     assert occurrence.context.trace_id != root.get_span_context().trace_id
     assert parent_of(child) == occurrence.context.span_id
+
+
+def test_without_an_sdk_a_plain_run_opens_no_span_and_a_carried_context_still_passes_on() -> None:
+    """No tracer provider set (OpenTelemetry's API alone, as in a function without ADOT): a run
+    of a task that carries no context costs nothing, and one that carries a producer's context
+    still hands it to the tasks its executor sends."""
+    from opentelemetry import trace
+
+    from tq_cloud.core.extensions import NO_SPAN
+
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "a test set a global provider"
+    tracing = OtelTracing()
+    with tracing.execution([Task(id="a", type="t", queue_id="q", payload={})]) as span:
+        assert span is NO_SPAN
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    carrying = Task(id="b", type="t", queue_id="q", payload={}, metadata={"log_context": {"traceparent": parent}})
+    with tracing.execution([carrying]) as span:
+        assert span is not NO_SPAN
+        carried = tracing.carried(None) or {}
+    assert carried["traceparent"].split("-")[1] == parent.split("-")[1], "the producer's trace goes on"

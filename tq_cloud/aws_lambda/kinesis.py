@@ -3,7 +3,9 @@
     handler = kinesis_handler(app)
 
 It returns `{"batchItemFailures": [...]}` naming only records whose effects were not committed
-(redelivered by Lambda from the first one named). Executor failures are not among them: the
+(redelivered by Lambda from the first one named); in a batch holding an aggregated record, the
+uncommitted tasks are put back on the stream instead, so the committed ones are not delivered
+again (remainders.py). Executor failures are not among them: the
 framework retries those itself. Near the invocation's deadline it stops taking work and names
 the records it did not start; handed-off async tasks get until the deadline, then are failed
 with a retry. A handed-off task whose late commit failed is named too (redelivered, never
@@ -28,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from tq_cloud.aws_lambda.delay_forwarder import forward_due, is_sqs_event
 from tq_cloud.aws_lambda.metrics import publish_tally
+from tq_cloud.aws_lambda.remainders import Remainders, record_key, uncommitted_records
 from tq_cloud.aws_lambda.runtime import LambdaRuntime, Runtime
 from tq_cloud.backends.aws.kinesis import decode_lambda_record
-from tq_cloud.core.codec import UndecodableRecord
 from tq_cloud.core.registry import TaskQueuesManager
 from tq_cloud.domain.task import Task
 from tq_cloud.errors import ConfigurationError
@@ -51,6 +53,8 @@ class KinesisBatchHandler:
         self.safety_margin_ms = safety_margin_ms
         self.chunk_size = chunk_size
         self.commit_retries = commit_retries
+        self.last = Remainders()
+        """What the last batch's uncommitted tasks became (the records named, those put back)."""
 
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         self.runtime.observability()
@@ -94,23 +98,25 @@ class KinesisBatchHandler:
         left = self._time_left_ms(context)
         _check_stale_after(handler.settings.stale_after, left)
         claim_ttl = None if left == float("inf") else timedelta(milliseconds=left)
-        failed: list[str] = []
+        uncommitted: set[str] = set()
         for start in range(0, len(decoded), self.chunk_size):
             chunk = decoded[start:start + self.chunk_size]
             left_now = self._time_left_ms(context)
             if left_now < self.safety_margin_ms:
                 log.warning("%d tasks left unstarted near the deadline; reported for redelivery",
                             len(decoded) - start)
-                failed += [seq for seq, _ in decoded[start:]]
+                uncommitted |= {record_key(seq, rec) for seq, rec in decoded[start:]}
                 break
-            failed += await self._process(handler, chunk, context, owner, claim_ttl, left_now)
+            uncommitted |= await self._process(handler, chunk, context, owner, claim_ttl, left_now)
         budget = max(self._time_left_ms(context) - self.safety_margin_ms / 2, 0.0)
         if handler.async_manager is not None and budget != float("inf"):
             await handler.async_manager.settle(handler.clock.now() + timedelta(milliseconds=budget))
-        late = {t.key for t in handler.take_async_uncommitted()}
-        failed += [seq for seq, rec in decoded if _key(seq, rec) in late]
+        uncommitted |= {t.key for t in handler.take_async_uncommitted()}
+        left = self._time_left_ms(context) - self.safety_margin_ms / 2
+        self.last = await uncommitted_records(handler, decoded, uncommitted,
+                                              time_left_s=None if left == float("inf") else max(left, 0.0) / 1000)
         await self._drain(handler, context)
-        return {"batchItemFailures": [{"itemIdentifier": seq} for seq in dict.fromkeys(failed)]}
+        return {"batchItemFailures": [{"itemIdentifier": seq} for seq in self.last.named]}
 
     async def _drain(self, handler: Any, context: Any) -> None:
         """Deliver lifecycle events still in flight, within the time left."""
@@ -121,10 +127,10 @@ class KinesisBatchHandler:
             log.error("lifecycle events still undelivered at the invocation's deadline")
 
     async def _process(self, handler: Any, chunk: list[tuple[str, Any]], context: Any, owner: str,
-                       claim_ttl: timedelta | None, left_ms: float) -> list[str]:
+                       claim_ttl: timedelta | None, left_ms: float) -> set[str]:
         """Process a chunk; if its commit fails, retry the uncommitted records one by one (while
         time allows), so one failing write does not send the whole chunk back to Kinesis.
-        Returns the sequence numbers still not committed. Each run gets the time left now
+        Returns the keys of the tasks still not committed. Each run gets the time left now
         (its leases end with the invocation; no task starts whose time limit passes it), and
         the whole invocation's time as its budget."""
         pending = chunk
@@ -144,13 +150,13 @@ class KinesisBatchHandler:
                 report = await handler.process_records([r for _, r in group], owner, left, budget=claim_ttl)
                 self._metrics(report)
                 uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
-                again = [(seq, rec) for seq, rec in group if _key(seq, rec) in uncommitted]
+                again = [(seq, rec) for seq, rec in group if record_key(seq, rec) in uncommitted]
                 held |= {k for _, rec in again if (k := _ordered_key(handler, rec)) is not None}
                 still += again
             pending = still
             if not pending:
                 break
-        return [seq for seq, _ in pending]
+        return {record_key(seq, rec) for seq, rec in pending}
 
     def _metrics(self, report: Any) -> None:
         metrics = self.runtime.metrics
@@ -196,10 +202,6 @@ def _check_stale_after(stale_after: timedelta, left_ms: float) -> None:
         raise ConfigurationError(
             f"stale_after ({stale_after}) must be longer than the function's timeout "
             f"({left_ms / 1000:.0f} s left in this invocation): raise HandlerSettings.stale_after or lower Timeout")
-
-
-def _key(sequence: str, record: Task | UndecodableRecord) -> str:
-    return record.record_id if isinstance(record, UndecodableRecord) else (record.id or sequence)
 
 
 def kinesis_handler(app: TaskQueuesManager, aws: AwsSettings | None = None, *, safety_margin_ms: int = 10_000,

@@ -14,27 +14,37 @@ executor); the log lines cost CloudWatch Logs ingestion, about 0.5 KB per chunk 
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import time
 
 from tq_cloud.domain.tally import METRIC_NAMES, BatchTally
 
+MAX_VALUES = 100
+"""EMF's limit of values per metric in one line (Powertools flushes at it too)."""
+
 
 def publish_tally(tally: BatchTally, namespace: str, service: str) -> None:
-    """Print one EMF line per (queue, type) of `tally`.
+    """Print one EMF line per (queue, type) of `tally` (more if a pair ran over 100 tasks).
+
+    Written here rather than through Powertools' `EphemeralMetrics`, whose `add_metric` per
+    value cost about 20 us a task (a sixth of the worker's CPU per no-op task); the line is
+    the same EMF document Powertools prints.
 
     Example:
         publish_tally(report.tally, "tq-cloud", "my-stack")
     """
-    from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
-
+    stamp = int(time.time() * 1000)
     for (queue, task_type), pair in tally.pairs.items():
-        metrics: Any = EphemeralMetrics(namespace=namespace, service=service)
-        metrics.add_dimension(name="queue", value=queue)
-        metrics.add_dimension(name="type", value=task_type)
-        for name, metric in METRIC_NAMES.items():
-            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=pair.counts[name])
-        for ms in pair.lateness_ms:
-            metrics.add_metric(name="LatenessMs", unit=MetricUnit.Milliseconds, value=round(ms, 3))
-        for ms in pair.run_ms:
-            metrics.add_metric(name="RunTimeMs", unit=MetricUnit.Milliseconds, value=round(ms, 3))
-        metrics.flush_metrics()
+        lateness = [round(ms, 3) for ms in pair.lateness_ms]
+        run_time = [round(ms, 3) for ms in pair.run_ms]
+        for start in range(0, max(len(lateness), len(run_time), 1), MAX_VALUES):
+            values: dict[str, list[float]] = {}
+            if start == 0:
+                values |= {metric: [float(pair.counts[name])] for name, metric in METRIC_NAMES.items()}
+            for metric, series in (("LatenessMs", lateness), ("RunTimeMs", run_time)):
+                if series[start:start + MAX_VALUES]:
+                    values[metric] = series[start:start + MAX_VALUES]
+            units = [{"Name": m, "Unit": "Milliseconds" if m.endswith("Ms") else "Count"} for m in values]
+            print(json.dumps({"_aws": {"Timestamp": stamp, "CloudWatchMetrics": [{
+                "Namespace": namespace, "Dimensions": [["queue", "type", "service"]], "Metrics": units}]},
+                "queue": queue, "type": task_type, "service": service, **values}, separators=(",", ":")))

@@ -107,7 +107,8 @@ class NoTracing:
         return log_context
 
     def execution(self, tasks: Sequence[Task], links: Sequence[str] = ()) -> AbstractContextManager[RunSpan]:
-        return nullcontext(_NoSpan())
+        return nullcontext(NO_SPAN)
 
 
+NO_SPAN = _NoSpan()
 NO_TRACING = NoTracing()

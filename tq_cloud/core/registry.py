@@ -21,6 +21,7 @@ from tq_cloud.core.executors import (
 from tq_cloud.core.sending import ExecutorHandle, ExecutorRef, resolve, validated_payload
 from tq_cloud.domain.flow_control import Concurrency, Debounce, RateLimit
 from tq_cloud.domain.schedules import Overlap, Schedule
+from tq_cloud.domain.task import Task
 from tq_cloud.errors import ConfigurationError, DuplicateExecutorError
 
 P = ParamSpec("P")
@@ -199,6 +200,30 @@ class TaskQueuesManager:
     def has_ordered(self) -> bool:
         """Whether any executor has `ordered=True` (sends then keep each key's order)."""
         return any(e.options.ordered for e in self._executors.values())
+
+    def is_ordered(self, task: Task) -> bool:
+        """Whether `task`'s executor has `ordered=True`."""
+        executor = self._executors.get((task.queue_id, task.type))
+        return executor is not None and executor.options.ordered
+
+    def has_row(self, task: Task, history: bool = False) -> bool:
+        """Whether the task may have a row by design (so its runs read it and take its lease):
+        stored (`force_store`), of an executor that stores failures or gives each task a row
+        (keep_result, cancellable), or every task with `history`."""
+        if task.force_store or history:
+            return True
+        executor = self._executors.get((task.queue_id, task.type))
+        return bool(executor and (executor.options.store_on_failure or executor.options.has_row))
+
+    def packs_alone(self, task: Task, history: bool = False) -> bool:
+        """Whether `task`'s records must carry it alone, under its own key. Two copies of one
+        task (a send retried after a lost answer, stale recovery) are never run at once because
+        they share a partition key, so Kinesis gives them to one consumer in turn; a task that
+        may have a row relies on that before its row exists (a first failure writes it). Packed
+        under another task's key, its copies could run side by side in two lanes. Tasks with a
+        partition key are packed under that key and keep it. And an `ordered=True` executor's
+        tasks are never put back by a consumer (that would let later tasks of the key pass)."""
+        return self.is_ordered(task) or (task.partition_key is None and self.has_row(task, history))
 
     def get_executor(self, queue_id: str, task_type: str) -> Executor | None:
         return self._executors.get((queue_id, task_type))

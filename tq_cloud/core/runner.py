@@ -289,10 +289,7 @@ class TaskRunner:
 
     def has_row(self, task: Task) -> bool:
         """Whether the task may have a row (so its runs read it and take its lease)."""
-        if task.force_store or self.history:
-            return True
-        executor = self.registry.get_executor(task.queue_id, task.type)
-        return bool(executor and (executor.options.store_on_failure or executor.options.has_row))
+        return self.registry.has_row(task, self.history)
 
     def _validated(self, executor: Executor, group: list[Task], recorder: RunRecorder) -> list[Pair]:
         """A pair for each task whose payload fits the executor's model; the rest fail for good
@@ -367,7 +364,10 @@ class TaskRunner:
                            consumer_id: str) -> None:
         """Start the pairs at once, those of them their executor's limits admit now."""
         async with self.gate.admit(executor, pairs, recorder, consumer_id) as admitted:
-            await asyncio.gather(*(self._call_single(executor, p, recorder, consumer_id) for p in admitted))
+            if len(admitted) == 1:  # one at a time (sequential executors): no task to schedule
+                await self._call_single(executor, admitted[0], recorder, consumer_id)
+            else:
+                await asyncio.gather(*(self._call_single(executor, p, recorder, consumer_id) for p in admitted))
 
     async def _run_ordered(self, executor: SingleTaskExecutor, pairs: list[Pair], recorder: RunRecorder,
                            consumer_id: str, in_batch: list[Task]) -> None:

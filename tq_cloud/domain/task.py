@@ -158,6 +158,9 @@ class ExecutionStats(BaseModel):
                                                            "budget and the back-off count from here")
     not_redrivable: str | None = Field(default=None, description=(
         "why this row cannot be sent back to run (it keeps a stand-in, not the task as sent)"))
+    requeues: int = Field(default=0, ge=0, description=(
+        "times a consumer put the task back on the stream, uncommitted, so that the committed tasks "
+        "of its aggregated record are not redelivered with it (bounded: see aws_lambda/remainders.py)"))
     details: dict[str, Any] = Field(default_factory=dict)
     attempts: tuple[FailedAttempt, ...] = Field(default=(), description=(
         "the last failed runs, oldest first (bounded: a retried task's record stays small)"))

@@ -1,6 +1,7 @@
 """Consumes the stream in this process with a TaskHandler, the way the Lambda event source
 mapping does with ReportBatchItemFailures: after a batch, reading resumes after the last record
-before the first one not committed, so uncommitted records are read again. For tests and
+before the first one named not committed, so uncommitted records are read again (a batch
+holding an aggregated record puts its uncommitted tasks back instead: remainders.py). For tests and
 benchmarks that drive the engine on the AWS backends without Lambda-shaped events (esm.py is the
 emulated mapping that invokes the worker handler)."""
 
@@ -10,9 +11,8 @@ import asyncio
 from typing import Any
 
 from tq_cloud.assembly.handler import TaskHandler
+from tq_cloud.aws_lambda.remainders import uncommitted_records
 from tq_cloud.backends.aws.kinesis import decode_get_records
-from tq_cloud.core.codec import UndecodableRecord
-from tq_cloud.domain.task import Task
 from tq_cloud.local.shards import ShardReader
 
 
@@ -23,6 +23,8 @@ class KinesisShardPoller:
         self.checkpoints: dict[str, str] = {}
         self.committed = 0
         self.redelivered = 0
+        self.requeued = 0
+        """Uncommitted tasks of aggregated batches put back on the stream (remainders.py)."""
         self.reader = ShardReader(client, stream_name, self._checkpoint)
 
     async def _checkpoint(self, shard: str) -> str | None:
@@ -36,9 +38,11 @@ class KinesisShardPoller:
             return 0
         records = decode_get_records(read[0])
         report = await self.handler.process_records([r for _, r in records], f"kinesis:{shard}")
-        failed_ids = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
-        first_failed = next((i for i, (seq, rec) in enumerate(records) if _record_key(seq, rec) in failed_ids),
-                            None)
+        uncommitted = {t.key for t in report.not_committed} | {u.record_id for u in report.unrecorded}
+        remainders = await uncommitted_records(self.handler, records, uncommitted)
+        self.requeued += remainders.requeued
+        named = set(remainders.named)
+        first_failed = next((i for i, (seq, _) in enumerate(records) if seq in named), None)
         committed = records if first_failed is None else records[:first_failed]
         if committed:
             self.checkpoints[shard] = committed[-1][0]
@@ -59,6 +63,3 @@ class KinesisShardPoller:
                 except TimeoutError:
                     pass
 
-
-def _record_key(sequence: str, record: Task | UndecodableRecord) -> str:
-    return record.record_id if isinstance(record, UndecodableRecord) else (record.id or sequence)

@@ -85,6 +85,9 @@ class Tracker:
     attempts: dict[Key, list[int]] = field(default_factory=dict)
     """Per attempt: [records of it delivered, runs of it]."""
     reported: dict[str, set[tuple[int, int]]] = field(default_factory=dict)
+    put_back: set[Key] = field(default_factory=set)
+    """Attempts a consumer put back on the stream uncommitted (their aggregated record's other
+    tasks committed): accounted for, as a redelivery would be."""
     seen: dict[str, Seen] = field(default_factory=dict)
     joins: dict[str, list[Joined]] = field(default_factory=dict)
     exhausted_events: Counter[str] = field(default_factory=Counter)
@@ -129,12 +132,16 @@ class Tracker:
 
     # -- the stream --------------------------------------------------------------------------
     def written(self, record: Record, task: Task | None) -> None:
-        self.note("w", record.seq, record.key)
         if task is None:
+            self.note("w", record.seq, None)
             return
+        key = attempt_key(task)
+        self.note("w", record.seq, key)
         self._see(task)
-        if record.stored and record.key is not None and record.key[1:] in self.reported.get(record.key[0], ()):
-            self.violate(f"stored task {task.key} attempt {record.key[1:]} sent again after a write reported done")
+        if task.execution_stats.requeues:
+            self.put_back.add(key)  # a consumer put it back, uncommitted: a redelivery, not a send
+        elif task.force_store and key[1:] in self.reported.get(key[0], ()):
+            self.violate(f"stored task {task.key} attempt {key[1:]} sent again after a write reported done")
 
     def reported_written(self, tasks: list[Task]) -> None:
         for task in tasks:
@@ -255,7 +262,17 @@ class Tracker:
             seen.attempt, seen.verdict, seen.error = attempt, verdict, error
             seen.result = result if seen.step else None
 
+    def committed_attempt(self, key: Key) -> bool:
+        """Whether `key`'s attempt has committed (its outcome seen, or its row past it)."""
+        seen = self.seen.get(key[0])
+        if seen is not None and seen.verdict is not None and seen.attempt >= key[1:]:
+            return True
+        row = self.peek_row(key[0])
+        return row is not None and (row.status.is_terminal or _attempt(row) > key[1:])
+
     def accounted(self, record: Record, key: Key) -> bool:
+        if key in self.put_back:
+            return True
         seen = self.seen.get(key[0])
         if seen is not None and seen.verdict is not None and seen.attempt >= key[1:]:
             return True

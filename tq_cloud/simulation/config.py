@@ -22,6 +22,9 @@ class SimConfig:
     invocation_timeout: float = 300.0
     sweep_interval: float = 60.0
     delay_lane: bool = True
+    aggregate_bytes: int = 25 * 1024
+    """Producers pack tasks into KPL aggregated records up to this size, as deployed (0: a
+    record per task)."""
     """Tasks due within 15 minutes (retries included) wait in the SQS delay lane, as deployed."""
     max_flow_steps: int = 5000
     """The largest flow (capped at a quarter of the tasks); one flow in a hundred is that large."""

@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tq_cloud.backends.aws.kinesis import MAX_RECORD_BYTES, kinesis_record
+from tq_cloud.backends.aws.kinesis import AGGREGATE_BYTES, MAX_RECORD_BYTES, pack
 from tq_cloud.domain.task import Task
-from tq_cloud.errors import ConfigurationError, QueueWriteError, TaskRejectedError
+from tq_cloud.errors import ConfigurationError, QueueWriteError
 
 Key = tuple[str, int, int]
 
@@ -32,9 +32,10 @@ class Record:
     seq: int
     partition_key: str
     data: bytes
-    key: Key | None
+    keys: tuple[Key, ...]
+    """The attempts of the tasks it carries: one, several (aggregated), or none (another
+    producer's record)."""
     arrival: float
-    stored: bool = False
 
     def as_lambda_record(self) -> dict[str, Any]:
         return {"kinesis": {"sequenceNumber": f"{self.seq:020d}", "partitionKey": self.partition_key,
@@ -62,11 +63,15 @@ def attempt_key(task: Task) -> Key:
 class SimStream:
     """The MessageQueue port over the simulated shards (publish only, like Kinesis)."""
 
-    def __init__(self, shards: int, parallelization: int, on_written: Callable[[Record, Task | None], None]) -> None:
+    def __init__(self, shards: int, parallelization: int, on_written: Callable[[Record, Task | None], None],
+                 *, aggregate_bytes: int = AGGREGATE_BYTES, alone: Callable[[Task], bool] | None = None) -> None:
         self.lanes = [Lane(f"shard{s}/lane{p}") for s in range(shards) for p in range(parallelization)]
         self.shards = shards
         self.parallelization = parallelization
         self.on_written = on_written
+        self.aggregate_bytes = aggregate_bytes
+        self.alone = alone
+        self.written = 0
         self.foreign: list[Record] = []
         """Records written without a task (other producers'), kept for the final checks."""
         self._seq = 0
@@ -84,27 +89,25 @@ class SimStream:
         shard = h % self.shards
         return self.lanes[shard * self.parallelization + (h // self.shards) % self.parallelization]
 
-    def append(self, data: bytes, key: str, task: Task | None = None) -> Record:
+    def append(self, data: bytes, key: str, tasks: Sequence[Task] = ()) -> Record:
         self._seq += 1
+        self.written += 1
         lane = self.lane_of(key)
-        record = Record(self._seq, key, data, attempt_key(task) if task is not None else None,
-                        asyncio.get_running_loop().time(), bool(task and task.force_store))
+        record = Record(self._seq, key, data, tuple(attempt_key(t) for t in tasks), asyncio.get_running_loop().time())
         lane.records.append(record)
         lane.wake.set()
-        if task is None:
+        if not tasks:
             self.foreign.append(record)
-        self.on_written(record, task)
+            self.on_written(record, None)
+        for task in tasks:
+            self.on_written(record, task)
         return record
 
     async def publish(self, tasks: Sequence[Task]) -> None:
-        rejected: dict[str, str] = {}
-        for task in tasks:
-            try:
-                data, key = kinesis_record(task)
-            except TaskRejectedError as exc:
-                rejected[task.key] = str(exc)
-                continue
-            self.append(data, key, task)
+        """As KinesisQueue publishes: packed into aggregated records (`pack`, the same code)."""
+        packed, rejected = pack(tasks, self.aggregate_bytes, self.alone)
+        for record in packed:
+            self.append(record.data, record.partition_key, record.tasks)
         if rejected:
             raise QueueWriteError("records rejected before sending", [], rejected)
 

@@ -75,6 +75,10 @@ class SimReport:
     trace: str = ""
     peak_mb: float = 0.0
     """The process's peak resident set size (MB)."""
+    records: int = 0
+    """Records written to the stream (a KPL aggregated record carries several tasks)."""
+    put_back: int = 0
+    """Uncommitted task attempts of aggregated batches a worker put back on the stream."""
     lane_messages: int = 0
     """Tasks sent through the delay lane (retries and short delays)."""
     redrives: int = 0
@@ -174,11 +178,12 @@ class Deployment:
         self.storage = TrackedStorage(tracker, cfg.index_lag)
         self.plan = FaultPlan(self.rngs["faults"], cfg.fault_rate,
                               on_fault=self._fault)
-        self.stream = SimStream(cfg.shards, cfg.parallelization, tracker.written)
+        self.app = build_app(tracker)
+        self.stream = SimStream(cfg.shards, cfg.parallelization, tracker.written,
+                                aggregate_bytes=cfg.aggregate_bytes, alone=self.app.packs_alone)
         self.timer = SimTimer(self.stream, self.rngs["timer"])
         self.projections = TrackedProjections(tracker)
         self.counters = InMemoryCounters()
-        self.app = build_app(tracker)
         self.flows: dict[str, FlowShape] = {}
         self.shared = {"storage": self._faulty(self.storage, "storage"),
                        "flow_barriers": self._faulty(InMemoryFlowBarrierProvider(), "barriers"),
@@ -239,7 +244,8 @@ class Deployment:
         self.tracker.note("invoke", lane.name, batch[0].seq, len(batch))
         context = SimContext(f"req-{next(self._names)}", self.loop.time() + self.cfg.invocation_timeout)
         event = {"Records": [r.as_lambda_record() for r in batch]}
-        response = await invocation(KinesisBatchHandler(SimRuntime(handler, self.tracker)).handle(event, context),
+        worker = KinesisBatchHandler(SimRuntime(handler, self.tracker))
+        response = await invocation(worker.handle(event, context),
                                     self.plan.invocation(f"{lane.name}#{batch[0].seq}"), self.cfg.invocation_timeout)
         if response is None:
             self.containers.pop(lane.name, None)  # a crashed container is not reused
@@ -248,13 +254,24 @@ class Deployment:
         failed = sorted(int(f["itemIdentifier"]) for f in response["batchItemFailures"])
         for record in batch:
             if failed and record.seq >= failed[0]:
-                break
-            if record.key is None and derived_id("undecodable", f"{record.seq:020d}") in self.storage._rows:
+                self._named(record, worker.last.fell_back)
                 continue
-            if not self.tracker.accounted(record, record.key or raw_key(record)):
-                self.tracker.violate(f"record {record.seq} ({record.key}) left its batch without an outcome")
+            if not record.keys and derived_id("undecodable", f"{record.seq:020d}") in self.storage._rows:
+                continue
+            for key in record.keys or (raw_key(record),):
+                if not self.tracker.accounted(record, key):
+                    self.tracker.violate(f"record {record.seq} ({key}) left its batch without an outcome")
         self.tracker.note("response", lane.name, failed)
         return failed
+
+    def _named(self, record: Record, fell_back: list[str]) -> None:
+        """A record Lambda will deliver again: if aggregated, none of its tasks may have
+        committed (their runs would come again), unless the worker said why it had to name it."""
+        if len(record.keys) < 2 or fell_back:
+            return
+        done = [key for key in record.keys if self.tracker.committed_attempt(key)]
+        if done:
+            self.tracker.violate(f"aggregated record {record.seq} named for redelivery though {done[0]} committed")
 
     async def invoke_lane(self, poller: str, batch: list[Message]) -> set[str] | None:
         """The worker Lambda on a batch of the delay lane: the message ids to deliver again, or
@@ -429,7 +446,7 @@ class Deployment:
                                        "force_store": self.tracker.seen[key].has_row})
         data, partition_key = kinesis_record(stale)
         self.tracker.recovered(key)  # sent again by the outside, not by a send the engine repeated
-        self.stream.append(data, partition_key, stale)
+        self.stream.append(data, partition_key, [stale])
 
     def settled(self) -> bool:
         return (self.produced.is_set() and self.schedules_done.is_set() and not self.cancels and self.mapping.idle()
@@ -469,6 +486,8 @@ class Deployment:
         report.virtual_seconds = self.loop.time()
         report.trace = self.tracker.trace.hexdigest()
         report.lane_messages = self.lane.sent if self.lane is not None else 0
+        report.records = self.stream.written
+        report.put_back = len(self.tracker.put_back)
         report.lateness = self.tracker.lateness
         report.lane_lateness = self.lane.lateness if self.lane is not None else []
         report.redrives = len(self.tracker.redriven)

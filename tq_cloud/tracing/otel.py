@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tq_cloud.core.extensions import RunSpan
+from tq_cloud.core.extensions import NO_SPAN, RunSpan
 from tq_cloud.domain.outcomes import Outcome
 from tq_cloud.domain.task import Task
 
@@ -51,6 +51,7 @@ class OtelTracing:
     def __init__(self, tracer_provider: Any = None) -> None:
         self.tracer = trace.get_tracer("tq_cloud", tracer_provider=tracer_provider)
         self.propagator = TraceContextTextMapPropagator()
+        self.given = tracer_provider is not None
 
     def carried(self, log_context: Mapping[str, str] | None) -> Mapping[str, str] | None:
         if not trace.get_current_span().get_span_context().is_valid:
@@ -66,6 +67,9 @@ class OtelTracing:
         return span_context if span_context.is_valid else None
 
     def execution(self, tasks: Sequence[Task], links: Sequence[str] = ()) -> AbstractContextManager[RunSpan]:
+        if not links and not self.given and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) \
+                and not any(t.metadata.log_context for t in tasks):
+            return nullcontext(NO_SPAN)  # no SDK records spans, and no context to pass on: nothing to do
         return self._execution(tasks, links)
 
     @contextmanager

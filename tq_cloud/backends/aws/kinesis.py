@@ -1,11 +1,16 @@
 """Tasks on a Kinesis stream.
 
-Publishing: PutRecords in chunks of at most 500 records and 5 MiB; each record's partition key
-is the task's `partition_key` (set by the executor) or else its id, which spreads load across
-shards. Records that fail (throttling) are resent, only those, with jittered exponential
-back-off until a deadline; then QueueWriteError names every task not written. A record that can
-never be written (over 1 MiB, not JSON) is named in QueueWriteError.rejected, and every other
-record of the call is still sent.
+Publishing: the tasks of one call are packed into records in the Kinesis Producer Library's
+aggregated format (`kpl.py`), up to `aggregate_bytes` a record: tasks that share a partition key
+(set by their executor) share records under that key, and tasks without one share records under
+the first one's id, which still spreads the records across shards. A group of one, a task too
+large to share, and a task `alone` says must keep its own key (`TaskQueuesManager.packs_alone`:
+one that may have a row and has no partition key, whose copies must reach one consumer in turn;
+an `ordered=True` executor's) go as plain records. PutRecords takes chunks of at most 500
+records and 5 MiB. Records that fail (throttling) are resent, only those, with jittered
+exponential back-off until a deadline; then QueueWriteError names every task of the records not
+written. A task that can never be written (over 1 MiB, not JSON) is named in
+QueueWriteError.rejected, and every other task of the call is still sent.
 
 Kinesis cannot delay a record (`honours_execute_at` is False), so the router sends tasks due
 later to the store, and the sweeper puts them here when due.
@@ -18,9 +23,10 @@ import base64
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tq_cloud.backends.aws.kpl import deaggregate
+from tq_cloud.backends.aws.kpl import OVERHEAD, aggregate, deaggregate, key_entry_size, user_record_size
 from tq_cloud.core.codec import UndecodableRecord, decode_task, encode_task
 from tq_cloud.domain.limits import MAX_ID_CHARS
 from tq_cloud.domain.task import Task
@@ -29,6 +35,10 @@ from tq_cloud.errors import ConfigurationError, PayloadTooLargeError, QueueWrite
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_BATCH_RECORDS = 500
 MAX_BATCH_BYTES = 5 * 1024 * 1024
+AGGREGATE_BYTES = 25 * 1024
+"""The default size of an aggregated record (data and partition key): one PUT payload unit, the
+25 KB by which provisioned Kinesis bills a record, so packing never pays for a second unit; and
+a batch of 100 such records (base64 in Lambda's event) stays well under Lambda's 6 MB payload."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -45,6 +55,65 @@ def kinesis_record(task: Task) -> tuple[bytes, str]:
     if size > MAX_RECORD_BYTES:
         raise PayloadTooLargeError(task.id, size, MAX_RECORD_BYTES, "a Kinesis record")
     return data, key
+
+
+@dataclass(slots=True)
+class PackedRecord:
+    """One record to put: plain (one task) or aggregated (several), and the tasks it carries."""
+
+    partition_key: str
+    tasks: list[Task] = field(default_factory=list)
+    parts: list[tuple[str, bytes]] = field(default_factory=list)
+    """`(partition key, data)` of each task, as they go into the aggregate."""
+    keys: dict[str, int] = field(default_factory=dict)
+    size: int = 0
+    """Its size as an aggregate, with its own partition key."""
+    data: bytes = b""
+
+    def size_with(self, key: str, data: bytes) -> int:
+        index = self.keys.get(key)
+        grown = self.size or OVERHEAD + len(self.partition_key.encode())
+        if index is None:
+            index = len(self.keys)
+            grown += key_entry_size(key)
+        return grown + user_record_size(index, len(data))
+
+    def add(self, task: Task, key: str, data: bytes) -> None:
+        self.size = self.size_with(key, data)
+        self.keys.setdefault(key, len(self.keys))
+        self.tasks.append(task)
+        self.parts.append((key, data))
+
+
+def pack(tasks: Sequence[Task], aggregate_bytes: int = AGGREGATE_BYTES,
+         alone: Callable[[Task], bool] | None = None) -> tuple[list[PackedRecord], dict[str, str]]:
+    """The records that carry `tasks`, in the order each partition key's tasks were given, and
+    the tasks that can never be written (id → why). `aggregate_bytes` 0 puts every task alone.
+
+    Example:
+        records, rejected = pack(tasks)          # 100 small tasks without a key: 1-5 records
+    """
+    records: list[PackedRecord] = []
+    rejected: dict[str, str] = {}
+    open_: dict[str | None, PackedRecord] = {}
+    for task in tasks:
+        try:
+            data, key = kinesis_record(task)
+        except TaskRejectedError as exc:
+            rejected[task.key] = str(exc)
+            continue
+        if (alone is not None and alone(task)) or PackedRecord(key).size_with(key, data) > aggregate_bytes:
+            records.append(PackedRecord(key, [task], [(key, data)], data=data))
+            continue
+        current = open_.get(task.partition_key)
+        if current is None or current.size_with(key, data) > aggregate_bytes:
+            current = open_[task.partition_key] = PackedRecord(key)
+            records.append(current)
+        current.add(task, key, data)
+    for record in records:
+        if not record.data:
+            record.data = record.parts[0][1] if len(record.parts) == 1 else aggregate(record.parts)
+    return records, rejected
 
 
 K = TypeVar("K")
@@ -73,9 +142,12 @@ class KinesisQueue:
         queue = KinesisQueue(clients.kinesis, settings.stream_name)
     """
     def __init__(self, client: Any, stream_name: str, *, deadline: float = 30.0,
-                 base_delay: float = 0.05, max_delay: float = 2.0, sleep: Sleep = asyncio.sleep) -> None:
+                 base_delay: float = 0.05, max_delay: float = 2.0, sleep: Sleep = asyncio.sleep,
+                 aggregate_bytes: int = AGGREGATE_BYTES, alone: Callable[[Task], bool] | None = None) -> None:
         self.client = client
         self.stream_name = stream_name
+        self.aggregate_bytes = aggregate_bytes
+        self.alone = alone
         self.deadline = deadline
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -91,21 +163,13 @@ class KinesisQueue:
     def honours_execute_at(self) -> bool:
         return False
 
-    def _record(self, task: Task) -> dict[str, Any]:
-        data, key = kinesis_record(task)
-        return {"Data": data, "PartitionKey": key}
-
     async def publish(self, tasks: Sequence[Task]) -> None:
-        records: list[tuple[Task, dict[str, Any]]] = []
-        rejected: dict[str, str] = {}
-        for task in tasks:
-            try:
-                records.append((task, self._record(task)))
-            except TaskRejectedError as exc:
-                rejected[task.key] = str(exc)
+        packed, rejected = pack(tasks, self.aggregate_bytes, self.alone)
+        records = [(r.tasks, {"Data": r.data, "PartitionKey": r.partition_key}) for r in packed]
         unwritten: list[Task] = []
         for chunk in _chunks(records):
-            unwritten += await self._put_with_retries(chunk)
+            for lost in await self._put_with_retries(chunk):
+                unwritten += lost
         if unwritten or rejected:
             raise QueueWriteError(f"Kinesis kept refusing records for {self.deadline:.0f}s" if unwritten
                                   else "records rejected before sending", [t.key for t in unwritten], rejected)
@@ -149,7 +213,8 @@ class KinesisQueue:
 
 def decode_record(data: bytes, sequence: str) -> list[Task | UndecodableRecord]:
     """The tasks of one Kinesis record: one, or each user record of a KPL aggregated record
-    (identified as `sequence:index`, keeping its own partition key). A record that is neither a
+    (identified as `sequence:index`, keeping its own partition key; one that is the task's own
+    id, as `pack` writes a task without a key, leaves it without one). A record that is neither a
     task nor an aggregate of them is that record's recorded failure, and no other's."""
     users = deaggregate(data)
     if users is None:
@@ -157,7 +222,8 @@ def decode_record(data: bytes, sequence: str) -> list[Task | UndecodableRecord]:
     decoded: list[Task | UndecodableRecord] = []
     for user in users:
         task = decode_task(user.data, f"{sequence}:{user.index}")
-        if isinstance(task, Task) and task.partition_key is None and 0 < len(user.partition_key) <= MAX_ID_CHARS:
+        if isinstance(task, Task) and task.partition_key is None and task.id != user.partition_key \
+                and 0 < len(user.partition_key) <= MAX_ID_CHARS:
             task = task.model_copy(update={"partition_key": user.partition_key})
         decoded.append(task)
     return decoded

@@ -73,6 +73,33 @@ def aggregate(records: Sequence[tuple[str, bytes]]) -> bytes:
     return MAGIC + bytes(body) + hashlib.md5(bytes(body), usedforsecurity=False).digest()
 
 
+OVERHEAD = len(MAGIC) + _DIGEST
+"""An aggregated record's bytes besides its key table and user records."""
+
+
+def key_entry_size(key: str) -> int:
+    """What a partition key adds to the key table."""
+    size = len(key.encode())
+    return 1 + _varint_size(size) + size
+
+
+def user_record_size(key_index: int, payload: int) -> int:
+    """What a user record of `payload` bytes, naming key `key_index`, adds."""
+    inner = 1 + _varint_size(key_index) + 1 + _varint_size(payload) + payload
+    return 1 + _varint_size(inner) + inner
+
+
+def aggregated_size(records: Sequence[tuple[str, bytes]]) -> int:
+    """The size `aggregate(records)` has, without building it."""
+    index = {key: i for i, key in enumerate(dict.fromkeys(k for k, _ in records))}
+    return (OVERHEAD + sum(key_entry_size(k) for k in index)
+            + sum(user_record_size(index[k], len(p)) for k, p in records))
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
 def _user_record(body: bytes) -> tuple[int, bytes]:
     key, payload = None, None
     for field, value in _fields(body):

@@ -69,6 +69,9 @@ class AwsSettings(BaseSettings):
             "reads EMF); `off`"))
     metrics_service: str = Field(default="", description=(
         "the `service` dimension of the worker's metrics: the stack's name (POWERTOOLS_SERVICE_NAME)"))
+    aggregate_bytes: int = Field(default=25 * 1024, ge=0, le=1024 * 1024, description=(
+        "pack the tasks of one send into Kinesis records in the KPL aggregated format, up to this size "
+        "(25 KB, one PUT payload unit, by default); 0 writes one record per task"))
     max_attempts: int = Field(default=8, ge=1, description="botocore retries for throttling")
 
     def endpoint_of(self, service: str) -> str | None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from tq_cloud.assembly.handler import TaskHandler
@@ -101,8 +102,10 @@ async def build_stack(
     clock = clock or SystemClock()
     if aws.history:
         handler_options["settings"] = replace(handler_options.get("settings") or HandlerSettings(), history=True)
+    history = (handler_options.get("settings") or HandlerSettings()).history
     summary = await clients.kinesis.describe_stream_summary(StreamName=settings.stream_name)
-    queue = KinesisQueue(clients.kinesis, settings.stream_name)
+    queue = KinesisQueue(clients.kinesis, settings.stream_name, aggregate_bytes=settings.aggregate_bytes,
+                         alone=partial(registry.packs_alone, history=history))
     storage = DynamoDbAdapter(clients.dynamodb, settings.tasks_table, buckets=settings.due_buckets,
                               finished_ttl=timedelta(days=settings.finished_ttl_days))
     barriers = DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
