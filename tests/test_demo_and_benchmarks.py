@@ -67,6 +67,13 @@ def test_aws_calls_benchmark_runs_on_tiny_input() -> None:
     assert re.fullmatch(r"estimated cost per million tasks: \$\d+\.\d\d .*", result.stdout.strip().splitlines()[-1])
 
 
+def test_lambda_cpu_benchmark_runs_on_tiny_input() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lambda_cpu.py"), "--records", "4",
+                             "--per-record", "5", "--events", "2"], capture_output=True, text=True, timeout=300, check=True)
+    assert "40 no-op tasks" in result.stdout
+    assert re.search(r"^lambda cpu per task: \d+\.\d us", result.stdout, re.M)
+
+
 def test_soak_benchmark_runs_briefly() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--rate", "20", "--seconds", "4"],
                             capture_output=True, text=True, timeout=180)
