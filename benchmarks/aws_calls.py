@@ -72,6 +72,13 @@ class Tally:
     transact_items: int = 0
     lane_batches: int = 0
     """Batches of due messages the delay lane's mapping gave the worker."""
+    barrier_write_units: Counter[str] = field(default_factory=Counter)
+    """Write units of the flow barrier's puts and updates by its method, by item size (an
+    update's item after it, where the call returns it; else one)."""
+    barrier_write_calls: int = 0
+    read_units: float = 0.0
+    """A strongly consistent read unit per GetItem, Query and BatchGetItem key, half a unit for an
+    eventually consistent one (every query of an index): the least each is billed (4 KB)."""
     causes: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Calls by (operation, the engine's code that made it)."""
 
@@ -86,9 +93,44 @@ class Tally:
                     self.kinesis_bytes += size
                     self.kinesis_kb += -(-size // 1024)
                     self.kinesis_put_units += -(-size // (25 * 1024))
+            if model.name in ("GetItem", "Query"):
+                self.read_units += 1.0 if params.get("ConsistentRead") else 0.5
+            if model.name == "BatchGetItem":
+                self.read_units += sum(len(t["Keys"]) * (1.0 if t.get("ConsistentRead") else 0.5)
+                                       for t in params["RequestItems"].values())
             if model.name == "TransactWriteItems":
                 self.transact_items += len(params["TransactItems"])
+            if model.name in ("PutItem", "UpdateItem") and "FlowBarrierProvider" in CAUSE.get():
+                self.barrier_write_calls += 1
+            if model.name == "PutItem" and "FlowBarrierProvider" in CAUSE.get():
+                self.barrier_write_units[barrier_method()] += -(-item_size(params["Item"]) // 1024)
         return count
+
+    def after(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name == "UpdateItem" and "FlowBarrierProvider" in CAUSE.get():
+            self.barrier_write_units[barrier_method()] += max(1, -(-item_size(parsed.get("Attributes", {})) // 1024))
+
+
+def barrier_method() -> str:
+    return CAUSE.get().split(" <- ")[0].removeprefix("DynamoDbFlowBarrierProvider.")
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it (names and values; numbers about half their digits)."""
+    def size(value: dict[str, Any]) -> int:
+        kind, v = next(iter(value.items()))
+        if kind == "S":
+            return len(v.encode())
+        if kind == "N":
+            return len(v) // 2 + 1
+        if kind in ("SS", "NS"):
+            return sum(len(x) for x in v)
+        if kind == "M":
+            return 3 + sum(len(k) + size(x) for k, x in v.items())
+        if kind == "L":
+            return 3 + sum(size(x) for x in v)
+        return 1
+    return sum(len(name) + size(value) for name, value in item.items())
 
 
 PLUMBING = ("/backends/aws/", "/core/resilience.py")
@@ -184,6 +226,7 @@ async def run(total: int, endpoint: str, history: bool = False) -> tuple[Tally, 
             "delay_queue_url": await create_queue(clients, f"{settings.stream_name}-delays")})
         for service in ("kinesis", "dynamodb", "scheduler", "sqs"):
             getattr(clients, service).meta.events.register("before-parameter-build.*.*", engine.hook(service))
+        clients.dynamodb.meta.events.register("after-call.dynamodb.UpdateItem", engine.after)
         esm.kinesis.meta.events.register("before-parameter-build.*.*", source.hook("kinesis"))
         stack = await build_stack(build_app(set()), settings, clients, clock=clock)
         poller = KinesisShardPoller(esm.kinesis, settings.stream_name, stack.handler, batch_size=1000)
@@ -267,8 +310,9 @@ def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, com
     print(f"\n{'all engine calls':<34}{all_calls:>8}{all_calls / total:>10.4f}   (target < 0.5)")
     esm = sum(source.calls.values())
     print(f"{'event source (GetRecords etc.)':<34}{esm:>8}{esm / total:>10.4f}   (Lambda's own, not billed)")
-    writes = sum(c for n, c in engine.calls.items() if n.split(".")[1] in DDB_WRITES) + 2 * engine.transact_items
-    reads = sum(c for n, c in engine.calls.items() if n.split(".")[1] in {"GetItem", "Query", "BatchGetItem"})
+    writes = (sum(c for n, c in engine.calls.items() if n.split(".")[1] in DDB_WRITES) + 2 * engine.transact_items
+              + sum(engine.barrier_write_units.values()) - engine.barrier_write_calls)  # the barrier's by size
+    reads = engine.read_units
     dynamodb = by_service["dynamodb"]
     print(f"{'DynamoDB calls':<34}{dynamodb:>8}{dynamodb / total:>10.4f}   (target <= 0.1)")
     sqs_requests = by_service["sqs"] + 2 * source.lane_batches  # sends; the mapping's receives and deletes
@@ -278,14 +322,21 @@ def report(engine: Tally, source: Tally, shares: dict[str, int], total: int, com
     provisioned, on_demand = capacity(engine)
     puts = engine.kinesis_put_units * PRICE_KINESIS_PUT_UNIT
     per_million = 1e6 / total
+    steps = shares.get("flow steps", 0)
+    if steps:
+        units = engine.barrier_write_units
+        recording = units["batch_decrement_and_check"]
+        print(f"\nflow barrier write units per flow step: recording {recording / steps:.3f} (target <= 0.2), "
+              f"all {sum(units.values()) / steps:.3f} ({', '.join(f'{k} {v}' for k, v in sorted(units.items()))}; "
+              f"by item size, {steps} steps)")
     print(f"\nkinesis records per task: {engine.kinesis_records / total:.3f} "
           f"({engine.kinesis_bytes / max(engine.kinesis_records, 1):.0f} bytes a record)")
     print(f"stream per million tasks: provisioned ${(puts + provisioned) * per_million:.3f} (PUT units and "
           f"shard-hours at full use), on-demand ${on_demand * per_million:.3f} (per GB in and out)")
     print(f"on-demand stream, all in: ${(calls_cost + on_demand) * per_million:,.2f} per million tasks")
-    line = (f"estimated cost per million tasks: ${(calls_cost + puts + provisioned) * per_million:,.2f} "
+    line = (f"estimated cost per million tasks: ${(calls_cost + puts + provisioned) * per_million:,.3f} "
             f"({engine.kinesis_records} Kinesis records on provisioned shards at full use, ~{writes} DynamoDB "
-            f"write units, ~{reads} read units, {sqs_requests} SQS requests, {source.lane_batches} Lambda "
+            f"write units, ~{reads:.0f} read units, {sqs_requests} SQS requests, {source.lane_batches} Lambda "
             "invocations for the delay lane)")
     return all_calls / total, line
 

@@ -64,7 +64,7 @@ def test_aws_calls_benchmark_runs_on_tiny_input() -> None:
                             capture_output=True, text=True, timeout=300, check=True)
     assert "all engine calls" in result.stdout and "0.0000 DynamoDB calls per task" in result.stdout
     assert re.search(r"^kinesis records per task: \d+\.\d+ ", result.stdout, re.M)
-    assert re.fullmatch(r"estimated cost per million tasks: \$\d+\.\d\d .*", result.stdout.strip().splitlines()[-1])
+    assert re.fullmatch(r"estimated cost per million tasks: \$\d+\.\d{3} .*", result.stdout.strip().splitlines()[-1])
 
 
 def test_lambda_cpu_benchmark_runs_on_tiny_input() -> None:

@@ -154,8 +154,9 @@ async def test_a_flow_without_a_deadline_keeps_its_items_while_active(aws_target
     async with aws_resources(settings) as clients:
         barriers = DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
         await barriers.init_barrier("open", 250, datetime.now(UTC), deadline=None)
-        done = [FlowStepResult(step_index=i, status="success", result=i) for i in range(0, 240)]
-        await barriers.batch_decrement_and_check("open", done, keep_until=None)
+        for i in range(0, 240, 2):  # 120 reports of two steps: 120 pack items
+            done = [FlowStepResult(step_index=j, status="success", result=j) for j in (i, i + 1)]
+            await barriers.batch_decrement_and_check("open", done, keep_until=None)
         items = await scan_all(clients.dynamodb, settings.barriers_table)
         assert items and not [i["sk"]["S"] for i in items if "expires_at" in i], "an item of a live flow expires"
         assert await barriers.close("open", BarrierState.ABORTED)
@@ -166,7 +167,8 @@ async def test_a_flow_without_a_deadline_keeps_its_items_while_active(aws_target
         late = [FlowStepResult(step_index=245, status="success", result=245)]
         await barriers.batch_decrement_and_check("open", late, keep_until=None)
         items = await scan_all(clients.dynamodb, settings.barriers_table)
-        assert pages == 2 and all("expires_at" in i for i in items), [i["sk"]["S"] for i in items if "expires_at" not in i]
+        assert pages == 1, "120 packs: a page of 100, then the rest"
+        assert all("expires_at" in i for i in items), [i["sk"]["S"] for i in items if "expires_at" not in i]
 
 
 async def test_the_lifetime_check_fails_when_items_expire_from_the_start(aws_target: Any,
@@ -177,3 +179,63 @@ async def test_the_lifetime_check_fails_when_items_expire_from_the_start(aws_tar
                         lambda self, keep_until: {"expires_at": self._expiry(keep_until)})
     with pytest.raises(AssertionError, match="of a live flow expires"):
         await test_a_flow_without_a_deadline_keeps_its_items_while_active(aws_target)
+
+
+async def test_a_flow_started_before_packs_goes_on_as_it_began(aws_target: Any) -> None:
+    """Shard items written by the version before packs (no `packed`): reports after a deploy
+    record a step item per step and count statuses in number sets, as that flow began; the
+    counts, the first result of a step reported twice and `retire` hold; no pack is left to
+    live for ever."""
+    from datetime import UTC, datetime
+
+    from tests.aws_support import aws_resources
+    from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider
+    from tq_cloud.domain.flows import StepCounts
+
+    settings = aws_target.settings()
+    async with aws_resources(settings) as clients:
+        ddb, table = clients.dynamodb, settings.barriers_table
+        barriers = DynamoDbFlowBarrierProvider(ddb, table)
+        await barriers.init_barrier("old", 3, datetime.now(UTC), deadline=None)
+        await ddb.update_item(TableName=table, Key={"pk": {"S": "flow#old"}, "sk": {"S": "count#00000"}},
+                              UpdateExpression="REMOVE packed")
+        assert (await barriers.batch_decrement_and_check("old", [ok(0), bad(1)])).remaining == 1
+        closing = await barriers.batch_decrement_and_check("old", [bad(0), FlowStepResult(step_index=2, status="ignored")])
+        assert closing.closed and closing.state is BarrierState.COMPLETE
+        assert await barriers.step_counts("old") == StepCounts(succeeded=1, failed=1, ignored=1)
+        assert [(r.step_index, r.status) for r in await barriers.get_step_results("old")] == [
+            (0, "success"), (1, "fail"), (2, "ignored")], "step 0 keeps its first report"
+        items = await scan_all(ddb, table)
+        assert sorted(i["sk"]["S"] for i in items if i["sk"]["S"].startswith("step#")) == [
+            "step#0000000", "step#0000001", "step#0000002"]
+        assert all("expires_at" in i for i in items if i["sk"]["S"].startswith("pack#"))
+        assert await barriers.retire("old") is None
+        assert all("expires_at" in i for i in await scan_all(ddb, table))
+
+
+async def test_a_step_reported_again_with_another_status_counts_as_its_first(barriers: Any, clock: ManualClock) -> None:
+    from tq_cloud.domain.flows import StepCounts
+
+    await barriers.init_barrier("f", 2, clock.now())
+    await barriers.batch_decrement_and_check("f", [bad(0)])
+    closing = await barriers.batch_decrement_and_check("f", [ok(0), ok(1)])
+    assert closing.closed and await barriers.step_counts("f") == StepCounts(succeeded=1, failed=1)
+    assert [(r.step_index, r.status) for r in await barriers.get_step_results("f")] == [(0, "fail"), (1, "success")]
+
+
+async def test_the_first_report_check_fails_when_a_later_report_overwrites(aws_target: Any) -> None:
+    """A mutation: each report's `o<index>` set unconditionally (last write wins)."""
+    import re
+
+    from tests.aws_support import aws_resources
+    from tq_cloud.backends.aws import DynamoDbFlowBarrierProvider
+
+    def last_wins(params: dict[str, Any], **_: Any) -> None:
+        params["UpdateExpression"] = re.sub(r"if_not_exists\((#o\d+), (:o\d+)\)", r"\2", params["UpdateExpression"])
+
+    settings = aws_target.settings()
+    async with aws_resources(settings) as clients:
+        clients.dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", last_wins)
+        barriers = DynamoDbFlowBarrierProvider(clients.dynamodb, settings.barriers_table)
+        with pytest.raises(AssertionError):
+            await test_a_step_reported_again_with_another_status_counts_as_its_first(barriers, ManualClock())
