@@ -58,8 +58,11 @@ def show(report: SimReport) -> None:
               f"{f['out_of_order']:.0f} out of order, max wait {f['max_wait']:.0f} s")
     if report.lane_lateness:
         lane = sorted(report.lane_lateness)
+        handled = sorted(report.lane_handled_lateness) or [0.0]
         print(f"  delay lane: {report.lane_messages} messages; delay-lane lateness (due to forwarded) p50 "
-              f"{lane[len(lane) // 2]:.2f} s, p99 {lane[int(len(lane) * 0.99)]:.2f} s, max {lane[-1]:.2f} s")
+              f"{lane[len(lane) // 2]:.2f} s, p99 {lane[int(len(lane) * 0.99)]:.2f} s, max {lane[-1]:.2f} s; "
+              f"p99 {handled[int(len(handled) * 0.99)]:.2f} s leaving out {len(lane) - len(report.lane_handled_lateness)} "
+              "received by an invocation that crashed (back after the 300 s visibility timeout)")
     if report.lateness:
         late = sorted(report.lateness)
         print(f"  delayed runs (lane, store and flow-control deferrals, behind the stream's backlog): lateness p50 "

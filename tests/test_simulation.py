@@ -39,7 +39,7 @@ def test_fixed_seeds_hold_every_invariant_under_faults(seed: int) -> None:
 
 
 def lane_p99(report: Any) -> float:
-    late = sorted(report.lane_lateness)
+    late = sorted(report.lane_handled_lateness)  # a crashed invocation's messages wait out the timeout
     return float(late[int(len(late) * 0.99)])
 
 
@@ -86,6 +86,13 @@ HIGH_FAULTS_FOR = 1200.0
 and deferrals fail more often than not), and what these runs check is seen as it happens (a
 failed forward is back from the delay lane within seconds, so a virtual second holds more work
 than it did when the lane waited out its visibility timeout)."""
+
+
+HIGH_FAULT_RECORDS = """At 50-60% of calls failing, an aggregated record of many tasks rarely gets
+through an invocation whole (every call of its tasks must succeed or the invocation crashes and
+Lambda delivers it all again, and one record cannot be bisected), so those runs last hours of
+simulated time; the mutations they look for concern single records, so they write a record
+per task. Aggregation is checked at 20% (test_producers_aggregate...)."""
 
 
 def violations_within(seeds: range, tasks: int = 1500, fault_rate: float = 0.2, about: str = "",
@@ -159,7 +166,8 @@ def test_mutation_keeping_the_first_copy_of_a_task_in_a_batch_is_caught(monkeypa
 
     monkeypatch.setattr(runner, "_most_advanced", keep_first)
     # crashes after a commit put an attempt and its own retry in one batch; a high rate makes it common
-    found = violations_within(range(1, 9), fault_rate=0.5, about="left its batch without an outcome")
+    found = violations_within(range(1, 9), fault_rate=0.5, about="left its batch without an outcome",
+                              aggregate_bytes=0)  # see HIGH_FAULT_RECORDS
     assert found, "the checker missed a batch that dropped a task's most advanced attempt"
 
 
@@ -179,13 +187,14 @@ def test_mutation_swallowing_a_failed_late_async_commit_is_caught(monkeypatch: p
 
     monkeypatch.setattr(TaskRunner, "_finish_async", swallow)
     monkeypatch.setattr(TaskHandler, "_commit_async", commit_once)  # as the old code: one try, then swallowed
-    found = violations_within(range(1, 9), fault_rate=0.6, about="without an outcome", tasks=600,
+    found = violations_within(range(1, 9), fault_rate=0.6, about="without an outcome", tasks=600, aggregate_bytes=0,
                               max_virtual_seconds=HIGH_FAULTS_FOR)  # late commits fail often
     assert any("without an outcome" in v for v in found), found[:5]
 
 
 def test_at_a_high_fault_rate_no_record_leaves_a_batch_without_an_outcome() -> None:
-    report = Simulation(SimConfig(tasks=600, fault_rate=0.6, seed=1, max_virtual_seconds=HIGH_FAULTS_FOR)).run()
+    report = Simulation(SimConfig(tasks=600, fault_rate=0.6, seed=1, max_virtual_seconds=HIGH_FAULTS_FOR,
+                                  aggregate_bytes=0)).run()
     assert sum(report.faults.values()) > 10_000
     assert not [v for v in report.violations if "without an outcome" in v or "sent again" in v]
 

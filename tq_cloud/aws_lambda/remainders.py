@@ -4,9 +4,12 @@ Lambda's partial batch response names records, and Lambda then redelivers from t
 named, with every record after it. A record aggregated in the KPL format carries many tasks
 (25 or more), so naming it would run again those of its tasks that committed, and those of every
 record after it: with aggregation, one failed write would re-run thousands of tasks. So when a
-batch holds an aggregated record, the consumer puts its uncommitted tasks back on the stream
-(as fresh records, packed again) and names no record: the tasks that committed are never
-delivered again. A record is still named (redelivery, as for plain records) when that cannot
+batch holds an aggregated record and some task from the first uncommitted record on did commit,
+the consumer puts the uncommitted tasks back on the stream (as fresh records, packed again) and
+names no record: the tasks that committed are never delivered again. (When nothing from there
+on committed, as after a failed commit of a whole chunk, the records are named: redelivery
+reruns nothing that committed, and put-backs would only multiply copies.) A record is still
+named (redelivery, as for plain records) when that cannot
 be done: a task of an `ordered=True` executor (a put-back would let later tasks of its key pass
 it), a record that is not a task (its failure could not be recorded), a task put back
 `MAX_REQUEUES` times already (so a write that keeps failing ends where the event source
@@ -49,6 +52,8 @@ class Remainders:
     some record that has committed tasks was named all the same (empty when none was)."""
 
     named: list[str] = field(default_factory=list)
+    uncommitted: set[str] = field(default_factory=set)
+    """The keys of the batch's tasks the worker found not committed (as it saw them)."""
     requeued: int = 0
     fell_back: list[str] = field(default_factory=list)
 
@@ -64,8 +69,13 @@ async def uncommitted_records(handler: Any, decoded: Sequence[Decoded], uncommit
     if not pending:
         return Remainders()
     if all(len(records) == 1 for records in by_record.values()):
-        return Remainders(named=pending)
-    out = Remainders()
+        return Remainders(named=pending, uncommitted=uncommitted)
+    order = list(by_record)
+    redelivered = order[order.index(pending[0]):]
+    if all(record_key(seq, r) in uncommitted for seq in redelivered for r in by_record[seq]):
+        # nothing from the first one on committed: a redelivery reruns nothing
+        return Remainders(named=pending, uncommitted=uncommitted)
+    out = Remainders(uncommitted=uncommitted)
     again: list[Task] = []
     owners: dict[str, str] = {}
     for at, seq in enumerate(pending):
@@ -90,8 +100,7 @@ async def uncommitted_records(handler: Any, decoded: Sequence[Decoded], uncommit
             out.named = [*{owners[key] for key in unwritten}, *out.named]
             out.fell_back.append(f"the put-back of {len(unwritten)} tasks failed")
         out.requeued = 0 if unwritten is None else len(again) - len(unwritten)
-    order = {seq: i for i, seq in enumerate(by_record)}
-    out.named = sorted(set(out.named), key=order.__getitem__)
+    out.named = sorted(set(out.named), key=order.index)
     if out.fell_back:
         log.error("records named for redelivery although some of their tasks committed (%s): %s",
                   "; ".join(out.fell_back), ", ".join(out.named))

@@ -38,6 +38,9 @@ class Message:
     deleted: bool = False
     visible_again: float | None = None
     """Set by ChangeMessageVisibility (`retry_soon`) during the invocation that received it."""
+    crashed: bool = False
+    """An invocation that received it died: it came back after the visibility timeout, which
+    nothing in the function could shorten."""
     due_at: float = 0.0
     """When its delay ended: the lane's lateness is how long after this its task was forwarded."""
 
@@ -66,6 +69,9 @@ class SimDelayQueue:
         self.lateness: list[float] = []
         """Per message forwarded: the seconds from the end of its delay to the end of the
         invocation that forwarded its task (the lane's own share of a delayed run's lateness)."""
+        self.handled_lateness: list[float] = []
+        """The same, for the messages no dying invocation received (what the worker's
+        ChangeMessageVisibility bounds)."""
         self._received: list[Message] = []
         """Messages received and not settled: what a receipt handle can still change."""
 
@@ -129,7 +135,11 @@ class SimDelayQueue:
             if failed is not None and message.message_id not in failed:
                 message.deleted = True
                 self.lateness.append(now - message.due_at)
-            elif message.receives >= max_receives:
+                if not message.crashed:
+                    self.handled_lateness.append(now - message.due_at)
+                continue
+            message.crashed |= failed is None
+            if message.receives >= max_receives:
                 self.dead_letters.append(message.message_id)
             else:
                 self._push(message.visible_again or again_at, message)

@@ -86,6 +86,8 @@ class SimReport:
     back, one time in two)."""
     lateness: list[float] = field(default_factory=list)
     lane_lateness: list[float] = field(default_factory=list)
+    lane_handled_lateness: list[float] = field(default_factory=list)
+    """Lane lateness of the messages no crashed invocation received."""
     """Per delay-lane message: seconds from the end of its delay until its task was forwarded."""
     """Of each delayed run (a task with an `execute_at` in the future when it was added): its
     start less its due time, in seconds."""
@@ -254,7 +256,7 @@ class Deployment:
         failed = sorted(int(f["itemIdentifier"]) for f in response["batchItemFailures"])
         for record in batch:
             if failed and record.seq >= failed[0]:
-                self._named(record, worker.last.fell_back)
+                self._named(record, worker.last.fell_back, worker.last.uncommitted)
                 continue
             if not record.keys and derived_id("undecodable", f"{record.seq:020d}") in self.storage._rows:
                 continue
@@ -264,12 +266,13 @@ class Deployment:
         self.tracker.note("response", lane.name, failed)
         return failed
 
-    def _named(self, record: Record, fell_back: list[str]) -> None:
-        """A record Lambda will deliver again: if aggregated, none of its tasks may have
-        committed (their runs would come again), unless the worker said why it had to name it."""
+    def _named(self, record: Record, fell_back: list[str], uncommitted: set[str]) -> None:
+        """A record Lambda will deliver again: if aggregated, none of its tasks the worker saw
+        commit may have committed (their runs would come again), unless it said why it had to
+        name it. (A commit whose answer was lost, the worker cannot tell from a failed one.)"""
         if len(record.keys) < 2 or fell_back:
             return
-        done = [key for key in record.keys if self.tracker.committed_attempt(key)]
+        done = [key for key in record.keys if key[0] not in uncommitted and self.tracker.committed_attempt(key)]
         if done:
             self.tracker.violate(f"aggregated record {record.seq} named for redelivery though {done[0]} committed")
 
@@ -490,6 +493,7 @@ class Deployment:
         report.put_back = len(self.tracker.put_back)
         report.lateness = self.tracker.lateness
         report.lane_lateness = self.lane.lateness if self.lane is not None else []
+        report.lane_handled_lateness = self.lane.handled_lateness if self.lane is not None else []
         report.redrives = len(self.tracker.redriven)
 
 
