@@ -166,7 +166,7 @@ async def one_flow(steps: int, batch_size: int, lanes: int, ports: dict[str, Any
         actions.start_flow([{"type": "step", "queue_id": "f", "payload": i} for i in range(steps)],
                            FlowConfig(join=JoinTarget(type="join", queue_id="f"), timeout_ms=3_600_000))
         # with a timeout, as long flows should have: one without pays a retire pass after its
-        # close (one more write per step; README, Running it for months)
+        # close (one more write per pack item; docs/operating.md, Running it for months)
         actions.success(task)
 
     @stack.registry.task("f", "step", parallel=True, chunk_size=50)
